@@ -1,0 +1,35 @@
+# Two entry points, both safe on a fresh machine:
+#   make run   – create .venv, install everything, index the sample folder
+#   make test  – the same install, then ruff, mypy and the test suite (what .ci/run calls)
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install run test lint bench
+install: $(VENV)/.installed
+
+# torch is installed first, pinned to the CPU build that is on this machine's disk: the
+# package itself only asks for torch>=2.2, which with no torch present would pull a
+# multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+run: install
+	$(BIN)/cocod update -f examples/docs_flow.py
+
+lint: install
+	$(BIN)/ruff check cocod tests bench examples
+	$(BIN)/ruff format --check cocod tests bench examples
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/engine_bench.py

@@ -1,0 +1,347 @@
+"""Evaluate a flow for source rows: scope by scope, op by op, vectorised over rows.
+
+Within one source row, each op runs once over all rows of its scope (e.g. every chunk of a
+file), so a function sees its inputs in bulk. Across source rows, concurrent evaluations
+share one :class:`FunctionRunner` per op, which deduplicates in-flight memo keys and, for
+batching functions, merges calls from many rows into one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+
+from cocod.engine.fingerprint import Fingerprinter
+from cocod.engine.values import decode_memo_value, encode_memo_value
+from cocod.flow.graph import (
+    CollectOp,
+    ConstantInput,
+    FieldRef,
+    ForEachOp,
+    GeneratedField,
+    Input,
+    Scope,
+    TransformOp,
+)
+from cocod.flow.specs import AnalyzedFunction, FunctionExecutor
+
+RECENT_RESULTS_CAPACITY = 8192
+
+
+class MemoLookup(Protocol):
+    async def memo_lookup(self, fps: Sequence[bytes]) -> dict[bytes, bytes]: ...
+
+
+@dataclass
+class RowMemo:
+    """Memo keys one source row used, and the entries it must persist with its commit."""
+
+    store: MemoLookup | None
+    used: set[bytes] = field(default_factory=set)
+    new_entries: dict[bytes, bytes] = field(default_factory=dict)
+    calls: int = 0
+
+
+@dataclass
+class _RowContext:
+    parent: _RowContext | None
+    values: dict[str, Any]
+
+
+class Batcher:
+    """Merges batch calls from concurrent evaluations into batches of ``max_batch_size``."""
+
+    def __init__(self, run_batch: Callable[[list[Any]], Any], max_batch_size: int | None) -> None:
+        self._run_batch = run_batch
+        self._max = max_batch_size or 1 << 30
+        self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def submit(self, items: list[Any]) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        futures = []
+        for item in items:
+            fut: asyncio.Future[Any] = loop.create_future()
+            self._pending.append((item, fut))
+            futures.append(fut)
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush_loop())
+        return list(await asyncio.gather(*futures))
+
+    async def _flush_loop(self) -> None:
+        try:
+            while self._pending:
+                # Let other evaluations that are ready in this tick add their inputs first.
+                for _ in range(3):
+                    await asyncio.sleep(0)
+                batch, self._pending = self._pending[: self._max], self._pending[self._max :]
+                try:
+                    results = await self._run_batch([item for item, _ in batch])
+                except BaseException as e:
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(e if isinstance(e, Exception) else RuntimeError(e))
+                    if not isinstance(e, Exception):
+                        raise
+                    continue
+                for (_, fut), result in zip(batch, results, strict=True):
+                    if not fut.done():
+                        fut.set_result(result)
+        finally:
+            self._flusher = None
+
+
+class FunctionRunner:
+    """Everything needed to call one transform op: executor, memo, batching, threads."""
+
+    def __init__(self, function: AnalyzedFunction, limiter: anyio.CapacityLimiter) -> None:
+        self.function = function
+        self._limiter = limiter
+        self._executor: FunctionExecutor | None = None
+        self._executor_lock = asyncio.Lock()
+        self._identity = json.dumps(function.identity_json(), sort_keys=True, default=repr)
+        self._inflight: dict[bytes, asyncio.Future[Any]] = {}
+        self._recent: OrderedDict[bytes, bytes] = OrderedDict()
+        self._batcher: Batcher | None = None
+        self.num_calls = 0
+
+    async def _get_executor(self) -> FunctionExecutor:
+        if self._executor is None:
+            async with self._executor_lock:
+                if self._executor is None:
+                    self._executor = await anyio.to_thread.run_sync(
+                        self.function.create_executor, limiter=self._limiter
+                    )
+        return self._executor
+
+    def memo_key(self, args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
+        fp = Fingerprinter().add(self._identity)
+        for a in args:
+            fp.add(a)
+        for k in sorted(kwargs):
+            fp.add(k).add(kwargs[k])
+        return fp.digest()
+
+    async def run(self, calls: list[tuple[list[Any], dict[str, Any]]], memo: RowMemo) -> list[Any]:
+        """Results for many calls (one per row of a scope), skipping nulls and memo hits."""
+        results: list[Any] = [None] * len(calls)
+        required = self.function.required_inputs
+        todo: list[int] = []
+        for i, (args, kwargs) in enumerate(calls):
+            if any((args[r] if isinstance(r, int) else kwargs.get(r)) is None for r in required):
+                continue
+            todo.append(i)
+        if not todo:
+            return results
+        if not self.function.options.cache:
+            values = await self._compute([calls[i] for i in todo])
+            for i, v in zip(todo, values, strict=True):
+                results[i] = v
+            return results
+        await self._run_cached(calls, todo, results, memo)
+        return results
+
+    async def _run_cached(
+        self,
+        calls: list[tuple[list[Any], dict[str, Any]]],
+        todo: list[int],
+        results: list[Any],
+        memo: RowMemo,
+    ) -> None:
+        out_type = self.function.output_type
+        keys = {i: self.memo_key(*calls[i]) for i in todo}
+        memo.used.update(keys.values())
+        known: dict[bytes, bytes] = {}
+        for k in keys.values():
+            if k in memo.new_entries:
+                known[k] = memo.new_entries[k]
+            elif k in self._recent:
+                known[k] = self._recent[k]
+                self._recent.move_to_end(k)
+                memo.new_entries[k] = known[k]
+        lookup = [k for k in set(keys.values()) if k not in known and k not in self._inflight]
+        if lookup and memo.store is not None:
+            known.update(await memo.store.memo_lookup(lookup))
+        waiting: dict[bytes, asyncio.Future[Any]] = {}
+        mine: dict[bytes, int] = {}
+        loop = asyncio.get_running_loop()
+        for i, k in keys.items():
+            if k in known or k in mine or k in waiting:
+                continue
+            if k in self._inflight:
+                waiting[k] = self._inflight[k]
+            else:
+                mine[k] = i
+                self._inflight[k] = loop.create_future()
+        if mine:
+            try:
+                values = await self._compute([calls[i] for i in mine.values()])
+            except BaseException as e:
+                for k in mine:
+                    fut = self._inflight.pop(k)
+                    fut.set_exception(e if isinstance(e, Exception) else RuntimeError(e))
+                    fut.exception()  # mark retrieved: waiters re-raise it themselves
+                raise
+            memo.calls += len(mine)
+            for k, v in zip(mine, values, strict=True):
+                encoded = encode_memo_value(v, out_type)
+                known[k] = encoded
+                memo.new_entries[k] = encoded
+                self._remember(k, encoded)
+                self._inflight.pop(k).set_result(encoded)
+        for k, fut in waiting.items():
+            known[k] = await fut
+            memo.new_entries[k] = known[k]
+        decoded: dict[bytes, Any] = {}
+        for i, k in keys.items():
+            if k not in decoded:
+                decoded[k] = decode_memo_value(known[k], out_type)
+            results[i] = decoded[k]
+
+    def _remember(self, key: bytes, encoded: bytes) -> None:
+        self._recent[key] = encoded
+        if len(self._recent) > RECENT_RESULTS_CAPACITY:
+            self._recent.popitem(last=False)
+
+    def forget_recent(self) -> None:
+        self._recent.clear()
+
+    async def _compute(self, calls: list[tuple[list[Any], dict[str, Any]]]) -> list[Any]:
+        executor = await self._get_executor()
+        self.num_calls += len(calls)
+        fn = self.function
+        if fn.options.batching:
+            if self._batcher is None:
+                self._batcher = Batcher(self._run_batch, fn.options.max_batch_size)
+            return await self._batcher.submit([args[0] for args, _ in calls])
+        if fn.is_async:
+            return [await executor(*a, **k) for a, k in calls]
+        return await anyio.to_thread.run_sync(
+            lambda: [executor(*a, **k) for a, k in calls], limiter=self._limiter
+        )
+
+    async def _run_batch(self, items: list[Any]) -> list[Any]:
+        executor = await self._get_executor()
+        if self.function.is_async:
+            result = await executor(items)
+        else:
+            result = await anyio.to_thread.run_sync(executor, items, limiter=self._limiter)
+        result = list(result)
+        if len(result) != len(items):
+            raise ValueError(
+                f"batching function {self.function.kind} returned {len(result)} results "
+                f"for {len(items)} inputs"
+            )
+        return result
+
+
+class Evaluator:
+    """Evaluates the row scopes of one source for single source rows."""
+
+    def __init__(self, for_each: Sequence[ForEachOp], runners: dict[int, FunctionRunner]) -> None:
+        self._for_each = for_each
+        self._runners = runners
+
+    async def evaluate(
+        self, row_value: dict[str, Any], memo: RowMemo
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Collected rows per collector name, in collection order."""
+        collected: dict[str, list[dict[str, Any]]] = {}
+        root = _RowContext(None, {})
+        for op in self._for_each:
+            await self._eval_scope(op.child, [_RowContext(root, dict(row_value))], memo, collected)
+        return collected
+
+    async def _eval_scope(
+        self,
+        scope: Scope,
+        rows: list[_RowContext],
+        memo: RowMemo,
+        collected: dict[str, list[dict[str, Any]]],
+    ) -> None:
+        if not rows:
+            return
+        depth = scope.depth
+        for op in scope.ops:
+            if isinstance(op, TransformOp):
+                runner = self._runners[id(op)]
+                calls = [
+                    (
+                        [_resolve(a, row, depth) for a in op.args],
+                        {k: _resolve(v, row, depth) for k, v in op.kwargs.items()},
+                    )
+                    for row in rows
+                ]
+                for row, value in zip(rows, await runner.run(calls, memo), strict=True):
+                    row.values[op.output] = value
+            elif isinstance(op, ForEachOp):
+                children: list[_RowContext] = []
+                for row in rows:
+                    ctx = _ancestor(row, depth, op.table.scope.depth)
+                    table = _resolve(op.table, row, depth)
+                    for child_row in table or ():
+                        children.append(_RowContext(ctx, dict(child_row)))
+                await self._eval_scope(op.child, children, memo, collected)
+            else:
+                _collect(op, rows, depth, collected)
+
+
+def _collect(
+    op: CollectOp,
+    rows: list[_RowContext],
+    depth: int,
+    collected: dict[str, list[dict[str, Any]]],
+) -> None:
+    out = collected.setdefault(op.collector.name, [])
+    for row in rows:
+        out.append(
+            {
+                name: (None if isinstance(v, GeneratedField) else _resolve(v, row, depth))
+                for name, v in op.values
+            }
+        )
+
+
+def _ancestor(row: _RowContext, depth: int, target_depth: int) -> _RowContext:
+    ctx = row
+    for _ in range(depth - target_depth):
+        assert ctx.parent is not None
+        ctx = ctx.parent
+    return ctx
+
+
+def _resolve(inp: Input, row: _RowContext, depth: int) -> Any:
+    if isinstance(inp, ConstantInput):
+        return inp.value
+    assert isinstance(inp, FieldRef)
+    ctx = _ancestor(row, depth, inp.scope.depth)
+    value = ctx.values.get(inp.path[0])
+    for name in inp.path[1:]:
+        if value is None:
+            return None
+        value = value.get(name)
+    return value
+
+
+def create_runners(
+    for_each: Sequence[ForEachOp], limiter: anyio.CapacityLimiter
+) -> dict[int, FunctionRunner]:
+    """One runner per transform op under the given row scopes, keyed by ``id(op)``."""
+    runners: dict[int, FunctionRunner] = {}
+
+    def visit(scope: Scope) -> None:
+        for op in scope.ops:
+            if isinstance(op, TransformOp):
+                runners[id(op)] = FunctionRunner(op.function, limiter)
+            elif isinstance(op, ForEachOp):
+                visit(op.child)
+
+    for op in for_each:
+        visit(op.child)
+    return runners

@@ -1,0 +1,79 @@
+"""The seams between the engine and the outside world (sources, state store, targets).
+
+The engine speaks only these Protocols and dataclasses; ``runtime`` wires in the real
+LocalFile reader and the Postgres-backed store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Ordinal = tuple[int, int]
+"""(mtime_ns, size): cheap to read, compared before any content is hashed."""
+
+
+@dataclass
+class SourceRow:
+    value: dict[str, Any]
+    ordinal: Ordinal
+    content_fp: bytes
+
+
+class SourceReader(Protocol):
+    async def list_rows(self) -> dict[str, Ordinal]:
+        """Every current key with its ordinal; raises SourceError if the source is gone."""
+        ...
+
+    async def read_row(self, key: str) -> SourceRow | None:
+        """The row's value, or None when it no longer exists (or is now excluded)."""
+        ...
+
+
+@dataclass
+class TrackedRow:
+    """What the store remembers about one processed source row."""
+
+    ordinal: Ordinal | None
+    content_fp: bytes | None
+    logic_fp: bytes | None
+    target_keys: dict[str, dict[str, str]] = field(default_factory=dict)
+    memo_keys: list[bytes] = field(default_factory=list)
+    uuids: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class ExportWrite:
+    upserts: list[dict[str, Any]] = field(default_factory=list)
+    deletes: list[list[Any]] = field(default_factory=list)
+
+
+@dataclass
+class RowCommit:
+    """Everything one source row changes; the store applies it in one transaction."""
+
+    source_id: int
+    key: str
+    tracked: TrackedRow | None  # None: the row is gone, delete its tracking
+    writes: dict[str, ExportWrite] = field(default_factory=dict)
+    memo_entries: dict[bytes, bytes] = field(default_factory=dict)
+    released_memo_keys: list[bytes] = field(default_factory=list)
+
+
+class StateStore(Protocol):
+    async def load_ordinals(
+        self, source_id: int
+    ) -> dict[str, tuple[Ordinal | None, bytes | None]]: ...
+
+    async def load_tracked_rows(
+        self, source_id: int, keys: Sequence[str]
+    ) -> dict[str, TrackedRow]: ...
+
+    async def commit_rows(self, commits: Sequence[RowCommit]) -> None:
+        """Apply all commits atomically (one transaction)."""
+        ...
+
+    async def memo_lookup(self, fps: Sequence[bytes]) -> dict[bytes, bytes]: ...
+
+    async def collect_memo_garbage(self, retention_seconds: float) -> int: ...

@@ -1,0 +1,1 @@
+"""What runs the ops: local files, splitter, embedder, Postgres target."""

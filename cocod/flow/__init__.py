@@ -1,0 +1,1 @@
+"""The declarative flow API: records a graph, does no I/O."""

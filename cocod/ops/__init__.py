@@ -1,0 +1,1 @@
+"""Op specs users write in flows: parameters only (their behaviour lives in executors)."""

@@ -1,0 +1,1 @@
+"""The Flow handle and its lifecycle; wires engine, executors and storage together."""

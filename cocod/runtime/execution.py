@@ -1,0 +1,356 @@
+"""A built flow: its plan, evaluators and readers, and the operations on its persistent state.
+
+Everything here runs on the bridge loop. :class:`FlowExecution` is created once per Flow
+object (the definition runs once) and reused by setup, drop and update.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import anyio
+import asyncpg
+import structlog
+
+from cocod.engine.evaluator import Evaluator, FunctionRunner, create_runners
+from cocod.engine.indexer import SourcePassContext, UpdateMode, run_source_pass
+from cocod.engine.plan import FlowPlan, compile_plan
+from cocod.engine.setup import (
+    READY,
+    USER_MANAGED,
+    FlowRecord,
+    FlowSetupPlan,
+    TargetDriver,
+    plan_drop,
+    plan_setup,
+)
+from cocod.engine.stats import IndexUpdateInfo, SourceUpdateStats
+from cocod.engine.values import key_from_json_text
+from cocod.errors import DatabaseError, SetupError, SetupOutOfDateError, SourceError
+from cocod.executors import postgres_target
+from cocod.executors.local_file import LocalFileReader
+from cocod.flow.builder import DataScope, FlowBuilder, record_flow
+from cocod.flow.graph import FlowGraph
+from cocod.ops.sources import LocalFile
+from cocod.runtime.context import LibraryContext
+from cocod.storage import state as internal
+
+log = structlog.get_logger(__name__)
+
+POSTGRES_DRIVER = TargetDriver(
+    desired_state=postgres_target.desired_state,
+    setup_key=lambda state: f"Postgres:{postgres_target.table_of(state).setup_key}",
+    describe=lambda state: f"Postgres table {postgres_target.table_of(state).display}",
+    plan_change=postgres_target.plan_target_change,
+)
+
+_THREAD_LIMITER: anyio.CapacityLimiter | None = None
+
+
+def thread_limiter() -> anyio.CapacityLimiter:
+    """One limiter for blocking work of every flow in the process (file reads, functions)."""
+    global _THREAD_LIMITER
+    if _THREAD_LIMITER is None:
+        _THREAD_LIMITER = anyio.CapacityLimiter(8)
+    return _THREAD_LIMITER
+
+
+@dataclass
+class _SourceRuntime:
+    reader: LocalFileReader
+    runners: dict[int, FunctionRunner]
+    evaluator: Evaluator
+    lock: anyio.Lock
+
+
+class FlowExecution:
+    def __init__(
+        self,
+        name: str,
+        full_name: str,
+        fl_def: Callable[[FlowBuilder, DataScope], None],
+    ) -> None:
+        self.graph: FlowGraph = record_flow(name, full_name, fl_def)
+        self.plan: FlowPlan = compile_plan(self.graph)
+        for export in self.plan.exports.values():
+            # Validate names and types now: a bad table name fails the build, not setup.
+            postgres_target.desired_state(full_name, export)
+        limiter = thread_limiter()
+        self.sources: dict[str, _SourceRuntime] = {}
+        for name_, sp in self.plan.sources.items():
+            spec = sp.source.spec
+            if not isinstance(spec, LocalFile):
+                raise SetupError(f"source {name_!r}: only LocalFile sources are supported")
+            runners = create_runners(sp.for_each, limiter)
+            self.sources[name_] = _SourceRuntime(
+                LocalFileReader(spec, limiter),
+                runners,
+                Evaluator(sp.for_each, runners),
+                anyio.Lock(),
+            )
+        self.lock = anyio.Lock()
+
+    @property
+    def full_name(self) -> str:
+        return self.graph.full_name
+
+    # -- setup / drop ---------------------------------------------------------------------
+    async def _read_record(self, ctx: LibraryContext) -> tuple[FlowRecord | None, bool]:
+        pool = await ctx.pool()
+        async with pool.acquire() as conn:
+            has_schema = await internal.internal_schema_exists(conn, ctx.schema)
+            record = await internal.read_flow_record(conn, ctx.schema, self.full_name)
+        return record, not has_schema
+
+    async def plan_setup(self, ctx: LibraryContext) -> FlowSetupPlan:
+        record, needs_schema = await self._read_record(ctx)
+        return plan_setup(self.plan, record, POSTGRES_DRIVER, needs_internal_schema=needs_schema)
+
+    async def plan_drop(self, ctx: LibraryContext) -> FlowSetupPlan:
+        record, _ = await self._read_record(ctx)
+        return plan_drop(self.full_name, record, POSTGRES_DRIVER)
+
+    async def setup(self, ctx: LibraryContext, *, out: TextIO | None = None) -> FlowSetupPlan:
+        async with self.lock:
+            setup_plan = await self.plan_setup(ctx)
+            if out is not None:
+                out.write("Setup status:\n\n" + setup_plan.render(ctx.schema) + "\n\n")
+            if not setup_plan.has_changes:
+                if out is not None:
+                    out.write("No setup changes to apply.\n")
+                return setup_plan
+            await apply_setup_plan(ctx, setup_plan, self.plan, out=out)
+            return setup_plan
+
+    async def drop(self, ctx: LibraryContext, *, out: TextIO | None = None) -> FlowSetupPlan:
+        async with self.lock:
+            drop_plan = await self.plan_drop(ctx)
+            if out is not None:
+                out.write("Drop status:\n\n" + drop_plan.render(ctx.schema) + "\n\n")
+            if not drop_plan.has_changes:
+                if out is not None:
+                    out.write("No flows need to be dropped.\n")
+                return drop_plan
+            await apply_drop_plan(ctx, drop_plan, out=out)
+            return drop_plan
+
+    # -- update ---------------------------------------------------------------------------
+    async def open_store(
+        self, ctx: LibraryContext
+    ) -> tuple[internal.PostgresStateStore, dict[str, int]]:
+        """Check setup is current, and return the state store with its source ids."""
+        setup_plan = await self.plan_setup(ctx)
+        if setup_plan.has_changes or setup_plan.old_record is None:
+            raise SetupOutOfDateError(
+                f"setup for flow {self.full_name!r} is not up to date; run "
+                f"`cocod setup` (or Flow.setup()) first"
+            )
+        writers = {}
+        for item in setup_plan.targets:
+            if item.new is not None and item.export_name is not None:
+                export = self.plan.exports[item.export_name]
+                writers[item.export_name] = postgres_target.TableWriter(item.new, export)
+        pool = await ctx.pool()
+        store = internal.PostgresStateStore(
+            pool, ctx.schema, setup_plan.old_record.flow_id, writers
+        )
+        return store, setup_plan.sources
+
+    async def update(
+        self,
+        ctx: LibraryContext,
+        mode: UpdateMode = UpdateMode.NORMAL,
+        *,
+        print_stats: bool = False,
+        max_concurrent_rows: int | None = None,
+    ) -> IndexUpdateInfo:
+        async with self.lock:
+            store, source_ids = await self.open_store(ctx)
+        info = IndexUpdateInfo({name: SourceUpdateStats() for name in self.sources})
+        errors: list[BaseException] = []
+
+        async def run_one(name: str) -> None:
+            try:
+                info.sources[name] = await self.update_source(
+                    ctx, store, name, source_ids[name], mode, max_concurrent_rows
+                )
+            except SourceError as e:
+                errors.append(e)
+
+        async with anyio.create_task_group() as tg:
+            for name in self.sources:
+                tg.start_soon(run_one, name)
+        if print_stats:
+            for name, stats in info.sources.items():
+                print(
+                    f"✅ {self.full_name}.{name} (batch update): {stats.describe()}",
+                    file=sys.stdout,
+                )
+        if errors:
+            first = errors[0]
+            raise SourceError(f"error in processing flow {self.full_name!r}: {first}") from first
+        return info
+
+    async def update_source(
+        self,
+        ctx: LibraryContext,
+        store: internal.PostgresStateStore,
+        name: str,
+        source_id: int,
+        mode: UpdateMode,
+        max_concurrent_rows: int | None = None,
+        only_keys: list[str] | None = None,
+    ) -> SourceUpdateStats:
+        runtime = self.sources[name]
+        async with runtime.lock:
+            pass_ctx = SourcePassContext(
+                flow_name=self.full_name,
+                plan=self.plan,
+                source=self.plan.sources[name],
+                source_id=source_id,
+                reader=runtime.reader,
+                store=store,
+                evaluator=runtime.evaluator,
+                runners=runtime.runners,
+                max_concurrent_rows=max_concurrent_rows or 16,
+                memo_retention_seconds=ctx.settings.memo_retention_seconds,
+            )
+            try:
+                stats = await run_source_pass(pass_ctx, mode, only_keys)
+            except SourceError as e:
+                log.error("source.failed", flow=self.full_name, source=name, error=str(e))
+                raise SourceError(f"source {name!r}: {e}") from e
+            except (OSError, asyncpg.PostgresError) as e:
+                raise DatabaseError(
+                    f"flow {self.full_name!r} source {name!r}: database error: {e}"
+                ) from e
+        log.info(
+            "flow.update.done",
+            flow=self.full_name,
+            source=name,
+            **{k: v for k, v in stats.as_dict().items() if k != "processing" and v},
+        )
+        return stats
+
+    def function_calls(self) -> int:
+        return sum(r.num_calls for s in self.sources.values() for r in s.runners.values())
+
+
+async def apply_setup_plan(
+    ctx: LibraryContext,
+    setup_plan: FlowSetupPlan,
+    flow_plan: FlowPlan | None,
+    *,
+    out: TextIO | None,
+) -> None:
+    """Apply a setup plan in one transaction (Postgres DDL is transactional)."""
+    pool = await ctx.pool()
+    name = setup_plan.flow_name
+    _say(
+        out,
+        f"{'Creating' if setup_plan.old_record is None else 'Updating resources for'} flow {name}:",
+    )
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            if setup_plan.needs_internal_schema:
+                for stmt in internal.internal_schema_statements(ctx.schema):
+                    await conn.execute(stmt)
+            record = setup_plan.old_record
+            flow_id = (
+                record.flow_id if record else await internal.allocate_flow_id(conn, ctx.schema)
+            )
+            for item in setup_plan.targets:
+                if item.change.status in (READY, USER_MANAGED):
+                    continue
+                _say(out, f"{item.description}:")
+                for action in item.change.actions:
+                    _say(out, f"  - {action}")
+                for stmt in item.change.statements:
+                    await conn.execute(stmt)
+            if setup_plan.retired_sources and flow_plan is not None:
+                await _clean_retired_sources(conn, ctx, flow_id, setup_plan, flow_plan, out)
+            new_record = FlowRecord(
+                flow_id=flow_id,
+                sources=setup_plan.sources,
+                next_source_id=setup_plan.next_source_id,
+                targets={t.key: t.new for t in setup_plan.targets if t.new is not None},
+            )
+            await internal.write_flow_record(conn, ctx.schema, name, new_record)
+    except asyncpg.PostgresError as e:
+        raise SetupError(f"setup of flow {name!r} failed and was rolled back: {e}") from e
+    _say(out, f"Done for flow {name}")
+
+
+async def _clean_retired_sources(
+    conn: asyncpg.Connection,
+    ctx: LibraryContext,
+    flow_id: int,
+    setup_plan: FlowSetupPlan,
+    flow_plan: FlowPlan,
+    out: TextIO | None,
+) -> None:
+    """Delete what sources removed from the flow produced, and their tracking rows."""
+    writers = {
+        t.export_name: postgres_target.TableWriter(t.new, flow_plan.exports[t.export_name])
+        for t in setup_plan.targets
+        if t.new is not None and t.export_name is not None and t.change.status != USER_MANAGED
+    }
+    from cocod.engine.interfaces import ExportWrite
+
+    for source_name, source_id in setup_plan.retired_sources.items():
+        _say(out, f"  - Clean up legacy source {source_name}")
+        for target_keys in await internal.delete_source_tracking(
+            conn, ctx.schema, flow_id, source_id
+        ):
+            for export_name, keys in target_keys.items():
+                writer = writers.get(export_name)
+                if writer is None:
+                    continue
+                export = flow_plan.exports[export_name]
+                deletes = [key_from_json_text(k, export.key_types) for k in keys]
+                await writer.write(conn, ExportWrite(deletes=deletes))
+
+
+async def apply_drop_plan(
+    ctx: LibraryContext, drop_plan: FlowSetupPlan, *, out: TextIO | None
+) -> None:
+    pool = await ctx.pool()
+    record = drop_plan.old_record
+    if record is None:
+        return
+    name = drop_plan.flow_name
+    _say(out, f"Deleting flow {name}:")
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            for item in drop_plan.targets:
+                _say(out, f"{item.description}:")
+                for action in item.change.actions:
+                    _say(out, f"  - {action}")
+                for stmt in item.change.statements:
+                    if ctx.settings.ignore_target_drop_failures:
+                        try:
+                            async with conn.transaction():
+                                await conn.execute(stmt)
+                        except asyncpg.PostgresError as e:
+                            log.warning("drop.target_failed", flow=name, error=str(e))
+                    else:
+                        await conn.execute(stmt)
+            await internal.delete_flow_state(conn, ctx.schema, name, record.flow_id)
+    except asyncpg.PostgresError as e:
+        raise SetupError(
+            f"drop of flow {name!r} failed and was rolled back: {e} "
+            "(set COCOD_IGNORE_TARGET_DROP_FAILURES=true to skip failing targets)"
+        ) from e
+    _say(out, f"Done for flow {name}")
+
+
+def _say(out: TextIO | None, line: str) -> None:
+    if out is not None:
+        out.write(line + "\n")
+
+
+def describe_any(value: Any) -> str:
+    return repr(value)

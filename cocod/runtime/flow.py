@@ -1,0 +1,210 @@
+"""``Flow`` and the process-wide registry of open flows (v0's ``flow.py`` surface).
+
+A Flow has two independent lives: the in-process object (``open_flow`` … ``close``) and
+its persistent resources (``setup`` … ``drop``). Closing never touches the database;
+dropping never invalidates the object.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from cocod.engine.indexer import UpdateMode
+from cocod.engine.stats import IndexUpdateInfo
+from cocod.errors import FlowClosedError
+from cocod.flow.builder import DataScope, FlowBuilder
+from cocod.flow.naming import validate_flow_name, validate_full_flow_name
+from cocod.runtime.bridge import bridge
+from cocod.runtime.context import LibraryContext, get_context
+from cocod.runtime.execution import FlowExecution
+
+FlowDef = Callable[[FlowBuilder, DataScope], None]
+F = TypeVar("F")
+
+_registry_lock = threading.Lock()
+_registry: dict[str, Flow] = {}
+
+
+class Flow:
+    """An open flow instance: a definition plus a name."""
+
+    def __init__(self, name: str, fl_def: FlowDef) -> None:
+        self._name = validate_flow_name(name)
+        self._fl_def = fl_def
+        self._execution: FlowExecution | None = None
+        self._execution_ctx: LibraryContext | None = None
+        self._is_closed = False
+        self._build_lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def full_name(self) -> str:
+        namespace = get_context().settings.app_namespace
+        full = f"{namespace}.{self._name}" if namespace else self._name
+        return validate_full_flow_name(full)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._is_closed else "open"
+        return f"<cocod.Flow {self._name!r} ({state})>"
+
+    def _check_open(self) -> None:
+        if self._is_closed:
+            raise FlowClosedError(f"flow {self._name!r} is closed; open it again to use it")
+
+    def _execution_for(self, ctx: LibraryContext) -> FlowExecution:
+        """Run the definition once per library context (lazily, like v0)."""
+        self._check_open()
+        with self._build_lock:
+            if self._execution is None or self._execution_ctx is not ctx:
+                self._execution = FlowExecution(self._name, self.full_name, self._fl_def)
+                self._execution_ctx = ctx
+            return self._execution
+
+    def execution(self) -> FlowExecution:
+        return self._execution_for(get_context())
+
+    # -- setup / drop ---------------------------------------------------------------------
+    async def _setup(self, report_to_stdout: bool) -> None:
+        ctx = get_context()
+        await self._execution_for(ctx).setup(ctx, out=sys.stdout if report_to_stdout else None)
+
+    def setup(self, report_to_stdout: bool = False) -> None:
+        bridge.run(self._setup(report_to_stdout))
+
+    async def setup_async(self, report_to_stdout: bool = False) -> None:
+        await bridge.run_async(self._setup(report_to_stdout))
+
+    async def _drop(self, report_to_stdout: bool) -> None:
+        ctx = get_context()
+        await self._execution_for(ctx).drop(ctx, out=sys.stdout if report_to_stdout else None)
+
+    def drop(self, report_to_stdout: bool = False) -> None:
+        bridge.run(self._drop(report_to_stdout))
+
+    async def drop_async(self, report_to_stdout: bool = False) -> None:
+        await bridge.run_async(self._drop(report_to_stdout))
+
+    # -- update ---------------------------------------------------------------------------
+    async def _update(
+        self, reexport_targets: bool, full_reprocess: bool, print_stats: bool
+    ) -> IndexUpdateInfo:
+        ctx = get_context()
+        mode = (
+            UpdateMode.FULL_REPROCESS
+            if full_reprocess
+            else UpdateMode.REEXPORT
+            if reexport_targets
+            else UpdateMode.NORMAL
+        )
+        return await self._execution_for(ctx).update(ctx, mode, print_stats=print_stats)
+
+    def update(
+        self,
+        *,
+        reexport_targets: bool = False,
+        full_reprocess: bool = False,
+        print_stats: bool = False,
+    ) -> IndexUpdateInfo:
+        """One catch-up pass over every source; returns its statistics."""
+        return bridge.run(self._update(reexport_targets, full_reprocess, print_stats))
+
+    async def update_async(
+        self,
+        *,
+        reexport_targets: bool = False,
+        full_reprocess: bool = False,
+        print_stats: bool = False,
+    ) -> IndexUpdateInfo:
+        return await bridge.run_async(self._update(reexport_targets, full_reprocess, print_stats))
+
+    # -- in-process lifecycle -------------------------------------------------------------
+    def close(self) -> None:
+        """Forget the flow in this process; its tables and state stay in the database."""
+        with _registry_lock:
+            if _registry.get(self._name) is self:
+                del _registry[self._name]
+        self._is_closed = True
+        self._execution = None
+
+
+def open_flow(name: str, fl_def: FlowDef) -> Flow:
+    """Register a flow instance under ``name``; the definition runs on first use."""
+    validate_flow_name(name)
+    with _registry_lock:
+        if name in _registry:
+            raise KeyError(f"Flow with name {name} already exists")
+        flow = Flow(name, fl_def)
+        _registry[name] = flow
+    return flow
+
+
+def add_flow_def(name: str, fl_def: FlowDef) -> Flow:
+    """Deprecated v0 alias of :func:`open_flow`."""
+    return open_flow(name, fl_def)
+
+
+def remove_flow(fl: Flow) -> None:
+    """Deprecated v0 alias of ``fl.close()``."""
+    fl.close()
+
+
+def flow_def(name: str | None = None) -> Callable[[FlowDef], Flow]:
+    """Decorator: ``@flow_def(name=...)`` is ``open_flow(name or fn.__name__, fn)``."""
+
+    def decorate(fn: FlowDef) -> Flow:
+        return open_flow(name or fn.__name__, fn)
+
+    return decorate
+
+
+def flow_names() -> list[str]:
+    with _registry_lock:
+        return list(_registry)
+
+
+def flows() -> dict[str, Flow]:
+    with _registry_lock:
+        return dict(_registry)
+
+
+def flow_by_name(name: str) -> Flow:
+    with _registry_lock:
+        return _registry[name]
+
+
+def ensure_all_flows_built() -> None:
+    for fl in flows().values():
+        fl.execution()
+
+
+def setup_all_flows(report_to_stdout: bool = False) -> None:
+    for fl in flows().values():
+        fl.setup(report_to_stdout=report_to_stdout)
+
+
+def drop_all_flows(report_to_stdout: bool = False) -> None:
+    for fl in flows().values():
+        fl.drop(report_to_stdout=report_to_stdout)
+
+
+async def update_all_flows_async(options: Any = None) -> dict[str, IndexUpdateInfo]:
+    """Update every open flow concurrently (``options``: a FlowLiveUpdaterOptions-like)."""
+    import anyio
+
+    reexport = bool(getattr(options, "reexport_targets", False))
+    full = bool(getattr(options, "full_reprocess", False))
+    results: dict[str, IndexUpdateInfo] = {}
+
+    async def one(name: str, fl: Flow) -> None:
+        results[name] = await fl.update_async(reexport_targets=reexport, full_reprocess=full)
+
+    async with anyio.create_task_group() as tg:
+        for name, fl in flows().items():
+            tg.start_soon(one, name, fl)
+    return results

@@ -1,0 +1,1 @@
+"""Internal state in Postgres (tracking, memo, setup records), the pool, the embedded server."""

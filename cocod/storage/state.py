@@ -1,0 +1,289 @@
+"""cocod's internal tables: setup records, per-row tracking, and the memo.
+
+All flows share three tables in the internal schema (``cocod`` unless
+``db_schema_name`` says otherwise), partitioned by a numeric ``flow_id``: no per-flow DDL,
+no identifier-length limits on flow names, and dropping a flow is a few DELETEs.
+
+    setup_metadata (flow_name, resource) → state jsonb      what setup last applied
+    tracking (flow_id, source_id, source_key)               one row per processed source row
+    memo (flow_id, fp) → value bytea                         memoized function results
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import asyncpg
+
+from cocod.engine.interfaces import ExportWrite, Ordinal, RowCommit, TrackedRow
+from cocod.engine.setup import FlowRecord
+from cocod.flow.naming import quote_ident
+
+
+class TargetWriter(Protocol):
+    """Writes one export's rows inside the row's transaction."""
+
+    async def write(self, conn: asyncpg.Connection, write: ExportWrite) -> None: ...
+
+
+def internal_schema_statements(schema: str) -> list[str]:
+    s = quote_ident(schema)
+    return [
+        f"CREATE SCHEMA IF NOT EXISTS {s}",
+        f"""CREATE TABLE IF NOT EXISTS {s}.setup_metadata (
+            flow_name text NOT NULL,
+            resource text NOT NULL,
+            state jsonb NOT NULL,
+            PRIMARY KEY (flow_name, resource))""",
+        f"CREATE SEQUENCE IF NOT EXISTS {s}.flow_id_seq",
+        f"""CREATE TABLE IF NOT EXISTS {s}.tracking (
+            flow_id integer NOT NULL,
+            source_id integer NOT NULL,
+            source_key text NOT NULL,
+            ordinal_mtime_ns bigint,
+            ordinal_size bigint,
+            content_fp bytea,
+            logic_fp bytea,
+            target_keys jsonb NOT NULL,
+            memo_keys bytea[] NOT NULL,
+            uuids jsonb NOT NULL,
+            processed_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (flow_id, source_id, source_key))""",
+        f"CREATE INDEX IF NOT EXISTS tracking_memo_keys ON {s}.tracking USING gin (memo_keys)",
+        f"""CREATE TABLE IF NOT EXISTS {s}.memo (
+            flow_id integer NOT NULL,
+            fp bytea NOT NULL,
+            value bytea NOT NULL,
+            orphaned_at timestamptz,
+            PRIMARY KEY (flow_id, fp))""",
+        f"CREATE INDEX IF NOT EXISTS memo_orphans ON {s}.memo (flow_id, orphaned_at) "
+        "WHERE orphaned_at IS NOT NULL",
+    ]
+
+
+async def internal_schema_exists(conn: asyncpg.Connection, schema: str) -> bool:
+    found = await conn.fetchval(
+        "SELECT to_regclass($1) IS NOT NULL", f"{quote_ident(schema)}.setup_metadata"
+    )
+    return bool(found)
+
+
+async def read_flow_record(
+    conn: asyncpg.Connection, schema: str, flow_name: str
+) -> FlowRecord | None:
+    if not await internal_schema_exists(conn, schema):
+        return None
+    rows = await conn.fetch(
+        f"SELECT resource, state FROM {quote_ident(schema)}.setup_metadata WHERE flow_name = $1",
+        flow_name,
+    )
+    by_resource = {r["resource"]: r["state"] for r in rows}
+    flow = by_resource.pop("flow", None)
+    if flow is None:
+        return None
+    record = FlowRecord(
+        flow_id=flow["flow_id"],
+        sources=dict(flow.get("sources", {})),
+        next_source_id=flow.get("next_source_id", 1),
+    )
+    for resource, state in by_resource.items():
+        if resource.startswith("target:"):
+            record.targets[resource.removeprefix("target:")] = state
+    return record
+
+
+async def list_flow_names(conn: asyncpg.Connection, schema: str) -> list[str]:
+    if not await internal_schema_exists(conn, schema):
+        return []
+    rows = await conn.fetch(
+        f"SELECT flow_name FROM {quote_ident(schema)}.setup_metadata "
+        "WHERE resource = 'flow' ORDER BY flow_name"
+    )
+    return [r["flow_name"] for r in rows]
+
+
+async def allocate_flow_id(conn: asyncpg.Connection, schema: str) -> int:
+    return int(await conn.fetchval(f"SELECT nextval('{quote_ident(schema)}.flow_id_seq')"))
+
+
+async def write_flow_record(
+    conn: asyncpg.Connection, schema: str, flow_name: str, record: FlowRecord
+) -> None:
+    s = quote_ident(schema)
+    await conn.execute(f"DELETE FROM {s}.setup_metadata WHERE flow_name = $1", flow_name)
+    rows = [(flow_name, "flow", record.flow_state())] + [
+        (flow_name, f"target:{key}", state) for key, state in record.targets.items()
+    ]
+    await conn.executemany(
+        f"INSERT INTO {s}.setup_metadata (flow_name, resource, state) VALUES ($1, $2, $3)", rows
+    )
+
+
+async def delete_flow_state(
+    conn: asyncpg.Connection, schema: str, flow_name: str, flow_id: int
+) -> None:
+    s = quote_ident(schema)
+    await conn.execute(f"DELETE FROM {s}.tracking WHERE flow_id = $1", flow_id)
+    await conn.execute(f"DELETE FROM {s}.memo WHERE flow_id = $1", flow_id)
+    await conn.execute(f"DELETE FROM {s}.setup_metadata WHERE flow_name = $1", flow_name)
+
+
+async def delete_source_tracking(
+    conn: asyncpg.Connection, schema: str, flow_id: int, source_id: int
+) -> list[dict[str, dict[str, str]]]:
+    """Remove a retired source's tracking rows; returns their target keys to delete."""
+    rows = await conn.fetch(
+        f"DELETE FROM {quote_ident(schema)}.tracking WHERE flow_id = $1 AND source_id = $2 "
+        "RETURNING target_keys",
+        flow_id,
+        source_id,
+    )
+    return [r["target_keys"] for r in rows]
+
+
+class PostgresStateStore:
+    """The engine's StateStore for one flow, plus the target writers its commits use."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        schema: str,
+        flow_id: int,
+        writers: dict[str, TargetWriter],
+    ) -> None:
+        self._pool = pool
+        self._flow_id = flow_id
+        self._writers = writers
+        s = quote_ident(schema)
+        self._tracking = f"{s}.tracking"
+        self._memo = f"{s}.memo"
+        self._orphan_candidates: set[bytes] = set()
+        self._upsert_tracking_sql = (
+            f"INSERT INTO {self._tracking} (flow_id, source_id, source_key, ordinal_mtime_ns, "
+            "ordinal_size, content_fp, logic_fp, target_keys, memo_keys, uuids, processed_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now()) "
+            "ON CONFLICT (flow_id, source_id, source_key) DO UPDATE SET "
+            "ordinal_mtime_ns = EXCLUDED.ordinal_mtime_ns, ordinal_size = EXCLUDED.ordinal_size, "
+            "content_fp = EXCLUDED.content_fp, logic_fp = EXCLUDED.logic_fp, "
+            "target_keys = EXCLUDED.target_keys, memo_keys = EXCLUDED.memo_keys, "
+            "uuids = EXCLUDED.uuids, processed_at = now()"
+        )
+
+    async def load_ordinals(self, source_id: int) -> dict[str, tuple[Ordinal | None, bytes | None]]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT source_key, ordinal_mtime_ns, ordinal_size, logic_fp "
+                f"FROM {self._tracking} WHERE flow_id = $1 AND source_id = $2",
+                self._flow_id,
+                source_id,
+            )
+        return {r[0]: ((r[1], r[2]) if r[1] is not None else None, r[3]) for r in rows}
+
+    async def load_tracked_rows(self, source_id: int, keys: Sequence[str]) -> dict[str, TrackedRow]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT source_key, ordinal_mtime_ns, ordinal_size, content_fp, logic_fp, "
+                f"target_keys, memo_keys, uuids FROM {self._tracking} "
+                "WHERE flow_id = $1 AND source_id = $2 AND source_key = ANY($3::text[])",
+                self._flow_id,
+                source_id,
+                list(keys),
+            )
+        return {
+            r["source_key"]: TrackedRow(
+                ordinal=(r["ordinal_mtime_ns"], r["ordinal_size"])
+                if r["ordinal_mtime_ns"] is not None
+                else None,
+                content_fp=r["content_fp"],
+                logic_fp=r["logic_fp"],
+                target_keys=r["target_keys"],
+                memo_keys=list(r["memo_keys"]),
+                uuids=r["uuids"],
+            )
+            for r in rows
+        }
+
+    async def commit_rows(self, commits: Sequence[RowCommit]) -> None:
+        deletes: list[tuple[int, int, str]] = []
+        upserts: list[tuple[Any, ...]] = []
+        memo: dict[bytes, bytes] = {}
+        for c in commits:
+            memo.update(c.memo_entries)
+            if c.tracked is None:
+                deletes.append((self._flow_id, c.source_id, c.key))
+                continue
+            t = c.tracked
+            upserts.append(
+                (
+                    self._flow_id,
+                    c.source_id,
+                    c.key,
+                    t.ordinal[0] if t.ordinal else None,
+                    t.ordinal[1] if t.ordinal else None,
+                    t.content_fp,
+                    t.logic_fp,
+                    t.target_keys,
+                    t.memo_keys,
+                    t.uuids,
+                )
+            )
+        async with self._pool.acquire() as conn, conn.transaction():
+            for c in commits:
+                for export_name, write in c.writes.items():
+                    await self._writers[export_name].write(conn, write)
+            if memo:
+                await conn.executemany(
+                    f"INSERT INTO {self._memo} (flow_id, fp, value) VALUES ($1, $2, $3) "
+                    "ON CONFLICT (flow_id, fp) DO UPDATE SET orphaned_at = NULL",
+                    [(self._flow_id, k, v) for k, v in memo.items()],
+                )
+            if upserts:
+                await conn.executemany(self._upsert_tracking_sql, upserts)
+            if deletes:
+                await conn.executemany(
+                    f"DELETE FROM {self._tracking} "
+                    "WHERE flow_id = $1 AND source_id = $2 AND source_key = $3",
+                    deletes,
+                )
+        for c in commits:
+            if c.released_memo_keys:
+                self._orphan_candidates.update(c.released_memo_keys)
+
+    async def memo_lookup(self, fps: Sequence[bytes]) -> dict[bytes, bytes]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT fp, value FROM {self._memo} WHERE flow_id = $1 AND fp = ANY($2::bytea[])",
+                self._flow_id,
+                list(fps),
+            )
+        return {r[0]: r[1] for r in rows}
+
+    async def collect_memo_garbage(self, retention_seconds: float) -> int:
+        """Mark entries no row uses any more; delete those unused for the retention period.
+
+        Only entries some row released since the last collection are examined, so a
+        one-file edit does not scan the whole memo. Keeping orphans for a while lets a
+        file that is renamed, or edited and restored, reuse its embeddings.
+        """
+        candidates = list(self._orphan_candidates)
+        self._orphan_candidates.clear()
+        unreferenced = (
+            f"NOT EXISTS (SELECT 1 FROM {self._tracking} t WHERE t.flow_id = $1 "
+            f"AND t.memo_keys @> ARRAY[{self._memo}.fp])"
+        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            if candidates:
+                await conn.execute(
+                    f"UPDATE {self._memo} SET orphaned_at = now() WHERE flow_id = $1 "
+                    f"AND fp = ANY($2::bytea[]) AND orphaned_at IS NULL AND {unreferenced}",
+                    self._flow_id,
+                    candidates,
+                )
+            status = await conn.execute(
+                f"DELETE FROM {self._memo} WHERE flow_id = $1 AND orphaned_at IS NOT NULL "
+                f"AND orphaned_at <= now() - make_interval(secs => $2) AND {unreferenced}",
+                self._flow_id,
+                float(retention_seconds),
+            )
+        return int(status.split()[-1])
