@@ -7,7 +7,7 @@ adapter boundary, chained with ``from`` so the original stays visible.
     CocodError
     ├── NamingError (also ValueError)       a flow, field, target or table name is invalid
     ├── FlowDefinitionError (also ValueError)
-    │                                       the flow definition is inconsistent (types, arguments, scopes)
+    │                                       the flow definition is inconsistent (types, scopes)
     ├── SettingsError                       configuration or environment is invalid
     ├── DatabaseError                       Postgres cannot be reached or rejected a statement
     │   └── EmbeddedPostgresError           the embedded server could not be started

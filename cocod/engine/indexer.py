@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 import structlog
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from cocod.engine.evaluator import Evaluator, FunctionRunner, RowMemo
 from cocod.engine.fingerprint import Fingerprinter
@@ -152,7 +152,7 @@ async def _process_row_guarded(
     tracked: TrackedRow | None,
     maybe_exists: bool,
     mode: UpdateMode,
-    send: ObjectSendStream[_Pending],
+    send: MemoryObjectSendStream[_Pending],
     limiter: anyio.Semaphore,
     stats: SourceUpdateStats,
     logger: Any,
@@ -237,7 +237,7 @@ def _keys_of(export: ExportPlan, key_texts: dict[str, str]) -> list[list[Any]]:
 def _build_commit(
     ctx: SourcePassContext,
     key: str,
-    ordinal: Ordinal,
+    ordinal: Ordinal | None,
     content_fp: bytes,
     collected: dict[str, list[dict[str, Any]]],
     memo: RowMemo,
@@ -317,7 +317,7 @@ def _stable_uuid(
 
 async def _run_committer(
     ctx: SourcePassContext,
-    receive: ObjectReceiveStream[_Pending],
+    receive: MemoryObjectReceiveStream[_Pending],
     stats: SourceUpdateStats,
     logger: Any,
 ) -> None:

@@ -17,7 +17,7 @@ Ordinal = tuple[int, int]
 @dataclass
 class SourceRow:
     value: dict[str, Any]
-    ordinal: Ordinal
+    ordinal: Ordinal | None  # None: too recent to trust (see LocalFileReader.read_row)
     content_fp: bytes
 
 

@@ -11,6 +11,7 @@ import codecs
 import os
 import re
 import stat
+import time
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +22,11 @@ from cocod.engine.fingerprint import fingerprint_bytes
 from cocod.engine.interfaces import Ordinal, SourceRow
 from cocod.errors import RowError, SourceError
 from cocod.ops.sources import LocalFile
+
+RACY_WINDOW_NS = 2_000_000_000
+"""A file modified this recently may change again within the same timestamp tick with the
+same size, so its (mtime, size) cannot prove it unchanged later. Such rows are stored
+without an ordinal and re-hashed on the next pass (git's "racily clean" rule)."""
 
 
 @lru_cache(maxsize=256)
@@ -200,8 +206,9 @@ class LocalFileReader:
         except OSError as e:
             raise RowError(f"cannot read file {key!r}: {e.strerror or e}") from e
         content: str | bytes = data if self.spec.binary else decode_text(data, key)
+        is_racy = time.time_ns() - st.st_mtime_ns < RACY_WINDOW_NS
         return SourceRow(
             value={"filename": key, "content": content},
-            ordinal=(st.st_mtime_ns, st.st_size),
+            ordinal=None if is_racy else (st.st_mtime_ns, st.st_size),
             content_fp=fingerprint_bytes(data),
         )

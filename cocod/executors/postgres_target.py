@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from cocod.engine.interfaces import ExportWrite
 from cocod.engine.plan import ExportPlan
@@ -352,7 +353,9 @@ class TableWriter:
         where = " AND ".join(f"{quote_ident(k)} = ${i + 1}" for i, k in enumerate(self.keys))
         self.delete_sql = f"DELETE FROM {table.qualified} WHERE {where}"
 
-    async def write(self, conn: asyncpg.Connection, write: ExportWrite) -> None:
+    async def write(
+        self, conn: asyncpg.Connection | PoolConnectionProxy, write: ExportWrite
+    ) -> None:
         if write.deletes:
             await conn.executemany(
                 self.delete_sql,

@@ -162,7 +162,7 @@ class Vector(Generic[T_co, Dim_co]):
         elif isinstance(dim, int):
             dim_value = dim
         if elem in _NUMPY_ELEMENTS:
-            return Annotated[npt.NDArray[elem], VectorInfo(dim_value)]
+            return Annotated[npt.NDArray[elem], VectorInfo(dim_value)]  # type: ignore[valid-type]
         return Annotated[list[elem], VectorInfo(dim_value)]  # type: ignore[valid-type]
 
 

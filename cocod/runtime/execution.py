@@ -37,6 +37,7 @@ from cocod.flow.graph import FlowGraph
 from cocod.ops.sources import LocalFile
 from cocod.runtime.context import LibraryContext
 from cocod.storage import state as internal
+from cocod.storage.pool import Connection
 
 log = structlog.get_logger(__name__)
 
@@ -113,10 +114,12 @@ class FlowExecution:
         record, _ = await self._read_record(ctx)
         return plan_drop(self.full_name, record, POSTGRES_DRIVER)
 
-    async def setup(self, ctx: LibraryContext, *, out: TextIO | None = None) -> FlowSetupPlan:
+    async def setup(
+        self, ctx: LibraryContext, *, out: TextIO | None = None, show_plan: bool = True
+    ) -> FlowSetupPlan:
         async with self.lock:
             setup_plan = await self.plan_setup(ctx)
-            if out is not None:
+            if out is not None and show_plan:
                 out.write("Setup status:\n\n" + setup_plan.render(ctx.schema) + "\n\n")
             if not setup_plan.has_changes:
                 if out is not None:
@@ -125,10 +128,12 @@ class FlowExecution:
             await apply_setup_plan(ctx, setup_plan, self.plan, out=out)
             return setup_plan
 
-    async def drop(self, ctx: LibraryContext, *, out: TextIO | None = None) -> FlowSetupPlan:
+    async def drop(
+        self, ctx: LibraryContext, *, out: TextIO | None = None, show_plan: bool = True
+    ) -> FlowSetupPlan:
         async with self.lock:
             drop_plan = await self.plan_drop(ctx)
-            if out is not None:
+            if out is not None and show_plan:
                 out.write("Drop status:\n\n" + drop_plan.render(ctx.schema) + "\n\n")
             if not drop_plan.has_changes:
                 if out is not None:
@@ -285,7 +290,7 @@ async def apply_setup_plan(
 
 
 async def _clean_retired_sources(
-    conn: asyncpg.Connection,
+    conn: Connection,
     ctx: LibraryContext,
     flow_id: int,
     setup_plan: FlowSetupPlan,

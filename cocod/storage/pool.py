@@ -7,12 +7,15 @@ from typing import Any
 
 import asyncpg
 import structlog
+from asyncpg.pool import PoolConnectionProxy
 
 from cocod.errors import DatabaseError
 
 log = structlog.get_logger(__name__)
 
 Pool = asyncpg.Pool
+Connection = asyncpg.Connection | PoolConnectionProxy
+"""A plain connection or one borrowed from the pool: both run queries the same way."""
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -11,7 +11,7 @@ no identifier-length limits on flow names, and dropping a flow is a few DELETEs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import asyncpg
@@ -19,12 +19,13 @@ import asyncpg
 from cocod.engine.interfaces import ExportWrite, Ordinal, RowCommit, TrackedRow
 from cocod.engine.setup import FlowRecord
 from cocod.flow.naming import quote_ident
+from cocod.storage.pool import Connection
 
 
 class TargetWriter(Protocol):
     """Writes one export's rows inside the row's transaction."""
 
-    async def write(self, conn: asyncpg.Connection, write: ExportWrite) -> None: ...
+    async def write(self, conn: Connection, write: ExportWrite) -> None: ...
 
 
 def internal_schema_statements(schema: str) -> list[str]:
@@ -62,16 +63,14 @@ def internal_schema_statements(schema: str) -> list[str]:
     ]
 
 
-async def internal_schema_exists(conn: asyncpg.Connection, schema: str) -> bool:
+async def internal_schema_exists(conn: Connection, schema: str) -> bool:
     found = await conn.fetchval(
         "SELECT to_regclass($1) IS NOT NULL", f"{quote_ident(schema)}.setup_metadata"
     )
     return bool(found)
 
 
-async def read_flow_record(
-    conn: asyncpg.Connection, schema: str, flow_name: str
-) -> FlowRecord | None:
+async def read_flow_record(conn: Connection, schema: str, flow_name: str) -> FlowRecord | None:
     if not await internal_schema_exists(conn, schema):
         return None
     rows = await conn.fetch(
@@ -93,7 +92,7 @@ async def read_flow_record(
     return record
 
 
-async def list_flow_names(conn: asyncpg.Connection, schema: str) -> list[str]:
+async def list_flow_names(conn: Connection, schema: str) -> list[str]:
     if not await internal_schema_exists(conn, schema):
         return []
     rows = await conn.fetch(
@@ -103,12 +102,12 @@ async def list_flow_names(conn: asyncpg.Connection, schema: str) -> list[str]:
     return [r["flow_name"] for r in rows]
 
 
-async def allocate_flow_id(conn: asyncpg.Connection, schema: str) -> int:
+async def allocate_flow_id(conn: Connection, schema: str) -> int:
     return int(await conn.fetchval(f"SELECT nextval('{quote_ident(schema)}.flow_id_seq')"))
 
 
 async def write_flow_record(
-    conn: asyncpg.Connection, schema: str, flow_name: str, record: FlowRecord
+    conn: Connection, schema: str, flow_name: str, record: FlowRecord
 ) -> None:
     s = quote_ident(schema)
     await conn.execute(f"DELETE FROM {s}.setup_metadata WHERE flow_name = $1", flow_name)
@@ -120,9 +119,7 @@ async def write_flow_record(
     )
 
 
-async def delete_flow_state(
-    conn: asyncpg.Connection, schema: str, flow_name: str, flow_id: int
-) -> None:
+async def delete_flow_state(conn: Connection, schema: str, flow_name: str, flow_id: int) -> None:
     s = quote_ident(schema)
     await conn.execute(f"DELETE FROM {s}.tracking WHERE flow_id = $1", flow_id)
     await conn.execute(f"DELETE FROM {s}.memo WHERE flow_id = $1", flow_id)
@@ -130,7 +127,7 @@ async def delete_flow_state(
 
 
 async def delete_source_tracking(
-    conn: asyncpg.Connection, schema: str, flow_id: int, source_id: int
+    conn: Connection, schema: str, flow_id: int, source_id: int
 ) -> list[dict[str, dict[str, str]]]:
     """Remove a retired source's tracking rows; returns their target keys to delete."""
     rows = await conn.fetch(
@@ -150,7 +147,7 @@ class PostgresStateStore:
         pool: asyncpg.Pool,
         schema: str,
         flow_id: int,
-        writers: dict[str, TargetWriter],
+        writers: Mapping[str, TargetWriter],
     ) -> None:
         self._pool = pool
         self._flow_id = flow_id

@@ -1,0 +1,1 @@
+"""The ``cocod`` command line: argument parsing and rendering only."""

@@ -1,0 +1,179 @@
+"""Library commands in v0's shape: setup, update, drop, ls, show on an APP_TARGET."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cocod.engine.indexer import UpdateMode
+from cocod.errors import CocodError
+from cocod.flow.graph import CollectOp, ForEachOp, Scope, TransformOp
+from cocod.runtime import context
+from cocod.runtime.app_loader import load_app, split_flow_specifier
+from cocod.runtime.bridge import bridge
+from cocod.runtime.flow import Flow, flows
+from cocod.storage import state as internal
+
+
+def _select_flows(spec: str) -> list[Flow]:
+    target, flow_name = split_flow_specifier(spec)
+    load_app(target)
+    registered = flows()
+    if not registered:
+        raise CocodError(f"app {target!r} defines no flows")
+    if flow_name is None:
+        return list(registered.values())
+    if flow_name not in registered:
+        raise CocodError(
+            f"flow {flow_name!r} is not defined in {target!r} (defined: {', '.join(registered)})"
+        )
+    return [registered[flow_name]]
+
+
+def _confirm(question: str, force: bool) -> bool:
+    if force:
+        return True
+    if not sys.stdin.isatty():
+        print(f"{question} Not a terminal: pass -f/--force to apply.", file=sys.stderr)
+        return False
+    return input(f"{question} [yes/N] ").strip().lower() in ("y", "yes")
+
+
+def _setup_flows(selected: list[Flow], force: bool) -> bool:
+    ctx = context.get_context()
+    pending = []
+    for fl in selected:
+        plan = bridge.run(fl.execution().plan_setup(ctx))
+        print(plan.render(ctx.schema) + "\n")
+        if plan.has_changes:
+            pending.append(fl)
+    if not pending:
+        print("Setup is already up to date.")
+        return True
+    if not _confirm("Changes need to be pushed. Continue?", force):
+        return False
+    for fl in pending:
+        bridge.run(fl.execution().setup(ctx, out=sys.stdout, show_plan=False))
+    return True
+
+
+def _drop_flows(selected: list[Flow], force: bool) -> bool:
+    ctx = context.get_context()
+    pending = []
+    for fl in selected:
+        plan = bridge.run(fl.execution().plan_drop(ctx))
+        if plan.has_changes:
+            print(plan.render(ctx.schema) + "\n")
+            pending.append(fl)
+    if not pending:
+        print("No flows need to be dropped.")
+        return True
+    if not _confirm("The flows above will be dropped with their data. Continue?", force):
+        return False
+    for fl in pending:
+        bridge.run(fl.execution().drop(ctx, out=sys.stdout, show_plan=False))
+    return True
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    selected = _select_flows(args.app_target)
+    if args.reset and not _drop_flows(selected, args.force):
+        return 1
+    return 0 if _setup_flows(selected, args.force) else 1
+
+
+def cmd_drop(args: argparse.Namespace) -> int:
+    selected = _select_flows(args.app_target)
+    if args.flow_names:
+        names = set(args.flow_names)
+        for unknown in sorted(names - {f.name for f in selected}):
+            print(f"warning: flow {unknown!r} is not defined; ignored", file=sys.stderr)
+        selected = [f for f in selected if f.name in names]
+    return 0 if _drop_flows(selected, args.force) else 1
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    selected = _select_flows(args.app_flow)
+    if args.live:
+        print("cocod update -L: live updates run in the daemon (`cocod serve`).", file=sys.stderr)
+        return 2
+    if args.reset and not _drop_flows(selected, args.force):
+        return 1
+    if not _setup_flows(selected, args.force):
+        return 1
+    mode = (
+        UpdateMode.FULL_REPROCESS
+        if args.full_reprocess
+        else UpdateMode.REEXPORT
+        if args.reexport
+        else UpdateMode.NORMAL
+    )
+    ctx = context.get_context()
+    for fl in selected:
+        bridge.run(fl.execution().update(ctx, mode, print_stats=not args.quiet))
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    ctx = context.get_context()
+    if args.app_target:
+        selected = _select_flows(args.app_target)
+        any_stale = False
+        for fl in selected:
+            plan = bridge.run(fl.execution().plan_setup(ctx))
+            stale = plan.has_changes
+            any_stale = any_stale or stale
+            print(f"{fl.name}{' [+]' if stale else ''}")
+        if any_stale:
+            print("\n[+]: flows whose setup is not up to date (run `cocod setup`)")
+        return 0
+
+    async def persisted() -> list[str]:
+        pool = await ctx.pool()
+        async with pool.acquire() as conn:
+            return await internal.list_flow_names(conn, ctx.schema)
+
+    names = bridge.run(persisted())
+    if not names:
+        print("No persisted flow setups found in the backend.")
+    for name in names:
+        print(name)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    for fl in _select_flows(args.app_flow):
+        execution = fl.execution()
+        graph = execution.graph
+        print(f"Flow: {graph.full_name}")
+        for name, source in graph.sources.items():
+            print(f"├── Source {name}: {source.spec.kind()} {source.row_type.describe()}")
+        for op in graph.root.ops:
+            if isinstance(op, ForEachOp):
+                _print_scope(op.child, "│   ", f"for each row of {op.table.describe()}")
+        for export in graph.exports:
+            fields = ", ".join(export.collector.fields)
+            print(
+                f"└── Export {export.name}: {export.target.kind()} "
+                f"(keys: {', '.join(export.primary_key_fields)}; fields: {fields})"
+            )
+        if args.verbose:
+            print("\nFields:")
+            for export in graph.exports:
+                for fname, ftype in export.collector.fields.items():
+                    print(f"  {export.name}.{fname}: {ftype.describe()}")
+    return 0
+
+
+def _print_scope(scope: Scope, indent: str, title: str) -> None:
+    print(f"{indent}{title}")
+    for op in scope.ops:
+        if isinstance(op, TransformOp):
+            output_type = op.function.output_type.describe()
+            print(f"{indent}  {op.output} = {op.function.kind} -> {output_type}")
+        elif isinstance(op, ForEachOp):
+            _print_scope(op.child, indent + "  ", f"for each row of {op.table.describe()}")
+        elif isinstance(op, CollectOp):
+            print(
+                f"{indent}  collect into {op.collector.name}: {', '.join(n for n, _ in op.values)}"
+            )
