@@ -42,6 +42,13 @@ from cocod.runtime.flow import (
     setup_all_flows,
     update_all_flows_async,
 )
+from cocod.runtime.live_updater import (
+    FlowLiveUpdater,
+    FlowLiveUpdaterOptions,
+    FlowUpdaterStatusUpdates,
+)
+from cocod.runtime.query import QueryHandlerResultFields, QueryInfo, QueryOutput
+from cocod.runtime.transform_flow import TransformFlow, transform_flow
 from cocod.settings import (
     DatabaseConnectionSpec,
     GlobalExecutionOptions,
@@ -62,6 +69,9 @@ __all__ = [
     "Float64",
     "Flow",
     "FlowBuilder",
+    "FlowLiveUpdater",
+    "FlowLiveUpdaterOptions",
+    "FlowUpdaterStatusUpdates",
     "FtsIndexDef",
     "GeneratedField",
     "GlobalExecutionOptions",
@@ -73,9 +83,13 @@ __all__ = [
     "Json",
     "LocalDateTime",
     "OffsetDateTime",
+    "QueryHandlerResultFields",
+    "QueryInfo",
+    "QueryOutput",
     "Range",
     "ServerSettings",
     "Settings",
+    "TransformFlow",
     "Vector",
     "VectorIndexDef",
     "VectorSimilarityMetric",
@@ -98,6 +112,7 @@ __all__ = [
     "stop",
     "storages",
     "targets",
+    "transform_flow",
     "typing",
     "update_all_flows_async",
     "utils",

@@ -141,6 +141,28 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_query(args: argparse.Namespace) -> int:
+    import json
+
+    selected = _select_flows(args.app_flow)
+    if len(selected) != 1:
+        names = ", ".join(f.name for f in selected)
+        raise CocodError(f"the app defines several flows ({names}); name one as APP:FLOW")
+    output = selected[0].query(args.text, top_k=args.top, export_name=args.export)
+    if args.json:
+        print(json.dumps(output.results, ensure_ascii=False, default=str))
+        return 0
+    for rank, row in enumerate(output.results, 1):
+        where = ", ".join(
+            f"{k}={v}" for k, v in row.items() if k not in ("score", "text") and v is not None
+        )
+        text = str(row.get("text", "")).strip().replace("\n", " ")
+        print(f"{rank}. score={row['score']:.4f}  {where}")
+        if text:
+            print(f"   {text[:160]}{'…' if len(text) > 160 else ''}")
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     for fl in _select_flows(args.app_flow):
         execution = fl.execution()

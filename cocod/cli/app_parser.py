@@ -40,3 +40,11 @@ def add_app_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--color", action=argparse.BooleanOptionalAction, default=None)
     p.set_defaults(handler=_APP + "cmd_show")
+
+    p = sub.add_parser("query", help="top-K rows nearest to a text, by the export's vector index")
+    p.add_argument("app_flow", metavar="APP_FLOW_SPECIFIER")
+    p.add_argument("text")
+    p.add_argument("--top", type=int, default=5, help="how many results (default 5)")
+    p.add_argument("--export", help="which export to query (default: the first with an index)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_APP + "cmd_query")

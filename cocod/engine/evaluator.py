@@ -258,6 +258,14 @@ class Evaluator:
             await self._eval_scope(op.child, [_RowContext(root, dict(row_value))], memo, collected)
         return collected
 
+    async def evaluate_row(
+        self, scope: Scope, values: dict[str, Any], memo: RowMemo
+    ) -> dict[str, Any]:
+        """Evaluate one row of a top-level row scope; returns all of its field values."""
+        ctx = _RowContext(_RowContext(None, {}), dict(values))
+        await self._eval_scope(scope, [ctx], memo, {})
+        return ctx.values
+
     async def _eval_scope(
         self,
         scope: Scope,

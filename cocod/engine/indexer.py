@@ -35,7 +35,7 @@ from cocod.engine.interfaces import (
 from cocod.engine.plan import ExportPlan, FlowPlan, SourcePlan
 from cocod.engine.stats import SourceUpdateStats
 from cocod.engine.values import key_from_json_text, key_to_json_text
-from cocod.errors import DuplicateKeyError, RowError
+from cocod.errors import DuplicateKeyError, RowError, SourceError
 
 log = structlog.get_logger(__name__)
 
@@ -110,32 +110,13 @@ async def run_source_pass(
                 candidates.append(key)
         candidates.extend(k for k in tracked if k not in listed)
     else:
-        candidates = list(dict.fromkeys(only_keys or ()))
+        candidates = _expand_hinted_keys(only_keys or (), tracked)
 
     if candidates:
-        send, receive = anyio.create_memory_object_stream[_Pending](MAX_ROWS_PER_TRANSACTION)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_run_committer, ctx, receive, stats, logger)
-            async with send:
-                limiter = anyio.Semaphore(ctx.max_concurrent_rows)
-                async with anyio.create_task_group() as workers:
-                    for start in range(0, len(candidates), TRACKING_LOAD_CHUNK):
-                        chunk = candidates[start : start + TRACKING_LOAD_CHUNK]
-                        rows = await ctx.store.load_tracked_rows(ctx.source_id, chunk)
-                        for key in chunk:
-                            await limiter.acquire()
-                            workers.start_soon(
-                                _process_row_guarded,
-                                ctx,
-                                key,
-                                rows.get(key),
-                                listed is None or key in listed,
-                                mode,
-                                send.clone(),
-                                limiter,
-                                stats,
-                                logger,
-                            )
+        try:
+            await _process_candidates(ctx, candidates, listed, tracked, mode, stats, logger)
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
     if stats.has_changes:
         try:
             removed = await ctx.store.collect_memo_garbage(ctx.memo_retention_seconds)
@@ -144,6 +125,73 @@ async def run_source_pass(
         except Exception as e:  # GC is housekeeping: never fail a pass for it
             logger.warning("memo.collect_failed", error=str(e))
     return stats
+
+
+async def _process_candidates(
+    ctx: SourcePassContext,
+    candidates: list[str],
+    listed: dict[str, Ordinal] | None,
+    tracked: dict[str, Any],
+    mode: UpdateMode,
+    stats: SourceUpdateStats,
+    logger: Any,
+) -> None:
+    send, receive = anyio.create_memory_object_stream[_Pending](MAX_ROWS_PER_TRANSACTION)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_run_committer, ctx, receive, stats, logger)
+        async with send:
+            limiter = anyio.Semaphore(ctx.max_concurrent_rows)
+            async with anyio.create_task_group() as workers:
+                for start in range(0, len(candidates), TRACKING_LOAD_CHUNK):
+                    chunk = candidates[start : start + TRACKING_LOAD_CHUNK]
+                    rows = await ctx.store.load_tracked_rows(ctx.source_id, chunk)
+                    for key in chunk:
+                        await limiter.acquire()
+                        workers.start_soon(
+                            _process_row_guarded,
+                            ctx,
+                            key,
+                            rows.get(key),
+                            listed is None or key in listed,
+                            mode,
+                            send.clone(),
+                            limiter,
+                            stats,
+                            logger,
+                        )
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    """The error that matters in a task group's failure: a source-level one first."""
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for inner in e.exceptions:
+                walk(inner)
+        else:
+            leaves.append(e)
+
+    walk(group)
+    for leaf in leaves:
+        if isinstance(leaf, SourceError):
+            return leaf
+    return leaves[0] if leaves else group
+
+
+def _expand_hinted_keys(hints: Sequence[str], tracked: dict[str, Any]) -> list[str]:
+    """Keys named by change hints, plus tracked keys under any hinted folder.
+
+    A folder moved away or deleted is reported as one path; the files it held are the
+    tracked keys under that prefix.
+    """
+    keys = dict.fromkeys(hints)
+    prefixes = tuple(h + "/" for h in hints)
+    if prefixes:
+        for key in tracked:
+            if key.startswith(prefixes):
+                keys[key] = None
+    return list(keys)
 
 
 async def _process_row_guarded(
@@ -166,6 +214,8 @@ async def _process_row_guarded(
                 stats.num_ends += 1
             else:
                 await send.send(pending)
+    except SourceError:
+        raise  # the whole source is gone (e.g. its root): abort the pass, touch nothing
     except Exception as e:
         stats.num_errors += 1
         stats.num_ends += 1

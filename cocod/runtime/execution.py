@@ -226,7 +226,6 @@ class FlowExecution:
             try:
                 stats = await run_source_pass(pass_ctx, mode, only_keys)
             except SourceError as e:
-                log.error("source.failed", flow=self.full_name, source=name, error=str(e))
                 raise SourceError(f"source {name!r}: {e}") from e
             except (OSError, asyncpg.PostgresError) as e:
                 raise DatabaseError(

@@ -38,6 +38,7 @@ class Flow:
         self._execution_ctx: LibraryContext | None = None
         self._is_closed = False
         self._build_lock = threading.Lock()
+        self.query_handlers: dict[str, tuple[Callable[..., Any], Any]] = {}
 
     @property
     def name(self) -> str:
@@ -122,6 +123,43 @@ class Flow:
         print_stats: bool = False,
     ) -> IndexUpdateInfo:
         return await bridge.run_async(self._update(reexport_targets, full_reprocess, print_stats))
+
+    # -- queries ----------------------------------------------------------------------------
+    def add_query_handler(
+        self, name: str, handler: Callable[..., Any], /, *, result_fields: Any = None
+    ) -> None:
+        """Register a query handler (v0 served these over HTTP; cocod keeps them in-process)."""
+        if name in self.query_handlers:
+            raise KeyError(f"query handler {name!r} already exists on flow {self._name!r}")
+        self.query_handlers[name] = (handler, result_fields)
+
+    def query_handler(self, name: str | None = None, result_fields: Any = None) -> Callable[[F], F]:
+        def decorate(handler: F) -> F:
+            self.add_query_handler(
+                name or str(getattr(handler, "__name__", "query")),
+                handler,  # type: ignore[arg-type]
+                result_fields=result_fields,
+            )
+            return handler
+
+        return decorate
+
+    async def _query(self, text: str, top_k: int, export_name: str | None) -> Any:
+        from cocod.runtime.query import query_export
+
+        ctx = get_context()
+        return await query_export(
+            self._execution_for(ctx), ctx, text, top_k=top_k, export_name=export_name
+        )
+
+    def query(self, text: str, *, top_k: int = 10, export_name: str | None = None) -> Any:
+        """Top-k rows of the export's vector index nearest to ``text`` (a QueryOutput)."""
+        return bridge.run(self._query(text, top_k, export_name))
+
+    async def query_async(
+        self, text: str, *, top_k: int = 10, export_name: str | None = None
+    ) -> Any:
+        return await bridge.run_async(self._query(text, top_k, export_name))
 
     # -- in-process lifecycle -------------------------------------------------------------
     def close(self) -> None:

@@ -89,7 +89,9 @@ def _two_sources(first: str, second: str | None):  # type: ignore[no-untyped-def
 def test_removed_source_rows_are_cleaned_up_at_setup(tmp_path: Path, sql: SqlHelper) -> None:
     write(tmp_path / "one" / "a.txt", "a")
     write(tmp_path / "two" / "b.txt", "b")
-    flow = cocoindex.open_flow("Sources", _two_sources(str(tmp_path / "one"), str(tmp_path / "two")))
+    flow = cocoindex.open_flow(
+        "Sources", _two_sources(str(tmp_path / "one"), str(tmp_path / "two"))
+    )
     flow.setup()
     flow.update()
     assert sql.fetchval("SELECT count(*) FROM sources__files") == 2

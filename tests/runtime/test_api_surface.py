@@ -181,7 +181,9 @@ def test_struct_and_table_outputs_with_nested_rows(tmp_path: Path, sql: SqlHelpe
         with scope["files"].row() as f:
             f["parts"] = f["content"].transform(halves)
             with f["parts"].row() as part:
-                out.collect(filename=f["filename"], n=part["n"], body=part["body"], parts=f["parts"])
+                out.collect(
+                    filename=f["filename"], n=part["n"], body=part["body"], parts=f["parts"]
+                )
         out.export("parts", cocoindex.targets.Postgres(), primary_key_fields=["filename", "n"])
 
     flow = cocoindex.open_flow("Nested", define)
