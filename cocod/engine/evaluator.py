@@ -174,6 +174,9 @@ class FunctionRunner:
         for i, k in keys.items():
             if k in known or k in mine or k in waiting:
                 continue
+            if k in self._recent:  # computed by another row while we were looking up
+                known[k] = memo.new_entries[k] = self._recent[k]
+                continue
             if k in self._inflight:
                 waiting[k] = self._inflight[k]
             else:
