@@ -94,9 +94,6 @@ def cmd_drop(args: argparse.Namespace) -> int:
 
 def cmd_update(args: argparse.Namespace) -> int:
     selected = _select_flows(args.app_flow)
-    if args.live:
-        print("cocod update -L: live updates run in the daemon (`cocod serve`).", file=sys.stderr)
-        return 2
     if args.reset and not _drop_flows(selected, args.force):
         return 1
     if not _setup_flows(selected, args.force):
@@ -108,9 +105,38 @@ def cmd_update(args: argparse.Namespace) -> int:
         if args.reexport
         else UpdateMode.NORMAL
     )
+    if args.live:
+        return _run_live(selected, mode, quiet=args.quiet)
     ctx = context.get_context()
     for fl in selected:
         bridge.run(fl.execution().update(ctx, mode, print_stats=not args.quiet))
+    return 0
+
+
+def _run_live(selected: list[Flow], mode: UpdateMode, *, quiet: bool) -> int:
+    """``update -L``: catch up, then follow file changes until Ctrl+C."""
+    from cocod.runtime.live_updater import FlowLiveUpdater, FlowLiveUpdaterOptions
+
+    options = FlowLiveUpdaterOptions(
+        live_mode=True,
+        reexport_targets=mode == UpdateMode.REEXPORT,
+        full_reprocess=mode == UpdateMode.FULL_REPROCESS,
+        print_stats=not quiet,
+    )
+    updaters = [FlowLiveUpdater(fl, options) for fl in selected]
+    print("Live updating; code changes to the flows need a restart. Ctrl+C to stop.")
+    for updater in updaters:
+        updater.start()
+    try:
+        for updater in updaters:
+            updater.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for updater in updaters:
+            updater.abort()
+        for updater in updaters:
+            updater.wait()
     return 0
 
 

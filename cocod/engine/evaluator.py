@@ -43,6 +43,7 @@ class RowMemo:
     """Memo keys one source row used, and the entries it must persist with its commit."""
 
     store: MemoLookup | None
+    read_cache: bool = True  # False for full reprocessing: recompute, then overwrite
     used: set[bytes] = field(default_factory=set)
     new_entries: dict[bytes, bytes] = field(default_factory=dict)
     calls: int = 0
@@ -161,12 +162,12 @@ class FunctionRunner:
         for k in keys.values():
             if k in memo.new_entries:
                 known[k] = memo.new_entries[k]
-            elif k in self._recent:
+            elif k in self._recent and memo.read_cache:
                 known[k] = self._recent[k]
                 self._recent.move_to_end(k)
                 memo.new_entries[k] = known[k]
         lookup = [k for k in set(keys.values()) if k not in known and k not in self._inflight]
-        if lookup and memo.store is not None:
+        if lookup and memo.store is not None and memo.read_cache:
             known.update(await memo.store.memo_lookup(lookup))
         waiting: dict[bytes, asyncio.Future[Any]] = {}
         mine: dict[bytes, int] = {}
@@ -174,7 +175,7 @@ class FunctionRunner:
         for i, k in keys.items():
             if k in known or k in mine or k in waiting:
                 continue
-            if k in self._recent:  # computed by another row while we were looking up
+            if k in self._recent and memo.read_cache:  # computed meanwhile by another row
                 known[k] = memo.new_entries[k] = self._recent[k]
                 continue
             if k in self._inflight:

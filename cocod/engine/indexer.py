@@ -242,11 +242,11 @@ async def _process_row(
     if row is None:
         if tracked is None:
             return None
-        writes = {
-            name: ExportWrite(deletes=_keys_of(ctx.plan.exports[name], keys))
-            for name, keys in tracked.target_keys.items()
-            if name in ctx.plan.exports and keys
-        }
+        writes = {}
+        for export in ctx.plan.exports.values():
+            keys = recorded_keys(export, tracked)
+            if keys:
+                writes[export.name] = ExportWrite(deletes=_keys_of(export, keys))
         commit = RowCommit(ctx.source_id, key, None, writes, released_memo_keys=tracked.memo_keys)
         return _Pending(commit, _Outcome.DELETED)
 
@@ -268,7 +268,7 @@ async def _process_row(
         )
         return _Pending(RowCommit(ctx.source_id, key, refreshed), _Outcome.NO_CHANGE)
 
-    memo = RowMemo(ctx.store)
+    memo = RowMemo(ctx.store, read_cache=mode != UpdateMode.FULL_REPROCESS)
     collected = await ctx.evaluator.evaluate(row.value, memo)
     commit = _build_commit(ctx, key, row.ordinal, row.content_fp, collected, memo, tracked, mode)
     if tracked is None:
@@ -278,6 +278,15 @@ async def _process_row(
     else:
         outcome = _Outcome.UPDATED
     return _Pending(commit, outcome)
+
+
+def recorded_keys(export: ExportPlan, tracked: TrackedRow) -> dict[str, str]:
+    """Keys (→ value fingerprints) this row wrote to the export's *current* table."""
+    entry = tracked.target_keys.get(export.name)
+    if not entry or entry.get("target") != export.target_signature:
+        return {}
+    keys: dict[str, str] = entry.get("keys", {})
+    return keys
 
 
 def _keys_of(export: ExportPlan, key_texts: dict[str, str]) -> list[list[Any]]:
@@ -295,12 +304,12 @@ def _build_commit(
     mode: UpdateMode,
 ) -> RowCommit:
     writes: dict[str, ExportWrite] = {}
-    target_keys: dict[str, dict[str, str]] = {}
+    target_keys: dict[str, dict[str, Any]] = {}
     old_uuids = tracked.uuids if tracked else {}
     new_uuids: dict[str, list[str]] = {}
     for export in ctx.plan.exports.values():
         rows = collected.get(export.export.collector.name, [])
-        old_keys = tracked.target_keys.get(export.name, {}) if tracked else {}
+        old_keys = recorded_keys(export, tracked) if tracked else {}
         new_keys: dict[str, str] = {}
         write = ExportWrite()
         uuid_field = export.uuid_field
@@ -333,7 +342,7 @@ def _build_commit(
         write.deletes = _keys_of(export, dict.fromkeys(stale, ""))
         if write.upserts or write.deletes:
             writes[export.name] = write
-        target_keys[export.name] = new_keys
+        target_keys[export.name] = {"target": export.target_signature, "keys": new_keys}
     new_tracked = TrackedRow(
         ordinal=ordinal,
         content_fp=content_fp,

@@ -38,7 +38,8 @@ class TrackedRow:
     ordinal: Ordinal | None
     content_fp: bytes | None
     logic_fp: bytes | None
-    target_keys: dict[str, dict[str, str]] = field(default_factory=dict)
+    target_keys: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per export: {"target": signature of the table, "keys": {key text: value fp}}."""
     memo_keys: list[bytes] = field(default_factory=list)
     uuids: dict[str, list[str]] = field(default_factory=dict)
 

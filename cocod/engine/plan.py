@@ -38,6 +38,10 @@ class ExportPlan:
     value_fields: list[str]
     value_types: list[ValueType]
     schema_version: int = 1
+    target_signature: str = ""
+    """Which table and key columns the keys recorded for this export refer to. Keys
+    recorded under another signature (table renamed, key changed) are not in the current
+    table: they are neither deleted nor carried over."""
 
     @property
     def name(self) -> str:
@@ -61,6 +65,7 @@ class ExportPlan:
             ],
             "vector_indexes": [spec_to_json(i) for i in e.vector_indexes],
             "schema_version": self.schema_version,
+            "table": self.target_signature,
         }
 
 
@@ -83,12 +88,16 @@ class FlowPlan:
 
     def refresh_logic_fingerprints(self) -> None:
         """Recompute after schema versions change (setup may bump them)."""
-        exports_json = [e.definition_json() for e in self.exports.values()]
         for sp in self.sources.values():
+            fed = _collectors_fed(sp.for_each)
             body = {
                 "source": sp.name,
                 "scopes": [_op_json(op) for op in sp.for_each],
-                "exports": exports_json,
+                "exports": [
+                    e.definition_json()
+                    for e in self.exports.values()
+                    if e.export.collector.name in fed
+                ],
             }
             sp.logic_fp = fingerprint(json.dumps(body, sort_keys=True, default=repr))
 
@@ -113,6 +122,21 @@ def compile_plan(graph: FlowGraph) -> FlowPlan:
         )
     plan.refresh_logic_fingerprints()
     return plan
+
+
+def _collectors_fed(for_each: list[ForEachOp]) -> set[str]:
+    names: set[str] = set()
+
+    def visit(scope: Scope) -> None:
+        for op in scope.ops:
+            if isinstance(op, CollectOp):
+                names.add(op.collector.name)
+            elif isinstance(op, ForEachOp):
+                visit(op.child)
+
+    for op in for_each:
+        visit(op.child)
+    return names
 
 
 def _input_json(i: Input | GeneratedField) -> Any:

@@ -7,6 +7,7 @@ runtime's job (one transaction, since Postgres DDL is transactional).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -171,6 +172,7 @@ def plan_setup(
         )
         new_state["export"] = export.name
         export.schema_version = version
+        export.target_signature = json.dumps([key, new_state.get("key_columns")])
         items.append(
             TargetItem(key, driver.describe(new_state), previous, new_state, change, export.name)
         )

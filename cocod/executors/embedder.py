@@ -104,6 +104,13 @@ def load_model(name: str, args: dict[str, Any] | None = None) -> Any:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
             from sentence_transformers import SentenceTransformer
 
+            try:  # no progress bars from the loader in logs and CLIs
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+            except ImportError:
+                pass
+
             log.info("embedder.loading", model=name)
             model = SentenceTransformer(resolve_model(name), **(args or {}))
             _models[key] = model

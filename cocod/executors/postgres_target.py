@@ -97,6 +97,15 @@ def resolve_table(full_flow_name: str, export: ExportPlan) -> TargetTable:
             f"export {export.name!r}: targets.Postgres(database=...) (another database) is not "
             "supported yet; the target lives in cocod's database"
         )
+    if export.export.fts_indexes:
+        raise FlowDefinitionError(
+            f"export {export.name!r}: full-text indexes (fts_indexes) are not supported by the "
+            "Postgres target; create them with SQL on the table instead"
+        )
+    if export.export.attachments:
+        raise FlowDefinitionError(
+            f"export {export.name!r}: attachments (PostgresSqlCommand) are not supported yet"
+        )
     if spec.schema is not None and spec.table_name is None:
         raise FlowDefinitionError(
             f"export {export.name!r}: targets.Postgres(schema=...) needs an explicit table_name"

@@ -16,7 +16,8 @@ import asyncpg
 import structlog
 
 from cocod.engine.evaluator import Evaluator, FunctionRunner, create_runners
-from cocod.engine.indexer import SourcePassContext, UpdateMode, run_source_pass
+from cocod.engine.indexer import SourcePassContext, UpdateMode, recorded_keys, run_source_pass
+from cocod.engine.interfaces import ExportWrite, TrackedRow
 from cocod.engine.plan import FlowPlan, compile_plan
 from cocod.engine.setup import (
     READY,
@@ -302,20 +303,17 @@ async def _clean_retired_sources(
         for t in setup_plan.targets
         if t.new is not None and t.export_name is not None and t.change.status != USER_MANAGED
     }
-    from cocod.engine.interfaces import ExportWrite
-
     for source_name, source_id in setup_plan.retired_sources.items():
         _say(out, f"  - Clean up legacy source {source_name}")
-        for target_keys in await internal.delete_source_tracking(
-            conn, ctx.schema, flow_id, source_id
-        ):
-            for export_name, keys in target_keys.items():
-                writer = writers.get(export_name)
-                if writer is None:
-                    continue
+        removed = await internal.delete_source_tracking(conn, ctx.schema, flow_id, source_id)
+        for target_keys in removed:
+            tracked = TrackedRow(None, None, None, target_keys)
+            for export_name, writer in writers.items():
                 export = flow_plan.exports[export_name]
+                keys = recorded_keys(export, tracked)
                 deletes = [key_from_json_text(k, export.key_types) for k in keys]
-                await writer.write(conn, ExportWrite(deletes=deletes))
+                if deletes:
+                    await writer.write(conn, ExportWrite(deletes=deletes))
 
 
 async def apply_drop_plan(

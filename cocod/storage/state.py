@@ -128,7 +128,7 @@ async def delete_flow_state(conn: Connection, schema: str, flow_name: str, flow_
 
 async def delete_source_tracking(
     conn: Connection, schema: str, flow_id: int, source_id: int
-) -> list[dict[str, dict[str, str]]]:
+) -> list[dict[str, dict[str, Any]]]:
     """Remove a retired source's tracking rows; returns their target keys to delete."""
     rows = await conn.fetch(
         f"DELETE FROM {quote_ident(schema)}.tracking WHERE flow_id = $1 AND source_id = $2 "
@@ -136,7 +136,7 @@ async def delete_source_tracking(
         flow_id,
         source_id,
     )
-    return [r["target_keys"] for r in rows]
+    return [dict(r["target_keys"]) for r in rows]
 
 
 class PostgresStateStore:
@@ -156,6 +156,7 @@ class PostgresStateStore:
         self._tracking = f"{s}.tracking"
         self._memo = f"{s}.memo"
         self._orphan_candidates: set[bytes] = set()
+        self._has_swept = False
         self._upsert_tracking_sql = (
             f"INSERT INTO {self._tracking} (flow_id, source_id, source_key, ordinal_mtime_ns, "
             "ordinal_size, content_fp, logic_fp, target_keys, memo_keys, uuids, processed_at) "
@@ -232,8 +233,18 @@ class PostgresStateStore:
             if memo:
                 await conn.executemany(
                     f"INSERT INTO {self._memo} (flow_id, fp, value) VALUES ($1, $2, $3) "
-                    "ON CONFLICT (flow_id, fp) DO UPDATE SET orphaned_at = NULL",
+                    "ON CONFLICT (flow_id, fp) DO UPDATE "
+                    "SET value = EXCLUDED.value, orphaned_at = NULL",
                     [(self._flow_id, k, v) for k, v in memo.items()],
+                )
+            used = [k for c in commits if c.tracked for k in c.tracked.memo_keys if k not in memo]
+            if used:
+                # Entries found by lookup are in use again: restart their retention clock.
+                await conn.execute(
+                    f"UPDATE {self._memo} SET orphaned_at = NULL WHERE flow_id = $1 "
+                    "AND fp = ANY($2::bytea[]) AND orphaned_at IS NOT NULL",
+                    self._flow_id,
+                    used,
                 )
             if upserts:
                 await conn.executemany(self._upsert_tracking_sql, upserts)
@@ -270,7 +281,16 @@ class PostgresStateStore:
             f"AND t.memo_keys @> ARRAY[{self._memo}.fp])"
         )
         async with self._pool.acquire() as conn, conn.transaction():
-            if candidates:
+            if not self._has_swept:
+                # Candidates are remembered in memory only; once per process, look at every
+                # entry so releases lost with an earlier process are still collected.
+                self._has_swept = True
+                await conn.execute(
+                    f"UPDATE {self._memo} SET orphaned_at = now() WHERE flow_id = $1 "
+                    f"AND orphaned_at IS NULL AND {unreferenced}",
+                    self._flow_id,
+                )
+            elif candidates:
                 await conn.execute(
                     f"UPDATE {self._memo} SET orphaned_at = now() WHERE flow_id = $1 "
                     f"AND fp = ANY($2::bytea[]) AND orphaned_at IS NULL AND {unreferenced}",

@@ -11,7 +11,7 @@ import pytest
 import cocod as cocoindex
 from cocod.errors import SetupOutOfDateError
 from tests.conftest import SqlHelper, write
-from tests.flows import paragraph_flow, tiny_vector
+from tests.flows import paragraph_flow, split_paragraphs, tiny_vector
 
 
 def _docs(tmp_path: Path) -> Path:
@@ -142,3 +142,54 @@ def test_changing_a_vector_column_type_keeps_its_index(tmp_path: Path, sql: SqlH
     info = flow.update()
     assert info.stats["documents"]["num_reprocesses"] == 2
     assert sql.fetchval("SELECT count(*) FROM vectors WHERE vec IS NOT NULL") == 2
+
+
+def _keyed_flow(source: str, key: list[str], table: str | None = None):  # type: ignore[no-untyped-def]
+    def define(fb: cocoindex.FlowBuilder, scope: cocoindex.DataScope) -> None:
+        scope["documents"] = fb.add_source(cocoindex.sources.LocalFile(path=source))
+        out = scope.add_collector()
+        with scope["documents"].row() as doc:
+            doc["paragraphs"] = doc["content"].transform(split_paragraphs)
+            with doc["paragraphs"].row() as para:
+                out.collect(filename=doc["filename"], index=para["index"], text=para["text"])
+        out.export("keyed", cocoindex.targets.Postgres(table_name=table), primary_key_fields=key)
+
+    return define
+
+
+def test_key_change_and_table_rename_repopulate(tmp_path: Path, sql: SqlHelper) -> None:
+    source = str(_docs(tmp_path))
+    flow = cocoindex.open_flow("Keyed", _keyed_flow(source, ["filename", "index"]))
+    flow.setup()
+    flow.update()
+    flow.close()
+    # A new primary key re-creates the table: every row must be written again.
+    flow = cocoindex.open_flow("Keyed", _keyed_flow(source, ["text", "filename"]))
+    flow.setup()
+    info = flow.update()
+    assert info.stats["documents"]["num_errors"] == 0
+    assert sql.fetchval("SELECT count(*) FROM keyed__keyed") == 3
+    flow.close()
+    # A new table name: the new table is filled, the old one dropped.
+    flow = cocoindex.open_flow("Keyed", _keyed_flow(source, ["text", "filename"], "renamed"))
+    flow.setup()
+    flow.update()
+    assert sql.fetchval("SELECT count(*) FROM renamed") == 3
+    assert sql.fetchval("SELECT to_regclass('keyed__keyed')") is None
+    write(Path(source) / "a.md", "alpha one")
+    flow.update()
+    assert sorted(r[0] for r in sql.fetch("SELECT text FROM renamed")) == ["alpha one", "beta"]
+
+
+def test_full_reprocess_recomputes_memoized_results(tmp_path: Path, sql: SqlHelper) -> None:
+    from tests.flows import EMBED_CALLS
+
+    flow = cocoindex.open_flow("Full", paragraph_flow(str(_docs(tmp_path))))
+    flow.setup()
+    flow.update()
+    before = len(EMBED_CALLS)
+    flow.update(reexport_targets=True)
+    assert len(EMBED_CALLS) == before, "re-export reuses memoized results"
+    info = flow.update(full_reprocess=True)
+    assert info.stats["documents"]["num_reprocesses"] == 2
+    assert sorted(EMBED_CALLS[before:]) == ["alpha one", "alpha two", "beta"]
