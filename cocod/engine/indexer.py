@@ -91,8 +91,7 @@ async def run_source_pass(
     """Bring the targets up to date with the source (or with ``only_keys`` of it)."""
     stats = SourceUpdateStats()
     logger = log.bind(flow=ctx.flow_name, source=ctx.source.name)
-    listed = await ctx.reader.list_rows() if only_keys is None else None
-    tracked = await ctx.store.load_ordinals(ctx.source_id)
+    listed, tracked = await _list_and_load(ctx, only_keys is None)
     logic_fp = ctx.source.logic_fp
 
     candidates: list[str] = []
@@ -177,6 +176,26 @@ def _first_error(group: BaseExceptionGroup) -> BaseException:
         if isinstance(leaf, SourceError):
             return leaf
     return leaves[0] if leaves else group
+
+
+async def _list_and_load(
+    ctx: SourcePassContext, should_list: bool
+) -> tuple[dict[str, Ordinal] | None, dict[str, tuple[Ordinal | None, bytes | None]]]:
+    """List the source (a thread) while the tracked ordinals load (the database)."""
+    listed: dict[str, Ordinal] | None = None
+
+    async def list_source() -> None:
+        nonlocal listed
+        listed = await ctx.reader.list_rows()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            if should_list:
+                tg.start_soon(list_source)
+            tracked = await ctx.store.load_ordinals(ctx.source_id)
+    except BaseExceptionGroup as group:
+        raise _first_error(group) from None
+    return listed, tracked
 
 
 def _expand_hinted_keys(hints: Sequence[str], tracked: dict[str, Any]) -> list[str]:

@@ -6,6 +6,7 @@ object (the definition runs once) and reused by setup, drop and update.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,6 +95,8 @@ class FlowExecution:
                 anyio.Lock(),
             )
         self.lock = anyio.Lock()
+        self._store: internal.PostgresStateStore | None = None
+        self._store_identity = ""
 
     @property
     def full_name(self) -> str:
@@ -154,16 +157,25 @@ class FlowExecution:
                 f"setup for flow {self.full_name!r} is not up to date; run "
                 f"`cocod setup` (or Flow.setup()) first"
             )
-        writers = {}
-        for item in setup_plan.targets:
-            if item.new is not None and item.export_name is not None:
-                export = self.plan.exports[item.export_name]
-                writers[item.export_name] = postgres_target.TableWriter(item.new, export)
         pool = await ctx.pool()
-        store = internal.PostgresStateStore(
-            pool, ctx.schema, setup_plan.old_record.flow_id, writers
+        identity = json.dumps(
+            [id(pool), setup_plan.old_record.flow_state(), setup_plan.old_record.targets],
+            sort_keys=True,
+            default=str,
         )
-        return store, setup_plan.sources
+        if self._store is None or self._store_identity != identity:
+            # The store keeps per-process state (pending memo collection, lookup batching):
+            # reuse it for as long as the setup it was built for stays the same.
+            writers = {}
+            for item in setup_plan.targets:
+                if item.new is not None and item.export_name is not None:
+                    export = self.plan.exports[item.export_name]
+                    writers[item.export_name] = postgres_target.TableWriter(item.new, export)
+            self._store = internal.PostgresStateStore(
+                pool, ctx.schema, setup_plan.old_record.flow_id, writers
+            )
+            self._store_identity = identity
+        return self._store, setup_plan.sources
 
     async def update(
         self,

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from cocod.engine.evaluator import Batcher
 from cocod.engine.interfaces import ExportWrite, Ordinal, RowCommit, TrackedRow
 from cocod.engine.setup import FlowRecord
 from cocod.flow.naming import quote_ident
@@ -157,6 +158,7 @@ class PostgresStateStore:
         self._memo = f"{s}.memo"
         self._orphan_candidates: set[bytes] = set()
         self._has_swept = False
+        self._lookups = Batcher(self._lookup_batch, max_batch_size=8192)
         self._upsert_tracking_sql = (
             f"INSERT INTO {self._tracking} (flow_id, source_id, source_key, ordinal_mtime_ns, "
             "ordinal_size, content_fp, logic_fp, target_keys, memo_keys, uuids, processed_at) "
@@ -226,10 +228,17 @@ class PostgresStateStore:
                     t.uuids,
                 )
             )
+        # One delete and one upsert statement per export for the whole batch. Deletes go
+        # first: if a key moved between two rows of the batch, the upsert wins.
+        merged: dict[str, ExportWrite] = {}
+        for c in commits:
+            for export_name, write in c.writes.items():
+                target = merged.setdefault(export_name, ExportWrite())
+                target.deletes.extend(write.deletes)
+                target.upserts.extend(write.upserts)
         async with self._pool.acquire() as conn, conn.transaction():
-            for c in commits:
-                for export_name, write in c.writes.items():
-                    await self._writers[export_name].write(conn, write)
+            for export_name, write in merged.items():
+                await self._writers[export_name].write(conn, write)
             if memo:
                 await conn.executemany(
                     f"INSERT INTO {self._memo} (flow_id, fp, value) VALUES ($1, $2, $3) "
@@ -259,6 +268,15 @@ class PostgresStateStore:
                 self._orphan_candidates.update(c.released_memo_keys)
 
     async def memo_lookup(self, fps: Sequence[bytes]) -> dict[bytes, bytes]:
+        """Concurrent lookups from many rows share one query."""
+        values = await self._lookups.submit(list(fps))
+        return {fp: v for fp, v in zip(fps, values, strict=True) if v is not None}
+
+    async def _lookup_batch(self, fps: list[bytes]) -> list[bytes | None]:
+        found = await self._memo_query(list(set(fps)))
+        return [found.get(fp) for fp in fps]
+
+    async def _memo_query(self, fps: Sequence[bytes]) -> dict[bytes, bytes]:
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
                 f"SELECT fp, value FROM {self._memo} WHERE flow_id = $1 AND fp = ANY($2::bytea[])",
