@@ -1,64 +1,138 @@
 """cocod: keep Postgres + pgvector indexes in sync with folders of documents and code.
 
 A drop-in for CocoIndex v0's Python API (``import cocod as cocoindex``). This module only
-re-exports; it never imports the daemon.
+re-exports, and lazily: ``import cocod`` costs nothing until a name is used, so the
+``cocod`` CLI can talk to the daemon without importing asyncpg or torch. It never imports
+the daemon.
 """
 
-from cocod import functions, op, sources, storages, targets, typing, utils
-from cocod.engine.stats import IndexUpdateInfo
-from cocod.executors import functions as _builtin_functions  # registers built-in ops
-from cocod.flow.builder import DataCollector, DataScope, DataSlice, FlowBuilder
-from cocod.flow.graph import GeneratedField
-from cocod.flow.index import (
-    FtsIndexDef,
-    HnswVectorIndexMethod,
-    IndexOptions,
-    IvfFlatVectorIndexMethod,
-    VectorIndexDef,
-    VectorSimilarityMetric,
-)
-from cocod.flow.types import (
-    Float32,
-    Float64,
-    Int64,
-    Json,
-    LocalDateTime,
-    OffsetDateTime,
-    Range,
-    Vector,
-)
-from cocod.runtime.context import get_app_namespace, init, settings, stop
-from cocod.runtime.flow import (
-    Flow,
-    add_flow_def,
-    drop_all_flows,
-    ensure_all_flows_built,
-    flow_by_name,
-    flow_def,
-    flow_names,
-    flows,
-    open_flow,
-    remove_flow,
-    setup_all_flows,
-    update_all_flows_async,
-)
-from cocod.runtime.live_updater import (
-    FlowLiveUpdater,
-    FlowLiveUpdaterOptions,
-    FlowUpdaterStatusUpdates,
-)
-from cocod.runtime.query import QueryHandlerResultFields, QueryInfo, QueryOutput
-from cocod.runtime.transform_flow import TransformFlow, transform_flow
-from cocod.settings import (
-    DatabaseConnectionSpec,
-    GlobalExecutionOptions,
-    ServerSettings,
-    Settings,
-)
+from __future__ import annotations
 
-del _builtin_functions
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cocod import functions, op, sources, storages, targets, typing, utils
+    from cocod.engine.stats import IndexUpdateInfo
+    from cocod.flow.builder import DataCollector, DataScope, DataSlice, FlowBuilder
+    from cocod.flow.graph import GeneratedField
+    from cocod.flow.index import (
+        FtsIndexDef,
+        HnswVectorIndexMethod,
+        IndexOptions,
+        IvfFlatVectorIndexMethod,
+        VectorIndexDef,
+        VectorSimilarityMetric,
+    )
+    from cocod.flow.types import (
+        Float32,
+        Float64,
+        Int64,
+        Json,
+        LocalDateTime,
+        OffsetDateTime,
+        Range,
+        Vector,
+    )
+    from cocod.runtime.context import get_app_namespace, init, settings, stop
+    from cocod.runtime.flow import (
+        Flow,
+        add_flow_def,
+        drop_all_flows,
+        ensure_all_flows_built,
+        flow_by_name,
+        flow_def,
+        flow_names,
+        flows,
+        open_flow,
+        remove_flow,
+        setup_all_flows,
+        update_all_flows_async,
+    )
+    from cocod.runtime.live_updater import (
+        FlowLiveUpdater,
+        FlowLiveUpdaterOptions,
+        FlowUpdaterStatusUpdates,
+    )
+    from cocod.runtime.query import QueryHandlerResultFields, QueryInfo, QueryOutput
+    from cocod.runtime.transform_flow import TransformFlow, transform_flow
+    from cocod.settings import (
+        DatabaseConnectionSpec,
+        GlobalExecutionOptions,
+        ServerSettings,
+        Settings,
+    )
 
 __version__ = "0.1.0"
+
+_SUBMODULES = frozenset(
+    {"errors", "functions", "op", "sources", "storages", "targets", "typing", "utils"}
+)
+_LAZY = {
+    "IndexUpdateInfo": "cocod.engine.stats",
+    "DataCollector": "cocod.flow.builder",
+    "DataScope": "cocod.flow.builder",
+    "DataSlice": "cocod.flow.builder",
+    "FlowBuilder": "cocod.flow.builder",
+    "GeneratedField": "cocod.flow.graph",
+    "FtsIndexDef": "cocod.flow.index",
+    "HnswVectorIndexMethod": "cocod.flow.index",
+    "IndexOptions": "cocod.flow.index",
+    "IvfFlatVectorIndexMethod": "cocod.flow.index",
+    "VectorIndexDef": "cocod.flow.index",
+    "VectorSimilarityMetric": "cocod.flow.index",
+    "Float32": "cocod.flow.types",
+    "Float64": "cocod.flow.types",
+    "Int64": "cocod.flow.types",
+    "Json": "cocod.flow.types",
+    "LocalDateTime": "cocod.flow.types",
+    "OffsetDateTime": "cocod.flow.types",
+    "Range": "cocod.flow.types",
+    "Vector": "cocod.flow.types",
+    "get_app_namespace": "cocod.runtime.context",
+    "init": "cocod.runtime.context",
+    "settings": "cocod.runtime.context",
+    "stop": "cocod.runtime.context",
+    "Flow": "cocod.runtime.flow",
+    "add_flow_def": "cocod.runtime.flow",
+    "drop_all_flows": "cocod.runtime.flow",
+    "ensure_all_flows_built": "cocod.runtime.flow",
+    "flow_by_name": "cocod.runtime.flow",
+    "flow_def": "cocod.runtime.flow",
+    "flow_names": "cocod.runtime.flow",
+    "flows": "cocod.runtime.flow",
+    "open_flow": "cocod.runtime.flow",
+    "remove_flow": "cocod.runtime.flow",
+    "setup_all_flows": "cocod.runtime.flow",
+    "update_all_flows_async": "cocod.runtime.flow",
+    "FlowLiveUpdater": "cocod.runtime.live_updater",
+    "FlowLiveUpdaterOptions": "cocod.runtime.live_updater",
+    "FlowUpdaterStatusUpdates": "cocod.runtime.live_updater",
+    "QueryHandlerResultFields": "cocod.runtime.query",
+    "QueryInfo": "cocod.runtime.query",
+    "QueryOutput": "cocod.runtime.query",
+    "TransformFlow": "cocod.runtime.transform_flow",
+    "transform_flow": "cocod.runtime.transform_flow",
+    "DatabaseConnectionSpec": "cocod.settings",
+    "GlobalExecutionOptions": "cocod.settings",
+    "ServerSettings": "cocod.settings",
+    "Settings": "cocod.settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"cocod.{name}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cocod' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_SUBMODULES, *_LAZY])
 
 __all__ = [
     "DataCollector",

@@ -32,6 +32,7 @@ from cocod.engine.setup import (
 from cocod.engine.stats import IndexUpdateInfo, SourceUpdateStats
 from cocod.engine.values import key_from_json_text
 from cocod.errors import DatabaseError, SetupError, SetupOutOfDateError, SourceError
+from cocod.executors import functions as _builtin_functions  # noqa: F401  (registers ops)
 from cocod.executors import postgres_target
 from cocod.executors.local_file import LocalFileReader
 from cocod.flow.builder import DataScope, FlowBuilder, record_flow
