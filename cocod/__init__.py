@@ -134,6 +134,7 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted([*globals(), *_SUBMODULES, *_LAZY])
 
+
 __all__ = [
     "DataCollector",
     "DataScope",

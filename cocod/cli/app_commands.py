@@ -76,14 +76,14 @@ def _drop_flows(selected: list[Flow], force: bool) -> bool:
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
-    selected = _select_flows(args.app_target)
+    selected = _select_flows(args.target)
     if args.reset and not _drop_flows(selected, args.force):
         return 1
     return 0 if _setup_flows(selected, args.force) else 1
 
 
 def cmd_drop(args: argparse.Namespace) -> int:
-    selected = _select_flows(args.app_target)
+    selected = _select_flows(args.target)
     if args.flow_names:
         names = set(args.flow_names)
         for unknown in sorted(names - {f.name for f in selected}):
@@ -93,7 +93,7 @@ def cmd_drop(args: argparse.Namespace) -> int:
 
 
 def cmd_update(args: argparse.Namespace) -> int:
-    selected = _select_flows(args.app_flow)
+    selected = _select_flows(args.target)
     if args.reset and not _drop_flows(selected, args.force):
         return 1
     if not _setup_flows(selected, args.force):
@@ -142,8 +142,8 @@ def _run_live(selected: list[Flow], mode: UpdateMode, *, quiet: bool) -> int:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     ctx = context.get_context()
-    if args.app_target:
-        selected = _select_flows(args.app_target)
+    if args.target:
+        selected = _select_flows(args.target)
         any_stale = False
         for fl in selected:
             plan = bridge.run(fl.execution().plan_setup(ctx))
@@ -170,7 +170,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     import json
 
-    selected = _select_flows(args.app_flow)
+    selected = _select_flows(args.target)
     if len(selected) != 1:
         names = ", ".join(f.name for f in selected)
         raise CocodError(f"the app defines several flows ({names}); name one as APP:FLOW")
@@ -190,7 +190,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    for fl in _select_flows(args.app_flow):
+    for fl in _select_flows(args.target):
         execution = fl.execution()
         graph = execution.graph
         print(f"Flow: {graph.full_name}")

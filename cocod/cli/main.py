@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="cocod",
-        description="Keep Postgres + pgvector indexes in sync with folders of documents.",
-    )
-    parser.add_argument("-V", "--version", action="store_true", help="print the version")
-    parser.add_argument("-e", "--env-file", help="load environment variables from this file")
-    parser.add_argument("-d", "--app-dir", help="prepend this folder to the import path")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from cocod.cli.app_parser import add_app_commands
-
-    add_app_commands(sub)
-    return parser
 
 
 def _load_env_file(path: str) -> None:
@@ -36,6 +21,16 @@ def _load_env_file(path: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `cocod query ... | head`: the reader left; that is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    from cocod.cli.parser import build_parser, looks_like_app_target
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
@@ -50,14 +45,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         _load_env_file(args.env_file)
     if args.app_dir:
         sys.path.insert(0, os.path.abspath(args.app_dir))
+    handler_name = args.handler
+    daemon_handler = getattr(args, "daemon_handler", None)
+    if (
+        daemon_handler is not None
+        and not looks_like_app_target(args.target)
+        and (args.command != "ls" or _daemon_answers(args))
+    ):
+        handler_name = daemon_handler
+    module_name, _, function_name = handler_name.partition(":")
+    if module_name.endswith("daemon_commands") and args.command != "serve":
+        # A thin client: no library, no asyncpg, no torch.
+        handler = getattr(importlib.import_module(module_name), function_name)
+        return int(handler(args))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from cocod.errors import CocodError
     from cocod.logs import configure_logging
 
-    configure_logging(os.environ.get("COCOD_LOG_LEVEL", "warning"))
-    module_name, _, function_name = args.handler.partition(":")
-    import importlib
-
+    if args.command != "serve":
+        configure_logging(os.environ.get("COCOD_LOG_LEVEL", "warning"))
     handler = getattr(importlib.import_module(module_name), function_name)
     try:
         return int(handler(args))
@@ -66,6 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _daemon_answers(args: object) -> bool:
+    """``cocod ls`` without an app lists the daemon's instances when one is running."""
+    from cocod.cli.daemon_commands import socket_path
+
+    return socket_path(args).exists()
 
 
 if __name__ == "__main__":

@@ -41,6 +41,20 @@ class EventLoopBridge:
                 self._loop = loop
             return self._loop
 
+    def adopt_running_loop(self) -> None:
+        """Make the caller's loop the library's loop (the daemon runs everything on one)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._loop is not None and self._loop is not loop and not self._loop.is_closed():
+                raise RuntimeError("cocod's event loop is already running elsewhere")
+            self._loop = loop
+            self._thread = threading.current_thread()
+
+    def release_loop(self) -> None:
+        """Forget an adopted loop (it is not ours to stop)."""
+        with self._lock:
+            self._loop = self._thread = None
+
     def is_loop_thread(self) -> bool:
         return self._thread is not None and threading.current_thread() is self._thread
 

@@ -14,6 +14,7 @@ import asyncio
 import datetime
 import os
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,11 +66,26 @@ class _Status:
         self.version = 0
         self.reported_version = -1
         self.condition = asyncio.Condition()
+        self.initial_pending = set(self.totals)
+        self.caught_up = asyncio.Event()
+        if not self.initial_pending:
+            self.caught_up.set()
+        self.last_pass_at: float | None = None
+        self.last_change_at: float | None = None
+        self.last_error: str | None = None
+        self.pending_changes = dict.fromkeys(self.totals, 0)
+
+    def initial_pass_done(self, source: str) -> None:
+        self.initial_pending.discard(source)
+        if not self.initial_pending:
+            self.caught_up.set()
 
     async def record(self, source: str, stats: SourceUpdateStats) -> None:
         async with self.condition:
             self.totals[source].merge(stats)
+            self.last_pass_at = time.time()
             if stats.has_changes:
+                self.last_change_at = self.last_pass_at
                 self.update_counts[source] += 1
                 self.version += 1
                 self.condition.notify_all()
@@ -147,6 +163,31 @@ class FlowLiveUpdater:
     async def next_status_updates_async(self) -> FlowUpdaterStatusUpdates:
         _, status = self._require_started()
         return await bridge.run_async(status.next_updates())
+
+    async def wait_caught_up_async(self) -> None:
+        """Until every source finished its initial (catch-up) pass, failed or not."""
+        task, status = self._require_started()
+
+        async def wait() -> None:
+            caught_up = asyncio.ensure_future(status.caught_up.wait())
+            await asyncio.wait({caught_up, task}, return_when=asyncio.FIRST_COMPLETED)
+            caught_up.cancel()
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+        await bridge.run_async(wait())
+
+    def snapshot(self) -> dict[str, Any]:
+        """What ``cocod status`` shows: last pass, last change, errors, pending hints."""
+        _, status = self._require_started()
+        return {
+            "caught_up": status.caught_up.is_set(),
+            "last_pass_at": status.last_pass_at,
+            "last_change_at": status.last_change_at,
+            "last_error": status.last_error,
+            "pending_changes": sum(status.pending_changes.values()),
+            "stats": self.update_stats().stats,
+        }
 
     def update_stats(self) -> IndexUpdateInfo:
         _, status = self._require_started()
@@ -234,9 +275,9 @@ class _SourceLoop:
                     if self.options.reexport_targets
                     else UpdateMode.NORMAL
                 )
-                ok = await self._pass(
-                    mode, None, "batch update" if not self.options.live_mode else "initial"
-                )
+                label = "batch update" if not self.options.live_mode else "initial"
+                ok = await self._pass(mode, None, label)
+                self.status.initial_pass_done(self.name)
                 if not self.options.live_mode or (not self.watch and self.refresh is None):
                     if not ok and not self.options.live_mode:
                         raise SourceError(self._last_error)
@@ -246,6 +287,7 @@ class _SourceLoop:
                     self.needs_full_pass = True
                 await self._serve_changes()
         finally:
+            self.status.initial_pass_done(self.name)
             with anyio.CancelScope(shield=True):
                 await self.status.finish(self.name)
 
@@ -258,8 +300,13 @@ class _SourceLoop:
             )
         except CocodError as e:
             self._last_error = str(e)
+            self.status.last_error = f"{self.name}: {e}"
             self.log.error("source.pass_failed", error=str(e), kind=label)
             return False
+        if stats.num_errors:
+            self.status.last_error = f"{self.name}: {stats.num_errors} row(s) failed; see logs"
+        elif keys is None:
+            self.status.last_error = None
         await self.status.record(self.name, stats)
         if self.options.print_stats and (keys is None or stats.has_changes):
             print(
@@ -293,12 +340,14 @@ class _SourceLoop:
                 continue
             if self.pending:
                 keys, self.pending = sorted(self.pending), set()
+                self.status.pending_changes[self.name] = 0
                 ok = await self._pass(UpdateMode.NORMAL, keys, "change")
                 if not ok:
                     self.needs_full_pass = True
 
     def _hint(self, keys: Iterable[str], full: bool = False) -> None:
         self.pending.update(keys)
+        self.status.pending_changes[self.name] = len(self.pending)
         self.needs_full_pass = self.needs_full_pass or full
         self.wakeup.set()
 

@@ -1,0 +1,91 @@
+"""A small synchronous client of the control socket, for the CLI and tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from cocod.control.protocol import MAX_LINE_BYTES
+
+
+class DaemonUnavailableError(Exception):
+    """Nothing answers on the socket."""
+
+
+class DaemonError(Exception):
+    """The daemon answered with an error reply."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def default_socket_path(env: Mapping[str, str] | None = None) -> Path:
+    """``$COCOD_SOCKET``, ``$RUNTIME_DIRECTORY``, ``$XDG_RUNTIME_DIR/cocod``, else state dir."""
+    env = os.environ if env is None else env
+    if explicit := env.get("COCOD_SOCKET"):
+        return Path(explicit)
+    if runtime := env.get("RUNTIME_DIRECTORY"):
+        return Path(runtime.split(":")[0]) / "cocod.sock"
+    if xdg := env.get("XDG_RUNTIME_DIR"):
+        return Path(xdg) / "cocod" / "cocod.sock"
+    if state := env.get("COCOD_STATE_DIR") or env.get("STATE_DIRECTORY"):
+        return Path(state.split(":")[0]) / "cocod.sock"
+    xdg_state = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg_state) / "cocod" / "cocod.sock"
+
+
+class ControlClient:
+    def __init__(self, path: str | os.PathLike[str], timeout: float | None = 30.0) -> None:
+        self.path = str(path)
+        self.timeout = timeout
+        self._next_id = 1
+
+    def call(
+        self,
+        cmd: str,
+        args: Mapping[str, Any] | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Any:
+        request_id = self._next_id
+        self._next_id += 1
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            try:
+                sock.connect(self.path)
+            except (FileNotFoundError, ConnectionRefusedError, PermissionError) as e:
+                raise DaemonUnavailableError(
+                    f"no cocod daemon answers on {self.path} ({e.strerror or e}); "
+                    "start one with `cocod serve`"
+                ) from None
+            payload = {"id": request_id, "cmd": cmd, "args": dict(args or {})}
+            sock.sendall(json.dumps(payload).encode() + b"\n")
+            with sock.makefile("rb") as stream:
+                while True:
+                    line = stream.readline(MAX_LINE_BYTES + 1)
+                    if not line:
+                        raise DaemonUnavailableError(
+                            f"the daemon on {self.path} closed the connection without replying"
+                        )
+                    message = json.loads(line)
+                    if message.get("id") != request_id:
+                        continue
+                    if "event" in message:
+                        if on_event is not None:
+                            on_event(message)
+                        continue
+                    if message.get("ok"):
+                        return message.get("result")
+                    error = message.get("error") or {}
+                    raise DaemonError(error.get("code", "internal"), error.get("message", ""))
+        except TimeoutError:
+            raise DaemonUnavailableError(
+                f"the daemon on {self.path} did not answer within {self.timeout:.0f} s"
+            ) from None
+        finally:
+            sock.close()

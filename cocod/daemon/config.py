@@ -1,0 +1,182 @@
+"""config.toml → typed daemon configuration, with errors that name the file and the key.
+
+Paths in the file resolve relative to the file's folder, and that folder is put on the
+import path so ``definition = "my_flows:factory"`` can name a module beside it.
+Environment overrides: ``COCOD_CONFIG`` (which file), ``COCOD_SOCKET``,
+``COCOD_DATABASE_URL``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cocod.control.client import default_socket_path
+from cocod.errors import SettingsError
+from cocod.flow.naming import validate_flow_name
+from cocod.settings import default_state_dir
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: object, where: str) -> float:
+    """``"10m"``, ``"30s"``, ``"1.5h"`` or a number of seconds → seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    raise SettingsError(f'{where}: {value!r} is not a duration (e.g. "10m", "30s", 90)')
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    name: str
+    definition: str
+    params: dict[str, Any] = field(default_factory=dict)
+    live: bool = True
+
+    def identity(self) -> tuple[str, str, bool]:
+        import json
+
+        return (self.definition, json.dumps(self.params, sort_keys=True), self.live)
+
+
+@dataclass
+class DaemonConfig:
+    path: Path | None
+    base_dir: Path
+    socket: Path
+    state_dir: Path
+    database_url: str | None
+    max_open_flows: int = 20
+    idle_ttl: float = 600.0
+    drain_timeout: float = 20.0
+    flows: dict[str, InstanceConfig] = field(default_factory=dict)
+
+
+def find_config_file(explicit: str | None, env: Mapping[str, str] | None = None) -> Path | None:
+    """--config, else $COCOD_CONFIG, $CONFIGURATION_DIRECTORY/config.toml, ./config.toml,
+    $XDG_CONFIG_HOME/cocod/config.toml; None if none exists (an empty daemon)."""
+    env = os.environ if env is None else env
+    if explicit:
+        return Path(explicit)
+    if from_env := env.get("COCOD_CONFIG"):
+        return Path(from_env)
+    candidates = []
+    if systemd := env.get("CONFIGURATION_DIRECTORY"):
+        candidates.append(Path(systemd.split(":")[0]) / "config.toml")
+    candidates.append(Path.cwd() / "config.toml")
+    xdg = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    candidates.append(Path(xdg) / "cocod" / "config.toml")
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> DaemonConfig:
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    base_dir = Path.cwd()
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise SettingsError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise SettingsError(f"{path}: invalid TOML: {e}") from None
+        base_dir = path.resolve().parent
+    where = str(path) if path else "<defaults>"
+    daemon = _table(data, "daemon", where)
+    database = _table(data, "database", where)
+    flows = _table(data, "flows", where)
+    unknown = set(data) - {"daemon", "database", "flows"}
+    if unknown:
+        raise SettingsError(f"{where}: unknown section(s) {', '.join(sorted(unknown))}")
+
+    def resolve(value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else base_dir / p
+
+    state_dir = (
+        resolve(_str(daemon, "state_dir", where)) if daemon.get("state_dir") else None
+    ) or default_state_dir(env)
+    if env.get("COCOD_SOCKET"):
+        socket = Path(env["COCOD_SOCKET"])
+    elif daemon.get("socket"):
+        socket = resolve(_str(daemon, "socket", where))
+    else:
+        socket = default_socket_path({**env, "COCOD_STATE_DIR": str(state_dir)})
+    url = env.get("COCOD_DATABASE_URL") or env.get("COCOINDEX_DATABASE_URL")
+    if not url and database.get("url"):
+        url = _str(database, "url", where)
+    config = DaemonConfig(
+        path=path,
+        base_dir=base_dir,
+        socket=socket,
+        state_dir=state_dir,
+        database_url=url or None,
+        max_open_flows=_int(daemon, "max_open_flows", where, 20),
+        idle_ttl=parse_duration(daemon.get("idle_ttl", 600), f"{where}: daemon.idle_ttl"),
+        drain_timeout=parse_duration(
+            daemon.get("drain_timeout", 20), f"{where}: daemon.drain_timeout"
+        ),
+    )
+    for name, body in flows.items():
+        config.flows[name] = parse_instance(name, body, f"{where}: flows.{name}", resolve)
+    return config
+
+
+def parse_instance(name: str, body: object, where: str, resolve: Any = None) -> InstanceConfig:
+    try:
+        validate_flow_name(name)
+    except ValueError as e:
+        raise SettingsError(f"{where}: {e}") from None
+    if not isinstance(body, dict):
+        raise SettingsError(f"{where}: must be a table")
+    unknown = set(body) - {"definition", "live", "params"}
+    if unknown:
+        raise SettingsError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    definition = body.get("definition")
+    if not isinstance(definition, str) or ":" not in definition:
+        raise SettingsError(f'{where}.definition: expected "package.module:factory"')
+    live = body.get("live", True)
+    if not isinstance(live, bool):
+        raise SettingsError(f"{where}.live: expected true or false")
+    params = body.get("params", {})
+    if not isinstance(params, dict):
+        raise SettingsError(f"{where}.params: expected a table")
+    if resolve is not None:
+        params = {k: _resolve_path_param(k, v, resolve) for k, v in params.items()}
+    return InstanceConfig(name, definition, params, live)
+
+
+def _resolve_path_param(key: str, value: Any, resolve: Any) -> Any:
+    """Params named ``*path``/``*dir`` holding relative paths resolve against the config."""
+    if isinstance(value, str) and (key.endswith("path") or key.endswith("dir")) and value:
+        return str(resolve(value))
+    return value
+
+
+def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise SettingsError(f"{where}: [{key}] must be a table")
+    return value
+
+
+def _str(table: dict[str, Any], key: str, where: str) -> str:
+    value = table.get(key)
+    if not isinstance(value, str):
+        raise SettingsError(f"{where}: {key} must be a string")
+    return value
+
+
+def _int(table: dict[str, Any], key: str, where: str, default: int) -> int:
+    value = table.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise SettingsError(f"{where}: {key} must be a positive integer")
+    return value
