@@ -89,10 +89,13 @@ async def _serve_connection(stream: SocketStream, dispatch: Dispatch) -> None:
             while True:
                 try:
                     line = await reader.receive_until(b"\n", MAX_LINE_BYTES)
+                    is_too_large = len(line) >= MAX_LINE_BYTES
                 except anyio.DelimiterNotFound:
-                    await send(
-                        _error(None, ErrorCode.TOO_LARGE, f"request over {MAX_LINE_BYTES} bytes")
-                    )
+                    is_too_large = True
+                if is_too_large:
+                    # receive_until may return a longer line that was already buffered.
+                    message = f"request over {MAX_LINE_BYTES} bytes; closing the connection"
+                    await send(_error(None, ErrorCode.TOO_LARGE, message))
                     return
                 if not line.strip():
                     continue

@@ -414,7 +414,10 @@ async def _commit_batch(
     ctx: SourcePassContext, batch: list[_Pending], stats: SourceUpdateStats, logger: Any
 ) -> None:
     try:
-        await ctx.store.commit_rows([p.commit for p in batch])
+        # Shielded: cancelling a pass (daemon drain, abort) lets the transaction in
+        # flight finish instead of cutting it off mid-way.
+        with anyio.CancelScope(shield=True):
+            await ctx.store.commit_rows([p.commit for p in batch])
         done = batch
     except Exception as e:
         if len(batch) == 1:
