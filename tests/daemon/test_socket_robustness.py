@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -128,10 +129,8 @@ def test_fuzzed_bytes_never_break_the_daemon(
 ) -> None:
     daemon, _, _ = running
     data = payload[: max(0, len(payload) - cut)] + (b"\n" if newline else b"")
-    try:
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         _raw(daemon.socket, data, read=newline)
-    except (BrokenPipeError, ConnectionResetError):
-        pass
 
 
 def test_daemon_still_serves_and_indexes_after_abuse(
