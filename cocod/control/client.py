@@ -35,6 +35,9 @@ def default_socket_path(env: Mapping[str, str] | None = None) -> Path:
         return Path(xdg) / "cocod" / "cocod.sock"
     if state := env.get("COCOD_STATE_DIR") or env.get("STATE_DIRECTORY"):
         return Path(state.split(":")[0]) / "cocod.sock"
+    system = Path("/run/cocod/cocod.sock")  # the system service's RuntimeDirectory
+    if system.exists():
+        return system
     xdg_state = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(xdg_state) / "cocod" / "cocod.sock"
 

@@ -17,8 +17,9 @@ from typing import Any
 
 import anyio
 import structlog
-from anyio.abc import TaskStatus
+from anyio.abc import SocketListener, TaskStatus
 
+from cocod.daemon.activation import take_inherited_socket
 from cocod.daemon.config import DaemonConfig, InstanceConfig, load_config
 from cocod.daemon.handlers import Handlers
 from cocod.daemon.instances import Instances, State
@@ -43,6 +44,7 @@ class Daemon:
         self.is_draining = False
         self._shutdown = anyio.Event()
         self._is_ready = False
+        self._owns_socket_path = True
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -60,7 +62,13 @@ class Daemon:
             pool = await ctx.pool()
             self.registry = RuntimeRegistry(pool, ctx.schema)
             await self.registry.ensure()
-            listener = await open_listener(self.config.socket)
+            inherited = take_inherited_socket()
+            if inherited is not None:
+                self._owns_socket_path = False
+                listener = await SocketListener.from_socket(inherited)
+                log.info("daemon.socket_activated", fd=inherited.fileno())
+            else:
+                listener = await open_listener(self.config.socket)
             async with anyio.create_task_group() as tg:
                 self.instances.bind(tg)
                 for instance_config in self.config.flows.values():
@@ -75,6 +83,7 @@ class Daemon:
                 tg.start_soon(self._handle_signals)
                 if (interval := watchdog_interval()) is not None:
                     tg.start_soon(self._watchdog, interval)
+                await self._wait_catch_up_started()
                 self._is_ready = True
                 log.info(
                     "daemon.ready",
@@ -90,6 +99,16 @@ class Daemon:
             with anyio.CancelScope(shield=True):
                 await self._close()
 
+    async def _wait_catch_up_started(self, timeout: float = 30.0) -> None:
+        """READY means every live instance got at least as far as its catch-up pass."""
+        waiting = {State.STOPPED, State.STARTING}
+        with anyio.move_on_after(timeout):
+            while any(
+                i.config.live and i.state in waiting and i.scope is not None
+                for i in self.instances.by_name.values()
+            ):
+                await anyio.sleep(0.02)
+
     async def _drain(self) -> None:
         self.is_draining = True
         self.notifier.stopping()
@@ -102,8 +121,9 @@ class Daemon:
             log.warning("daemon.drain_timeout", seconds=self.config.drain_timeout)
 
     async def _close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.config.socket.unlink(missing_ok=True)
+        if self._owns_socket_path:
+            with contextlib.suppress(OSError):
+                self.config.socket.unlink(missing_ok=True)
         ctx = context.get_context()
         await ctx.aclose()
         await anyio.to_thread.run_sync(context.stop)
