@@ -32,6 +32,9 @@ from cocod.settings import DatabaseConnectionSpec, Settings
 
 log = structlog.get_logger(__name__)
 
+READY_TIMEOUT_SECONDS = 30.0
+"""READY is sent at the latest this long after start, even if an instance is slow."""
+
 
 class Daemon:
     def __init__(self, config: DaemonConfig, notifier: Notifier | None = None) -> None:
@@ -45,6 +48,7 @@ class Daemon:
         self._shutdown = anyio.Event()
         self._is_ready = False
         self._owns_socket_path = True
+        self._state_changed = anyio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -99,15 +103,16 @@ class Daemon:
             with anyio.CancelScope(shield=True):
                 await self._close()
 
-    async def _wait_catch_up_started(self, timeout: float = 30.0) -> None:
+    async def _wait_catch_up_started(self) -> None:
         """READY means every live instance got at least as far as its catch-up pass."""
         waiting = {State.STOPPED, State.STARTING}
-        with anyio.move_on_after(timeout):
+        with anyio.move_on_after(READY_TIMEOUT_SECONDS):
             while any(
                 i.config.live and i.state in waiting and i.scope is not None
                 for i in self.instances.by_name.values()
             ):
-                await anyio.sleep(0.02)
+                self._state_changed = anyio.Event()
+                await self._state_changed.wait()
 
     async def _drain(self) -> None:
         self.is_draining = True
@@ -196,6 +201,7 @@ class Daemon:
         return ", ".join(parts)
 
     def _report_status(self) -> None:
+        self._state_changed.set()
         if self._is_ready:
             self.notifier.status(self._status_line())
 
