@@ -1,5 +1,6 @@
 # Two entry points, both safe on a fresh machine:
-#   make run   – create .venv, install everything, index the sample folder
+#   make run   – create .venv, install everything, run the daemon on config.toml
+#                (indexes docs/ into the embedded Postgres and keeps it live)
 #   make test  – the same install, then ruff, mypy and the test suite (what .ci/run calls)
 PY ?= python3
 VENV := .venv
@@ -21,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install
-	$(BIN)/cocod update -f examples/docs_flow.py
+	$(BIN)/cocod serve --config config.toml
 
 lint: install
 	$(BIN)/ruff check cocod tests bench examples
@@ -33,3 +34,5 @@ test: lint
 
 bench: install
 	$(BIN)/python bench/engine_bench.py
+	$(BIN)/python bench/embed_bench.py
+	$(BIN)/python bench/live_latency.py
