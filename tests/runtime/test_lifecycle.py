@@ -193,3 +193,23 @@ def test_full_reprocess_recomputes_memoized_results(tmp_path: Path, sql: SqlHelp
     info = flow.update(full_reprocess=True)
     assert info.stats["documents"]["num_reprocesses"] == 2
     assert sorted(EMBED_CALLS[before:]) == ["alpha one", "alpha two", "beta"]
+
+
+def test_explicit_schema_is_created_and_used(tmp_path: Path, sql: SqlHelper) -> None:
+    def define(fb: cocoindex.FlowBuilder, scope: cocoindex.DataScope) -> None:
+        scope["documents"] = fb.add_source(cocoindex.sources.LocalFile(path=str(_docs(tmp_path))))
+        out = scope.add_collector()
+        with scope["documents"].row() as doc:
+            out.collect(filename=doc["filename"], content=doc["content"])
+        out.export(
+            "files",
+            cocoindex.targets.Postgres(schema="Search", table_name="Files"),
+            primary_key_fields=["filename"],
+        )
+
+    flow = cocoindex.open_flow("Schemed", define)
+    flow.setup()
+    flow.update()
+    assert sql.fetchval("SELECT count(*) FROM search.files") == 2
+    flow.drop()
+    assert sql.fetchval("SELECT to_regclass('search.files')") is None
