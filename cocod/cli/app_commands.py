@@ -160,6 +160,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
             return await internal.list_flow_names(conn, ctx.schema)
 
     names = bridge.run(persisted())
+    if getattr(args, "json", False):
+        import json
+
+        print(json.dumps([{"name": n, "persisted": True} for n in names]))
+        return 0
     if not names:
         print("No persisted flow setups found in the backend.")
     for name in names:
