@@ -163,6 +163,10 @@ def cmd_add(args: Any) -> int:
             print(f"error: --param {item!r} must be KEY=VALUE", file=sys.stderr)
             return 2
         params[key] = value
+    for key, value in list(params.items()):
+        # Like config.toml: *path / *dir params are paths, relative to where you are.
+        if isinstance(value, str) and value and (key.endswith("path") or key.endswith("dir")):
+            params[key] = str(Path(value).expanduser().resolve())
     payload = {
         "name": args.name,
         "definition": args.definition,

@@ -76,9 +76,19 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _daemon_answers(args: object) -> bool:
     """``cocod ls`` without an app lists the daemon's instances when one is running."""
+    import socket
+
     from cocod.cli.daemon_commands import socket_path
 
-    return socket_path(args).exists()
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(socket_path(args)))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 if __name__ == "__main__":

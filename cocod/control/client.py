@@ -9,7 +9,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from cocod.control.protocol import MAX_LINE_BYTES
+MAX_REPLY_BYTES = 256 << 20
+"""Replies (query results, status of many instances) may be far larger than requests."""
 
 
 class DaemonUnavailableError(Exception):
@@ -70,7 +71,7 @@ class ControlClient:
             sock.sendall(json.dumps(payload).encode() + b"\n")
             with sock.makefile("rb") as stream:
                 while True:
-                    line = stream.readline(MAX_LINE_BYTES + 1)
+                    line = stream.readline(MAX_REPLY_BYTES)
                     if not line:
                         raise DaemonUnavailableError(
                             f"the daemon on {self.path} closed the connection without replying"

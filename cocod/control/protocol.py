@@ -113,6 +113,15 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), default=str).encode() + b"\n"
 
 
+def request_id_of(line: bytes) -> Any:
+    """The id of a request, if it can be read at all (so even refusals carry it)."""
+    try:
+        message = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return message.get("id") if isinstance(message, dict) else None
+
+
 def parse_request(line: bytes) -> tuple[Any, Command, dict[str, Any]]:
     """Validate one request line; raises ProtocolError with the request id when known."""
     try:

@@ -96,6 +96,15 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Daem
     unknown = set(data) - {"daemon", "database", "flows"}
     if unknown:
         raise SettingsError(f"{where}: unknown section(s) {', '.join(sorted(unknown))}")
+    for section, table, known in (
+        ("daemon", daemon, {"socket", "state_dir", "max_open_flows", "idle_ttl", "drain_timeout"}),
+        ("database", database, {"url"}),
+    ):
+        if extra := set(table) - known:
+            raise SettingsError(
+                f"{where}: unknown key(s) in [{section}]: {', '.join(sorted(extra))} "
+                f"(known: {', '.join(sorted(known))})"
+            )
 
     def resolve(value: str) -> Path:
         p = Path(value).expanduser()

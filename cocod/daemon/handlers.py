@@ -108,7 +108,7 @@ class Handlers:
             await flow._execution_for(ctx).setup(ctx, out=out)
             return out.getvalue()
 
-        return {"name": name, "report": await self.instances.run_exclusive(instance, action)}
+        return {"name": name, "report": await self._with_flow(instance, action)}
 
     async def cmd_drop(self, emit: Emit, name: str) -> Any:
         instance = self.instances.get(name)
@@ -131,9 +131,11 @@ class Handlers:
         if instance.flow is not None or not instance.config.live:
             return await self.instances.run_exclusive(instance, action)
         flow = self.instances._open_flow(instance)
+        instance.active_commands += 1
         try:
             return await action(flow)
         finally:
+            instance.active_commands -= 1
             flow.close()
 
     async def cmd_update(self, emit: Emit, name: str, full_reprocess: bool = False) -> Any:

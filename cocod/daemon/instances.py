@@ -9,6 +9,7 @@ opened when a command needs them and closed when idle or when too many are open.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import time
 from collections.abc import Awaitable, Callable
@@ -28,7 +29,7 @@ from cocod.runtime.live_updater import FlowLiveUpdater, FlowLiveUpdaterOptions
 
 log = structlog.get_logger(__name__)
 
-MAX_FAILURES = 5
+MAX_FAILURES = 8  # backoff 1, 2, 4 … 60 s: about two minutes before FAILED
 MAX_BACKOFF_SECONDS = 60.0
 
 
@@ -56,6 +57,7 @@ class Instance:
     last_update: dict[str, Any] | None = None
     scope: anyio.CancelScope | None = None
     stopped: anyio.Event = field(default_factory=anyio.Event)
+    active_commands: int = 0  # an instance serving a command is never reaped or evicted
 
     @property
     def name(self) -> str:
@@ -111,12 +113,12 @@ class Instances:
         instance.touch()
         if instance.flow is not None:
             return instance.flow
-        if instance.config.live and instance.state not in (State.STOPPED, State.FAILED):
+        if instance.config.live:
             from cocod.control.protocol import ErrorCode, ProtocolError
 
             raise ProtocolError(
                 ErrorCode.FLOW_FAILED,
-                f"instance {instance.name!r} is {instance.state}: {instance.last_error or ''}",
+                f"live instance {instance.name!r} is {instance.state}; open it to start it",
             )
         try:
             instance.flow = self._open_flow(instance)
@@ -133,10 +135,10 @@ class Instances:
             i for i in self.by_name.values() if not i.config.live and i.flow is not None
         ]
         open_on_demand.sort(key=lambda i: i.last_used)
-        while len(open_on_demand) > self.max_open:
-            victim = open_on_demand.pop(0)
-            if victim is keep:
-                continue
+        idle = [i for i in open_on_demand if i is not keep and not i.active_commands]
+        while len(open_on_demand) > self.max_open and idle:
+            victim = idle.pop(0)
+            open_on_demand.remove(victim)
             log.info("instance.evicted", instance=victim.name, reason="max_open_flows")
             self.close_on_demand(victim)
 
@@ -153,6 +155,7 @@ class Instances:
                 if (
                     not instance.config.live
                     and instance.flow is not None
+                    and not instance.active_commands
                     and now - instance.last_used > self.idle_ttl
                 ):
                     log.info("instance.idle_closed", instance=instance.name)
@@ -187,7 +190,8 @@ class Instances:
 
     async def remove(self, instance: Instance) -> None:
         await self.stop(instance)
-        self.by_name.pop(instance.name, None)
+        if self.by_name.get(instance.name) is instance:
+            del self.by_name[instance.name]
 
     async def _supervise(self, instance: Instance) -> None:
         scope = instance.scope
@@ -238,14 +242,18 @@ class Instances:
         await instance.flow.setup_async()
         self._set_state(instance, State.CATCHING_UP)
         updater = FlowLiveUpdater(instance.flow, FlowLiveUpdaterOptions(live_mode=True))
-        instance.updater = updater
-        await updater.start_async()
+        try:
+            await updater.start_async()
+        except BaseException:
+            with contextlib.suppress(Exception):  # "not started" when it failed early
+                updater.abort()
+            raise
+        instance.updater = updater  # only a started updater: status reads it
         await updater.wait_caught_up_async()
         snapshot = updater.snapshot()
         instance.last_update = snapshot
-        if snapshot["last_error"]:
-            instance.last_error = snapshot["last_error"]
-        else:
+        instance.last_error = snapshot["last_error"]
+        if not snapshot["last_error"]:
             instance.failures = 0
         self._set_state(instance, State.WATCHING)
         await updater.wait_async()
@@ -254,8 +262,10 @@ class Instances:
         self, instance: Instance, action: Callable[[Flow], Awaitable[Any]]
     ) -> Any:
         """Run a command's action on the instance's flow (opening it when on demand)."""
-        flow = await self.ensure_open(instance)
+        instance.active_commands += 1
         try:
+            flow = await self.ensure_open(instance)
             return await action(flow)
         finally:
+            instance.active_commands -= 1
             instance.touch()

@@ -26,8 +26,9 @@ from cocod.control.protocol import (
     ProtocolError,
     encode,
     parse_request,
+    request_id_of,
 )
-from cocod.errors import CocodError
+from cocod.errors import CocodError, SetupOutOfDateError
 
 log = structlog.get_logger(__name__)
 
@@ -105,7 +106,7 @@ async def _serve_connection(stream: SocketStream, dispatch: Dispatch) -> None:
 
 
 async def _handle_line(line: bytes, dispatch: Dispatch, send: Emit) -> None:
-    request_id: Any = None
+    request_id: Any = request_id_of(line)
     try:
         request_id, command, args = parse_request(line)
 
@@ -116,6 +117,8 @@ async def _handle_line(line: bytes, dispatch: Dispatch, send: Emit) -> None:
         reply: dict[str, Any] = {"id": request_id, "ok": True, "result": result}
     except ProtocolError as e:
         reply = _error(request_id, e.code, e.message)
+    except SetupOutOfDateError as e:
+        reply = _error(request_id, ErrorCode.SETUP_REQUIRED, str(e))
     except CocodError as e:
         reply = _error(request_id, ErrorCode.FLOW_FAILED, str(e))
     except Exception as e:

@@ -2,8 +2,9 @@
 
 Start-up order is explicit: settings → database → registry → instances (each live one
 starts its catch-up) → control socket → READY. SIGTERM/SIGINT drain (refuse new commands,
-stop every updater after its current transaction, close the pool, stop the embedded
-Postgres) and exit 0; a second SIGINT exits at once. SIGHUP re-reads config.toml and
+cancel every updater — a commit in flight is shielded and completes, rows not yet
+committed are redone by the next catch-up — close the pool, stop the embedded Postgres)
+and exit 0; a second SIGINT exits at once. SIGHUP re-reads config.toml and
 applies the difference without touching unchanged instances.
 """
 
@@ -53,14 +54,16 @@ class Daemon:
     # -- lifecycle ---------------------------------------------------------------------------
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         bridge.adopt_running_loop()
-        context.init(
-            Settings(
-                database=DatabaseConnectionSpec(url=self.config.database_url)
-                if self.config.database_url
-                else None,
-                state_dir=self.config.state_dir,
-            )
-        )
+        # Everything COCOD_*/COCOINDEX_* configures applies; config.toml decides the
+        # database and the state directory.
+        settings = Settings.from_env()
+        database = settings.database
+        if self.config.database_url:
+            database = DatabaseConnectionSpec(url=self.config.database_url)
+            if settings.database is not None:
+                database.user = settings.database.user
+                database.password = settings.database.password
+        context.init(settings.replace(database=database, state_dir=self.config.state_dir))
         try:
             ctx = context.get_context()
             pool = await ctx.pool()
@@ -148,16 +151,22 @@ class Daemon:
                         await self.reload()
                     except Exception as e:
                         log.error("daemon.reload_failed", error=str(e))
-                        self.notifier.send("READY=1", f"STATUS=reload failed: {e}")
+                        self.notifier.status(f"reload failed: {e}")
                 elif signum == signal.SIGINT and self.is_draining:
                     log.warning("daemon.forced_exit")
-                    os._exit(130)
+                    _force_exit()
                 else:
                     self.request_shutdown()
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the config file; start added, stop removed, restart changed instances."""
         self.notifier.reloading()
+        try:
+            return await self._apply_reload()
+        finally:
+            self.notifier.ready(self._status_line())
+
+    async def _apply_reload(self) -> dict[str, Any]:
         new = load_config(self.config.path)
         old_flows = self.config.flows
         added = [n for n in new.flows if n not in old_flows]
@@ -177,7 +186,6 @@ class Daemon:
         for name in added + changed:
             self._add_from_config(new.flows[name])
         log.info("daemon.reloaded", added=added, removed=removed, changed=changed)
-        self.notifier.ready(self._status_line())
         return {"added": added, "removed": removed, "changed": changed}
 
     def _add_from_config(self, instance_config: InstanceConfig) -> None:
@@ -210,6 +218,16 @@ class Daemon:
         while True:
             self.notifier.watchdog()
             await anyio.sleep(interval)
+
+
+def _force_exit() -> None:
+    """Second Ctrl+C: leave now, but release our hold on the embedded Postgres first so it
+    is stopped rather than left running with a stale owner."""
+    with contextlib.suppress(Exception):
+        embedded = context.get_context()._embedded
+        if embedded is not None:
+            embedded.stop()
+    os._exit(130)
 
 
 def run_daemon(config_path: Path | None) -> int:

@@ -186,15 +186,17 @@ class FunctionRunner:
         if mine:
             try:
                 values = await self._compute([calls[i] for i in mine.values()])
+                encoded_values = [encode_memo_value(v, out_type) for v in values]
             except BaseException as e:
+                # Every future we registered must be resolved, or rows waiting on the same
+                # inputs (now or in a later pass) would wait forever.
                 for k in mine:
                     fut = self._inflight.pop(k)
                     fut.set_exception(e if isinstance(e, Exception) else RuntimeError(e))
                     fut.exception()  # mark retrieved: waiters re-raise it themselves
                 raise
             memo.calls += len(mine)
-            for k, v in zip(mine, values, strict=True):
-                encoded = encode_memo_value(v, out_type)
+            for k, encoded in zip(mine, encoded_values, strict=True):
                 known[k] = encoded
                 memo.new_entries[k] = encoded
                 self._remember(k, encoded)

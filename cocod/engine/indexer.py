@@ -151,7 +151,6 @@ async def _process_candidates(
                             ctx,
                             key,
                             rows.get(key),
-                            listed is None or key in listed,
                             mode,
                             send.clone(),
                             limiter,
@@ -217,7 +216,6 @@ async def _process_row_guarded(
     ctx: SourcePassContext,
     key: str,
     tracked: TrackedRow | None,
-    maybe_exists: bool,
     mode: UpdateMode,
     send: MemoryObjectSendStream[_Pending],
     limiter: anyio.Semaphore,
@@ -227,7 +225,7 @@ async def _process_row_guarded(
     stats.num_starts += 1
     try:
         async with send:
-            pending = await _process_row(ctx, key, tracked, maybe_exists, mode)
+            pending = await _process_row(ctx, key, tracked, mode)
             if pending is None:
                 stats.num_no_change += 1
                 stats.num_ends += 1
@@ -253,10 +251,12 @@ async def _process_row(
     ctx: SourcePassContext,
     key: str,
     tracked: TrackedRow | None,
-    maybe_exists: bool,
     mode: UpdateMode,
 ) -> _Pending | None:
-    row = await ctx.reader.read_row(key) if maybe_exists else None
+    # Even a tracked key the listing no longer shows is read: only a file that is really
+    # gone is deleted; one in a folder we could not list (permissions, I/O error) fails
+    # as a row error and keeps its rows.
+    row = await ctx.reader.read_row(key)
     logic_fp = ctx.source.logic_fp
     if row is None:
         if tracked is None:

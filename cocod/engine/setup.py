@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cocod.engine.plan import FlowPlan
+from cocod.errors import FlowDefinitionError
 
 READY = "READY"
 TO_CREATE = "TO CREATE"
@@ -94,7 +95,11 @@ class FlowSetupPlan:
             or bool(self.retired_sources)
             or self.sources != self.old_record.sources
             or any(t.change.status not in (READY, USER_MANAGED) for t in self.targets)
-            or any(t.change.status == USER_MANAGED and t.old is None for t in self.targets)
+            or any(
+                t.change.status == USER_MANAGED
+                and (t.old is None or not t.old.get("setup_by_user"))
+                for t in self.targets
+            )
         )
 
     def render(self, schema: str) -> str:
@@ -158,9 +163,16 @@ def plan_setup(
     retired = {n: i for n, i in old_sources.items() if n not in sources}
     old_targets = dict(old.targets) if old else {}
     items: list[TargetItem] = []
+    claimed: dict[str, str] = {}
     for export in plan.exports.values():
         new_state = driver.desired_state(full_name, export)
         key = driver.setup_key(new_state)
+        if key in claimed:
+            raise FlowDefinitionError(
+                f"exports {claimed[key]!r} and {export.name!r} of flow {full_name!r} both "
+                f"write {driver.describe(new_state)}; give each its own table"
+            )
+        claimed[key] = export.name
         previous = old_targets.pop(key, None)
         change = driver.plan_change(previous, new_state)
         version = int(previous.get("schema_version", 1)) if previous else 1

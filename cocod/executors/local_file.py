@@ -136,12 +136,32 @@ class LocalFileReader:
     async def list_rows(self) -> dict[str, Ordinal]:
         return await anyio.to_thread.run_sync(self.list_rows_sync, limiter=self._limiter)
 
-    def list_rows_sync(self) -> dict[str, Ordinal]:
+    def is_excluded_dir(self, key: str) -> bool:
+        """Is this folder (or one above it) pruned by the exclude patterns?"""
+        parts = key.split("/")
+        return any(self._filter.is_excluded("/".join(parts[: i + 1])) for i in range(len(parts)))
+
+    async def list_rows_under(self, folder_keys: Sequence[str]) -> dict[str, Ordinal]:
+        """Files under some folders only: a folder created or moved in, found by an event."""
+        return await anyio.to_thread.run_sync(
+            self._list_under_sync, list(folder_keys), limiter=self._limiter
+        )
+
+    def _list_under_sync(self, folder_keys: list[str]) -> dict[str, Ordinal]:
+        out: dict[str, Ordinal] = {}
+        for key in folder_keys:
+            if not self.is_excluded_dir(key) and (self.root / key).is_dir():
+                out.update(self.list_rows_sync(start=key))
+        return out
+
+    def list_rows_sync(self, start: str = "") -> dict[str, Ordinal]:
         self.check_root()
         out: dict[str, Ordinal] = {}
         max_size = self.spec.max_file_size
         seen_dirs: set[tuple[int, int]] = set()
-        stack: list[tuple[str, str]] = [(str(self.root), "")]
+        stack: list[tuple[str, str]] = [
+            (str(self.root / start) if start else str(self.root), f"{start}/" if start else "")
+        ]
         while stack:
             dir_path, prefix = stack.pop()
             try:
@@ -191,7 +211,10 @@ class LocalFileReader:
             return None
         path = self.root / key
         try:
-            with open(path, "rb") as f:
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                return None  # a FIFO, socket or device: opening it could block forever
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            with open(fd, "rb") as f:
                 st = os.fstat(f.fileno())
                 if not stat.S_ISREG(st.st_mode):
                     return None

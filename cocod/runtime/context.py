@@ -15,7 +15,7 @@ from collections.abc import Callable
 import structlog
 
 from cocod.errors import SettingsError
-from cocod.flow.naming import validate_app_namespace
+from cocod.flow.naming import validate_app_namespace, validate_sql_identifier
 from cocod.runtime.bridge import bridge
 from cocod.settings import Settings, default_state_dir
 from cocod.storage.embedded import EmbeddedPostgres, start_embedded_postgres
@@ -31,7 +31,9 @@ class LibraryContext:
         if settings.app_namespace:
             validate_app_namespace(settings.app_namespace)
         self.settings = settings
-        self.schema = (settings.db_schema_name or DEFAULT_INTERNAL_SCHEMA).lower()
+        self.schema = validate_sql_identifier(
+            settings.db_schema_name or DEFAULT_INTERNAL_SCHEMA, "internal schema name"
+        ).lower()
         self._pool: Pool | None = None
         self._pool_lock: asyncio.Lock | None = None
         self._embedded: EmbeddedPostgres | None = None
@@ -141,6 +143,9 @@ def stop() -> None:
         ctx, _context = _context, None
     if ctx is not None:
         ctx.close()
+    from cocod.runtime.coordination import reset_coordination
+
+    reset_coordination()
 
 
 def get_app_namespace(*, trailing_delimiter: str | None = None) -> str:

@@ -31,7 +31,13 @@ from cocod.engine.setup import (
 )
 from cocod.engine.stats import IndexUpdateInfo, SourceUpdateStats
 from cocod.engine.values import key_from_json_text
-from cocod.errors import DatabaseError, SetupError, SetupOutOfDateError, SourceError
+from cocod.errors import (
+    CocodError,
+    DatabaseError,
+    SetupError,
+    SetupOutOfDateError,
+    SourceError,
+)
 from cocod.executors import functions as _builtin_functions  # noqa: F401  (registers ops)
 from cocod.executors import postgres_target
 from cocod.executors.local_file import LocalFileReader
@@ -39,6 +45,7 @@ from cocod.flow.builder import DataScope, FlowBuilder, record_flow
 from cocod.flow.graph import FlowGraph
 from cocod.ops.sources import LocalFile
 from cocod.runtime.context import LibraryContext
+from cocod.runtime.coordination import FlowCoordination, coordination_for
 from cocod.storage import state as internal
 from cocod.storage.pool import Connection
 
@@ -67,7 +74,6 @@ class _SourceRuntime:
     reader: LocalFileReader
     runners: dict[int, FunctionRunner]
     evaluator: Evaluator
-    lock: anyio.Lock
 
 
 class FlowExecution:
@@ -93,15 +99,17 @@ class FlowExecution:
                 LocalFileReader(spec, limiter),
                 runners,
                 Evaluator(sp.for_each, runners),
-                anyio.Lock(),
             )
-        self.lock = anyio.Lock()
         self._store: internal.PostgresStateStore | None = None
         self._store_identity = ""
 
     @property
     def full_name(self) -> str:
         return self.graph.full_name
+
+    @property
+    def coordination(self) -> FlowCoordination:
+        return coordination_for(self.full_name)
 
     # -- setup / drop ---------------------------------------------------------------------
     async def _read_record(self, ctx: LibraryContext) -> tuple[FlowRecord | None, bool]:
@@ -113,7 +121,21 @@ class FlowExecution:
 
     async def plan_setup(self, ctx: LibraryContext) -> FlowSetupPlan:
         record, needs_schema = await self._read_record(ctx)
-        return plan_setup(self.plan, record, POSTGRES_DRIVER, needs_internal_schema=needs_schema)
+        setup_plan = plan_setup(
+            self.plan, record, POSTGRES_DRIVER, needs_internal_schema=needs_schema
+        )
+        new_keys = [t.key for t in setup_plan.targets if t.new is not None and t.old is None]
+        if new_keys and not needs_schema:
+            pool = await ctx.pool()
+            async with pool.acquire() as conn:
+                owners = await internal.target_owners(conn, ctx.schema, new_keys, self.full_name)
+            if owners:
+                key, owner = next(iter(owners.items()))
+                raise SetupError(
+                    f"flow {self.full_name!r} wants {key.split(':', 1)[-1]}, which flow "
+                    f"{owner!r} already manages; choose another table_name (or drop {owner!r})"
+                )
+        return setup_plan
 
     async def plan_drop(self, ctx: LibraryContext) -> FlowSetupPlan:
         record, _ = await self._read_record(ctx)
@@ -122,7 +144,7 @@ class FlowExecution:
     async def setup(
         self, ctx: LibraryContext, *, out: TextIO | None = None, show_plan: bool = True
     ) -> FlowSetupPlan:
-        async with self.lock:
+        async with self.coordination.setup_lock.write():
             setup_plan = await self.plan_setup(ctx)
             if out is not None and show_plan:
                 out.write("Setup status:\n\n" + setup_plan.render(ctx.schema) + "\n\n")
@@ -131,12 +153,13 @@ class FlowExecution:
                     out.write("No setup changes to apply.\n")
                 return setup_plan
             await apply_setup_plan(ctx, setup_plan, self.plan, out=out)
+            self.coordination.generation += 1
             return setup_plan
 
     async def drop(
         self, ctx: LibraryContext, *, out: TextIO | None = None, show_plan: bool = True
     ) -> FlowSetupPlan:
-        async with self.lock:
+        async with self.coordination.setup_lock.write():
             drop_plan = await self.plan_drop(ctx)
             if out is not None and show_plan:
                 out.write("Drop status:\n\n" + drop_plan.render(ctx.schema) + "\n\n")
@@ -145,6 +168,7 @@ class FlowExecution:
                     out.write("No flows need to be dropped.\n")
                 return drop_plan
             await apply_drop_plan(ctx, drop_plan, out=out)
+            self.coordination.generation += 1
             return drop_plan
 
     # -- update ---------------------------------------------------------------------------
@@ -186,8 +210,7 @@ class FlowExecution:
         print_stats: bool = False,
         max_concurrent_rows: int | None = None,
     ) -> IndexUpdateInfo:
-        async with self.lock:
-            store, source_ids = await self.open_store(ctx)
+        store, source_ids = await self.open_store(ctx)
         info = IndexUpdateInfo({name: SourceUpdateStats() for name in self.sources})
         errors: list[BaseException] = []
 
@@ -196,7 +219,7 @@ class FlowExecution:
                 info.sources[name] = await self.update_source(
                     ctx, store, name, source_ids[name], mode, max_concurrent_rows
                 )
-            except SourceError as e:
+            except CocodError as e:
                 errors.append(e)
 
         async with anyio.create_task_group() as tg:
@@ -210,7 +233,11 @@ class FlowExecution:
                 )
         if errors:
             first = errors[0]
-            raise SourceError(f"error in processing flow {self.full_name!r}: {first}") from first
+            if isinstance(first, SourceError):
+                raise SourceError(
+                    f"error in processing flow {self.full_name!r}: {first}"
+                ) from first
+            raise first
         return info
 
     async def update_source(
@@ -224,7 +251,8 @@ class FlowExecution:
         only_keys: list[str] | None = None,
     ) -> SourceUpdateStats:
         runtime = self.sources[name]
-        async with runtime.lock:
+        coordination = self.coordination
+        async with coordination.setup_lock.read(), coordination.source_lock(name):
             pass_ctx = SourcePassContext(
                 flow_name=self.full_name,
                 plan=self.plan,
@@ -241,9 +269,14 @@ class FlowExecution:
                 stats = await run_source_pass(pass_ctx, mode, only_keys)
             except SourceError as e:
                 raise SourceError(f"source {name!r}: {e}") from e
-            except (OSError, asyncpg.PostgresError) as e:
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError) as e:
                 raise DatabaseError(
                     f"flow {self.full_name!r} source {name!r}: database error: {e}"
+                ) from e
+            except OSError as e:
+                raise SourceError(
+                    f"flow {self.full_name!r} source {name!r}: {e.strerror or e}"
+                    + (f": {e.filename}" if e.filename else "")
                 ) from e
         log.info(
             "flow.update.done",
@@ -314,7 +347,7 @@ async def _clean_retired_sources(
     writers = {
         t.export_name: postgres_target.TableWriter(t.new, flow_plan.exports[t.export_name])
         for t in setup_plan.targets
-        if t.new is not None and t.export_name is not None and t.change.status != USER_MANAGED
+        if t.new is not None and t.export_name is not None
     }
     for source_name, source_id in setup_plan.retired_sources.items():
         _say(out, f"  - Clean up legacy source {source_name}")

@@ -257,7 +257,9 @@ class _SourceLoop:
         spec = self.runtime.reader.spec
         self.watch = options.live_mode and spec.watch_changes is not False
         self.refresh = source.refresh_interval or (DEFAULT_RESCAN_INTERVAL if self.watch else None)
+        self.generation = execution.coordination.generation
         self.pending: set[str] = set()
+        self.pending_dirs: set[str] = set()
         self.needs_full_pass = False
         self.wakeup = asyncio.Event()
         self.log = log.bind(flow=execution.full_name, source=name)
@@ -295,6 +297,11 @@ class _SourceLoop:
 
     async def _pass(self, mode: UpdateMode, keys: list[str] | None, label: str) -> bool:
         try:
+            if self.generation != self.execution.coordination.generation:
+                # Setup or drop ran meanwhile: our store may name a dropped flow.
+                self.store, source_ids = await self.execution.open_store(self.ctx)
+                self.source_id = source_ids[self.name]
+                self.generation = self.execution.coordination.generation
             stats = await self.execution.update_source(
                 self.ctx, self.store, self.name, self.source_id, mode, only_keys=keys
             )
@@ -325,7 +332,7 @@ class _SourceLoop:
             timeout = None if next_rescan is None else max(0.0, next_rescan - loop.time())
             if self.needs_full_pass:
                 timeout = min(timeout if timeout is not None else retry, retry)
-            if not self.pending:
+            if not self.pending and not self.pending_dirs:
                 with anyio.move_on_after(timeout):
                     await self.wakeup.wait()
             self.wakeup.clear()
@@ -338,6 +345,18 @@ class _SourceLoop:
                 if self.refresh is not None:
                     next_rescan = loop.time() + self.refresh.total_seconds()
                 continue
+            if self.pending_dirs:
+                dirs, self.pending_dirs = sorted(self.pending_dirs), set()
+                try:
+                    listed = await self.runtime.reader.list_rows_under(dirs)
+                except CocodError as e:
+                    self.log.warning("source.list_failed", error=str(e))
+                    self.needs_full_pass = True
+                    continue
+                # The folder keys themselves too: the engine expands them to the tracked
+                # files under them, so files gone from a re-created folder are deleted.
+                self.pending.update(dirs)
+                self.pending.update(listed)
             if self.pending:
                 keys, self.pending = sorted(self.pending), set()
                 self.status.pending_changes[self.name] = 0
@@ -345,8 +364,9 @@ class _SourceLoop:
                 if not ok:
                     self.needs_full_pass = True
 
-    def _hint(self, keys: Iterable[str], full: bool = False) -> None:
+    def _hint(self, keys: Iterable[str], full: bool = False, dirs: Iterable[str] = ()) -> None:
         self.pending.update(keys)
+        self.pending_dirs.update(dirs)
         self.status.pending_changes[self.name] = len(self.pending)
         self.needs_full_pass = self.needs_full_pass or full
         self.wakeup.set()
@@ -397,17 +417,20 @@ class _SourceLoop:
     def _on_changes(self, changes: set[tuple[watchfiles.Change, str]]) -> None:
         reader = self.runtime.reader
         keys: list[str] = []
-        full = False
+        dirs: list[str] = []
         for _, path in changes:
             key = reader.key_of(path)
             if key is None:
                 continue
             if os.path.isdir(path):
-                full = True  # a folder created or moved in: list it
-            elif reader.is_candidate(key) or not os.path.exists(path):
-                keys.append(key)
-        if keys or full:
-            self._hint(keys, full)
+                if not reader.is_excluded_dir(key):
+                    dirs.append(key)  # a folder created or moved in: list just it
+            elif reader.is_candidate(key) or (
+                not os.path.exists(path) and not reader.is_excluded_dir(key)
+            ):
+                keys.append(key)  # a file, or something deleted (perhaps a folder)
+        if keys or dirs:
+            self._hint(keys, dirs=dirs)
 
 
 def _identity(path: str) -> tuple[int, int] | None:

@@ -103,8 +103,22 @@ async def list_flow_names(conn: Connection, schema: str) -> list[str]:
     return [r["flow_name"] for r in rows]
 
 
+async def target_owners(
+    conn: Connection, schema: str, keys: Sequence[str], except_flow: str
+) -> dict[str, str]:
+    """Which other flows already manage these targets (setup key → flow name)."""
+    rows = await conn.fetch(
+        f"SELECT flow_name, resource FROM {quote_ident(schema)}.setup_metadata "
+        "WHERE resource = ANY($1::text[]) AND flow_name <> $2",
+        [f"target:{k}" for k in keys],
+        except_flow,
+    )
+    return {r["resource"].removeprefix("target:"): r["flow_name"] for r in rows}
+
+
 async def allocate_flow_id(conn: Connection, schema: str) -> int:
-    return int(await conn.fetchval(f"SELECT nextval('{quote_ident(schema)}.flow_id_seq')"))
+    sequence = f"{quote_ident(schema)}.flow_id_seq"
+    return int(await conn.fetchval("SELECT nextval($1::regclass)", sequence))
 
 
 async def write_flow_record(

@@ -1,0 +1,88 @@
+"""Process-wide coordination per flow name: who may run a pass, setup or drop, when.
+
+Keyed by the full flow name rather than by Flow object, so a flow closed and reopened (the
+daemon does this for on-demand instances) still serialises with work begun by its former
+self. Passes over one source run one at a time; any number of passes may run while setup
+and drop wait for them, and setup/drop exclude passes (v0's read/write lock). The
+generation changes whenever setup or drop applied something: live updaters compare it to
+reopen their state store instead of writing under a dropped flow's identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import anyio
+
+
+class ReadWriteLock:
+    """Many readers or one writer; a waiting writer holds back new readers."""
+
+    def __init__(self) -> None:
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+        self._changed = anyio.Condition()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[None]:
+        async with self._changed:
+            while self._writer or self._writers_waiting:
+                await self._changed.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                async with self._changed:
+                    self._readers -= 1
+                    self._changed.notify_all()
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[None]:
+        async with self._changed:
+            self._writers_waiting += 1
+            try:
+                while self._writer or self._readers:
+                    await self._changed.wait()
+            finally:
+                self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                async with self._changed:
+                    self._writer = False
+                    self._changed.notify_all()
+
+
+@dataclass
+class FlowCoordination:
+    setup_lock: ReadWriteLock = field(default_factory=ReadWriteLock)
+    source_locks: dict[str, anyio.Lock] = field(default_factory=dict)
+    generation: int = 0
+
+    def source_lock(self, source: str) -> anyio.Lock:
+        lock = self.source_locks.get(source)
+        if lock is None:
+            lock = self.source_locks[source] = anyio.Lock()
+        return lock
+
+
+_flows: dict[str, FlowCoordination] = {}
+
+
+def coordination_for(full_flow_name: str) -> FlowCoordination:
+    """Created on first use, on the library's event loop."""
+    found = _flows.get(full_flow_name)
+    if found is None:
+        found = _flows[full_flow_name] = FlowCoordination()
+    return found
+
+
+def reset_coordination() -> None:
+    """Forget everything (the library context was stopped; its loop may be gone)."""
+    _flows.clear()
