@@ -91,7 +91,7 @@ async def run_source_pass(
     """Bring the targets up to date with the source (or with ``only_keys`` of it)."""
     stats = SourceUpdateStats()
     logger = log.bind(flow=ctx.flow_name, source=ctx.source.name)
-    listed, tracked = await _list_and_load(ctx, only_keys is None)
+    listed, tracked = await _list_and_load(ctx, only_keys)
     logic_fp = ctx.source.logic_fp
 
     candidates: list[str] = []
@@ -178,7 +178,7 @@ def _first_error(group: BaseExceptionGroup) -> BaseException:
 
 
 async def _list_and_load(
-    ctx: SourcePassContext, should_list: bool
+    ctx: SourcePassContext, only_keys: Sequence[str] | None
 ) -> tuple[dict[str, Ordinal] | None, dict[str, tuple[Ordinal | None, bytes | None]]]:
     """List the source (a thread) while the tracked ordinals load (the database)."""
     listed: dict[str, Ordinal] | None = None
@@ -189,9 +189,9 @@ async def _list_and_load(
 
     try:
         async with anyio.create_task_group() as tg:
-            if should_list:
+            if only_keys is None:
                 tg.start_soon(list_source)
-            tracked = await ctx.store.load_ordinals(ctx.source_id)
+            tracked = await ctx.store.load_ordinals(ctx.source_id, only_keys)
     except BaseExceptionGroup as group:
         raise _first_error(group) from None
     return listed, tracked

@@ -64,8 +64,10 @@ class RowCommit:
 
 class StateStore(Protocol):
     async def load_ordinals(
-        self, source_id: int
-    ) -> dict[str, tuple[Ordinal | None, bytes | None]]: ...
+        self, source_id: int, near_keys: Sequence[str] | None = None
+    ) -> dict[str, tuple[Ordinal | None, bytes | None]]:
+        """All tracked rows of the source, or only ``near_keys`` and keys under them."""
+        ...
 
     async def load_tracked_rows(
         self, source_id: int, keys: Sequence[str]

@@ -184,14 +184,24 @@ class PostgresStateStore:
             "uuids = EXCLUDED.uuids, processed_at = now()"
         )
 
-    async def load_ordinals(self, source_id: int) -> dict[str, tuple[Ordinal | None, bytes | None]]:
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                f"SELECT source_key, ordinal_mtime_ns, ordinal_size, logic_fp "
-                f"FROM {self._tracking} WHERE flow_id = $1 AND source_id = $2",
-                self._flow_id,
-                source_id,
+    async def load_ordinals(
+        self, source_id: int, near_keys: Sequence[str] | None = None
+    ) -> dict[str, tuple[Ordinal | None, bytes | None]]:
+        query = (
+            f"SELECT source_key, ordinal_mtime_ns, ordinal_size, logic_fp "
+            f"FROM {self._tracking} WHERE flow_id = $1 AND source_id = $2"
+        )
+        args: list[Any] = [self._flow_id, source_id]
+        if near_keys is not None:
+            # Only the hinted keys and what is under them (a hint may name a folder).
+            query += (
+                " AND (source_key = ANY($3::text[]) OR "
+                "source_key LIKE ANY(SELECT replace(replace(replace(k, '\\', '\\\\'), "
+                "'%', '\\%'), '_', '\\_') || '/%' FROM unnest($3::text[]) AS k))"
             )
+            args.append(list(near_keys))
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(query, *args)
         return {r[0]: ((r[1], r[2]) if r[1] is not None else None, r[3]) for r in rows}
 
     async def load_tracked_rows(self, source_id: int, keys: Sequence[str]) -> dict[str, TrackedRow]:
