@@ -221,6 +221,7 @@ class _SentenceTransformerDefinition:
             options=OpOptions(cache=True, behavior_version=1, batching=True, max_batch_size=512),
             create_executor=create_executor,
             required_inputs=frozenset({0}),
+            is_async=True,
         )
 
 
