@@ -101,14 +101,31 @@ class Poller:
         self.loop = asyncio.new_event_loop()
         self.conn = self.loop.run_until_complete(asyncpg.connect(url))
 
+    def has_marker(self, filename: str, marker: str) -> bool:
+        """Looks up one file's rows by primary key (a LIKE over the whole table would
+        take longer than the update being measured)."""
+        rows = self.loop.run_until_complete(
+            self.conn.fetch(f"SELECT text FROM {self.table} WHERE filename = $1", filename)
+        )
+        return any(marker in r["text"] for r in rows)
+
     def count_like(self, marker: str) -> int:
         return int(
             self.loop.run_until_complete(
                 self.conn.fetchval(
-                    f"SELECT count(*) FROM {self.table} WHERE text LIKE $1", f"%{marker}%"
+                    f"SELECT count(DISTINCT filename) FROM {self.table} WHERE text LIKE $1",
+                    f"%{marker}%",
                 )
             )
         )
+
+    def wait_for_file(self, filename: str, marker: str, timeout: float = 60.0) -> float:
+        start = time.perf_counter()
+        while not self.has_marker(filename, marker):
+            if time.perf_counter() - start > timeout:
+                raise TimeoutError(marker)
+            time.sleep(0.002)
+        return time.perf_counter() - start
 
     def wait_for(self, marker: str, expected: int = 1, timeout: float = 60.0) -> float:
         start = time.perf_counter()
@@ -149,7 +166,7 @@ def measure_latency(name: str, root: Path, real_model: bool, edits: int) -> list
             head, _, rest = text.partition("\n\n")
             path.write_text(f"{head}\n\nEdited paragraph {marker}.\n\n{rest}")
             t0 = time.perf_counter()
-            poller.wait_for(marker)
+            poller.wait_for_file(path.relative_to(root).as_posix(), marker)
             samples.append(time.perf_counter() - t0)
             time.sleep(0.05)
     poller.close()
@@ -202,6 +219,9 @@ def main() -> None:
             head, _, rest = text.partition("\n\n")
             path.write_text(f"{head}\n\nBurst {marker}.\n\n{rest}")
         written = time.perf_counter() - t0
+        last = files[-1].relative_to(big).as_posix()
+        poller.wait_for_file(last, marker, timeout=600)
+        # Then every file (the count query is slow, so it runs once the last file is in).
         elapsed = poller.wait_for(marker, expected=len(files), timeout=600)
         print(
             f"burst: {len(files)} files rewritten in {written:.2f} s, all visible "

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+import anyio
 import asyncpg
 
 from cocod.engine.evaluator import Batcher
@@ -322,6 +323,14 @@ class PostgresStateStore:
             f"NOT EXISTS (SELECT 1 FROM {self._tracking} t WHERE t.flow_id = $1 "
             f"AND t.memo_keys @> ARRAY[{self._memo}.fp])"
         )
+        removed = 0
+        with anyio.CancelScope(shield=True):  # never leave a pooled connection mid-transaction
+            removed = await self._collect(candidates, unreferenced, retention_seconds)
+        return removed
+
+    async def _collect(
+        self, candidates: list[bytes], unreferenced: str, retention_seconds: float
+    ) -> int:
         async with self._pool.acquire() as conn, conn.transaction():
             if not self._has_swept:
                 # Candidates are remembered in memory only; once per process, look at every
