@@ -7,8 +7,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from cocod.control.protocol import Command, ErrorCode, ProtocolError
-from cocod.daemon.config import InstanceConfig, parse_instance
-from cocod.daemon.instances import Instance, State
+from cocod.daemon.config import parse_instance
+from cocod.daemon.instances import Instance
 from cocod.daemon.server import Emit
 from cocod.engine.indexer import UpdateMode
 from cocod.errors import SettingsError
@@ -224,6 +224,3 @@ async def _target_counts(flow: Flow) -> dict[str, int | None]:
                 else None
             )
     return counts
-
-
-__all__ = ["Handlers", "InstanceConfig", "State"]

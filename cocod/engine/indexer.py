@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -75,12 +75,6 @@ class SourcePassContext:
 class _Pending:
     commit: RowCommit
     outcome: _Outcome
-
-
-@dataclass
-class PassResult:
-    stats: SourceUpdateStats = field(default_factory=SourceUpdateStats)
-    function_calls: int = 0
 
 
 async def run_source_pass(

@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TextIO
 
 import anyio
 import asyncpg
@@ -398,7 +398,3 @@ async def apply_drop_plan(
 def _say(out: TextIO | None, line: str) -> None:
     if out is not None:
         out.write(line + "\n")
-
-
-def describe_any(value: Any) -> str:
-    return repr(value)

@@ -445,7 +445,3 @@ async def _let_tasks_start() -> None:
     """Give just-started tasks a few loop turns (the watcher registers synchronously)."""
     for _ in range(5):
         await asyncio.sleep(0)
-
-
-def watch_settings() -> dict[str, Any]:
-    return {"step_ms": WATCH_STEP_MS, "debounce_ms": WATCH_DEBOUNCE_MS}
