@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from cocod.control.protocol import Command, ErrorCode, ProtocolError
@@ -101,14 +102,7 @@ class Handlers:
     async def cmd_setup(self, emit: Emit, name: str) -> Any:
         instance = self.instances.get(name)
         await emit({"event": "progress", "stage": "setup", "name": name})
-
-        async def action(flow: Flow) -> str:
-            out = io.StringIO()
-            ctx = get_context()
-            await flow._execution_for(ctx).setup(ctx, out=out)
-            return out.getvalue()
-
-        return {"name": name, "report": await self._with_flow(instance, action)}
+        return {"name": name, "report": await self._with_flow(instance, _report("setup"))}
 
     async def cmd_drop(self, emit: Emit, name: str) -> Any:
         instance = self.instances.get(name)
@@ -116,14 +110,7 @@ class Handlers:
         if was_live:
             await self.instances.stop(instance)  # an updater must not write into dropped tables
         await emit({"event": "progress", "stage": "drop", "name": name})
-
-        async def action(flow: Flow) -> str:
-            out = io.StringIO()
-            ctx = get_context()
-            await flow._execution_for(ctx).drop(ctx, out=out)
-            return out.getvalue()
-
-        report = await self._with_flow(instance, action)
+        report = await self._with_flow(instance, _report("drop"))
         return {"name": name, "report": report, "state": str(instance.state)}
 
     async def _with_flow(self, instance: Instance, action: Any) -> Any:
@@ -206,6 +193,20 @@ class Handlers:
     async def cmd_shutdown(self, emit: Emit) -> Any:
         self.daemon.request_shutdown()
         return {"stopping": True}
+
+
+def _report(operation: str) -> Callable[[Flow], Awaitable[str]]:
+    """An action running the flow's setup or drop and returning what it printed."""
+
+    async def action(flow: Flow) -> str:
+        out = io.StringIO()
+        ctx = get_context()
+        execution = flow._execution_for(ctx)
+        run = execution.setup if operation == "setup" else execution.drop
+        await run(ctx, out=out)
+        return out.getvalue()
+
+    return action
 
 
 async def _target_counts(flow: Flow) -> dict[str, int | None]:
