@@ -9,20 +9,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from cocod.errors import DaemonError, DaemonUnavailableError
+
+__all__ = ["ControlClient", "DaemonError", "DaemonUnavailableError", "default_socket_path"]
+
 MAX_REPLY_BYTES = 256 << 20
 """Replies (query results, status of many instances) may be far larger than requests."""
-
-
-class DaemonUnavailableError(Exception):
-    """Nothing answers on the socket."""
-
-
-class DaemonError(Exception):
-    """The daemon answered with an error reply."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def default_socket_path(env: Mapping[str, str] | None = None) -> Path:
@@ -76,7 +68,15 @@ class ControlClient:
                         raise DaemonUnavailableError(
                             f"the daemon on {self.path} closed the connection without replying"
                         )
-                    message = json.loads(line)
+                    try:
+                        message = json.loads(line)
+                    except ValueError:
+                        raise DaemonUnavailableError(
+                            f"the daemon on {self.path} sent a reply that is not JSON; "
+                            "is this a cocod socket?"
+                        ) from None
+                    if not isinstance(message, dict):
+                        continue
                     if message.get("id") != request_id:
                         continue
                     if "event" in message:

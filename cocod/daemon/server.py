@@ -23,12 +23,17 @@ from cocod.control.protocol import (
     MAX_LINE_BYTES,
     Command,
     ErrorCode,
-    ProtocolError,
     encode,
     parse_request,
-    request_id_of,
 )
-from cocod.errors import CocodError, SetupOutOfDateError
+from cocod.errors import (
+    CocodError,
+    DatabaseError,
+    DatabaseUnavailableError,
+    ProtocolError,
+    SettingsError,
+    SetupOutOfDateError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -41,9 +46,15 @@ async def open_listener(path: Path) -> SocketListener:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if path.exists() or path.is_symlink():
         if not stat.S_ISSOCK(path.lstat().st_mode):
-            raise CocodError(f"{path} exists and is not a socket; refusing to replace it")
+            raise SettingsError(
+                f"{path} exists and is not a socket; refusing to replace it "
+                "(remove it, or set [daemon] socket / COCOD_SOCKET to another path)"
+            )
         if _is_live_socket(path):
-            raise CocodError(f"another cocod daemon is already listening on {path}")
+            raise SettingsError(
+                f"another cocod daemon is already listening on {path}; stop it "
+                "(`cocod shutdown`) or give this one another socket (COCOD_SOCKET)"
+            )
         path.unlink()
     old_umask = os.umask(0o177)
     try:
@@ -106,25 +117,67 @@ async def _serve_connection(stream: SocketStream, dispatch: Dispatch) -> None:
 
 
 async def _handle_line(line: bytes, dispatch: Dispatch, send: Emit) -> None:
-    request_id: Any = request_id_of(line)
+    """Answer one line; whatever goes wrong becomes this line's error reply."""
+    request_id: Any = None
     try:
-        request_id, command, args = parse_request(line)
+        request = parse_request(line)
+        request_id = request.id
 
         async def emit(event: dict[str, Any]) -> None:
             await send({"id": request_id, **event})
 
-        result = await dispatch(command, args, emit)
+        result = await dispatch(request.command, request.args, emit)
         reply: dict[str, Any] = {"id": request_id, "ok": True, "result": result}
-    except ProtocolError as e:
-        reply = _error(request_id, e.code, e.message)
-    except SetupOutOfDateError as e:
-        reply = _error(request_id, ErrorCode.SETUP_REQUIRED, str(e))
-    except CocodError as e:
-        reply = _error(request_id, ErrorCode.FLOW_FAILED, str(e))
     except Exception as e:
-        log.exception("control.handler_failed", error=str(e))
-        reply = _error(request_id, ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
+        if isinstance(e, ProtocolError) and e.request_id is not None:
+            request_id = e.request_id
+        code, message = error_reply_of(e)
+        reply = _error(request_id, code, message)
+    try:
+        encode(reply)
+    except (TypeError, ValueError) as e:  # e.g. a NaN in a result: never send invalid JSON
+        log.error("control.reply_unencodable", error=str(e))
+        reply = _error(request_id, ErrorCode.INTERNAL, f"the reply could not be encoded: {e}")
     await send(reply)
+
+
+ERROR_CODES: tuple[tuple[type[BaseException], str | None], ...] = (
+    (ProtocolError, None),  # None: the error carries its own code
+    (SetupOutOfDateError, ErrorCode.SETUP_REQUIRED),
+    (DatabaseUnavailableError, ErrorCode.DATABASE_UNAVAILABLE),
+    (DatabaseError, ErrorCode.DATABASE_ERROR),
+    (SettingsError, ErrorCode.BAD_CONFIG),
+    (CocodError, ErrorCode.FLOW_FAILED),
+)
+"""Exception type → wire code. The most specific class in the exception's MRO that has an
+entry decides, so the order here does not matter and a new subclass inherits the code of
+its nearest listed ancestor. Anything outside the tree is ``internal``."""
+
+_CODE_OF: dict[type[BaseException], str | None] = dict(ERROR_CODES)
+
+
+def error_code_of(error: BaseException) -> str:
+    """The wire code for ``error``, by walking its MRO through :data:`ERROR_CODES`."""
+    for cls in type(error).__mro__:
+        if cls in _CODE_OF:
+            code = _CODE_OF[cls]
+            if code is None:
+                return str(getattr(error, "code", ErrorCode.INTERNAL))
+            return code
+    return ErrorCode.INTERNAL
+
+
+def error_reply_of(error: BaseException) -> tuple[str, str]:
+    """(code, one-line message) for an error reply. Unexpected errors are logged with their
+    traceback here; the client gets their type and message only, never the traceback."""
+    code = error_code_of(error)
+    message = " ".join(str(error).split()) or type(error).__name__
+    if code == ErrorCode.INTERNAL:
+        log.error(
+            "control.handler_failed", error=f"{type(error).__name__}: {error}", exc_info=error
+        )
+        message = f"{type(error).__name__}: {message}"
+    return code, message
 
 
 def _error(request_id: Any, code: str, message: str) -> dict[str, Any]:

@@ -13,11 +13,9 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from cocod.errors import CocodError
+from cocod.errors import AppLoadError, CocodError
 
-
-class AppLoadError(CocodError):
-    """The app target could not be found or raised while importing."""
+__all__ = ["AppLoadError", "load_app", "split_flow_specifier"]
 
 
 def split_flow_specifier(spec: str) -> tuple[str, str | None]:
