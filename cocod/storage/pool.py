@@ -1,21 +1,173 @@
-"""The asyncpg connection pool, with codecs for jsonb and pgvector types."""
+"""The asyncpg connection pool, with codecs for jsonb and pgvector types.
+
+This is the adapter boundary for the driver: every error asyncpg (or the socket under it)
+raises while connecting, acquiring, or running statements on a pooled connection comes
+out of here as :class:`~cocod.errors.DatabaseUnavailableError` (the server cannot be
+reached now: retry with backoff) or :class:`~cocod.errors.DatabaseError` (it rejected a
+statement), with a one-line message saying what to do and the driver error chained
+(``from``). The pool is a subclass of ``asyncpg.Pool`` whose ``acquire()`` applies
+:func:`map_asyncpg_errors`, so ``async with pool.acquire() as conn:`` everywhere gets the
+mapping without knowing about it.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import asyncpg
 import structlog
-from asyncpg.pool import PoolConnectionProxy
+from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
 
-from cocod.errors import DatabaseError
+from cocod.errors import DatabaseError, DatabaseUnavailableError
 
 log = structlog.get_logger(__name__)
 
 Pool = asyncpg.Pool
 Connection = asyncpg.Connection | PoolConnectionProxy
 """A plain connection or one borrowed from the pool: both run queries the same way."""
+
+CONNECT_TIMEOUT = 10.0
+"""Seconds one connection attempt may take, so a frozen server cannot hang start-up."""
+
+_UNAVAILABLE_POSTGRES_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,  # 08xxx, ConnectionDoesNotExistError included
+    asyncpg.AdminShutdownError,  # 57P01: the server is shutting down
+    asyncpg.CrashShutdownError,  # 57P02
+    asyncpg.CannotConnectNowError,  # 57P03: starting up or in recovery
+    asyncpg.TooManyConnectionsError,  # 53300
+)
+_CONFIG_POSTGRES_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.InvalidAuthorizationSpecificationError,  # 28xxx: user or password
+    asyncpg.InvalidCatalogNameError,  # 3D000: no such database
+)
+
+
+def _unavailable(where: str, error: BaseException) -> DatabaseUnavailableError:
+    detail = " ".join(str(error).split()) or type(error).__name__
+    return DatabaseUnavailableError(
+        f"the database{where} cannot be reached ({type(error).__name__}: {detail}); "
+        "check that PostgreSQL is running and the URL is right - cocod retries with backoff"
+    )
+
+
+def translate_asyncpg_error(
+    error: BaseException, url: str | None = None, *, connecting: bool = False
+) -> DatabaseError | None:
+    """The cocod error for a driver error, or None when ``error`` is not the driver's.
+
+    ``connecting`` widens the mapping to every ``OSError`` and ``TimeoutError`` (while
+    opening a connection they can only come from the socket); inside a statement block
+    only connection-level OS errors are mapped, so an unrelated ``OSError`` or a caller's
+    own deadline passes through untouched.
+    """
+    where = f" at {redact(url)}" if url else ""
+    if isinstance(error, _CONFIG_POSTGRES_ERRORS):
+        return DatabaseError(
+            f"the database{where} refused the connection: {error}; check the user, password "
+            "and database name in the URL (COCOD_DATABASE_URL or [database] url)"
+        )
+    if isinstance(error, _UNAVAILABLE_POSTGRES_ERRORS):
+        return _unavailable(where, error)
+    if isinstance(error, asyncpg.PostgresError):
+        sqlstate = getattr(error, "sqlstate", None) or "?"
+        return DatabaseError(
+            f"the database{where} rejected a statement ({type(error).__name__}, "
+            f"SQLSTATE {sqlstate}): {' '.join(str(error).split())}"
+        )
+    if isinstance(error, asyncpg.InterfaceError):
+        if "closed" in str(error) or "closing" in str(error):  # pool or connection closed
+            return _unavailable(where, error)
+        return DatabaseError(f"database client error{where}: {error}")
+    if isinstance(error, asyncpg.InternalClientError):
+        return DatabaseError(f"database client error{where}: {error}")
+    if isinstance(error, ConnectionError):  # refused, reset, broken pipe
+        return _unavailable(where, error)
+    if connecting and isinstance(error, OSError | TimeoutError):
+        return _unavailable(where, error)
+    return None
+
+
+@contextmanager
+def map_asyncpg_errors(url: str | None = None, *, connecting: bool = False) -> Iterator[None]:
+    """Raise driver errors from the block as cocod errors (see
+    :func:`translate_asyncpg_error`), chained with ``from``; errors already in the cocod
+    tree, cancellation and anything else that is not the driver's pass through unchanged."""
+    try:
+        yield
+    except Exception as e:
+        mapped = translate_asyncpg_error(e, url, connecting=connecting)
+        if mapped is None:
+            raise
+        raise mapped from e
+
+
+class _MappedAcquireContext(PoolAcquireContext):
+    """``pool.acquire()``: maps errors while acquiring and inside the ``async with``."""
+
+    __slots__ = ()
+
+    async def __aenter__(self) -> PoolConnectionProxy:
+        with map_asyncpg_errors(_url_of(self.pool), connecting=True):
+            return await super().__aenter__()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        url = _url_of(self.pool)
+        exc = exc_info[1] if len(exc_info) > 1 else None
+        # Whether the server ended this connection, read before release: then any driver
+        # error of the block ("another operation is in progress", "released back to the
+        # pool" from a detached proxy) is a lost connection, not a rejected statement.
+        is_lost = isinstance(exc, Exception) and _is_driver_error(exc) and _is_lost(self.connection)
+        with map_asyncpg_errors(url):
+            await super().__aexit__(*exc_info)  # releases the connection
+        if not isinstance(exc, Exception):
+            return
+        if is_lost:
+            raise _unavailable(f" at {redact(url)}" if url else "", exc) from exc
+        if (mapped := translate_asyncpg_error(exc, url)) is not None:
+            raise mapped from exc
+
+    def __await__(self) -> Generator[Any, None, PoolConnectionProxy]:
+        self.done = True
+        return self._acquire_mapped().__await__()
+
+    async def _acquire_mapped(self) -> PoolConnectionProxy:
+        with map_asyncpg_errors(_url_of(self.pool), connecting=True):
+            return await PoolAcquireContext(self.pool, self.timeout)
+
+
+def _is_driver_error(error: BaseException) -> bool:
+    return isinstance(
+        error, asyncpg.PostgresError | asyncpg.InterfaceError | asyncpg.InternalClientError
+    )
+
+
+def _is_lost(connection: PoolConnectionProxy | None) -> bool:
+    if connection is None:
+        return True
+    try:
+        return connection.is_closed()
+    except asyncpg.InterfaceError:  # detached: the pool already dropped it
+        return True
+
+
+def _url_of(pool: Any) -> str | None:
+    return getattr(pool, "cocod_url", None)
+
+
+class MappedPool(asyncpg.Pool):
+    """An ``asyncpg.Pool`` whose connections raise only cocod errors (see the module)."""
+
+    cocod_url: str | None = None
+
+    def acquire(self, *, timeout: float | None = None) -> PoolAcquireContext:
+        return _MappedAcquireContext(self, timeout)
+
+    async def close(self) -> None:
+        with map_asyncpg_errors(self.cocod_url):
+            await super().close()
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -43,35 +195,50 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-async def ensure_vector_extension(url: str) -> bool:
+async def ensure_vector_extension(url: str, *, connect_timeout: float = CONNECT_TIMEOUT) -> bool:
     """Create pgvector if we may; the pool's codecs need it to exist before they register."""
+    with map_asyncpg_errors(url, connecting=True):
+        conn = await asyncpg.connect(url, timeout=connect_timeout)
     try:
-        conn = await asyncpg.connect(url)
-    except (OSError, asyncpg.PostgresError) as e:
-        raise DatabaseError(f"cannot connect to the database at {_redact(url)}: {e}") from e
-    try:
-        await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        return True
-    except asyncpg.PostgresError as e:
-        log.warning("database.no_pgvector", error=str(e))
-        return False
+        with map_asyncpg_errors(url):
+            try:
+                await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                return True
+            except asyncpg.PostgresError as e:
+                if isinstance(e, _UNAVAILABLE_POSTGRES_ERRORS):
+                    raise
+                log.warning("database.no_pgvector", error=str(e))
+                return False
     finally:
-        await conn.close()
+        with map_asyncpg_errors(url):
+            await conn.close(timeout=connect_timeout)
 
 
-async def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> Pool:
-    await ensure_vector_extension(url)
-    try:
-        pool = await asyncpg.create_pool(
-            url, min_size=min_size, max_size=max_size, init=_init_connection, reset=_keep_session
-        )
-    except (OSError, asyncpg.PostgresError) as e:
-        raise DatabaseError(f"cannot connect to the database at {_redact(url)}: {e}") from e
-    assert pool is not None
+async def open_pool(
+    url: str, *, min_size: int = 1, max_size: int = 10, connect_timeout: float = CONNECT_TIMEOUT
+) -> Pool:
+    """Open the pool (a :class:`MappedPool`); each connection attempt times out."""
+    await ensure_vector_extension(url, connect_timeout=connect_timeout)
+    pool = MappedPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        max_queries=50000,
+        max_inactive_connection_lifetime=300.0,
+        init=_init_connection,
+        reset=_keep_session,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        timeout=connect_timeout,
+    )
+    pool.cocod_url = url
+    with map_asyncpg_errors(url, connecting=True):
+        await pool
     return pool
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
     """Hide a password in a URL before it reaches a log or an error message."""
     if "@" not in url or "://" not in url:
         return url
@@ -79,3 +246,6 @@ def _redact(url: str) -> str:
     creds, host = rest.rsplit("@", 1)
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+
+
+_redact = redact  # the old private name, kept for callers that imported it
