@@ -4,21 +4,28 @@ Within one source row, each op runs once over all rows of its scope (e.g. every 
 file), so a function sees its inputs in bulk. Across source rows, concurrent evaluations
 share one :class:`FunctionRunner` per op, which deduplicates in-flight memo keys and, for
 batching functions, merges calls from many rows into one batch.
+
+What one source row may produce is bounded (:data:`DEFAULT_MAX_ROWS_PER_SOURCE_ROW` rows
+per collector, ``COCOD_MAX_ROWS_PER_SOURCE_ROW`` in the runtime): the check runs while rows
+are collected, before a huge scope is evaluated, so a hostile input costs bounded memory.
+Synchronous user functions run in worker threads under the shared limiter; only ``async``
+functions run on the event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 from cocod.engine.fingerprint import Fingerprinter
 from cocod.engine.values import decode_memo_value, encode_memo_value
+from cocod.errors import RowError
 from cocod.flow.graph import (
     CollectOp,
     ConstantInput,
@@ -32,6 +39,38 @@ from cocod.flow.graph import (
 from cocod.flow.specs import AnalyzedFunction, FunctionExecutor
 
 RECENT_RESULTS_CAPACITY = 8192
+DEFAULT_MAX_ROWS_PER_SOURCE_ROW = 100_000
+MAX_ROWS_KNOB = "COCOD_MAX_ROWS_PER_SOURCE_ROW"
+_T = TypeVar("_T")
+
+
+class Promise(Generic[_T]):
+    """A result some other task will provide: set once, awaited by any number of tasks."""
+
+    __slots__ = ("_done", "_error", "_value")
+
+    def __init__(self) -> None:
+        self._done = anyio.Event()
+        self._value: _T | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def is_done(self) -> bool:
+        return self._done.is_set()
+
+    def set_result(self, value: _T) -> None:
+        self._value = value
+        self._done.set()
+
+    def set_exception(self, error: BaseException) -> None:
+        self._error = error
+        self._done.set()
+
+    async def wait(self) -> _T:
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
 
 
 class MemoLookup(Protocol):
@@ -56,46 +95,66 @@ class _RowContext:
 
 
 class Batcher:
-    """Merges batch calls from concurrent evaluations into batches of ``max_batch_size``."""
+    """Merges batch calls from concurrent evaluations into batches of ``max_batch_size``.
 
-    def __init__(self, run_batch: Callable[[list[Any]], Any], max_batch_size: int | None) -> None:
+    No background task: the first submitter that finds nobody flushing becomes the
+    leader, lets the other evaluations that are ready in this tick add their inputs, and
+    flushes until nothing is pending. Waiters wake whenever a batch finishes or the leader
+    leaves; if the leader was cancelled mid-batch, its batch goes back to the queue and a
+    waiter takes over, so no submitter can wait for work nobody does.
+    """
+
+    def __init__(
+        self, run_batch: Callable[[list[Any]], Awaitable[list[Any]]], max_batch_size: int | None
+    ) -> None:
         self._run_batch = run_batch
         self._max = max_batch_size or 1 << 30
-        self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._pending: list[tuple[Any, Promise[Any]]] = []
+        self._is_flushing = False
+        self._changed = anyio.Event()
 
     async def submit(self, items: list[Any]) -> list[Any]:
-        loop = asyncio.get_running_loop()
-        futures = []
+        promises: list[Promise[Any]] = []
         for item in items:
-            fut: asyncio.Future[Any] = loop.create_future()
-            self._pending.append((item, fut))
-            futures.append(fut)
-        if self._flusher is None:
-            self._flusher = loop.create_task(self._flush_loop())
-        return list(await asyncio.gather(*futures))
+            promise: Promise[Any] = Promise()
+            self._pending.append((item, promise))
+            promises.append(promise)
+        while not all(p.is_done for p in promises):
+            if not self._is_flushing:
+                await self._lead()
+            else:
+                changed = self._changed
+                await changed.wait()
+        return [await p.wait() for p in promises]
 
-    async def _flush_loop(self) -> None:
+    async def _lead(self) -> None:
+        self._is_flushing = True
         try:
+            for _ in range(3):
+                await anyio.lowlevel.checkpoint()
             while self._pending:
-                # Let other evaluations that are ready in this tick add their inputs first.
-                for _ in range(3):
-                    await asyncio.sleep(0)
                 batch, self._pending = self._pending[: self._max], self._pending[self._max :]
                 try:
                     results = await self._run_batch([item for item, _ in batch])
-                except BaseException as e:
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(e if isinstance(e, Exception) else RuntimeError(e))
-                    if not isinstance(e, Exception):
-                        raise
+                except Exception as e:
+                    for _, promise in batch:
+                        promise.set_exception(e)
+                    self._notify()
                     continue
-                for (_, fut), result in zip(batch, results, strict=True):
-                    if not fut.done():
-                        fut.set_result(result)
+                except BaseException:
+                    # Cancelled: hand the batch back for whoever leads next.
+                    self._pending[:0] = batch
+                    raise
+                for (_, promise), result in zip(batch, results, strict=True):
+                    promise.set_result(result)
+                self._notify()
         finally:
-            self._flusher = None
+            self._is_flushing = False
+            self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
 
 
 class FunctionRunner:
@@ -105,9 +164,9 @@ class FunctionRunner:
         self.function = function
         self._limiter = limiter
         self._executor: FunctionExecutor | None = None
-        self._executor_lock = asyncio.Lock()
+        self._executor_lock = anyio.Lock()
         self._identity = json.dumps(function.identity_json(), sort_keys=True, default=repr)
-        self._inflight: dict[bytes, asyncio.Future[Any]] = {}
+        self._inflight: dict[bytes, Promise[bytes]] = {}
         self._recent: OrderedDict[bytes, bytes] = OrderedDict()
         self._batcher: Batcher | None = None
         self.num_calls = 0
@@ -169,9 +228,8 @@ class FunctionRunner:
         lookup = [k for k in set(keys.values()) if k not in known and k not in self._inflight]
         if lookup and memo.store is not None and memo.read_cache:
             known.update(await memo.store.memo_lookup(lookup))
-        waiting: dict[bytes, asyncio.Future[Any]] = {}
+        waiting: dict[bytes, Promise[bytes]] = {}
         mine: dict[bytes, int] = {}
-        loop = asyncio.get_running_loop()
         for i, k in keys.items():
             if k in known or k in mine or k in waiting:
                 continue
@@ -182,7 +240,7 @@ class FunctionRunner:
                 waiting[k] = self._inflight[k]
             else:
                 mine[k] = i
-                self._inflight[k] = loop.create_future()
+                self._inflight[k] = Promise()
         if mine:
             try:
                 values = await self._compute([calls[i] for i in mine.values()])
@@ -191,9 +249,9 @@ class FunctionRunner:
                 # Every future we registered must be resolved, or rows waiting on the same
                 # inputs (now or in a later pass) would wait forever.
                 for k in mine:
-                    fut = self._inflight.pop(k)
-                    fut.set_exception(e if isinstance(e, Exception) else RuntimeError(e))
-                    fut.exception()  # mark retrieved: waiters re-raise it themselves
+                    self._inflight.pop(k).set_exception(
+                        e if isinstance(e, Exception) else RowError(f"computation abandoned: {e!r}")
+                    )
                 raise
             memo.calls += len(mine)
             for k, encoded in zip(mine, encoded_values, strict=True):
@@ -201,8 +259,8 @@ class FunctionRunner:
                 memo.new_entries[k] = encoded
                 self._remember(k, encoded)
                 self._inflight.pop(k).set_result(encoded)
-        for k, fut in waiting.items():
-            known[k] = await fut
+        for k, promise in waiting.items():
+            known[k] = await promise.wait()
             memo.new_entries[k] = known[k]
         decoded: dict[bytes, Any] = {}
         for i, k in keys.items():
@@ -255,13 +313,23 @@ class Evaluator:
         self._runners = runners
 
     async def evaluate(
-        self, row_value: dict[str, Any], memo: RowMemo
+        self,
+        row_value: dict[str, Any],
+        memo: RowMemo,
+        *,
+        max_rows_per_collector: int | None = None,
     ) -> dict[str, list[dict[str, Any]]]:
-        """Collected rows per collector name, in collection order."""
+        """Collected rows per collector name, in collection order.
+
+        More than ``max_rows_per_collector`` rows for one collector is a RowError, raised
+        before the scope that would produce them is evaluated when its size is known.
+        """
         collected: dict[str, list[dict[str, Any]]] = {}
         root = _RowContext(None, {})
+        cap = max_rows_per_collector
         for op in self._for_each:
-            await self._eval_scope(op.child, [_RowContext(root, dict(row_value))], memo, collected)
+            rows = [_RowContext(root, dict(row_value))]
+            await self._eval_scope(op.child, rows, memo, collected, cap)
         return collected
 
     async def evaluate_row(
@@ -269,7 +337,7 @@ class Evaluator:
     ) -> dict[str, Any]:
         """Evaluate one row of a top-level row scope; returns all of its field values."""
         ctx = _RowContext(_RowContext(None, {}), dict(values))
-        await self._eval_scope(scope, [ctx], memo, {})
+        await self._eval_scope(scope, [ctx], memo, {}, None)
         return ctx.values
 
     async def _eval_scope(
@@ -278,10 +346,16 @@ class Evaluator:
         rows: list[_RowContext],
         memo: RowMemo,
         collected: dict[str, list[dict[str, Any]]],
+        cap: int | None,
     ) -> None:
         if not rows:
             return
         depth = scope.depth
+        if cap is not None:
+            for op in scope.ops:
+                if isinstance(op, CollectOp):
+                    # Every row of this scope collects once: fail before computing any.
+                    _check_cap(op, len(collected.get(op.collector.name, ())) + len(rows), cap)
         for op in scope.ops:
             if isinstance(op, TransformOp):
                 runner = self._runners[id(op)]
@@ -301,9 +375,18 @@ class Evaluator:
                     table = _resolve(op.table, row, depth)
                     for child_row in table or ():
                         children.append(_RowContext(ctx, dict(child_row)))
-                await self._eval_scope(op.child, children, memo, collected)
+                await self._eval_scope(op.child, children, memo, collected, cap)
             else:
                 _collect(op, rows, depth, collected)
+
+
+def _check_cap(op: CollectOp, count: int, cap: int) -> None:
+    if count > cap:
+        raise RowError(
+            f"one source row produced {count:,} rows for collector {op.collector.name!r}, "
+            f"over the limit of {cap:,} rows per source row; split the input, or raise "
+            f"{MAX_ROWS_KNOB} if this is intended"
+        )
 
 
 def _collect(

@@ -20,9 +20,21 @@ from typing import Any
 
 import anyio
 import structlog
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 
-from cocod.engine.evaluator import Evaluator, FunctionRunner, RowMemo
+from cocod.engine.committer import (
+    MAX_ROWS_PER_TRANSACTION,
+    Outcome,
+    PendingCommit,
+    describe_error,
+    run_committer,
+)
+from cocod.engine.evaluator import (
+    DEFAULT_MAX_ROWS_PER_SOURCE_ROW,
+    Evaluator,
+    FunctionRunner,
+    RowMemo,
+)
 from cocod.engine.fingerprint import Fingerprinter
 from cocod.engine.interfaces import (
     ExportWrite,
@@ -40,7 +52,8 @@ from cocod.errors import DuplicateKeyError, RowError, SourceError
 log = structlog.get_logger(__name__)
 
 TRACKING_LOAD_CHUNK = 512
-MAX_ROWS_PER_TRANSACTION = 64
+THREADED_COMMIT_MIN_ROWS = 512
+"""Diffing more collected rows than this runs in a worker thread, off the event loop."""
 
 
 class UpdateMode(enum.IntEnum):
@@ -48,13 +61,12 @@ class UpdateMode(enum.IntEnum):
     REEXPORT = 1
     FULL_REPROCESS = 2
 
-
-class _Outcome(enum.Enum):
-    INSERTED = "num_insertions"
-    UPDATED = "num_updates"
-    REPROCESSED = "num_reprocesses"
-    DELETED = "num_deletions"
-    NO_CHANGE = "num_no_change"
+    @classmethod
+    def from_flags(cls, *, full_reprocess: bool = False, reexport: bool = False) -> UpdateMode:
+        """The one mapping from the API's and CLI's flags (full reprocessing wins)."""
+        if full_reprocess:
+            return cls.FULL_REPROCESS
+        return cls.REEXPORT if reexport else cls.NORMAL
 
 
 @dataclass
@@ -69,12 +81,8 @@ class SourcePassContext:
     runners: dict[int, FunctionRunner]
     max_concurrent_rows: int = 16
     memo_retention_seconds: float = 3600.0
-
-
-@dataclass
-class _Pending:
-    commit: RowCommit
-    outcome: _Outcome
+    max_rows_per_source_row: int = DEFAULT_MAX_ROWS_PER_SOURCE_ROW
+    thread_limiter: anyio.CapacityLimiter | None = None
 
 
 async def run_source_pass(
@@ -129,9 +137,9 @@ async def _process_candidates(
     stats: SourceUpdateStats,
     logger: Any,
 ) -> None:
-    send, receive = anyio.create_memory_object_stream[_Pending](MAX_ROWS_PER_TRANSACTION)
+    send, receive = anyio.create_memory_object_stream[PendingCommit](MAX_ROWS_PER_TRANSACTION)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_run_committer, ctx, receive, stats, logger)
+        tg.start_soon(run_committer, ctx.store, receive, stats, logger)
         async with send:
             limiter = anyio.Semaphore(ctx.max_concurrent_rows)
             async with anyio.create_task_group() as workers:
@@ -195,14 +203,16 @@ def _expand_hinted_keys(hints: Sequence[str], tracked: dict[str, Any]) -> list[s
     """Keys named by change hints, plus tracked keys under any hinted folder.
 
     A folder moved away or deleted is reported as one path; the files it held are the
-    tracked keys under that prefix.
+    tracked keys under that prefix. Each tracked key's ancestors are looked up in a set,
+    so the cost is keys × depth, never keys × hints.
     """
     keys = dict.fromkeys(hints)
-    prefixes = tuple(h + "/" for h in hints)
-    if prefixes:
-        for key in tracked:
-            if key.startswith(prefixes):
-                keys[key] = None
+    for key in tracked:
+        if key in keys:
+            continue
+        parts = key.split("/")
+        if any("/".join(parts[:i]) in keys for i in range(1, len(parts))):
+            keys[key] = None
     return list(keys)
 
 
@@ -211,7 +221,7 @@ async def _process_row_guarded(
     key: str,
     tracked: TrackedRow | None,
     mode: UpdateMode,
-    send: MemoryObjectSendStream[_Pending],
+    send: MemoryObjectSendStream[PendingCommit],
     limiter: anyio.Semaphore,
     stats: SourceUpdateStats,
     logger: Any,
@@ -231,14 +241,10 @@ async def _process_row_guarded(
         stats.num_errors += 1
         stats.num_ends += 1
         logger.error(
-            "row.failed", key=key, error=_describe(e), exc_info=not isinstance(e, RowError)
+            "row.failed", key=key, error=describe_error(e), exc_info=not isinstance(e, RowError)
         )
     finally:
         limiter.release()
-
-
-def _describe(e: BaseException) -> str:
-    return str(e) if isinstance(e, RowError | OSError) else f"{type(e).__name__}: {e}"
 
 
 async def _process_row(
@@ -246,7 +252,7 @@ async def _process_row(
     key: str,
     tracked: TrackedRow | None,
     mode: UpdateMode,
-) -> _Pending | None:
+) -> PendingCommit | None:
     # Even a tracked key the listing no longer shows is read: only a file that is really
     # gone is deleted; one in a folder we could not list (permissions, I/O error) fails
     # as a row error and keeps its rows.
@@ -261,7 +267,7 @@ async def _process_row(
             if keys:
                 writes[export.name] = ExportWrite(deletes=_keys_of(export, keys))
         commit = RowCommit(ctx.source_id, key, None, writes, released_memo_keys=tracked.memo_keys)
-        return _Pending(commit, _Outcome.DELETED)
+        return PendingCommit(commit, Outcome.DELETED)
 
     if (
         tracked is not None
@@ -279,18 +285,28 @@ async def _process_row(
             tracked.memo_keys,
             tracked.uuids,
         )
-        return _Pending(RowCommit(ctx.source_id, key, refreshed), _Outcome.NO_CHANGE)
+        commit = RowCommit(ctx.source_id, key, refreshed, is_refresh=True)
+        return PendingCommit(commit, Outcome.NO_CHANGE)
 
     memo = RowMemo(ctx.store, read_cache=mode != UpdateMode.FULL_REPROCESS)
-    collected = await ctx.evaluator.evaluate(row.value, memo)
-    commit = _build_commit(ctx, key, row.ordinal, row.content_fp, collected, memo, tracked, mode)
-    if tracked is None:
-        outcome = _Outcome.INSERTED
-    elif tracked.logic_fp != logic_fp or mode != UpdateMode.NORMAL:
-        outcome = _Outcome.REPROCESSED
+    collected = await ctx.evaluator.evaluate(
+        row.value, memo, max_rows_per_collector=ctx.max_rows_per_source_row
+    )
+    args = (ctx, key, row.ordinal, row.content_fp, collected, memo, tracked, mode)
+    if sum(len(rows) for rows in collected.values()) >= THREADED_COMMIT_MIN_ROWS:
+        # Fingerprinting many rows is pure Python: keep it off the event loop.
+        commit = await anyio.to_thread.run_sync(
+            lambda: _build_commit(*args), limiter=ctx.thread_limiter
+        )
     else:
-        outcome = _Outcome.UPDATED
-    return _Pending(commit, outcome)
+        commit = _build_commit(*args)
+    if tracked is None:
+        outcome = Outcome.INSERTED
+    elif tracked.logic_fp != logic_fp or mode != UpdateMode.NORMAL:
+        outcome = Outcome.REPROCESSED
+    else:
+        outcome = Outcome.UPDATED
+    return PendingCommit(commit, outcome)
 
 
 def recorded_keys(export: ExportPlan, tracked: TrackedRow) -> dict[str, str]:
@@ -385,52 +401,3 @@ def _stable_uuid(
     value = previous[len(assigned)] if len(assigned) < len(previous) else str(uuid.uuid4())
     assigned.append(value)
     return uuid.UUID(value)
-
-
-async def _run_committer(
-    ctx: SourcePassContext,
-    receive: MemoryObjectReceiveStream[_Pending],
-    stats: SourceUpdateStats,
-    logger: Any,
-) -> None:
-    async with receive:
-        async for first in receive:
-            batch = [first]
-            while len(batch) < MAX_ROWS_PER_TRANSACTION:
-                try:
-                    batch.append(receive.receive_nowait())
-                except (anyio.WouldBlock, anyio.EndOfStream):
-                    break
-            await _commit_batch(ctx, batch, stats, logger)
-
-
-async def _commit_batch(
-    ctx: SourcePassContext, batch: list[_Pending], stats: SourceUpdateStats, logger: Any
-) -> None:
-    try:
-        # Shielded: cancelling a pass (daemon drain, abort) lets the transaction in
-        # flight finish instead of cutting it off mid-way.
-        with anyio.CancelScope(shield=True):
-            await ctx.store.commit_rows([p.commit for p in batch])
-        done = batch
-    except Exception as e:
-        if len(batch) == 1:
-            _count_commit_failure(batch[0], e, stats, logger)
-            return
-        # Isolate the failing row(s): every other row still commits on its own.
-        done = []
-        for p in batch:
-            try:
-                await ctx.store.commit_rows([p.commit])
-                done.append(p)
-            except Exception as row_error:
-                _count_commit_failure(p, row_error, stats, logger)
-    for p in done:
-        setattr(stats, p.outcome.value, getattr(stats, p.outcome.value) + 1)
-        stats.num_ends += 1
-
-
-def _count_commit_failure(p: _Pending, e: Exception, stats: SourceUpdateStats, logger: Any) -> None:
-    stats.num_errors += 1
-    stats.num_ends += 1
-    logger.error("row.commit_failed", key=p.commit.key, error=_describe(e))

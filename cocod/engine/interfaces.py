@@ -60,13 +60,19 @@ class RowCommit:
     writes: dict[str, ExportWrite] = field(default_factory=dict)
     memo_entries: dict[bytes, bytes] = field(default_factory=dict)
     released_memo_keys: list[bytes] = field(default_factory=list)
+    is_refresh: bool = False
+    """Only the ordinal changed: no target, memo or key moves (the store skips that work)."""
 
 
 class StateStore(Protocol):
     async def load_ordinals(
         self, source_id: int, near_keys: Sequence[str] | None = None
     ) -> dict[str, tuple[Ordinal | None, bytes | None]]:
-        """All tracked rows of the source, or only ``near_keys`` and keys under them."""
+        """All tracked rows of the source, or only ``near_keys`` and keys under them.
+
+        With ``near_keys`` the cost must follow the number of keys, not of tracked rows:
+        a burst of events must not scan the source's tracking once per key.
+        """
         ...
 
     async def load_tracked_rows(
@@ -80,3 +86,10 @@ class StateStore(Protocol):
     async def memo_lookup(self, fps: Sequence[bytes]) -> dict[bytes, bytes]: ...
 
     async def collect_memo_garbage(self, retention_seconds: float) -> int: ...
+
+    def is_transient_error(self, error: BaseException) -> bool:
+        """Whether retrying the same commit may succeed (lost connection, conflict).
+
+        The store knows its driver's errors; the engine never imports the driver.
+        """
+        ...

@@ -53,10 +53,13 @@ class ExportPlan:
 
     def definition_json(self) -> dict[str, Any]:
         e = self.export
+        spec = spec_to_json(e.target)
+        # How setup treats a pre-existing table does not change what rows are written.
+        spec.pop("adopt_existing", None)
         return {
             "name": e.name,
             "collector": e.collector.name,
-            "target": {"kind": e.target.kind(), "spec": spec_to_json(e.target)},
+            "target": {"kind": e.target.kind(), "spec": spec},
             "keys": [
                 [n, t.to_json()] for n, t in zip(self.key_fields, self.key_types, strict=True)
             ],

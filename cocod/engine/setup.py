@@ -1,8 +1,14 @@
 """Setup as a diff: the flow's desired persistent state against what was last applied.
 
-Computing the plan touches nothing; it is what ``setup(report_to_stdout=True)`` prints and
-what ``update()`` checks (it refuses to run while the plan has changes). Applying it is the
+Computing the plan touches nothing, not even the FlowPlan it reads: it is what
+``setup(report_to_stdout=True)`` prints and what ``update()`` checks (it refuses to run while
+the plan has changes), and it may run while a pass is using the FlowPlan. The schema
+versions it settles are applied to the FlowPlan by :func:`apply_export_versions`, called by
+the runtime once the plan is current or applied. Applying the plan to the database is the
 runtime's job (one transaction, since Postgres DDL is transactional).
+
+Each target's state records ``created_by_cocod``: false for a table that existed before
+setup and was adopted (``adopt_existing``), which drop then leaves in place.
 """
 
 from __future__ import annotations
@@ -64,6 +70,8 @@ class TargetItem:
     new: dict[str, Any] | None
     change: TargetChangeLike
     export_name: str | None = None
+    schema_version: int = 1
+    target_signature: str = ""
 
 
 @dataclass
@@ -149,7 +157,7 @@ def plan_setup(
     *,
     needs_internal_schema: bool,
 ) -> FlowSetupPlan:
-    """Desired vs recorded state of one flow; also fixes each export's schema version."""
+    """Desired vs recorded state of one flow, and the schema version each export gets."""
     full_name = plan.graph.full_name
     old_sources = old.sources if old else {}
     sources: dict[str, int] = {}
@@ -183,16 +191,25 @@ def plan_setup(
             version, int(previous.get("max_schema_version", version)) if previous else version
         )
         new_state["export"] = export.name
-        export.schema_version = version
-        export.target_signature = json.dumps([key, new_state.get("key_columns")])
+        new_state["created_by_cocod"] = (
+            bool(previous.get("created_by_cocod", True)) if previous else True
+        )
         items.append(
-            TargetItem(key, driver.describe(new_state), previous, new_state, change, export.name)
+            TargetItem(
+                key,
+                driver.describe(new_state),
+                previous,
+                new_state,
+                change,
+                export.name,
+                schema_version=version,
+                target_signature=target_signature(key, new_state),
+            )
         )
     for key, state in old_targets.items():
         items.append(
             TargetItem(key, driver.describe(state), state, None, driver.plan_change(state, None))
         )
-    plan.refresh_logic_fingerprints()
     return FlowSetupPlan(
         flow_name=full_name,
         is_drop=False,
@@ -203,6 +220,33 @@ def plan_setup(
         retired_sources=retired,
         targets=items,
     )
+
+
+def target_signature(setup_key: str, state: dict[str, Any]) -> str:
+    """Which table and key columns a row's recorded keys refer to (see ExportPlan)."""
+    return json.dumps([setup_key, state.get("key_columns")])
+
+
+def apply_export_versions(plan: FlowPlan, setup_plan: FlowSetupPlan) -> None:
+    """Give the FlowPlan the schema versions and table signatures the setup plan settled.
+
+    The one place setup changes a FlowPlan: called when the recorded setup is current
+    (before a pass) or has just been applied, never while merely planning.
+    """
+    changed = False
+    for item in setup_plan.targets:
+        if item.export_name is None or item.export_name not in plan.exports:
+            continue
+        export = plan.exports[item.export_name]
+        if (export.schema_version, export.target_signature) != (
+            item.schema_version,
+            item.target_signature,
+        ):
+            export.schema_version = item.schema_version
+            export.target_signature = item.target_signature
+            changed = True
+    if changed:
+        plan.refresh_logic_fingerprints()
 
 
 def plan_drop(flow_name: str, old: FlowRecord | None, driver: TargetDriver) -> FlowSetupPlan:

@@ -112,7 +112,15 @@ def decode_memo_value(data: bytes, vtype: ValueType) -> Any:
 def key_to_json_text(key_values: list[Any], key_types: list[ValueType]) -> str:
     """Canonical text of a primary key, as stored in tracking rows."""
     parts = [to_json_value(v, t) for v, t in zip(key_values, key_types, strict=True)]
-    return json.dumps(parts, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(parts, separators=(",", ":"), ensure_ascii=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (a file name that is not UTF-8) cannot go into jsonb as is;
+            # escaped, the text is still valid JSON that decodes to the same key.
+            text = json.dumps(parts, separators=(",", ":"))
+    return text
 
 
 def key_from_json_text(text: str, key_types: list[ValueType]) -> list[Any]:

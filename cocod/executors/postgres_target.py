@@ -1,14 +1,24 @@
-"""The Postgres target: desired table state, DDL to reach it, and row writes.
+"""The Postgres target: desired table state, DDL to reach it, row writes, and every other
+statement on target tables (similarity queries, row counts, existence checks), so the
+runtime and the daemon hold no target SQL of their own.
 
 Identifiers are always quoted; table names are folded to lower case first, so a table
 created for ``Demo__chunks`` is ``demo__chunks`` and the unquoted SQL users wrote against v0
 tables still works. Names over 63 bytes are rejected rather than silently truncated.
+
+Text that Postgres cannot hold (the lone surrogates of a file name that is not UTF-8) is
+written with those bytes escaped (``caf\\xe9.md``), the same way every time, so the row's
+key still matches on update and delete.
+
+A table that existed before setup is only used with ``adopt_existing=True``; its state then
+records ``created_by_cocod: false`` and drop deletes the rows cocod wrote but keeps the table.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +28,7 @@ from asyncpg.pool import PoolConnectionProxy
 from cocod.engine.interfaces import ExportWrite
 from cocod.engine.plan import ExportPlan
 from cocod.engine.values import to_json_value
-from cocod.errors import FlowDefinitionError, NamingError
+from cocod.errors import FlowDefinitionError, NamingError, SetupError
 from cocod.flow.index import HnswVectorIndexMethod, IvfFlatVectorIndexMethod
 from cocod.flow.naming import (
     MAX_PG_IDENTIFIER_BYTES,
@@ -28,6 +38,8 @@ from cocod.flow.naming import (
 )
 from cocod.flow.types import ValueType
 from cocod.ops.targets import Postgres
+
+Connection = asyncpg.Connection | PoolConnectionProxy
 
 _SCALAR_SQL = {
     "Bytes": "bytea",
@@ -205,6 +217,11 @@ class TargetChange:
     bumps_schema_version: bool = False
 
 
+def is_adopted(state: dict[str, Any]) -> bool:
+    """A table cocod did not create: drop leaves it (and deletes only cocod's rows)."""
+    return not state.get("setup_by_user") and not state.get("created_by_cocod", True)
+
+
 def plan_target_change(old: dict[str, Any] | None, new: dict[str, Any] | None) -> TargetChange:
     if new is not None and new.get("setup_by_user"):
         return TargetChange("USER MANAGED")
@@ -213,6 +230,11 @@ def plan_target_change(old: dict[str, Any] | None, new: dict[str, Any] | None) -
         if old.get("setup_by_user"):
             return TargetChange("TO DELETE", ["Forget user-managed table (not dropped)"])
         table = table_of(old)
+        if is_adopted(old):
+            return TargetChange(
+                "TO DELETE",
+                [f"Delete the rows cocod wrote from adopted table {table.display} (kept)"],
+            )
         return TargetChange(
             "TO DELETE",
             [f"Drop table {table.display}"],
@@ -220,10 +242,17 @@ def plan_target_change(old: dict[str, Any] | None, new: dict[str, Any] | None) -
         )
     if old is None or old.get("setup_by_user") or table_of(old) != table_of(new):
         change = _create(new)
-        if old is not None and not old.get("setup_by_user") and table_of(old) != table_of(new):
+        replaced = old is not None and table_of(old) != table_of(new)
+        if replaced and old is not None and not old.get("setup_by_user") and not is_adopted(old):
             change.actions.insert(0, f"Drop table {table_of(old).display}")
             change.statements.insert(0, f"DROP TABLE IF EXISTS {table_of(old).qualified}")
         return change
+    if old["key_columns"] != new["key_columns"] and is_adopted(old):
+        raise SetupError(
+            f"the primary key of {table_of(new).display} changed, but cocod did not create "
+            "that table (it was adopted with adopt_existing=True), so it will not drop and "
+            "re-create it; migrate the table yourself, or drop the flow and set it up again"
+        )
     if old["key_columns"] != new["key_columns"]:
         change = _create(new)
         change.status = "TO UPDATE"
@@ -385,12 +414,30 @@ class TableWriter:
             )
 
 
+def storable_text(value: str) -> str:
+    """Text as Postgres can hold it: no NUL, and lone surrogates as escaped bytes."""
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = value.encode("utf-8", "surrogateescape")  # a file name's own bytes
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def _converter(vtype: ValueType, column_sql: str) -> Any:
     kind = vtype.kind
     if column_sql == "jsonb":
         return lambda v: None if v is None else _strip_nul(to_json_value(v, vtype))
     if kind == "Str":
-        return lambda v: v.replace("\x00", "") if isinstance(v, str) and "\x00" in v else v
+        return lambda v: storable_text(v) if isinstance(v, str) else v
     if kind == "Range":
         return lambda v: None if v is None else asyncpg.Range(int(v[0]), int(v[1]))
     return lambda v: v
@@ -398,9 +445,113 @@ def _converter(vtype: ValueType, column_sql: str) -> Any:
 
 def _strip_nul(value: Any) -> Any:
     if isinstance(value, str):
-        return value.replace("\x00", "")
+        return storable_text(value)
     if isinstance(value, list):
         return [_strip_nul(v) for v in value]
     if isinstance(value, dict):
         return {k: _strip_nul(v) for k, v in value.items()}
     return value
+
+
+# --- other statements on target tables ---------------------------------------------------
+
+
+async def existing_tables(conn: Connection, states: Iterable[dict[str, Any]]) -> set[str]:
+    """Which of these tables already exist (setup keys ``schema.table``)."""
+    tables = {table_of(s).setup_key: table_of(s).qualified for s in states}
+    if not tables:
+        return set()
+    rows = await conn.fetch(
+        "SELECT k FROM unnest($1::text[], $2::text[]) AS t(k, q) WHERE to_regclass(q) IS NOT NULL",
+        list(tables),
+        list(tables.values()),
+    )
+    return {r["k"] for r in rows}
+
+
+_KEY_FROM_JSON = {
+    "bytea": "decode(j ->> {i}, 'base64')",
+    "int8range": "int8range((j -> {i} ->> 0)::bigint, (j -> {i} ->> 1)::bigint)",
+    "interval": "make_interval(secs => (j ->> {i})::float8)",
+    "jsonb": "(j -> {i})",
+    "text": "(j ->> {i})",
+}
+
+
+async def delete_recorded_rows(
+    conn: Connection, state: dict[str, Any], key_texts: Iterable[str]
+) -> int:
+    """Delete rows by their recorded key texts (JSON arrays, see ``key_to_json_text``).
+
+    Needs only the recorded state, not the flow's code, so it works for an export that is
+    no longer defined (drop of an adopted table).
+    """
+    table = table_of(state)
+    columns = state["key_columns"]
+    keys = [
+        [storable_text(p) if isinstance(p, str) else _strip_nul(p) for p in json.loads(k)]
+        for k in key_texts
+    ]
+    if not keys:
+        return 0
+    select = ", ".join(
+        _KEY_FROM_JSON.get(sql, "(j ->> {i})::" + sql).format(i=i)
+        for i, (_, sql) in enumerate(columns)
+    )
+    names = ", ".join(quote_ident(n) for n, _ in columns)
+    status = await conn.execute(
+        f"DELETE FROM {table.qualified} WHERE ({names}) IN "
+        f"(SELECT {select} FROM jsonb_array_elements($1::jsonb) AS e(j))",
+        keys,
+    )
+    return int(status.split()[-1])
+
+
+async def row_count_estimates(
+    conn: Connection, states: Iterable[dict[str, Any]], *, exact_below_pages: int = 64
+) -> dict[str, int | None]:
+    """Rows per table (by display name) from the planner's statistics, without count(*).
+
+    ``reltuples`` is kept current by autovacuum and ANALYZE; a table never analysed (-1)
+    is counted exactly only while it is small (``relpages`` below the bound), so
+    ``cocod status`` stays fast on tables of millions of rows. None: the table is missing.
+    """
+    tables = {table_of(s).display: table_of(s) for s in states}
+    if not tables:
+        return {}
+    rows = await conn.fetch(
+        "SELECT t.name, c.reltuples, c.relpages FROM unnest($1::text[], $2::text[]) AS t(name, q) "
+        "LEFT JOIN pg_class c ON c.oid = to_regclass(t.q)",
+        list(tables),
+        [t.qualified for t in tables.values()],
+    )
+    counts: dict[str, int | None] = {}
+    for r in rows:
+        name, reltuples, relpages = r["name"], r["reltuples"], r["relpages"]
+        if reltuples is None:
+            counts[name] = None
+        elif reltuples < 0 and relpages < exact_below_pages:
+            exact = await conn.fetchval(f"SELECT count(*) FROM {tables[name].qualified}")
+            counts[name] = int(exact)
+        else:
+            counts[name] = max(0, round(reltuples))
+    return counts
+
+
+async def similarity_search(
+    conn: Connection,
+    table: TargetTable,
+    columns: Sequence[str],
+    vector_column: str,
+    operator: str,
+    vector: Any,
+    top_k: int,
+) -> list[asyncpg.Record]:
+    """The ``top_k`` rows nearest ``vector``, with their distance as ``_distance``."""
+    select = ", ".join(quote_ident(c) for c in columns)
+    column = quote_ident(vector_column)
+    sql = (
+        f"SELECT {select}, {column} {operator} $1 AS _distance FROM {table.qualified} "
+        f"ORDER BY {column} {operator} $1 LIMIT $2"
+    )
+    return list(await conn.fetch(sql, vector, top_k))

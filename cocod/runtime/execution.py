@@ -2,11 +2,15 @@
 
 Everything here runs on the bridge loop. :class:`FlowExecution` is created once per Flow
 object (the definition runs once) and reused by setup, drop and update.
+
+``COCOD_MAX_ROWS_PER_SOURCE_ROW`` (default 100,000) bounds the rows one source row may
+produce for one export; more is that row's error, found while the rows are collected.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +20,13 @@ import anyio
 import asyncpg
 import structlog
 
-from cocod.engine.evaluator import Evaluator, FunctionRunner, create_runners
+from cocod.engine.evaluator import (
+    DEFAULT_MAX_ROWS_PER_SOURCE_ROW,
+    MAX_ROWS_KNOB,
+    Evaluator,
+    FunctionRunner,
+    create_runners,
+)
 from cocod.engine.indexer import SourcePassContext, UpdateMode, recorded_keys, run_source_pass
 from cocod.engine.interfaces import ExportWrite, TrackedRow
 from cocod.engine.plan import FlowPlan, compile_plan
@@ -26,14 +36,18 @@ from cocod.engine.setup import (
     FlowRecord,
     FlowSetupPlan,
     TargetDriver,
+    TargetItem,
+    apply_export_versions,
     plan_drop,
     plan_setup,
+    target_signature,
 )
 from cocod.engine.stats import IndexUpdateInfo, SourceUpdateStats
 from cocod.engine.values import key_from_json_text
 from cocod.errors import (
     CocodError,
     DatabaseError,
+    SettingsError,
     SetupError,
     SetupOutOfDateError,
     SourceError,
@@ -67,6 +81,22 @@ def thread_limiter() -> anyio.CapacityLimiter:
     if _THREAD_LIMITER is None:
         _THREAD_LIMITER = anyio.CapacityLimiter(8)
     return _THREAD_LIMITER
+
+
+def max_rows_per_source_row(settings: object) -> int:
+    """The per-row output cap: a setting if the settings carry one, else the environment."""
+    value = getattr(settings, "max_rows_per_source_row", None)
+    if value is None:
+        raw = os.environ.get(MAX_ROWS_KNOB, "").strip()
+        if not raw:
+            return DEFAULT_MAX_ROWS_PER_SOURCE_ROW
+        try:
+            value = int(raw.replace("_", ""))
+        except ValueError:
+            raise SettingsError(f"{MAX_ROWS_KNOB}={raw!r} is not a whole number") from None
+    if int(value) < 1:
+        raise SettingsError(f"{MAX_ROWS_KNOB} must be at least 1 (it is {value})")
+    return int(value)
 
 
 @dataclass
@@ -120,22 +150,47 @@ class FlowExecution:
         return record, not has_schema
 
     async def plan_setup(self, ctx: LibraryContext) -> FlowSetupPlan:
+        """What setup would do; reads the database and changes nothing (not even the plan)."""
         record, needs_schema = await self._read_record(ctx)
         setup_plan = plan_setup(
             self.plan, record, POSTGRES_DRIVER, needs_internal_schema=needs_schema
         )
-        new_keys = [t.key for t in setup_plan.targets if t.new is not None and t.old is None]
-        if new_keys and not needs_schema:
+        new_items = [t for t in setup_plan.targets if t.new is not None and t.old is None]
+        if new_items:
             pool = await ctx.pool()
             async with pool.acquire() as conn:
-                owners = await internal.target_owners(conn, ctx.schema, new_keys, self.full_name)
-            if owners:
-                key, owner = next(iter(owners.items()))
-                raise SetupError(
-                    f"flow {self.full_name!r} wants {key.split(':', 1)[-1]}, which flow "
-                    f"{owner!r} already manages; choose another table_name (or drop {owner!r})"
-                )
+                if not needs_schema:
+                    keys = [t.key for t in new_items]
+                    owners = await internal.target_owners(conn, ctx.schema, keys, self.full_name)
+                    if owners:
+                        key, owner = next(iter(owners.items()))
+                        raise SetupError(
+                            f"flow {self.full_name!r} wants {key.split(':', 1)[-1]}, which flow "
+                            f"{owner!r} already manages; choose another table_name "
+                            f"(or drop {owner!r})"
+                        )
+                await self._check_adoption(conn, new_items)
         return setup_plan
+
+    async def _check_adoption(self, conn: Connection, items: list[TargetItem]) -> None:
+        """Refuse a table that exists but that cocod did not create, unless adopted."""
+        states = [t.new for t in items if t.new is not None and not t.new.get("setup_by_user")]
+        existing = await postgres_target.existing_tables(conn, states)
+        for item in items:
+            state = item.new
+            if state is None or postgres_target.table_of(state).setup_key not in existing:
+                continue
+            table = postgres_target.table_of(state).display
+            spec = self.plan.exports[item.export_name].export.target if item.export_name else None
+            if not getattr(spec, "adopt_existing", False):
+                raise SetupError(
+                    f"flow {self.full_name!r}: table {table} already exists and cocod did not "
+                    f"create it; choose another table_name, drop the table, or pass "
+                    f"targets.Postgres(adopt_existing=True) to let cocod write into it "
+                    f"(drop then deletes only cocod's rows and keeps the table)"
+                )
+            state["created_by_cocod"] = False
+            item.change.actions.insert(0, f"Adopt existing table {table} (adopt_existing=True)")
 
     async def plan_drop(self, ctx: LibraryContext) -> FlowSetupPlan:
         record, _ = await self._read_record(ctx)
@@ -182,6 +237,7 @@ class FlowExecution:
                 f"setup for flow {self.full_name!r} is not up to date; run "
                 f"`cocod setup` (or Flow.setup()) first"
             )
+        apply_export_versions(self.plan, setup_plan)
         pool = await ctx.pool()
         identity = json.dumps(
             [id(pool), setup_plan.old_record.flow_state(), setup_plan.old_record.targets],
@@ -189,8 +245,11 @@ class FlowExecution:
             default=str,
         )
         if self._store is None or self._store_identity != identity:
-            # The store keeps per-process state (pending memo collection, lookup batching):
-            # reuse it for as long as the setup it was built for stays the same.
+            # The store keeps per-process state (lookup batching): reuse it for as long as
+            # the setup it was built for stays the same. A database set up by an older
+            # cocod is migrated here, once, under the schema lock.
+            async with pool.acquire() as conn:
+                await internal.ensure_internal_schema(conn, ctx.schema)
             writers = {}
             for item in setup_plan.targets:
                 if item.new is not None and item.export_name is not None:
@@ -264,6 +323,8 @@ class FlowExecution:
                 runners=runtime.runners,
                 max_concurrent_rows=max_concurrent_rows or 16,
                 memo_retention_seconds=ctx.settings.memo_retention_seconds,
+                max_rows_per_source_row=max_rows_per_source_row(ctx.settings),
+                thread_limiter=thread_limiter(),
             )
             try:
                 stats = await run_source_pass(pass_ctx, mode, only_keys)
@@ -304,11 +365,14 @@ async def apply_setup_plan(
         out,
         f"{'Creating' if setup_plan.old_record is None else 'Updating resources for'} flow {name}:",
     )
+    if flow_plan is not None:
+        apply_export_versions(flow_plan, setup_plan)
     try:
+        async with pool.acquire() as conn:
+            # Its own transaction, under an advisory lock: instances set up together on a
+            # fresh database must not race on CREATE TABLE.
+            await internal.ensure_internal_schema(conn, ctx.schema)
         async with pool.acquire() as conn, conn.transaction():
-            if setup_plan.needs_internal_schema:
-                for stmt in internal.internal_schema_statements(ctx.schema):
-                    await conn.execute(stmt)
             record = setup_plan.old_record
             flow_id = (
                 record.flow_id if record else await internal.allocate_flow_id(conn, ctx.schema)
@@ -321,6 +385,8 @@ async def apply_setup_plan(
                     _say(out, f"  - {action}")
                 for stmt in item.change.statements:
                     await conn.execute(stmt)
+                if record is not None and item.new is None and item.old is not None:
+                    await _delete_adopted_rows(conn, ctx, record.flow_id, item)
             if setup_plan.retired_sources and flow_plan is not None:
                 await _clean_retired_sources(conn, ctx, flow_id, setup_plan, flow_plan, out)
             new_record = FlowRecord(
@@ -377,6 +443,7 @@ async def apply_drop_plan(
                 _say(out, f"{item.description}:")
                 for action in item.change.actions:
                     _say(out, f"  - {action}")
+                await _delete_adopted_rows(conn, ctx, record.flow_id, item)
                 for stmt in item.change.statements:
                     if ctx.settings.ignore_target_drop_failures:
                         try:
@@ -393,6 +460,21 @@ async def apply_drop_plan(
             "(set COCOD_IGNORE_TARGET_DROP_FAILURES=true to skip failing targets)"
         ) from e
     _say(out, f"Done for flow {name}")
+
+
+async def _delete_adopted_rows(
+    conn: Connection, ctx: LibraryContext, flow_id: int, item: TargetItem
+) -> None:
+    """An adopted table stays; the rows cocod wrote into it go (found through tracking)."""
+    state = item.old
+    if state is None or not postgres_target.is_adopted(state):
+        return
+    signature = target_signature(item.key, state)
+    entries = await internal.tracked_target_keys(
+        conn, ctx.schema, flow_id, str(state.get("export", ""))
+    )
+    keys = [k for e in entries if e.get("target") == signature for k in e.get("keys", {})]
+    await postgres_target.delete_recorded_rows(conn, state, keys)
 
 
 def _say(out: TextIO | None, line: str) -> None:

@@ -17,7 +17,6 @@ from cocod.errors import CocodError
 from cocod.executors import postgres_target
 from cocod.flow.graph import CollectOp, FieldRef, ForEachOp, Scope, TransformOp
 from cocod.flow.index import VectorSimilarityMetric
-from cocod.flow.naming import quote_ident
 from cocod.runtime.context import LibraryContext
 from cocod.runtime.execution import FlowExecution
 
@@ -103,17 +102,18 @@ async def query_export(
     store, _ = await execution.open_store(ctx)
     (vector,) = await runner.run([([text], {})], RowMemo(store))
     table = postgres_target.resolve_table(execution.full_name, export)
-    operator = _DISTANCE_OPERATOR[index.metric]
     columns = [c for c in [*export.key_fields, *export.value_fields] if c != index.field_name]
-    select = ", ".join(quote_ident(c) for c in columns)
-    vector_column = quote_ident(index.field_name)
-    sql = (
-        f"SELECT {select}, {vector_column} {operator} $1 AS _distance FROM {table.qualified} "
-        f"ORDER BY {vector_column} {operator} $1 LIMIT $2"
-    )
     pool = await ctx.pool()
     async with pool.acquire() as conn:
-        rows = await conn.fetch(sql, vector, top_k)
+        rows = await postgres_target.similarity_search(
+            conn,
+            table,
+            columns,
+            index.field_name,
+            _DISTANCE_OPERATOR[index.metric],
+            vector,
+            top_k,
+        )
     results = []
     for row in rows:
         item = {c: _plain(row[c]) for c in columns}

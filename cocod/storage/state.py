@@ -5,29 +5,59 @@ All flows share three tables in the internal schema (``cocod`` unless
 no identifier-length limits on flow names, and dropping a flow is a few DELETEs.
 
     setup_metadata (flow_name, resource) → state jsonb      what setup last applied
-    tracking (flow_id, source_id, source_key)               one row per processed source row
+    tracking (flow_id, source_id, source_key bytea)         one row per processed source row
     memo (flow_id, fp) → value bytea                         memoized function results
+
+Source keys are stored as the file name's own bytes (``key.encode('utf-8',
+'surrogateescape')``, what ``os.fsencode`` gives): Postgres text cannot hold the lone
+surrogates a name that is not UTF-8 decodes to, and bytea compares byte-wise, so the keys
+under a folder are one range scan of the primary key with no collation in the way.
+
+Memo collection costs what changed: a commit that releases memo keys marks those no other
+tracking row references (``orphaned_at``) in the same transaction, and collection looks
+only at marked entries. No process ever scans the whole memo.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import anyio
 import asyncpg
 
+from cocod import errors as _errors
 from cocod.engine.evaluator import Batcher
 from cocod.engine.interfaces import ExportWrite, Ordinal, RowCommit, TrackedRow
 from cocod.engine.setup import FlowRecord
+from cocod.errors import RowError
 from cocod.flow.naming import quote_ident
 from cocod.storage.pool import Connection
+
+INTERNAL_SCHEMA_LOCK_KEY = 0x636F636F642D31
+"""pg_advisory_xact_lock key serialising creation and migration of the internal tables."""
+HINTS_PER_QUERY = 4096
+"""Hinted keys per tracking lookup; each key is two index range scans."""
+MEMO_GC_DEADLINE_S = 30.0
+"""Memo collection is housekeeping: never hold a shutdown for longer than this."""
 
 
 class TargetWriter(Protocol):
     """Writes one export's rows inside the row's transaction."""
 
     async def write(self, conn: Connection, write: ExportWrite) -> None: ...
+
+
+def encode_key(key: str) -> bytes:
+    """The stored form of a source key; a key that has no byte form is that row's error."""
+    try:
+        return key.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as e:
+        raise RowError(f"source key {key!r} cannot be stored ({e.reason}); rename the file") from e
+
+
+def decode_key(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
 
 
 def internal_schema_statements(schema: str) -> list[str]:
@@ -43,7 +73,7 @@ def internal_schema_statements(schema: str) -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS {s}.tracking (
             flow_id integer NOT NULL,
             source_id integer NOT NULL,
-            source_key text NOT NULL,
+            source_key bytea NOT NULL,
             ordinal_mtime_ns bigint,
             ordinal_size bigint,
             content_fp bytea,
@@ -63,6 +93,52 @@ def internal_schema_statements(schema: str) -> list[str]:
         f"CREATE INDEX IF NOT EXISTS memo_orphans ON {s}.memo (flow_id, orphaned_at) "
         "WHERE orphaned_at IS NOT NULL",
     ]
+
+
+def _migration_statements(schema: str) -> list[str]:
+    """From the first layout (text keys, orphans remembered per process) to this one."""
+    s = quote_ident(schema)
+    return [
+        f"ALTER TABLE {s}.tracking ALTER COLUMN source_key TYPE bytea "
+        "USING convert_to(source_key, 'UTF8')",
+        # Releases used to be remembered in memory only: mark what they lost, once.
+        f"UPDATE {s}.memo m SET orphaned_at = now() WHERE orphaned_at IS NULL AND NOT EXISTS "
+        f"(SELECT 1 FROM {s}.tracking t WHERE t.flow_id = m.flow_id "
+        "AND t.memo_keys @> ARRAY[m.fp])",
+    ]
+
+
+async def _key_column_type(conn: Connection, schema: str) -> str | None:
+    """``bytea`` when the internal tables are current, ``text`` when they need migrating."""
+    found = await conn.fetchval(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = to_regclass($1) AND attname = 'source_key' AND NOT attisdropped",
+        f"{quote_ident(schema)}.tracking",
+    )
+    return None if found is None else str(found)
+
+
+async def ensure_internal_schema(conn: Connection, schema: str) -> bool:
+    """Create or migrate the internal tables once, however many processes start together.
+
+    Check first (one cheap query when all is done), then take a transaction-scoped
+    advisory lock and check again: the processes that lose the race wait for the winner's
+    commit and find nothing left to do, instead of colliding on CREATE TABLE.
+    Returns whether this call changed anything.
+    """
+    if await _key_column_type(conn, schema) == "bytea":
+        return False
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", INTERNAL_SCHEMA_LOCK_KEY)
+        current = await _key_column_type(conn, schema)
+        if current == "bytea":
+            return False
+        if current is not None:
+            for stmt in _migration_statements(schema):
+                await conn.execute(stmt)
+        for stmt in internal_schema_statements(schema):
+            await conn.execute(stmt)
+    return True
 
 
 async def internal_schema_exists(conn: Connection, schema: str) -> bool:
@@ -145,14 +221,72 @@ async def delete_flow_state(conn: Connection, schema: str, flow_name: str, flow_
 async def delete_source_tracking(
     conn: Connection, schema: str, flow_id: int, source_id: int
 ) -> list[dict[str, dict[str, Any]]]:
-    """Remove a retired source's tracking rows; returns their target keys to delete."""
+    """Remove a retired source's tracking rows; returns their target keys to delete.
+
+    The memo entries only those rows used become collection candidates in the same
+    transaction, as a commit's released keys do.
+    """
     rows = await conn.fetch(
         f"DELETE FROM {quote_ident(schema)}.tracking WHERE flow_id = $1 AND source_id = $2 "
-        "RETURNING target_keys",
+        "RETURNING target_keys, memo_keys",
         flow_id,
         source_id,
     )
+    released = {k for r in rows for k in r["memo_keys"]}
+    if released:
+        s = quote_ident(schema)
+        await mark_orphans(conn, f"{s}.memo", f"{s}.tracking", flow_id, released)
     return [dict(r["target_keys"]) for r in rows]
+
+
+async def tracked_target_keys(
+    conn: Connection, schema: str, flow_id: int, export_name: str
+) -> list[dict[str, Any]]:
+    """Every row's recorded keys for one export (what drop deletes from adopted tables)."""
+    rows = await conn.fetch(
+        f"SELECT target_keys -> $2 AS entry FROM {quote_ident(schema)}.tracking "
+        "WHERE flow_id = $1 AND target_keys ? $2",
+        flow_id,
+        export_name,
+    )
+    return [dict(r["entry"]) for r in rows if r["entry"]]
+
+
+def _unreferenced(memo: str, tracking: str) -> str:
+    # The GIN index on tracking.memo_keys answers this per entry.
+    return (
+        f"NOT EXISTS (SELECT 1 FROM {tracking} t WHERE t.flow_id = $1 "
+        f"AND t.memo_keys @> ARRAY[{memo}.fp])"
+    )
+
+
+async def mark_orphans(
+    conn: Connection, memo: str, tracking: str, flow_id: int, fps: Iterable[bytes]
+) -> None:
+    """Mark released entries that no tracking row references any more (same transaction)."""
+    await conn.execute(
+        f"UPDATE {memo} SET orphaned_at = now() WHERE flow_id = $1 AND fp = ANY($2::bytea[]) "
+        f"AND orphaned_at IS NULL AND {_unreferenced(memo, tracking)}",
+        flow_id,
+        sorted(fps),
+    )
+
+
+def is_transient_error(error: BaseException) -> bool:
+    """Whether retrying the same write may succeed: lost connection, conflict, restart."""
+    unavailable = getattr(_errors, "DatabaseUnavailableError", None)
+    if unavailable is not None and isinstance(error, unavailable):
+        return True
+    return isinstance(
+        error,
+        asyncpg.TransactionRollbackError  # serialization failure, deadlock
+        | asyncpg.PostgresConnectionError  # the connection is gone
+        | asyncpg.OperatorInterventionError  # admin shutdown, cannot connect now
+        | asyncpg.InsufficientResourcesError  # too many connections
+        | asyncpg.InterfaceError
+        | ConnectionError
+        | TimeoutError,
+    )
 
 
 class PostgresStateStore:
@@ -171,8 +305,6 @@ class PostgresStateStore:
         s = quote_ident(schema)
         self._tracking = f"{s}.tracking"
         self._memo = f"{s}.memo"
-        self._orphan_candidates: set[bytes] = set()
-        self._has_swept = False
         self._lookups = Batcher(self._lookup_batch, max_batch_size=8192)
         self._upsert_tracking_sql = (
             f"INSERT INTO {self._tracking} (flow_id, source_id, source_key, ordinal_mtime_ns, "
@@ -184,39 +316,77 @@ class PostgresStateStore:
             "target_keys = EXCLUDED.target_keys, memo_keys = EXCLUDED.memo_keys, "
             "uuids = EXCLUDED.uuids, processed_at = now()"
         )
+        # One index range scan per bound pair; OFFSET 0 keeps the planner from flattening
+        # the lateral subquery into a join it might hash over the whole source.
+        self.near_keys_sql = (
+            "SELECT t.source_key, t.ordinal_mtime_ns, t.ordinal_size, t.logic_fp "
+            "FROM unnest($3::bytea[], $4::bytea[]) AS h(lo, hi) CROSS JOIN LATERAL ("
+            "SELECT source_key, ordinal_mtime_ns, ordinal_size, logic_fp "
+            f"FROM {self._tracking} WHERE flow_id = $1 AND source_id = $2 "
+            "AND source_key >= h.lo AND source_key < h.hi OFFSET 0) AS t"
+        )
+
+    def is_transient_error(self, error: BaseException) -> bool:
+        return is_transient_error(error)
+
+    def near_keys_args(self, source_id: int, near_keys: Sequence[str]) -> list[Any]:
+        """Bounds for ``near_keys_sql``: each key itself, and the keys under it as a folder.
+
+        ``[k, k || 0x00)`` holds only ``k``; ``[k || '/', k || '0')`` holds every key
+        below the folder ``k`` ('0' is the byte after '/').
+        """
+        low: list[bytes] = []
+        high: list[bytes] = []
+        for key in dict.fromkeys(near_keys):
+            try:
+                b = key.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                continue  # never stored, so nothing is tracked at or under it
+            low += (b, b + b"/")
+            high += (b + b"\x00", b + b"0")
+        return [self._flow_id, source_id, low, high]
 
     async def load_ordinals(
         self, source_id: int, near_keys: Sequence[str] | None = None
     ) -> dict[str, tuple[Ordinal | None, bytes | None]]:
-        query = (
-            f"SELECT source_key, ordinal_mtime_ns, ordinal_size, logic_fp "
-            f"FROM {self._tracking} WHERE flow_id = $1 AND source_id = $2"
-        )
-        args: list[Any] = [self._flow_id, source_id]
-        if near_keys is not None:
-            # Only the hinted keys and what is under them (a hint may name a folder).
-            query += (
-                " AND (source_key = ANY($3::text[]) OR "
-                "source_key LIKE ANY(SELECT replace(replace(replace(k, '\\', '\\\\'), "
-                "'%', '\\%'), '_', '\\_') || '/%' FROM unnest($3::text[]) AS k))"
-            )
-            args.append(list(near_keys))
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(query, *args)
-        return {r[0]: ((r[1], r[2]) if r[1] is not None else None, r[3]) for r in rows}
+            if near_keys is None:
+                rows = list(
+                    await conn.fetch(
+                        f"SELECT source_key, ordinal_mtime_ns, ordinal_size, logic_fp "
+                        f"FROM {self._tracking} WHERE flow_id = $1 AND source_id = $2",
+                        self._flow_id,
+                        source_id,
+                    )
+                )
+            else:
+                rows = []
+                keys = list(near_keys)
+                for start in range(0, len(keys), HINTS_PER_QUERY):
+                    args = self.near_keys_args(source_id, keys[start : start + HINTS_PER_QUERY])
+                    rows.extend(await conn.fetch(self.near_keys_sql, *args))
+        return {decode_key(r[0]): ((r[1], r[2]) if r[1] is not None else None, r[3]) for r in rows}
 
     async def load_tracked_rows(self, source_id: int, keys: Sequence[str]) -> dict[str, TrackedRow]:
+        stored: list[bytes] = []
+        for key in keys:
+            try:
+                stored.append(key.encode("utf-8", "surrogateescape"))
+            except UnicodeEncodeError:
+                continue
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
-                f"SELECT source_key, ordinal_mtime_ns, ordinal_size, content_fp, logic_fp, "
-                f"target_keys, memo_keys, uuids FROM {self._tracking} "
-                "WHERE flow_id = $1 AND source_id = $2 AND source_key = ANY($3::text[])",
+                f"SELECT t.source_key, t.ordinal_mtime_ns, t.ordinal_size, t.content_fp, "
+                f"t.logic_fp, t.target_keys, t.memo_keys, t.uuids "
+                f"FROM unnest($3::bytea[]) AS k(key) CROSS JOIN LATERAL (SELECT * FROM "
+                f"{self._tracking} WHERE flow_id = $1 AND source_id = $2 "
+                "AND source_key = k.key OFFSET 0) AS t",
                 self._flow_id,
                 source_id,
-                list(keys),
+                stored,
             )
         return {
-            r["source_key"]: TrackedRow(
+            decode_key(r["source_key"]): TrackedRow(
                 ordinal=(r["ordinal_mtime_ns"], r["ordinal_size"])
                 if r["ordinal_mtime_ns"] is not None
                 else None,
@@ -230,20 +400,21 @@ class PostgresStateStore:
         }
 
     async def commit_rows(self, commits: Sequence[RowCommit]) -> None:
-        deletes: list[tuple[int, int, str]] = []
+        deletes: list[tuple[int, int, bytes]] = []
         upserts: list[tuple[Any, ...]] = []
         memo: dict[bytes, bytes] = {}
         for c in commits:
+            stored_key = encode_key(c.key)
             memo.update(c.memo_entries)
             if c.tracked is None:
-                deletes.append((self._flow_id, c.source_id, c.key))
+                deletes.append((self._flow_id, c.source_id, stored_key))
                 continue
             t = c.tracked
             upserts.append(
                 (
                     self._flow_id,
                     c.source_id,
-                    c.key,
+                    stored_key,
                     t.ordinal[0] if t.ordinal else None,
                     t.ordinal[1] if t.ordinal else None,
                     t.content_fp,
@@ -261,6 +432,14 @@ class PostgresStateStore:
                 target = merged.setdefault(export_name, ExportWrite())
                 target.deletes.extend(write.deletes)
                 target.upserts.extend(write.upserts)
+        used = {
+            k
+            for c in commits
+            if c.tracked is not None and not c.is_refresh
+            for k in c.tracked.memo_keys
+            if k not in memo
+        }
+        released = {k for c in commits for k in c.released_memo_keys}
         async with self._pool.acquire() as conn, conn.transaction():
             for export_name, write in merged.items():
                 await self._writers[export_name].write(conn, write)
@@ -271,14 +450,13 @@ class PostgresStateStore:
                     "SET value = EXCLUDED.value, orphaned_at = NULL",
                     [(self._flow_id, k, v) for k, v in memo.items()],
                 )
-            used = [k for c in commits if c.tracked for k in c.tracked.memo_keys if k not in memo]
             if used:
                 # Entries found by lookup are in use again: restart their retention clock.
                 await conn.execute(
                     f"UPDATE {self._memo} SET orphaned_at = NULL WHERE flow_id = $1 "
                     "AND fp = ANY($2::bytea[]) AND orphaned_at IS NOT NULL",
                     self._flow_id,
-                    used,
+                    sorted(used),
                 )
             if upserts:
                 await conn.executemany(self._upsert_tracking_sql, upserts)
@@ -288,9 +466,10 @@ class PostgresStateStore:
                     "WHERE flow_id = $1 AND source_id = $2 AND source_key = $3",
                     deletes,
                 )
-        for c in commits:
-            if c.released_memo_keys:
-                self._orphan_candidates.update(c.released_memo_keys)
+            if released:
+                # After the tracking writes, so a key another row of this batch now uses
+                # is seen as referenced.
+                await mark_orphans(conn, self._memo, self._tracking, self._flow_id, released)
 
     async def memo_lookup(self, fps: Sequence[bytes]) -> dict[bytes, bytes]:
         """Concurrent lookups from many rows share one query."""
@@ -311,47 +490,36 @@ class PostgresStateStore:
         return {r[0]: r[1] for r in rows}
 
     async def collect_memo_garbage(self, retention_seconds: float) -> int:
-        """Mark entries no row uses any more; delete those unused for the retention period.
+        """Delete entries marked orphaned for the retention period that are still unused.
 
-        Only entries some row released since the last collection are examined, so a
-        one-file edit does not scan the whole memo. Keeping orphans for a while lets a
-        file that is renamed, or edited and restored, reuse its embeddings.
+        Only marked entries are examined (commits mark what they release), so the cost
+        follows what changed, in this process or an earlier one. Keeping orphans for a
+        while lets a file that is renamed, or edited and restored, reuse its embeddings.
+        An old mark on an entry some row uses again is cleared.
         """
-        candidates = list(self._orphan_candidates)
-        self._orphan_candidates.clear()
-        unreferenced = (
-            f"NOT EXISTS (SELECT 1 FROM {self._tracking} t WHERE t.flow_id = $1 "
-            f"AND t.memo_keys @> ARRAY[{self._memo}.fp])"
-        )
         removed = 0
-        with anyio.CancelScope(shield=True):  # never leave a pooled connection mid-transaction
-            removed = await self._collect(candidates, unreferenced, retention_seconds)
+        # Shielded so a pooled connection is never left mid-transaction, with a deadline
+        # so a stuck lock cannot hold a shutdown.
+        with anyio.move_on_after(MEMO_GC_DEADLINE_S, shield=True):
+            removed = await self._collect(float(retention_seconds))
         return removed
 
-    async def _collect(
-        self, candidates: list[bytes], unreferenced: str, retention_seconds: float
-    ) -> int:
+    async def _collect(self, retention_seconds: float) -> int:
+        old_mark = (
+            "flow_id = $1 AND orphaned_at IS NOT NULL "
+            "AND orphaned_at <= now() - make_interval(secs => $2)"
+        )
+        unreferenced = _unreferenced(self._memo, self._tracking)
         async with self._pool.acquire() as conn, conn.transaction():
-            if not self._has_swept:
-                # Candidates are remembered in memory only; once per process, look at every
-                # entry so releases lost with an earlier process are still collected.
-                self._has_swept = True
-                await conn.execute(
-                    f"UPDATE {self._memo} SET orphaned_at = now() WHERE flow_id = $1 "
-                    f"AND orphaned_at IS NULL AND {unreferenced}",
-                    self._flow_id,
-                )
-            elif candidates:
-                await conn.execute(
-                    f"UPDATE {self._memo} SET orphaned_at = now() WHERE flow_id = $1 "
-                    f"AND fp = ANY($2::bytea[]) AND orphaned_at IS NULL AND {unreferenced}",
-                    self._flow_id,
-                    candidates,
-                )
             status = await conn.execute(
-                f"DELETE FROM {self._memo} WHERE flow_id = $1 AND orphaned_at IS NOT NULL "
-                f"AND orphaned_at <= now() - make_interval(secs => $2) AND {unreferenced}",
+                f"DELETE FROM {self._memo} WHERE {old_mark} AND {unreferenced}",
                 self._flow_id,
-                float(retention_seconds),
+                retention_seconds,
+            )
+            await conn.execute(
+                f"UPDATE {self._memo} SET orphaned_at = NULL WHERE {old_mark} "
+                f"AND NOT {unreferenced}",
+                self._flow_id,
+                retention_seconds,
             )
         return int(status.split()[-1])
