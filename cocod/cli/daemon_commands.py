@@ -43,13 +43,10 @@ def _call(args: Any, cmd: str, payload: dict[str, Any] | None = None) -> tuple[i
     try:
         result = client.call(cmd, payload or {}, on_event=on_event)
     except DaemonUnavailableError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _say_error(args, "daemon_unavailable", str(e))
         return 3, None
     except DaemonError as e:
-        if args.json:
-            print(json.dumps({"ok": False, "error": {"code": e.code, "message": str(e)}}))
-        else:
-            print(f"error ({e.code}): {e}", file=sys.stderr)
+        _say_error(args, e.code, e.message)
         return 1, None
     finally:
         if is_tty and time.monotonic() - started > 0.2:
@@ -57,6 +54,14 @@ def _call(args: Any, cmd: str, payload: dict[str, Any] | None = None) -> tuple[i
     if args.json:
         print(json.dumps(result, default=str))
     return 0, result
+
+
+def _say_error(args: Any, code: str, message: str) -> None:
+    """``cocod: <code>: <message>``, one line on stderr (and the reply as JSON with --json)."""
+    one_line = " ".join(message.split())
+    if getattr(args, "json", False):
+        print(json.dumps({"ok": False, "error": {"code": code, "message": one_line}}))
+    print(f"cocod: {code}: {one_line}", file=sys.stderr)
 
 
 def cmd_serve(args: Any) -> int:
@@ -70,19 +75,93 @@ def cmd_serve(args: Any) -> int:
     return run_daemon(find_config_file(args.config))
 
 
-def cmd_simple(args: Any) -> int:
-    payload = {"name": args.name} if getattr(args, "name", None) else {}
-    code, result = _call(args, args.command, payload)
+def cmd_daemon(args: Any) -> int:
+    """Any command of the protocol table: its arguments from the parsed command line."""
+    from cocod.control.protocol import COMMANDS
+
+    command = COMMANDS[args.command]
+    payload: dict[str, Any] = {}
+    for arg in command.args:
+        value = getattr(args, arg.name, None)
+        if value is not None and not (arg.name == "params" and command.name == "add"):
+            payload[arg.name] = value
+    if command.name == "add":
+        params = _add_params(args)
+        if params is None:
+            return 2
+        payload["params"] = params
+    code, result = _call(args, command.name, payload)
     if code == 0 and not args.json:
-        if args.command == "ping":
-            print(f"cocod {result['version']} (pid {result['pid']}) answers")
-        elif args.command == "reload":
-            print("reloaded: " + "; ".join(f"{k} {', '.join(v) or '-'}" for k, v in result.items()))
-        elif isinstance(result, dict) and "state" in result:
-            print(f"{result['name']}: {result['state']}")
-        else:
-            print("ok")
+        _RENDER.get(command.name, _render_default)(result)
     return code
+
+
+def _render_default(result: Any) -> None:
+    if isinstance(result, dict) and "state" in result and "name" in result:
+        print(f"{result['name']}: {result['state']}")
+    else:
+        print("ok")
+
+
+def _render_ping(result: Any) -> None:
+    print(f"cocod {result['version']} (pid {result['pid']}) answers")
+
+
+def _render_reload(result: Any) -> None:
+    print("reloaded: " + "; ".join(f"{k} {', '.join(v) or '-'}" for k, v in result.items()))
+
+
+def _render_remove(result: Any) -> None:
+    print(f"{result['name']}: removed{' and dropped' if result['dropped'] else ''}")
+
+
+def _render_status(result: Any) -> None:
+    rows = []
+    for r in result:
+        targets = r.get("targets") or {}
+        rows.append(
+            (
+                r["name"],
+                r["state"],
+                "live" if r["live"] else "on-demand",
+                _ago(r.get("last_change_at") or r.get("last_update_at")),
+                ", ".join(f"{k}={v}" for k, v in targets.items()) or "-",
+                str(r.get("pending_changes", "-")),
+                (r.get("last_error") or "")[:60],
+            )
+        )
+    _table(("NAME", "STATE", "MODE", "LAST UPDATE", "ROWS", "PENDING", "LAST ERROR"), rows)
+
+
+def _add_params(args: Any) -> dict[str, Any] | None:
+    """``--params-json`` then each ``--param KEY=VALUE``; *path/*dir values resolved here."""
+    try:
+        params: Any = json.loads(args.params_json) if args.params_json else {}
+    except ValueError as e:
+        _say_error(args, "bad_args", f"--params-json is not valid JSON: {e}")
+        return None
+    if not isinstance(params, dict):
+        _say_error(args, "bad_args", "--params-json must be a JSON object")
+        return None
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            _say_error(args, "bad_args", f"--param {item!r} must be KEY=VALUE")
+            return None
+        params[key] = value
+    for key, value in list(params.items()):
+        # Like config.toml: *path / *dir params are paths, relative to where you are.
+        if isinstance(value, str) and value and (key.endswith("path") or key.endswith("dir")):
+            params[key] = str(Path(value).expanduser().resolve())
+    return params
+
+
+_RENDER = {
+    "ping": _render_ping,
+    "reload": _render_reload,
+    "remove": _render_remove,
+    "status": _render_status,
+}
 
 
 def cmd_ls(args: Any) -> int:
@@ -93,27 +172,6 @@ def cmd_ls(args: Any) -> int:
             for r in result
         ]
         _table(("NAME", "STATE", "MODE", "FROM"), rows)
-    return code
-
-
-def cmd_status(args: Any) -> int:
-    code, result = _call(args, "status", {"name": args.name} if args.name else {})
-    if code == 0 and not args.json:
-        rows = []
-        for r in result:
-            targets = r.get("targets") or {}
-            rows.append(
-                (
-                    r["name"],
-                    r["state"],
-                    "live" if r["live"] else "on-demand",
-                    _ago(r.get("last_change_at") or r.get("last_update_at")),
-                    ", ".join(f"{k}={v}" for k, v in targets.items()) or "-",
-                    str(r.get("pending_changes", "-")),
-                    (r.get("last_error") or "")[:60],
-                )
-            )
-        _table(("NAME", "STATE", "MODE", "LAST UPDATE", "ROWS", "PENDING", "LAST ERROR"), rows)
     return code
 
 
@@ -152,37 +210,6 @@ def cmd_query(args: Any) -> int:
             text = str(row.get("text", "")).strip().replace("\n", " ")
             if text:
                 print(f"   {text[:160]}{'…' if len(text) > 160 else ''}")
-    return code
-
-
-def cmd_add(args: Any) -> int:
-    params: dict[str, Any] = json.loads(args.params_json) if args.params_json else {}
-    for item in args.param:
-        key, sep, value = item.partition("=")
-        if not sep:
-            print(f"error: --param {item!r} must be KEY=VALUE", file=sys.stderr)
-            return 2
-        params[key] = value
-    for key, value in list(params.items()):
-        # Like config.toml: *path / *dir params are paths, relative to where you are.
-        if isinstance(value, str) and value and (key.endswith("path") or key.endswith("dir")):
-            params[key] = str(Path(value).expanduser().resolve())
-    payload = {
-        "name": args.name,
-        "definition": args.definition,
-        "params": params,
-        "live": not args.on_demand,
-    }
-    code, result = _call(args, "add", payload)
-    if code == 0 and not args.json:
-        print(f"{result['name']}: {result['state']}")
-    return code
-
-
-def cmd_remove(args: Any) -> int:
-    code, result = _call(args, "remove", {"name": args.name, "drop": args.drop})
-    if code == 0 and not args.json:
-        print(f"{result['name']}: removed{' and dropped' if result['dropped'] else ''}")
     return code
 
 

@@ -68,7 +68,7 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         return int(handler(args))
     except CocodError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"cocod: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

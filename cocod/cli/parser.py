@@ -8,9 +8,45 @@ handled in-process; a bare name (``docs``) is a daemon flow instance.
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from cocod.control.protocol import COMMANDS, Arg, Command
 
 APP = "cocod.cli.app_commands:"
 DAEMON = "cocod.cli.daemon_commands:"
+
+APP_COMMANDS = frozenset({"setup", "drop", "update", "ls", "query", "show"})
+"""Sub-commands in v0's shape (``APP_TARGET`` first, v0's flags); they go to the daemon
+when the target is an instance name. Every other daemon command is generated from
+:data:`~cocod.control.protocol.COMMANDS`."""
+
+CLI_ONLY_OPTIONS: dict[tuple[str, str], tuple[tuple[str, dict[str, Any]], ...]] = {
+    # A JSON object is awkward to type: `add` takes KEY=VALUE pairs or one JSON text.
+    ("add", "params"): (
+        (
+            "--param",
+            {
+                "action": "append",
+                "default": [],
+                "metavar": "KEY=VALUE",
+                "help": "one factory parameter (repeatable)",
+            },
+        ),
+        ("--params-json", {"metavar": "JSON", "help": "all factory parameters as a JSON object"}),
+    ),
+    # v0-era spelling of `--no-live`, kept for scripts.
+    ("add", "live"): (
+        (
+            "--on-demand",
+            {
+                "dest": "live",
+                "action": "store_false",
+                "help": "not live: opened by commands (same as --no-live)",
+            },
+        ),
+    ),
+}
+"""Table arguments whose command-line form is not the generic one (added besides it)."""
 
 
 def looks_like_app_target(target: str | None) -> bool:
@@ -72,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("query", parents=[daemon], help="nearest rows to a text")
     p.add_argument("target", metavar="APP_FLOW_SPECIFIER|INSTANCE")
     p.add_argument("text")
-    p.add_argument("--top", type=int, default=5, help="how many results (default 5)")
+    p.add_argument("--top", type=int, default=5, help=_help(_table_arg("query", "top")))
     p.add_argument("--export", help="which export to query (apps only)")
     p.set_defaults(handler=APP + "cmd_query", daemon_handler=DAEMON + "cmd_query")
 
@@ -82,34 +118,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--color", action=argparse.BooleanOptionalAction, default=None)
     p.set_defaults(handler=APP + "cmd_show")
 
-    # -- daemon-only commands ----------------------------------------------------------------
-    p = sub.add_parser("ping", parents=[daemon], help="check that the daemon answers")
-    p.set_defaults(handler=DAEMON + "cmd_simple")
-    p = sub.add_parser("status", parents=[daemon], help="state of instances")
-    p.add_argument("name", nargs="?")
-    p.set_defaults(handler=DAEMON + "cmd_status")
-    for name, text in (
-        ("open", "open an instance (live ones start watching)"),
-        ("close", "close an instance (its data stays)"),
-    ):
-        p = sub.add_parser(name, parents=[daemon], help=text)
-        p.add_argument("name")
-        p.set_defaults(handler=DAEMON + "cmd_simple")
-    p = sub.add_parser("add", parents=[daemon], help="add a flow instance at runtime")
-    p.add_argument("name")
-    p.add_argument("definition", help="package.module:factory")
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--params-json", help="all params as a JSON object")
-    p.add_argument("--on-demand", action="store_true", help="not live: opened by commands")
-    p.set_defaults(handler=DAEMON + "cmd_add")
-    p = sub.add_parser("remove", parents=[daemon], help="remove an instance added at runtime")
-    p.add_argument("name")
-    p.add_argument("--drop", action="store_true", help="also drop its tables and state")
-    p.set_defaults(handler=DAEMON + "cmd_remove")
-    for name, text in (
-        ("reload", "re-read config.toml and apply the difference"),
-        ("shutdown", "drain and stop the daemon"),
-    ):
-        p = sub.add_parser(name, parents=[daemon], help=text)
-        p.set_defaults(handler=DAEMON + "cmd_simple")
+    # -- daemon-only commands: generated from the protocol's command table ------------------
+    for command in COMMANDS.values():
+        if command.name not in APP_COMMANDS:
+            _add_daemon_command(sub, command, daemon)
     return parser
+
+
+def _add_daemon_command(
+    sub: Any, command: Command, parents: argparse.ArgumentParser
+) -> argparse.ArgumentParser:
+    """One sub-command whose arguments, types and help come from the command table."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        command.name, parents=[parents], help=command.help, description=command.help
+    )
+    for arg in command.args:
+        if arg.positional:
+            p.add_argument(
+                arg.name,
+                nargs=None if arg.required else "?",
+                metavar=arg.name.upper(),
+                help=arg.help,
+            )
+            continue
+        flag = "--" + arg.name.replace("_", "-")
+        extras = CLI_ONLY_OPTIONS.get((command.name, arg.name))
+        if arg.type is bool:
+            p.add_argument(
+                flag,
+                dest=arg.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=_help(arg),
+            )
+        elif arg.type is int:
+            p.add_argument(flag, dest=arg.name, type=int, metavar="N", help=_help(arg))
+        elif arg.type is str:
+            p.add_argument(flag, dest=arg.name, help=_help(arg))
+        elif extras is None:
+            raise TypeError(f"{command.name}: no command-line form for argument {arg.name!r}")
+        for option, kwargs in extras or ():
+            p.add_argument(option, **kwargs)
+    p.set_defaults(handler=DAEMON + "cmd_daemon")
+    return p
+
+
+def _table_arg(command: str, name: str) -> Arg:
+    return next(a for a in COMMANDS[command].args if a.name == name)
+
+
+def _help(arg: Arg) -> str:
+    parts = [arg.help] if arg.help else []
+    if arg.min is not None or arg.max is not None:
+        parts.append(f"{arg.min if arg.min is not None else '…'}..{arg.max or '…'}")
+    if arg.default is not None:
+        default = str(arg.default).lower() if isinstance(arg.default, bool) else arg.default
+        parts.append(f"default {default}")
+    return "; ".join(parts)
