@@ -2,12 +2,17 @@
 
 Paths in the file resolve relative to the file's folder, and that folder is put on the
 import path so ``definition = "my_flows:factory"`` can name a module beside it.
-Environment overrides: ``COCOD_CONFIG`` (which file), ``COCOD_SOCKET``,
-``COCOD_DATABASE_URL``.
+Which file: ``--config``, else ``$COCOD_CONFIG``, else the first that exists of
+``$CONFIGURATION_DIRECTORY/config.toml`` (systemd), ``./config.toml``,
+``$XDG_CONFIG_HOME/cocod/config.toml``; none is an empty daemon. Environment beats the
+file: ``COCOD_SOCKET`` over ``[daemon] socket``; ``COCOD_DATABASE_URL`` over
+``COCOINDEX_DATABASE_URL`` (v0) over ``[database] url``. Every value is checked (type,
+range, durations > 0) and an error names the file, the key and the value.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -26,12 +31,17 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, No
 
 
 def parse_duration(value: object, where: str) -> float:
-    """``"10m"``, ``"30s"``, ``"1.5h"`` or a number of seconds → seconds."""
+    """``"10m"``, ``"30s"``, ``"1.5h"`` or a number of seconds → seconds (> 0)."""
+    seconds: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str) and (m := _DURATION.match(value)):
-        return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-    raise SettingsError(f'{where}: {value!r} is not a duration (e.g. "10m", "30s", 90)')
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    if seconds is None or not math.isfinite(seconds):
+        raise SettingsError(f'{where} = {value!r}: not a duration (e.g. "10m", "30s", 90)')
+    if seconds <= 0:
+        raise SettingsError(f'{where} = {value!r}: must be longer than zero (e.g. "30s")')
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -111,17 +121,18 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Daem
         return p if p.is_absolute() else base_dir / p
 
     state_dir = (
-        resolve(_str(daemon, "state_dir", where)) if daemon.get("state_dir") else None
+        resolve(_str(daemon, "state_dir", where)) if "state_dir" in daemon else None
     ) or default_state_dir(env)
     if env.get("COCOD_SOCKET"):
         socket = Path(env["COCOD_SOCKET"])
-    elif daemon.get("socket"):
+    elif "socket" in daemon:
         socket = resolve(_str(daemon, "socket", where))
     else:
         socket = default_socket_path({**env, "COCOD_STATE_DIR": str(state_dir)})
     url = env.get("COCOD_DATABASE_URL") or env.get("COCOINDEX_DATABASE_URL")
-    if not url and database.get("url"):
-        url = _str(database, "url", where)
+    if "url" in database:
+        configured = _str(database, "url", where, "database")  # checked even when overridden
+        url = url or configured
     config = DaemonConfig(
         path=path,
         base_dir=base_dir,
@@ -129,9 +140,9 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Daem
         state_dir=state_dir,
         database_url=url or None,
         max_open_flows=_int(daemon, "max_open_flows", where, 20),
-        idle_ttl=parse_duration(daemon.get("idle_ttl", 600), f"{where}: daemon.idle_ttl"),
+        idle_ttl=parse_duration(daemon.get("idle_ttl", 600), f"{where}: [daemon] idle_ttl"),
         drain_timeout=parse_duration(
-            daemon.get("drain_timeout", 20), f"{where}: daemon.drain_timeout"
+            daemon.get("drain_timeout", 20), f"{where}: [daemon] drain_timeout"
         ),
     )
     for name, body in flows.items():
@@ -177,15 +188,15 @@ def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     return value
 
 
-def _str(table: dict[str, Any], key: str, where: str) -> str:
+def _str(table: dict[str, Any], key: str, where: str, section: str = "daemon") -> str:
     value = table.get(key)
-    if not isinstance(value, str):
-        raise SettingsError(f"{where}: {key} must be a string")
+    if not isinstance(value, str) or not value:
+        raise SettingsError(f"{where}: [{section}] {key} = {value!r}: must be a non-empty string")
     return value
 
 
 def _int(table: dict[str, Any], key: str, where: str, default: int) -> int:
     value = table.get(key, default)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise SettingsError(f"{where}: {key} must be a positive integer")
+        raise SettingsError(f"{where}: [daemon] {key} = {value!r}: must be an integer of 1 or more")
     return value
