@@ -3,6 +3,12 @@
 JSON lines when stderr is not a terminal (journald, CI logs), a readable console format
 when a person is watching. Library code only calls ``structlog.get_logger()``; entry points
 (CLI, daemon) call :func:`configure_logging` once.
+
+Libraries that log through the standard ``logging`` module (asyncpg, watchfiles, the
+embedded Postgres wheel) go through the same renderer via structlog's
+``ProcessorFormatter``, so in JSON mode every stderr line is one JSON object, tracebacks
+included (as an ``exception`` field), instead of multi-line text a log shipper cannot
+parse. Python warnings are captured the same way.
 """
 
 from __future__ import annotations
@@ -13,12 +19,11 @@ from typing import Any
 
 import structlog
 
-_configured = False
+_HANDLER_NAME = "cocod"
 
 
 def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
-    """Configure structlog and stdlib logging once; later calls only change the level."""
-    global _configured
+    """Configure structlog and stdlib logging; calling it again replaces the setup."""
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     use_json = (not sys.stderr.isatty()) if json is None else json
     renderer: Any = (
@@ -26,18 +31,35 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
         if use_json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    if not _configured:
-        logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-        _configured = True
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        # Ours from an earlier call, or basicConfig's plain-text default: both would print
+        # lines that are not in the chosen format.
+        if old.get_name() == _HANDLER_NAME or type(old) is logging.StreamHandler:
+            root.removeHandler(old)
+    root.addHandler(handler)
+    logging.captureWarnings(True)  # warnings.warn() from libraries: same format, same stream
+    # Libraries are chatty at INFO; their warnings and errors are what an operator needs.
+    root.setLevel(max(numeric, logging.WARNING))
