@@ -121,10 +121,12 @@ async def commit_batch(
         await commit_with_retries(store, [p.commit for p in batch], BATCH_COMMIT_ATTEMPTS, logger)
         done = batch
     except Exception as e:
-        if len(batch) == 1:
+        transient = isinstance(e, CommitDeadlineError) or store.is_transient_error(e)
+        if len(batch) == 1 and not transient:
             _count_failure(batch[0], e, stats, logger)
             return
-        # Isolate the failing row(s): every other row still commits on its own.
+        # Isolate the failing row(s): every other row still commits on its own (and a
+        # lone row whose failure may pass gets its own further attempts).
         done = []
         for p in batch:
             try:
