@@ -508,33 +508,38 @@ async def delete_recorded_rows(
 
 
 async def row_count_estimates(
-    conn: Connection, states: Iterable[dict[str, Any]], *, exact_below_pages: int = 64
+    conn: Connection, states: Iterable[dict[str, Any]], *, exact_below_bytes: int = 1 << 20
 ) -> dict[str, int | None]:
-    """Rows per table (by display name) from the planner's statistics, without count(*).
+    """Rows per table (by display name) from statistics, without count(*) on big tables.
 
-    ``reltuples`` is kept current by autovacuum and ANALYZE; a table never analysed (-1)
-    is counted exactly only while it is small (``relpages`` below the bound), so
+    ``pg_class.reltuples`` is kept current by autovacuum and ANALYZE. A table never
+    analysed (-1) is counted exactly while it is small (under ``exact_below_bytes`` on
+    disk), else estimated from the statistics collector's live-tuple count, so
     ``cocod status`` stays fast on tables of millions of rows. None: the table is missing.
     """
     tables = {table_of(s).display: table_of(s) for s in states}
     if not tables:
         return {}
     rows = await conn.fetch(
-        "SELECT t.name, c.reltuples, c.relpages FROM unnest($1::text[], $2::text[]) AS t(name, q) "
-        "LEFT JOIN pg_class c ON c.oid = to_regclass(t.q)",
+        "SELECT t.name, c.reltuples, pg_relation_size(c.oid) AS bytes, s.n_live_tup "
+        "FROM unnest($1::text[], $2::text[]) AS t(name, q) "
+        "LEFT JOIN pg_class c ON c.oid = to_regclass(t.q) "
+        "LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid",
         list(tables),
         [t.qualified for t in tables.values()],
     )
     counts: dict[str, int | None] = {}
     for r in rows:
-        name, reltuples, relpages = r["name"], r["reltuples"], r["relpages"]
+        name, reltuples = r["name"], r["reltuples"]
         if reltuples is None:
             counts[name] = None
-        elif reltuples < 0 and relpages < exact_below_pages:
+        elif reltuples >= 0:
+            counts[name] = round(reltuples)
+        elif r["bytes"] < exact_below_bytes:
             exact = await conn.fetchval(f"SELECT count(*) FROM {tables[name].qualified}")
             counts[name] = int(exact)
         else:
-            counts[name] = max(0, round(reltuples))
+            counts[name] = int(r["n_live_tup"] or 0)
     return counts
 
 
