@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from cocod.engine.indexer import UpdateMode
-from cocod.errors import CocodError
+from cocod.errors import AppLoadError
 from cocod.flow.graph import CollectOp, ForEachOp, Scope, TransformOp
 from cocod.runtime import context
 from cocod.runtime.app_loader import load_app, split_flow_specifier
@@ -20,11 +20,11 @@ def _select_flows(spec: str) -> list[Flow]:
     load_app(target)
     registered = flows()
     if not registered:
-        raise CocodError(f"app {target!r} defines no flows")
+        raise AppLoadError(f"app {target!r} defines no flows")
     if flow_name is None:
         return list(registered.values())
     if flow_name not in registered:
-        raise CocodError(
+        raise AppLoadError(
             f"flow {flow_name!r} is not defined in {target!r} (defined: {', '.join(registered)})"
         )
     return [registered[flow_name]]
@@ -178,7 +178,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     selected = _select_flows(args.target)
     if len(selected) != 1:
         names = ", ".join(f.name for f in selected)
-        raise CocodError(f"the app defines several flows ({names}); name one as APP:FLOW")
+        raise AppLoadError(f"the app defines several flows ({names}); name one as APP:FLOW")
     output = selected[0].query(args.text, top_k=args.top, export_name=args.export)
     if args.json:
         print(json.dumps(output.results, ensure_ascii=False, default=str))
