@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol
 
 import anyio
-import anyio.lowlevel
 
+from cocod.engine.batching import Batcher, Promise
 from cocod.engine.fingerprint import Fingerprinter
 from cocod.engine.values import decode_memo_value, encode_memo_value
 from cocod.errors import RowError
@@ -39,38 +39,10 @@ from cocod.flow.graph import (
 from cocod.flow.specs import AnalyzedFunction, FunctionExecutor
 
 RECENT_RESULTS_CAPACITY = 8192
+THREADED_KEYS_MIN_CALLS = 256
+THREADED_KEYS_MIN_BYTES = 1 << 20
 DEFAULT_MAX_ROWS_PER_SOURCE_ROW = 100_000
 MAX_ROWS_KNOB = "COCOD_MAX_ROWS_PER_SOURCE_ROW"
-_T = TypeVar("_T")
-
-
-class Promise(Generic[_T]):
-    """A result some other task will provide: set once, awaited by any number of tasks."""
-
-    __slots__ = ("_done", "_error", "_value")
-
-    def __init__(self) -> None:
-        self._done = anyio.Event()
-        self._value: _T | None = None
-        self._error: BaseException | None = None
-
-    @property
-    def is_done(self) -> bool:
-        return self._done.is_set()
-
-    def set_result(self, value: _T) -> None:
-        self._value = value
-        self._done.set()
-
-    def set_exception(self, error: BaseException) -> None:
-        self._error = error
-        self._done.set()
-
-    async def wait(self) -> _T:
-        await self._done.wait()
-        if self._error is not None:
-            raise self._error
-        return self._value  # type: ignore[return-value]
 
 
 class MemoLookup(Protocol):
@@ -94,67 +66,17 @@ class _RowContext:
     values: dict[str, Any]
 
 
-class Batcher:
-    """Merges batch calls from concurrent evaluations into batches of ``max_batch_size``.
-
-    No background task: the first submitter that finds nobody flushing becomes the
-    leader, lets the other evaluations that are ready in this tick add their inputs, and
-    flushes until nothing is pending. Waiters wake whenever a batch finishes or the leader
-    leaves; if the leader was cancelled mid-batch, its batch goes back to the queue and a
-    waiter takes over, so no submitter can wait for work nobody does.
-    """
-
-    def __init__(
-        self, run_batch: Callable[[list[Any]], Awaitable[list[Any]]], max_batch_size: int | None
-    ) -> None:
-        self._run_batch = run_batch
-        self._max = max_batch_size or 1 << 30
-        self._pending: list[tuple[Any, Promise[Any]]] = []
-        self._is_flushing = False
-        self._changed = anyio.Event()
-
-    async def submit(self, items: list[Any]) -> list[Any]:
-        promises: list[Promise[Any]] = []
-        for item in items:
-            promise: Promise[Any] = Promise()
-            self._pending.append((item, promise))
-            promises.append(promise)
-        while not all(p.is_done for p in promises):
-            if not self._is_flushing:
-                await self._lead()
-            else:
-                changed = self._changed
-                await changed.wait()
-        return [await p.wait() for p in promises]
-
-    async def _lead(self) -> None:
-        self._is_flushing = True
-        try:
-            for _ in range(3):
-                await anyio.lowlevel.checkpoint()
-            while self._pending:
-                batch, self._pending = self._pending[: self._max], self._pending[self._max :]
-                try:
-                    results = await self._run_batch([item for item, _ in batch])
-                except Exception as e:
-                    for _, promise in batch:
-                        promise.set_exception(e)
-                    self._notify()
-                    continue
-                except BaseException:
-                    # Cancelled: hand the batch back for whoever leads next.
-                    self._pending[:0] = batch
-                    raise
-                for (_, promise), result in zip(batch, results, strict=True):
-                    promise.set_result(result)
-                self._notify()
-        finally:
-            self._is_flushing = False
-            self._notify()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+def _exceeds(calls: list[tuple[list[Any], dict[str, Any]]], todo: list[int], limit: int) -> bool:
+    """Whether the text and bytes inputs of these calls add up to ``limit`` or more."""
+    total = 0
+    for i in todo:
+        args, kwargs = calls[i]
+        for v in (*args, *kwargs.values()):
+            if isinstance(v, str | bytes):
+                total += len(v)
+                if total >= limit:
+                    return True
+    return False
 
 
 class FunctionRunner:
@@ -215,7 +137,13 @@ class FunctionRunner:
         memo: RowMemo,
     ) -> None:
         out_type = self.function.output_type
-        keys = {i: self.memo_key(*calls[i]) for i in todo}
+        if len(todo) >= THREADED_KEYS_MIN_CALLS or _exceeds(calls, todo, THREADED_KEYS_MIN_BYTES):
+            # Hashing megabytes of input is pure Python work: keep it off the event loop.
+            keys = await anyio.to_thread.run_sync(
+                lambda: {i: self.memo_key(*calls[i]) for i in todo}, limiter=self._limiter
+            )
+        else:
+            keys = {i: self.memo_key(*calls[i]) for i in todo}
         memo.used.update(keys.values())
         known: dict[bytes, bytes] = {}
         for k in keys.values():

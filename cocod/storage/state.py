@@ -27,7 +27,7 @@ import anyio
 import asyncpg
 
 from cocod import errors as _errors
-from cocod.engine.evaluator import Batcher
+from cocod.engine.batching import Batcher
 from cocod.engine.interfaces import ExportWrite, Ordinal, RowCommit, TrackedRow
 from cocod.engine.setup import FlowRecord
 from cocod.errors import RowError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from cocod.engine.evaluator import Batcher
+from cocod.engine.batching import Batcher
 
 pytestmark = pytest.mark.anyio
 
