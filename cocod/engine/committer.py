@@ -21,7 +21,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from cocod.engine.interfaces import RowCommit, StateStore
 from cocod.engine.stats import SourceUpdateStats
-from cocod.errors import RowError
+from cocod.errors import DatabaseUnavailableError, RowError
 
 MAX_ROWS_PER_TRANSACTION = 64
 BATCH_COMMIT_ATTEMPTS = 4
@@ -121,6 +121,14 @@ async def commit_batch(
         await commit_with_retries(store, [p.commit for p in batch], BATCH_COMMIT_ATTEMPTS, logger)
         done = batch
     except Exception as e:
+        if store.is_unavailable_error(e):
+            # Nothing will commit row by row either: stop the pass. Its rows are still
+            # untracked or old, so the next pass (once the database is back) redoes them.
+            raise DatabaseUnavailableError(
+                f"committing {len(batch)} row(s) failed {BATCH_COMMIT_ATTEMPTS} times: the "
+                f"database cannot be reached ({describe_error(e)}); the rows are retried "
+                "when it is back"
+            ) from e
         transient = isinstance(e, CommitDeadlineError) or store.is_transient_error(e)
         if len(batch) == 1 and not transient:
             _count_failure(batch[0], e, stats, logger)
@@ -133,6 +141,11 @@ async def commit_batch(
                 await commit_with_retries(store, [p.commit], ROW_COMMIT_ATTEMPTS, logger)
                 done.append(p)
             except Exception as row_error:
+                if store.is_unavailable_error(row_error):
+                    raise DatabaseUnavailableError(
+                        f"committing row {p.commit.key!r} failed: the database cannot be "
+                        f"reached ({describe_error(row_error)}); it is retried when it is back"
+                    ) from row_error
                 _count_failure(p, row_error, stats, logger)
     for p in done:
         setattr(stats, p.outcome.value, getattr(stats, p.outcome.value) + 1)

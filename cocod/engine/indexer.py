@@ -117,7 +117,8 @@ async def run_source_pass(
         try:
             await _process_candidates(ctx, candidates, listed, tracked, mode, stats, logger)
         except BaseExceptionGroup as group:
-            raise _first_error(group) from None
+            error = _first_error(group)
+            raise error from error.__cause__
     if stats.has_changes:
         try:
             removed = await ctx.store.collect_memo_garbage(ctx.memo_retention_seconds)
@@ -195,7 +196,8 @@ async def _list_and_load(
                 tg.start_soon(list_source)
             tracked = await ctx.store.load_ordinals(ctx.source_id, only_keys)
     except BaseExceptionGroup as group:
-        raise _first_error(group) from None
+        error = _first_error(group)
+        raise error from error.__cause__
     return listed, tracked
 
 

@@ -93,3 +93,8 @@ class StateStore(Protocol):
         The store knows its driver's errors; the engine never imports the driver.
         """
         ...
+
+    def is_unavailable_error(self, error: BaseException) -> bool:
+        """Whether the database cannot be reached at all (a pass should stop, not retry
+        every row)."""
+        ...

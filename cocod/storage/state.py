@@ -26,11 +26,10 @@ from typing import Any, Protocol
 import anyio
 import asyncpg
 
-from cocod import errors as _errors
 from cocod.engine.batching import Batcher
 from cocod.engine.interfaces import ExportWrite, Ordinal, RowCommit, TrackedRow
 from cocod.engine.setup import FlowRecord
-from cocod.errors import RowError
+from cocod.errors import DatabaseError, DatabaseUnavailableError, RowError
 from cocod.flow.naming import quote_ident
 from cocod.storage.pool import Connection
 
@@ -272,19 +271,37 @@ async def mark_orphans(
     )
 
 
+_UNAVAILABLE = (
+    asyncpg.PostgresConnectionError,  # the connection is gone
+    asyncpg.OperatorInterventionError,  # admin shutdown, cannot connect now
+    asyncpg.InsufficientResourcesError,  # too many connections
+    asyncpg.InterfaceError,  # connection or pool closed
+    ConnectionError,
+)
+
+
+def _driver_error(error: BaseException) -> BaseException:
+    """The driver's error under a cocod DatabaseError (the pool maps and chains them)."""
+    if isinstance(error, DatabaseError) and error.__cause__ is not None:
+        return error.__cause__
+    return error
+
+
+def is_unavailable_error(error: BaseException) -> bool:
+    """The database cannot be reached now: retrying row by row would only wait longer."""
+    return isinstance(error, DatabaseUnavailableError) or isinstance(
+        _driver_error(error), _UNAVAILABLE
+    )
+
+
 def is_transient_error(error: BaseException) -> bool:
     """Whether retrying the same write may succeed: lost connection, conflict, restart."""
-    unavailable = getattr(_errors, "DatabaseUnavailableError", None)
-    if unavailable is not None and isinstance(error, unavailable):
+    if is_unavailable_error(error):
         return True
     return isinstance(
-        error,
+        _driver_error(error),
         asyncpg.TransactionRollbackError  # serialization failure, deadlock
-        | asyncpg.PostgresConnectionError  # the connection is gone
-        | asyncpg.OperatorInterventionError  # admin shutdown, cannot connect now
-        | asyncpg.InsufficientResourcesError  # too many connections
-        | asyncpg.InterfaceError
-        | ConnectionError
+        | asyncpg.QueryCanceledError  # statement or lock timeout
         | TimeoutError,
     )
 
@@ -328,6 +345,9 @@ class PostgresStateStore:
 
     def is_transient_error(self, error: BaseException) -> bool:
         return is_transient_error(error)
+
+    def is_unavailable_error(self, error: BaseException) -> bool:
+        return is_unavailable_error(error)
 
     def near_keys_args(self, source_id: int, near_keys: Sequence[str]) -> list[Any]:
         """Bounds for ``near_keys_sql``: each key itself, and the keys under it as a folder.

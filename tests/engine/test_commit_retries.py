@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import structlog.testing
 
 import cocod as cocoindex
+from cocod.engine.committer import BATCH_COMMIT_ATTEMPTS
+from cocod.errors import DatabaseUnavailableError
 from tests.conftest import SqlHelper, write
 from tests.flows import paragraph_flow
 
@@ -108,3 +111,19 @@ def test_a_permanent_error_fails_its_row_only_and_is_not_retried(
     sql.execute("DROP TRIGGER reject_f0 ON broken__paragraphs")
     assert flow.update().stats["documents"]["num_insertions"] == 1
     _assert_complete(sql, "broken__paragraphs")
+
+
+def test_an_unreachable_database_stops_the_pass_instead_of_failing_every_row(
+    tmp_path: Path, sql: SqlHelper
+) -> None:
+    flow = _flow(tmp_path, "Down")
+    _inject_failures(sql, "down__paragraphs", 1_000_000, errcode="57P01")  # admin shutdown
+    with structlog.testing.capture_logs() as logs, pytest.raises(DatabaseUnavailableError):
+        flow.update()
+    retries = [e for e in logs if e["event"] == "row.commit_retry"]
+    assert len(retries) == BATCH_COMMIT_ATTEMPTS - 1  # one batch's attempts, then stop
+    assert not [e for e in logs if e["event"] == "row.commit_failed"]
+    assert sql.fetchval("SELECT count(*) FROM cocod.tracking") == 0
+    sql.execute("DROP TRIGGER down__paragraphs_fail ON down__paragraphs")
+    assert flow.update().stats["documents"]["num_insertions"] == FILES
+    _assert_complete(sql, "down__paragraphs")
