@@ -50,8 +50,9 @@ class Batcher:
 
     No background task: the first submitter that finds nobody flushing becomes the
     leader, lets the other evaluations that are ready in this tick add their inputs, and
-    flushes until nothing is pending. Waiters wake whenever a batch finishes or the leader
-    leaves; if the leader was cancelled mid-batch, its batch goes back to the queue and a
+    flushes until its own inputs are done, then hands over (so no caller is kept busy
+    with other callers' work for long). Waiters wake whenever a batch finishes or the
+    leader leaves; if the leader was cancelled mid-batch, its batch goes back to the queue and a
     waiter takes over, so no submitter can wait for work nobody does.
     """
 
@@ -72,18 +73,18 @@ class Batcher:
             promises.append(promise)
         while not all(p.is_done for p in promises):
             if not self._is_flushing:
-                await self._lead()
+                await self._lead(promises)
             else:
                 changed = self._changed
                 await changed.wait()
         return [await p.wait() for p in promises]
 
-    async def _lead(self) -> None:
+    async def _lead(self, mine: list[Promise[Any]]) -> None:
         self._is_flushing = True
         try:
             for _ in range(3):
                 await anyio.lowlevel.checkpoint()
-            while self._pending:
+            while self._pending and not all(p.is_done for p in mine):
                 batch, self._pending = self._pending[: self._max], self._pending[self._max :]
                 try:
                     results = await self._run_batch([item for item, _ in batch])

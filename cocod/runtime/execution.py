@@ -47,6 +47,7 @@ from cocod.engine.values import key_from_json_text
 from cocod.errors import (
     CocodError,
     DatabaseError,
+    DatabaseUnavailableError,
     SettingsError,
     SetupError,
     SetupOutOfDateError,
@@ -331,7 +332,12 @@ class FlowExecution:
             except SourceError as e:
                 raise SourceError(f"source {name!r}: {e}") from e
             except (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError) as e:
-                raise DatabaseError(
+                # Normally mapped by the pool already; a driver error escaping it still
+                # says whether waiting for the database will help.
+                error_type = (
+                    DatabaseUnavailableError if internal.is_unavailable_error(e) else DatabaseError
+                )
+                raise error_type(
                     f"flow {self.full_name!r} source {name!r}: database error: {e}"
                 ) from e
             except OSError as e:

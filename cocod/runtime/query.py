@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from cocod.engine.evaluator import FunctionRunner, RowMemo
-from cocod.errors import CocodError
+from cocod.errors import FlowDefinitionError
 from cocod.executors import postgres_target
 from cocod.flow.graph import CollectOp, FieldRef, ForEachOp, Scope, TransformOp
 from cocod.flow.index import VectorSimilarityMetric
@@ -86,7 +86,7 @@ async def query_export(
     if export_name is not None:
         exports = [e for e in exports if e.name == export_name]
     if not exports:
-        raise CocodError(
+        raise FlowDefinitionError(
             f"flow {execution.full_name!r} has no export with a vector index to query"
             + (f" named {export_name!r}" if export_name else "")
         )
@@ -94,7 +94,7 @@ async def query_export(
     index = export.export.vector_indexes[0]
     producer = _find_producer(execution.graph.root, export.export.collector.name, index.field_name)
     if producer is None or len(producer.args) != 1 or producer.kwargs:
-        raise CocodError(
+        raise FlowDefinitionError(
             f"cannot tell how {export.name}.{index.field_name} was embedded (it must be collected "
             "straight from a one-argument transform such as SentenceTransformerEmbed)"
         )
@@ -127,7 +127,7 @@ def _runner_for(execution: FlowExecution, op: TransformOp) -> FunctionRunner:
         runner = source.runners.get(id(op))
         if runner is not None:
             return runner
-    raise CocodError("the embedding transform is not reachable from any source")
+    raise FlowDefinitionError("the embedding transform is not reachable from any source")
 
 
 def _plain(value: Any) -> Any:

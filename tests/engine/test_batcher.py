@@ -88,3 +88,32 @@ async def test_a_cancelled_leader_hands_its_batch_to_a_waiter() -> None:
             leader.cancel()
     assert got == [["B"]]
     assert calls[0] == ["a", "b"] and "b" in calls[1]
+
+
+async def test_a_leader_returns_once_its_own_inputs_are_done() -> None:
+    events: list[str] = []
+    first_running = anyio.Event()
+    finish_first = anyio.Event()
+
+    async def run(items: list[str]) -> list[str]:
+        events.append(f"run {items}")
+        if items == ["a"]:
+            first_running.set()
+            await finish_first.wait()
+        return items
+
+    batcher = Batcher(run, max_batch_size=None)
+
+    async def submit(item: str) -> None:
+        await batcher.submit([item])
+        events.append(f"{item} done")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(submit, "a")
+            await first_running.wait()
+            tg.start_soon(submit, "b")  # queued while a's batch runs
+            await anyio.sleep(0.05)
+            finish_first.set()
+    # "a" did not stay to run "b"'s batch: "b" led its own.
+    assert events == ["run ['a']", "a done", "run ['b']", "b done"]
