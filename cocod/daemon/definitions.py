@@ -4,6 +4,11 @@ One definition serves many instances: ``factory(params)`` returns the function t
 defines the flow for those parameters. When the factory's parameter is annotated with a
 dataclass, params are validated by building it (unknown or missing keys are errors that
 name the instance); otherwise the factory receives the dict.
+
+Importing the factory's module and calling it is user code: it may read files, import
+torch or sleep. The daemon therefore calls :func:`load_definition_async`, which runs it in
+a worker thread under a small limiter, so a slow import never stalls the event loop (and
+with it the control socket and every other instance).
 """
 
 from __future__ import annotations
@@ -17,9 +22,36 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from cocod.errors import FlowDefinitionError
 
 FlowDef = Callable[..., None]
+
+_USER_CODE_LIMITER: anyio.CapacityLimiter | None = None
+
+
+def user_code_limiter() -> anyio.CapacityLimiter:
+    """Worker threads for user code (factory imports, definition building), shared."""
+    global _USER_CODE_LIMITER
+    if _USER_CODE_LIMITER is None:
+        _USER_CODE_LIMITER = anyio.CapacityLimiter(4)
+    return _USER_CODE_LIMITER
+
+
+async def load_definition_async(
+    definition: str, params: Mapping[str, Any], base_dir: Path | None, instance: str
+) -> FlowDef:
+    """:func:`load_definition` in a worker thread; cancelling abandons the thread."""
+    return await anyio.to_thread.run_sync(
+        load_definition,
+        definition,
+        params,
+        base_dir,
+        instance,
+        limiter=user_code_limiter(),
+        abandon_on_cancel=True,
+    )
 
 
 def load_definition(

@@ -1,24 +1,31 @@
-"""What each control command does. Arguments were validated against the protocol table."""
+"""What each control command does. Arguments were validated against the protocol table.
+
+``ping``, ``ls`` and ``status`` answer from memory: the instance states, the updater
+snapshots, the database state kept by the supervisor and row counts refreshed in the
+background (shown with their age). They never wait on the database, so they answer within
+a second whether it is up, dead or frozen. A command that meets an unreachable database
+tells the supervisor, which starts probing (and restarting the embedded server) at once.
+"""
 
 from __future__ import annotations
 
 import io
 import os
-from collections.abc import Awaitable, Callable
+import time
 from typing import TYPE_CHECKING, Any
 
 from cocod.control.protocol import Command, ErrorCode, ProtocolError
 from cocod.daemon.config import parse_instance
+from cocod.daemon.definitions import load_definition_async
 from cocod.daemon.instances import Instance
 from cocod.daemon.server import Emit
-from cocod.engine.indexer import UpdateMode
-from cocod.errors import SettingsError
-from cocod.executors import postgres_target
-from cocod.runtime.context import get_context
+from cocod.errors import DatabaseUnavailableError, SettingsError
 from cocod.runtime.flow import Flow
 
 if TYPE_CHECKING:
     from cocod.daemon.service import Daemon
+
+READ_ONLY_COMMANDS = frozenset({"ping", "ls", "status"})
 
 
 class Handlers:
@@ -27,17 +34,30 @@ class Handlers:
         self.instances = daemon.instances
 
     async def dispatch(self, command: Command, args: dict[str, Any], emit: Emit) -> Any:
-        if self.daemon.is_draining and command.name not in ("ping", "ls", "status"):
+        if self.daemon.is_draining and command.name not in READ_ONLY_COMMANDS:
             raise ProtocolError(ErrorCode.SHUTTING_DOWN, "the daemon is shutting down")
         handler = getattr(self, f"cmd_{command.name}")
-        return await handler(emit=emit, **args)
+        try:
+            return await handler(emit=emit, **args)
+        except DatabaseUnavailableError as e:
+            self.daemon.database.report_down(f"{command.name}: {e}")
+            raise
+
+    def _database_state(self) -> str:
+        return str(self.daemon.database.state)
 
     async def cmd_ping(self, emit: Emit) -> Any:
         from cocod import __version__
 
-        return {"pong": True, "pid": os.getpid(), "version": __version__}
+        return {
+            "pong": True,
+            "pid": os.getpid(),
+            "version": __version__,
+            "database": self._database_state(),
+        }
 
     async def cmd_ls(self, emit: Emit) -> Any:
+        database = self._database_state()
         return [
             {
                 "name": i.name,
@@ -45,6 +65,7 @@ class Handlers:
                 "live": i.config.live,
                 "origin": i.origin,
                 "definition": i.config.definition,
+                "database": database,
             }
             for i in sorted(self.instances.by_name.values(), key=lambda i: i.name)
         ]
@@ -55,9 +76,10 @@ class Handlers:
             if name is not None
             else sorted(self.instances.by_name.values(), key=lambda i: i.name)
         )
-        return [await self._status_of(i) for i in selected]
+        return [self._status_of(i) for i in selected]
 
-    async def _status_of(self, instance: Instance) -> dict[str, Any]:
+    def _status_of(self, instance: Instance) -> dict[str, Any]:
+        """One instance's status, from memory only (no await: nothing can block it)."""
         out: dict[str, Any] = {
             "name": instance.name,
             "state": str(instance.state),
@@ -66,6 +88,7 @@ class Handlers:
             "failures": instance.failures,
             "last_error": instance.last_error,
             "params": instance.config.params,
+            "database": self._database_state(),
         }
         if instance.updater is not None:
             snapshot = instance.updater.snapshot()
@@ -73,14 +96,19 @@ class Handlers:
                 last_update_at=snapshot["last_pass_at"],
                 last_change_at=snapshot["last_change_at"],
                 pending_changes=snapshot["pending_changes"],
+                caught_up=snapshot["caught_up"],
                 stats=snapshot["stats"],
             )
+            for key in ("progress", "database_down"):
+                if key in snapshot:
+                    out[key] = snapshot[key]
             if snapshot["last_error"]:
                 out["last_error"] = snapshot["last_error"]
         elif instance.last_update is not None:
             out.update(instance.last_update)
-        if instance.flow is not None:
-            out["targets"] = await _target_counts(instance.flow)
+        if instance.row_counts is not None and instance.row_counts_at is not None:
+            out["targets"] = dict(instance.row_counts)
+            out["targets_age_s"] = round(max(0.0, time.time() - instance.row_counts_at), 1)
         return out
 
     async def cmd_open(self, emit: Emit, name: str) -> Any:
@@ -88,7 +116,7 @@ class Handlers:
         if instance.config.live:
             self.instances.start(instance)
         else:
-            await self.instances.ensure_open(instance)
+            await self.instances.open_on_demand(instance)
         return {"name": name, "state": str(instance.state)}
 
     async def cmd_close(self, emit: Emit, name: str) -> Any:
@@ -100,53 +128,35 @@ class Handlers:
         return {"name": name, "state": str(instance.state)}
 
     async def cmd_setup(self, emit: Emit, name: str) -> Any:
-        instance = self.instances.get(name)
         await emit({"event": "progress", "stage": "setup", "name": name})
-        return {"name": name, "report": await self._with_flow(instance, _report("setup"))}
+        async with self.instances.pinned(name) as flow:
+            report = await _report(flow, "setup")
+        return {"name": name, "report": report}
 
     async def cmd_drop(self, emit: Emit, name: str) -> Any:
         instance = self.instances.get(name)
-        was_live = instance.config.live and instance.scope is not None
-        if was_live:
+        if instance.config.live and instance.scope is not None:
             await self.instances.stop(instance)  # an updater must not write into dropped tables
         await emit({"event": "progress", "stage": "drop", "name": name})
-        report = await self._with_flow(instance, _report("drop"))
+        async with self.instances.pinned(name) as flow:
+            report = await _report(flow, "drop")
+        instance.row_counts = instance.row_counts_at = None
         return {"name": name, "report": report, "state": str(instance.state)}
-
-    async def _with_flow(self, instance: Instance, action: Any) -> Any:
-        """Run on the instance's flow; a stopped live instance is opened just for this."""
-        if instance.flow is not None or not instance.config.live:
-            return await self.instances.run_exclusive(instance, action)
-        flow = self.instances._open_flow(instance)
-        instance.active_commands += 1
-        try:
-            return await action(flow)
-        finally:
-            instance.active_commands -= 1
-            flow.close()
 
     async def cmd_update(self, emit: Emit, name: str, full_reprocess: bool = False) -> Any:
         instance = self.instances.get(name)
         await emit({"event": "progress", "stage": "update", "name": name})
-
-        async def action(flow: Flow) -> Any:
-            ctx = get_context()
-            mode = UpdateMode.FULL_REPROCESS if full_reprocess else UpdateMode.NORMAL
-            info = await flow._execution_for(ctx).update(ctx, mode)
-            return {"stats": info.stats, "summary": str(info)}
-
-        result = await self._with_flow(instance, action)
+        async with self.instances.pinned(name) as flow:
+            info = await flow.update_async(full_reprocess=full_reprocess)
+            instance.counted_change_at = None  # recount in the background
+        result = {"stats": info.stats, "summary": str(info)}
         instance.last_update = result
         return {"name": name, **result}
 
     async def cmd_query(self, emit: Emit, name: str, text: str, top: int = 5) -> Any:
-        instance = self.instances.get(name)
-
-        async def action(flow: Flow) -> Any:
+        async with self.instances.pinned(name) as flow:
             output = await flow.query_async(text, top_k=top)
-            return output.results
-
-        return {"name": name, "results": await self._with_flow(instance, action)}
+        return {"name": name, "results": output.results}
 
     async def cmd_add(
         self,
@@ -165,9 +175,9 @@ class Handlers:
         except SettingsError as e:
             raise ProtocolError(ErrorCode.BAD_ARGS, str(e)) from None
         # Fail now, not in the background, if the definition cannot even be loaded.
-        from cocod.daemon.definitions import load_definition
-
-        load_definition(config.definition, config.params, self.instances.base_dir, name)
+        await load_definition_async(config.definition, config.params, self.instances.base_dir, name)
+        if name in self.instances.by_name:  # added by another client meanwhile
+            raise ProtocolError(ErrorCode.FLOW_EXISTS, f"instance {name!r} already exists")
         await self.daemon.registry.add(config)
         instance = self.instances.add(config, "runtime")
         return {"name": name, "state": str(instance.state)}
@@ -195,33 +205,14 @@ class Handlers:
         return {"stopping": True}
 
 
-def _report(operation: str) -> Callable[[Flow], Awaitable[str]]:
-    """An action running the flow's setup or drop and returning what it printed."""
-
-    async def action(flow: Flow) -> str:
-        out = io.StringIO()
-        ctx = get_context()
-        execution = flow._execution_for(ctx)
-        run = execution.setup if operation == "setup" else execution.drop
-        await run(ctx, out=out)
-        return out.getvalue()
-
-    return action
+async def _report(flow: Flow, operation: str) -> str:
+    """Run the flow's setup or drop and return what it printed."""
+    out = io.StringIO()
+    if operation == "setup":
+        await flow.setup_async(out=out)
+    else:
+        await flow.drop_async(out=out)
+    return out.getvalue()
 
 
-async def _target_counts(flow: Flow) -> dict[str, int | None]:
-    """Rows per export table (None when the table does not exist yet)."""
-    ctx = get_context()
-    execution = flow._execution_for(ctx)
-    pool = await ctx.pool()
-    counts: dict[str, int | None] = {}
-    async with pool.acquire() as conn:
-        for export in execution.plan.exports.values():
-            table = postgres_target.resolve_table(execution.full_name, export)
-            exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table.qualified)
-            counts[export.name] = (
-                int(await conn.fetchval(f"SELECT count(*) FROM {table.qualified}"))
-                if exists
-                else None
-            )
-    return counts
+__all__ = ["READ_ONLY_COMMANDS", "Handlers"]

@@ -1,11 +1,18 @@
-"""The daemon's composition root: library, registry, instances, control socket, signals.
+"""The daemon's composition root: signals, database, registry, instances, control socket.
 
-Start-up order is explicit: settings → database → registry → instances (each live one
-starts its catch-up) → control socket → READY. SIGTERM/SIGINT drain (refuse new commands,
-cancel every updater — a commit in flight is shielded and completes, rows not yet
-committed are redone by the next catch-up — close the pool, stop the embedded Postgres)
-and exit 0; a second SIGINT exits at once. SIGHUP re-reads config.toml and
-applies the difference without touching unchanged instances.
+Start-up is one task group whose order is explicit: the signal receiver opens first
+(before any start-up work, so a SIGTERM or SIGHUP at any moment is handled), then
+settings → database (the embedded server starts in a worker thread) → registry →
+instances (each live one starts its watcher and catch-up) → control socket → the database
+supervisor and the monitor → READY. A SIGTERM during start-up cancels it and exits 0.
+
+Shutdown is bounded: ``drain_timeout`` is the whole budget from SIGTERM to exit. Commands
+other than ping/ls/status are refused, every updater is cancelled (a commit in flight
+completes or rolls back; rows not yet committed are redone by the next catch-up), the pool
+is closed with what is left of the budget and then terminated (which also unsticks a
+transaction waiting on someone else's lock), and the embedded Postgres is stopped last. A
+second SIGINT exits at once. SIGHUP re-reads config.toml and applies the difference
+without touching unchanged instances.
 """
 
 from __future__ import annotations
@@ -13,17 +20,22 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
+import time
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import anyio
 import structlog
-from anyio.abc import SocketListener, TaskStatus
+from anyio.abc import SocketListener, TaskGroup, TaskStatus
 
 from cocod.daemon.activation import take_inherited_socket
 from cocod.daemon.config import DaemonConfig, InstanceConfig, load_config
+from cocod.daemon.database import DatabaseState, DatabaseWatch
 from cocod.daemon.handlers import Handlers
 from cocod.daemon.instances import Instances, State
+from cocod.daemon.monitor import Monitor
 from cocod.daemon.notify import Notifier, watchdog_interval
 from cocod.daemon.registry import RuntimeRegistry
 from cocod.daemon.server import open_listener, serve_control
@@ -35,6 +47,9 @@ log = structlog.get_logger(__name__)
 
 READY_TIMEOUT_SECONDS = 30.0
 """READY is sent at the latest this long after start, even if an instance is slow."""
+OVERRUN_GRACE_SECONDS = 1.5
+"""Past ``drain_timeout`` by this much, the process leaves without waiting any longer."""
+_SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class Daemon:
@@ -43,17 +58,58 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.instances = Instances(config.base_dir, config.max_open_flows, config.idle_ttl)
         self.instances.on_state_change = self._report_status
+        self.database = DatabaseWatch(
+            self._database_answers, self._ensure_database_running, self._database_changed
+        )
+        self.instances.on_database_unavailable = self.database.report_down
+        self.instances.wait_database_up = self.database.wait_up
         self.handlers = Handlers(self)
         self.registry: RuntimeRegistry
         self.is_draining = False
+        self.early_signals: list[int] = []
+        """Signals caught by :func:`run_daemon` before the event loop was running."""
         self._shutdown = anyio.Event()
         self._is_ready = False
+        self._reload_requested = False
         self._owns_socket_path = True
-        self._state_changed = anyio.Event()
+        self._startup_scope: anyio.CancelScope | None = None
+        self._is_socket_bound = False
+        self._deadline: float | None = None  # anyio clock: when shutdown must be over
+        self._overrun: threading.Timer | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        bridge.adopt_running_loop()
+        # Cancelled by a SIGTERM/SIGINT that arrives before start-up is over, even one
+        # caught before the loop ran (a scope cancelled before it is entered is cancelled
+        # as it is entered).
+        self._startup_scope = startup = anyio.CancelScope()
+        async with bridge.adopted_loop(), anyio.create_task_group() as tg:
+            await tg.start(self._handle_signals)
+            try:
+                with startup:
+                    await self._start_up(tg)
+                self._startup_scope = None
+                if not self._shutdown.is_set():
+                    self._is_ready = True
+                    log.info(
+                        "daemon.ready",
+                        socket=str(self.config.socket),
+                        instances=len(self.instances.by_name),
+                    )
+                    self.notifier.ready(self._status_line())
+                    task_status.started()
+                    if self._reload_requested:
+                        await self._reload_from_signal()
+                    await self._shutdown.wait()
+                else:
+                    log.info("daemon.startup_cancelled")
+                await self._drain()
+            finally:
+                with anyio.move_on_after(self._budget_left(), shield=True):
+                    await self._close()
+                tg.cancel_scope.cancel()
+
+    async def _start_up(self, tg: TaskGroup) -> None:
         # Everything COCOD_*/COCOINDEX_* configures applies; config.toml decides the
         # database and the state directory.
         settings = Settings.from_env()
@@ -64,64 +120,56 @@ class Daemon:
                 database.user = settings.database.user
                 database.password = settings.database.password
         context.init(settings.replace(database=database, state_dir=self.config.state_dir))
-        try:
-            ctx = context.get_context()
-            pool = await ctx.pool()
-            self.registry = RuntimeRegistry(pool, ctx.schema)
-            await self.registry.ensure()
-            inherited = take_inherited_socket()
-            if inherited is not None:
-                self._owns_socket_path = False
-                listener = await SocketListener.from_socket(inherited)
-                log.info("daemon.socket_activated", fd=inherited.fileno())
-            else:
-                listener = await open_listener(self.config.socket)
-            async with anyio.create_task_group() as tg:
-                self.instances.bind(tg)
-                for instance_config in self.config.flows.values():
-                    self.instances.add(instance_config, "config")
-                for name, instance_config in (await self.registry.load()).items():
-                    if name in self.instances.by_name:
-                        log.warning("instance.shadowed", instance=name, by="config")
-                        continue
-                    self.instances.add(instance_config, "runtime")
-                await tg.start(serve_control, listener, self.handlers.dispatch)
-                tg.start_soon(self.instances.reap_idle)
-                tg.start_soon(self._handle_signals)
-                if (interval := watchdog_interval()) is not None:
-                    tg.start_soon(self._watchdog, interval)
-                await self._wait_catch_up_started()
-                self._is_ready = True
-                log.info(
-                    "daemon.ready",
-                    socket=str(self.config.socket),
-                    instances=len(self.instances.by_name),
-                )
-                self.notifier.ready(self._status_line())
-                task_status.started()
-                await self._shutdown.wait()
-                await self._drain()
-                tg.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._close()
+        ctx = context.get_context()
+        await ctx.open_database()  # the embedded server starts in a worker thread
+        pool = await ctx.pool()
+        self.registry = RuntimeRegistry(pool, ctx.schema)
+        await self.registry.ensure()
+        self.instances.bind(tg)
+        for instance_config in self.config.flows.values():
+            self.instances.add(instance_config, "config")
+        for name, instance_config in (await self.registry.load()).items():
+            if name in self.instances.by_name:
+                log.warning("instance.shadowed", instance=name, by="config")
+                continue
+            self.instances.add(instance_config, "runtime")
+        inherited = take_inherited_socket()
+        if inherited is not None:
+            self._owns_socket_path = False
+            listener = await SocketListener.from_socket(inherited)
+            log.info("daemon.socket_activated", fd=inherited.fileno())
+        else:
+            listener = await open_listener(self.config.socket)
+            self._is_socket_bound = True
+        await tg.start(serve_control, listener, self.handlers.dispatch)
+        await tg.start(self.database.serve)
+        await tg.start(Monitor(self.instances, self.database).serve)
+        await tg.start(self.instances.reap_idle)
+        if (interval := watchdog_interval()) is not None:
+            await tg.start(self._watchdog, interval)
+        await self._wait_instances_started()
 
-    async def _wait_catch_up_started(self) -> None:
-        """READY means every live instance got at least as far as its catch-up pass."""
-        waiting = {State.STOPPED, State.STARTING}
+    async def _wait_instances_started(self) -> None:
+        """READY: every live instance's watcher is registered and its catch-up has begun
+        (or its attempt failed); at most READY_TIMEOUT_SECONDS, so one slow instance
+        does not hold back the others' service."""
         with anyio.move_on_after(READY_TIMEOUT_SECONDS):
-            while any(
-                i.config.live and i.state in waiting and i.scope is not None
-                for i in self.instances.by_name.values()
-            ):
-                self._state_changed = anyio.Event()
-                await self._state_changed.wait()
+            for instance in list(self.instances.by_name.values()):
+                if instance.config.live and instance.scope is not None:
+                    await instance.started.wait()
+
+    def _budget_left(self) -> float:
+        if self._deadline is None:
+            self._deadline = anyio.current_time() + self.config.drain_timeout
+        return max(self._deadline - anyio.current_time(), 0.0)
 
     async def _drain(self) -> None:
         self.is_draining = True
         self.notifier.stopping()
-        log.info("daemon.draining")
-        with anyio.move_on_after(self.config.drain_timeout) as scope:
+        log.info("daemon.draining", budget_s=round(self._budget_left(), 2))
+        # Keep a share of the budget for closing the pool and stopping the server.
+        reserve = min(3.0, self.config.drain_timeout * 0.3)
+        with anyio.move_on_after(max(self._budget_left() - reserve, 0.0)) as scope:
             async with anyio.create_task_group() as tg:
                 for instance in list(self.instances.by_name.values()):
                     tg.start_soon(self.instances.stop, instance)
@@ -129,34 +177,72 @@ class Daemon:
             log.warning("daemon.drain_timeout", seconds=self.config.drain_timeout)
 
     async def _close(self) -> None:
-        if self._owns_socket_path:
+        """Release everything; each step gets what is left of the budget."""
+        if self._owns_socket_path and self._is_socket_bound:
             with contextlib.suppress(OSError):
                 self.config.socket.unlink(missing_ok=True)
         ctx = context.get_context()
-        await ctx.aclose()
-        await anyio.to_thread.run_sync(context.stop)
-        bridge.release_loop()
+        # Half of what is left for a polite pool close; terminating it is immediate.
+        await ctx.aclose(timeout=self._budget_left() / 2)
+        with anyio.move_on_after(self._budget_left()) as scope:
+            # The embedded server's fast shutdown; abandoned (not waited for) past the budget.
+            await anyio.to_thread.run_sync(context.stop, abandon_on_cancel=True)
+        if scope.cancelled_caught:
+            log.warning("daemon.embedded_stop_timeout")
         self.notifier.close()
         log.info("daemon.stopped")
 
     def request_shutdown(self) -> None:
+        """Start the shutdown budget now; a start-up in progress is cancelled."""
+        if self._shutdown.is_set():
+            return
+        self._deadline = anyio.current_time() + self.config.drain_timeout
+        self._overrun = threading.Timer(
+            self.config.drain_timeout + OVERRUN_GRACE_SECONDS, _exit_after_overrun
+        )
+        self._overrun.daemon = True
+        self._overrun.start()
         self._shutdown.set()
+        if self._startup_scope is not None:
+            self._startup_scope.cancel()
+
+    def cancel_overrun_timer(self) -> None:
+        if self._overrun is not None:
+            self._overrun.cancel()
 
     # -- signals, reload, status -------------------------------------------------------------
-    async def _handle_signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+    async def _handle_signals(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        with anyio.open_signal_receiver(*_SHUTDOWN_SIGNALS) as signals:
+            task_status.started()
+            for signum in self.early_signals:
+                await self._on_signal(signum)
+            self.early_signals.clear()
             async for signum in signals:
-                if signum == signal.SIGHUP:
-                    try:
-                        await self.reload()
-                    except Exception as e:
-                        log.error("daemon.reload_failed", error=str(e))
-                        self.notifier.status(f"reload failed: {e}")
-                elif signum == signal.SIGINT and self.is_draining:
-                    log.warning("daemon.forced_exit")
-                    _force_exit()
-                else:
-                    self.request_shutdown()
+                await self._on_signal(signum)
+
+    async def _on_signal(self, signum: int) -> None:
+        if signum == signal.SIGHUP:
+            if self._is_ready and not self.is_draining:
+                await self._reload_from_signal()
+            else:
+                log.info("daemon.reload_deferred", reason="starting or stopping")
+                self._reload_requested = True
+        elif signum == signal.SIGINT and self._shutdown.is_set():
+            log.warning("daemon.forced_exit")
+            _force_exit(130)
+        else:
+            log.info("daemon.signal", signal=signal.Signals(signum).name)
+            self.request_shutdown()
+
+    async def _reload_from_signal(self) -> None:
+        self._reload_requested = False
+        try:
+            await self.reload()
+        except Exception as e:
+            log.error("daemon.reload_failed", error=str(e))
+            self.notifier.status(f"reload failed: {e}")
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the config file; start added, stop removed, restart changed instances."""
@@ -195,12 +281,31 @@ class Daemon:
             return
         self.instances.add(instance_config, "config")
 
+    async def _database_answers(self) -> str | None:
+        """None when a pooled connection answers ``SELECT 1``, else what failed."""
+        try:
+            pool = await context.get_context().pool()
+            async with pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+        except Exception as e:  # a probe: whatever fails means "not answering"
+            return f"{type(e).__name__}: {e}"
+        return None
+
+    async def _ensure_database_running(self) -> bool:
+        return await context.get_context().ensure_database_running()
+
+    def _database_changed(self, state: DatabaseState) -> None:
+        self.instances.set_database_down(state is not DatabaseState.UP)
+        self._report_status()
+
     def _status_line(self) -> str:
         states = [i.state for i in self.instances.by_name.values() if i.config.live]
         catching_up = sum(s in (State.STARTING, State.CATCHING_UP) for s in states)
         watching = sum(s == State.WATCHING for s in states)
         failed = sum(s in (State.FAILED, State.BACKOFF) for s in states)
         parts = []
+        if not self.database.is_up:
+            parts.append(f"database {self.database.state}")
         if catching_up:
             parts.append(f"catching up {catching_up} of {len(states)} flows")
         parts.append(f"watching {watching} flows")
@@ -209,29 +314,63 @@ class Daemon:
         return ", ".join(parts)
 
     def _report_status(self) -> None:
-        self._state_changed.set()
         if self._is_ready:
             self.notifier.status(self._status_line())
 
-    async def _watchdog(self, interval: float) -> None:
+    async def _watchdog(
+        self, interval: float, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Pinged from the event loop itself: a hung loop stops the pings."""
+        task_status.started()
         while True:
             self.notifier.watchdog()
             await anyio.sleep(interval)
 
 
-def _force_exit() -> None:
-    """Second Ctrl+C: leave now, but release our hold on the embedded Postgres first so it
-    is stopped rather than left running with a stale owner."""
+def _force_exit(code: int) -> None:
+    """Leave now, but release our hold on the embedded Postgres first so it is stopped
+    rather than left running with a stale owner."""
     with contextlib.suppress(Exception):
-        embedded = context.get_context()._embedded
-        if embedded is not None:
-            embedded.stop()
-    os._exit(130)
+        context.get_context().release_embedded_now()
+    os._exit(code)
+
+
+def _exit_after_overrun() -> None:
+    """The shutdown budget is spent and something still waits: do not wait for SIGKILL."""
+    log.error("daemon.shutdown_overrun", grace_s=OVERRUN_GRACE_SECONDS)
+    _force_exit(1)
 
 
 def run_daemon(config_path: Path | None) -> int:
-    config = load_config(config_path)
-    daemon = Daemon(config)
-    anyio.run(daemon.serve)
+    # Until the event loop's signal receiver opens, remember signals instead of dying of
+    # them (the default action): the daemon handles them as soon as it can.
+    early: list[int] = []
+
+    def remember(signum: int, frame: FrameType | None) -> None:
+        early.append(signum)
+
+    previous = {s: signal.signal(s, remember) for s in _SHUTDOWN_SIGNALS}
+    log.info("daemon.starting", pid=os.getpid(), at=time.time())
+    try:
+        config = load_config(config_path)
+        daemon = Daemon(config)
+        daemon.early_signals = early
+        if signal.SIGTERM in early or signal.SIGINT in early:
+            log.info("daemon.startup_cancelled")
+            return 0
+        try:
+            anyio.run(daemon.serve)
+        except BaseExceptionGroup as group:
+            raise _leaf(group) from None
+        finally:
+            daemon.cancel_overrun_timer()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0
+
+
+def _leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error

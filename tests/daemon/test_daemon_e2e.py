@@ -10,16 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SqlHelper, write
-from tests.daemon.harness import DaemonProcess, eventually
-
-
-def instance(name: str, folder: Path, table: str, live: bool = True, fail: bool = False) -> str:
-    return (
-        f'[flows.{name}]\ndefinition = "tests.daemon.flows:factory"\n'
-        f"live = {'true' if live else 'false'}\n"
-        f'[flows.{name}.params]\nsource_path = "{folder}"\ntable = "{table}"\n'
-        + ("fail = true\n" if fail else "")
-    )
+from tests.daemon.harness import DaemonProcess, eventually, instance
 
 
 def texts(sql: SqlHelper, table: str) -> list[str]:
@@ -72,8 +63,13 @@ def test_live_instances_follow_edits_and_survive_close_open(
 
     listing = {r["name"]: r for r in daemon.json("ls")}
     assert listing["ondemand"]["live"] is False and listing["alpha"]["live"] is True
-    (status,) = daemon.json("status", "alpha")
-    assert status["state"] == "WATCHING" and status["targets"] == {"paragraphs": 3}
+    # Row counts are refreshed in the background; status shows them with their age.
+    (status,) = eventually(
+        lambda: (s := daemon.json("status", "alpha"))[0].get("targets") == {"paragraphs": 3} and s,
+        "alpha's row counts",
+    )
+    assert status["state"] == "WATCHING" and status["database"] == "up"
+    assert status["targets_age_s"] >= 0
 
 
 def test_on_demand_instance_opens_for_commands_and_closes_when_idle(

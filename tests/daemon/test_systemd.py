@@ -15,8 +15,7 @@ import pytest
 
 from cocod.control.client import ControlClient
 from tests.conftest import write
-from tests.daemon.harness import COCOD, ROOT, DaemonProcess, eventually
-from tests.daemon.test_daemon_e2e import instance
+from tests.daemon.harness import COCOD, ROOT, DaemonProcess, eventually, instance
 
 
 class NotifyListener:
