@@ -402,7 +402,9 @@ async def apply_setup_plan(
                 targets={t.key: t.new for t in setup_plan.targets if t.new is not None},
             )
             await internal.write_flow_record(conn, ctx.schema, name, new_record)
-    except asyncpg.PostgresError as e:
+    except DatabaseUnavailableError:
+        raise
+    except (asyncpg.PostgresError, DatabaseError) as e:  # the pool maps driver errors
         raise SetupError(f"setup of flow {name!r} failed and was rolled back: {e}") from e
     _say(out, f"Done for flow {name}")
 
@@ -460,7 +462,9 @@ async def apply_drop_plan(
                     else:
                         await conn.execute(stmt)
             await internal.delete_flow_state(conn, ctx.schema, name, record.flow_id)
-    except asyncpg.PostgresError as e:
+    except DatabaseUnavailableError:
+        raise
+    except (asyncpg.PostgresError, DatabaseError) as e:
         raise SetupError(
             f"drop of flow {name!r} failed and was rolled back: {e} "
             "(set COCOD_IGNORE_TARGET_DROP_FAILURES=true to skip failing targets)"

@@ -16,6 +16,7 @@ from cocod.errors import SetupError
 from cocod.executors.postgres_target import row_count_estimates
 from cocod.runtime.execution import POSTGRES_DRIVER, FlowExecution
 from tests.conftest import SqlHelper, write
+from tests.flows import tiny_embed
 
 
 def _files_flow(path: str, table: str, **target: object):  # type: ignore[no-untyped-def]
@@ -128,3 +129,31 @@ def test_row_count_estimates_without_counting_big_tables(database_url: str) -> N
     counts = asyncio.run(run())
     # Never analysed and small: counted; analysed: the statistics (3000, not 2000).
     assert counts == {"small": 10, "analysed": 3000, "missing": None}
+
+
+def test_an_adopted_table_that_does_not_fit_fails_setup_and_rolls_back(
+    tmp_path: Path, sql: SqlHelper
+) -> None:
+    sql.execute("CREATE TABLE misfit (filename text PRIMARY KEY, content text)")
+
+    def define(fb: cocoindex.FlowBuilder, scope: cocoindex.DataScope) -> None:
+        scope["docs"] = fb.add_source(cocoindex.sources.LocalFile(path=str(tmp_path)))
+        out = scope.add_collector()
+        with scope["docs"].row() as doc:
+            doc["embedding"] = doc["content"].transform(tiny_embed)
+            out.collect(filename=doc["filename"], embedding=doc["embedding"])
+        out.export(
+            "files",
+            cocoindex.targets.Postgres(table_name="misfit", adopt_existing=True),
+            primary_key_fields=["filename"],
+            vector_indexes=[
+                cocoindex.VectorIndexDef(
+                    "embedding", cocoindex.VectorSimilarityMetric.COSINE_SIMILARITY
+                )
+            ],
+        )
+
+    flow = cocoindex.open_flow("Misfit", define)
+    with pytest.raises(SetupError, match="rolled back"):
+        flow.setup()
+    assert sql.fetchval("SELECT count(*) FROM cocod.setup_metadata") == 0
