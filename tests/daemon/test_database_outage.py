@@ -73,13 +73,19 @@ def test_the_database_coming_back_wakes_whoever_waits_for_it() -> None:
     states: list[DatabaseState] = []
 
     async def main() -> None:
-        watch = DatabaseWatch(is_answering, ensure_running, states.append)
+        seen_down = anyio.Event()
+
+        def changed(state: DatabaseState) -> None:
+            states.append(state)
+            if state is DatabaseState.DOWN:
+                seen_down.set()
+
+        watch = DatabaseWatch(is_answering, ensure_running, changed)
         async with anyio.create_task_group() as tg:
             await tg.start(watch.serve)
             watch.report_down("refused")
             with anyio.fail_after(10):
-                while watch.is_up:  # the report makes it check at once; the check fails
-                    await anyio.sleep(0.01)
+                await seen_down.wait()  # the report makes it check at once; the check fails
                 await watch.wait_up()
             tg.cancel_scope.cancel()
 
