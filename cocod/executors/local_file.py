@@ -1,90 +1,57 @@
 """LocalFile: list, stat and read files under a folder.
 
-Keys are paths relative to the root, '/'-separated, exactly the same whether a file was
-found by a scan or (later) reported by a watcher. Listing only stats; contents are read and
-hashed only for rows whose ordinal (mtime_ns, size) or logic changed.
+Keys are paths relative to the root, '/'-separated, decoded with ``surrogateescape``
+(:mod:`cocod.executors.file_names`), exactly the same whether a file was found by a scan
+or reported by a watcher. Listing only stats (:mod:`cocod.executors.file_listing`);
+contents are read and hashed only for rows whose ordinal (mtime_ns, size) or logic
+changed. Patterns follow v0's globset rules (:mod:`cocod.executors.patterns`).
+
+Untrusted input has bounded cost: a file larger than ``max_file_size`` is listed (the
+engine knows it exists and keeps its old rows) but reading it is a row error that names
+the size and the knob, and no read ever takes more than ``max_file_size + 1`` bytes (a file
+that grows, or whose size lies, cannot make us read gigabytes). Symlinks are not followed
+unless ``follow_symlinks=True``; even then no path may leave the root.
 """
 
 from __future__ import annotations
 
 import codecs
+import errno
 import os
-import re
 import stat
 import time
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 import anyio
+import structlog
 
 from cocod.engine.fingerprint import fingerprint_bytes
 from cocod.engine.interfaces import Ordinal, SourceRow
 from cocod.errors import RowError, SourceError
+from cocod.executors.file_listing import (
+    AliasIndex,
+    Walk,
+    is_inside,
+    list_following,
+    list_plain,
+)
+from cocod.executors.file_names import display_name, key_parts
+from cocod.executors.patterns import PathFilter
 from cocod.ops.sources import LocalFile
+
+log = structlog.get_logger()
 
 RACY_WINDOW_NS = 2_000_000_000
 """A file modified this recently may change again within the same timestamp tick with the
 same size, so its (mtime, size) cannot prove it unchanged later. Such rows are stored
 without an ordinal and re-hashed on the next pass (git's "racily clean" rule)."""
 
-
-@lru_cache(maxsize=256)
-def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """globset-style matching, as v0: ``*`` also crosses '/', so ``*.md`` matches ``a/b.md``."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "*":
-            while i + 1 < n and pattern[i + 1] == "*":
-                i += 1
-            if i + 1 < n and pattern[i + 1] == "/" and out and out[-1] == "/":
-                # "a/**/b" also matches "a/b"
-                i += 1
-                out.append("(?:.*/)?")
-            else:
-                out.append(".*")
-        elif c == "?":
-            out.append(".")
-        elif c == "[":
-            j = pattern.find("]", i + 1)
-            if j == -1:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1 : j]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body}]")
-                i = j
-        elif c == "{":
-            j = pattern.find("}", i + 1)
-            if j == -1:
-                out.append(re.escape(c))
-            else:
-                alternatives = pattern[i + 1 : j].split(",")
-                out.append(
-                    "(?:" + "|".join(glob_to_regex(a).pattern[:-2] for a in alternatives) + ")"
-                )
-                i = j
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out) + r"\Z")
-
-
-class PathFilter:
-    def __init__(self, included: Sequence[str] | None, excluded: Sequence[str] | None) -> None:
-        self._included = [glob_to_regex(p) for p in included or ()]
-        self._excluded = [glob_to_regex(p) for p in excluded or ()]
-
-    def is_excluded(self, rel: str) -> bool:
-        return any(p.match(rel) for p in self._excluded)
-
-    def is_included_file(self, rel: str) -> bool:
-        if self.is_excluded(rel):
-            return False
-        return not self._included or any(p.match(rel) for p in self._included)
+_READ_CHUNK = 1 << 20
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_GONE = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR)
+_LINK = (errno.ELOOP, errno.EMLINK)  # O_NOFOLLOW met a symlink (EMLINK on some BSDs)
 
 
 def decode_text(data: bytes, key: str) -> str:
@@ -103,9 +70,47 @@ def decode_text(data: bytes, key: str) -> str:
         return data.decode(encoding)
     except UnicodeDecodeError as e:
         raise RowError(
-            f"file {key!r} is not valid {encoding.upper()} (byte {e.start}: {e.reason}); "
-            "use LocalFile(binary=True) or add it to excluded_patterns"
+            f"file {display_name(key)!r} is not valid {encoding.upper()} (byte {e.start}: "
+            f"{e.reason}); use LocalFile(binary=True) or add it to excluded_patterns"
         ) from None
+
+
+def human_size(n: int) -> str:
+    """Decimal units, as `ls -h --si` and most people read sizes: 209715200 → '210 MB'."""
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}" if n < 10 * scale else f"{n / scale:.0f} {unit}"
+    return f"{n} bytes"
+
+
+def too_big_error(key: str, size: int | None, limit: int) -> RowError:
+    what = f"is {human_size(size)} ({size} bytes)" if size is not None else "grew while read"
+    return RowError(
+        f"file {display_name(key)!r} {what}, over LocalFile(max_file_size={limit}); "
+        "raise max_file_size or exclude it"
+    )
+
+
+class _TooBig(Exception):
+    pass
+
+
+def read_bounded(f: BinaryIO, size_hint: int, limit: int | None) -> bytes:
+    """The whole file, but never more than ``limit + 1`` bytes (then _TooBig)."""
+    if limit is None:
+        return f.read()
+    chunks: list[bytes] = []
+    total = 0
+    want = min(size_hint, limit) + 1  # one read for a file whose size did not change
+    while True:
+        chunk = f.read(want)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise _TooBig
+        want = min(_READ_CHUNK, limit + 1 - total)
 
 
 class LocalFileReader:
@@ -116,15 +121,39 @@ class LocalFileReader:
         self.root = Path(spec.path).expanduser()
         self._filter = PathFilter(spec.included_patterns, spec.excluded_patterns)
         self._limiter = limiter
+        self._aliases = AliasIndex()
+        self.folders_scanned = 0
+        """How many folders listings opened (os.scandir calls): proves pruning in tests."""
 
-    def key_of(self, path: str | os.PathLike[str]) -> str | None:
-        """The key of an absolute or root-relative path, or None if it is outside the root."""
+    # -- keys and patterns ------------------------------------------------------------
+
+    def key_of(self, path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> str | None:
+        """The key of an absolute or root-relative path, or None if it is outside the root.
+
+        ``bytes`` paths are decoded like every scanned name (``os.fsdecode``).
+        """
+        text = os.fsdecode(path)
         try:
-            rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(self.root))
+            rel = Path(os.path.abspath(text)).relative_to(os.path.abspath(self.root))
         except ValueError:
             return None
-        text = rel.as_posix()
-        return None if text in ("", ".") else text
+        key = rel.as_posix()
+        return None if key in ("", ".") else key
+
+    def is_excluded_dir(self, key: str) -> bool:
+        """Is this folder (or one above it) pruned by the exclude patterns?"""
+        parts = key.split("/")
+        return any(self._filter.is_excluded("/".join(parts[: i + 1])) for i in range(len(parts)))
+
+    def is_candidate(self, key: str) -> bool:
+        """Would a file with this key be listed (patterns only; the rest is checked on read)?"""
+        parts = key.split("/")
+        for i in range(1, len(parts)):
+            if self._filter.is_excluded("/".join(parts[:i])):
+                return False
+        return self._filter.is_included_file(key)
+
+    # -- listing ----------------------------------------------------------------------
 
     def check_root(self) -> None:
         if not self.root.is_dir():
@@ -136,11 +165,6 @@ class LocalFileReader:
     async def list_rows(self) -> dict[str, Ordinal]:
         return await anyio.to_thread.run_sync(self.list_rows_sync, limiter=self._limiter)
 
-    def is_excluded_dir(self, key: str) -> bool:
-        """Is this folder (or one above it) pruned by the exclude patterns?"""
-        parts = key.split("/")
-        return any(self._filter.is_excluded("/".join(parts[: i + 1])) for i in range(len(parts)))
-
     async def list_rows_under(self, folder_keys: Sequence[str]) -> dict[str, Ordinal]:
         """Files under some folders only: a folder created or moved in, found by an event."""
         return await anyio.to_thread.run_sync(
@@ -150,88 +174,153 @@ class LocalFileReader:
     def _list_under_sync(self, folder_keys: list[str]) -> dict[str, Ordinal]:
         out: dict[str, Ordinal] = {}
         for key in folder_keys:
-            if not self.is_excluded_dir(key) and (self.root / key).is_dir():
+            if not self.is_excluded_dir(key) and self._is_listable_dir(key):
                 out.update(self.list_rows_sync(start=key))
         return out
 
+    def _is_listable_dir(self, key: str) -> bool:
+        """A folder inside the root reached without crossing a symlink we may not follow."""
+        parts = key_parts(key)
+        if parts is None:
+            return False
+        path = os.path.join(self.root, key)
+        try:
+            if self.spec.follow_symlinks:
+                real = os.path.realpath(path)
+                return is_inside(real, os.path.realpath(self.root)) and os.path.isdir(real)
+            current = str(self.root)
+            for part in parts:
+                current = os.path.join(current, part)
+                if not stat.S_ISDIR(os.lstat(current).st_mode):
+                    return False
+        except OSError:
+            return False
+        return True
+
+    def _count_scandir(self) -> None:
+        self.folders_scanned += 1
+
     def list_rows_sync(self, start: str = "") -> dict[str, Ordinal]:
         self.check_root()
-        out: dict[str, Ordinal] = {}
-        max_size = self.spec.max_file_size
-        seen_dirs: set[tuple[int, int]] = set()
-        stack: list[tuple[str, str]] = [
-            (str(self.root / start) if start else str(self.root), f"{start}/" if start else "")
-        ]
-        while stack:
-            dir_path, prefix = stack.pop()
-            try:
-                st = os.stat(dir_path)
-                ident = (st.st_dev, st.st_ino)
-                if ident in seen_dirs:  # symlink loop
-                    continue
-                seen_dirs.add(ident)
-                entries = list(os.scandir(dir_path))
-            except FileNotFoundError:
-                if not prefix:
-                    self.check_root()
-                continue
-            except PermissionError as e:
-                if not prefix:
-                    raise SourceError(f"cannot list source root {dir_path!r}: {e}") from e
-                continue
-            for entry in entries:
-                rel = prefix + entry.name
-                try:
-                    st = entry.stat()  # follows symlinks
-                except OSError:
-                    continue  # dangling symlink or vanished
-                if stat.S_ISDIR(st.st_mode):
-                    if not self._filter.is_excluded(rel):
-                        stack.append((entry.path, rel + "/"))
-                elif stat.S_ISREG(st.st_mode):
-                    if max_size is not None and st.st_size > max_size:
-                        continue
-                    if self._filter.is_included_file(rel):
-                        out[rel] = (st.st_mtime_ns, st.st_size)
-        return out
+        if start and not self._is_listable_dir(start):
+            return {}
+        walk = Walk(str(self.root), self._filter, self._count_scandir, self.check_root)
+        path = os.path.join(self.root, start) if start else str(self.root)
+        prefix = f"{start}/" if start else ""
+        if not self.spec.follow_symlinks:
+            return list_plain(walk, path, prefix)
+        rows, found = list_following(walk, path, prefix, self._aliases)
+        if start:  # a partial listing only adds what no earlier listing decided
+            merged = AliasIndex(dict(self._aliases.files), found.dirs)
+            for fid, key in found.files.items():
+                merged.files.setdefault(fid, key)
+            self._aliases = merged
+        else:
+            self._aliases = found
+        return rows
 
-    def is_candidate(self, key: str) -> bool:
-        """Would a file with this key be listed (patterns only; size is checked on read)?"""
-        parts = key.split("/")
-        for i in range(1, len(parts)):
-            if self._filter.is_excluded("/".join(parts[:i])):
-                return False
-        return self._filter.is_included_file(key)
+    # -- reading ----------------------------------------------------------------------
 
     async def read_row(self, key: str) -> SourceRow | None:
         return await anyio.to_thread.run_sync(self.read_row_sync, key, limiter=self._limiter)
 
     def read_row_sync(self, key: str) -> SourceRow | None:
+        """The row, or None when no listing would show this key (gone, excluded, a
+        symlink not followed, a path out of the root, another path to a listed file)."""
         if not self.is_candidate(key):
             return None
-        path = self.root / key
+        parts = key_parts(key)
+        if parts is None:
+            return None
         try:
-            if not stat.S_ISREG(os.stat(path).st_mode):
-                return None  # a FIFO, socket or device: opening it could block forever
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            fd = self._open_following(key) if self.spec.follow_symlinks else self._open(parts)
+            if fd is None:
+                return None
             with open(fd, "rb") as f:
                 st = os.fstat(f.fileno())
                 if not stat.S_ISREG(st.st_mode):
+                    return None  # replaced by a FIFO or device between stat and open
+                if self.spec.follow_symlinks and not self._is_winner(key, st):
                     return None
-                max_size = self.spec.max_file_size
-                if max_size is not None and st.st_size > max_size:
-                    return None
-                data = f.read()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            # A vanished root is an error of the source, never "every file was deleted".
-            self.check_root()
-            return None
+                limit = self.spec.max_file_size
+                if limit is not None and st.st_size > limit:
+                    raise too_big_error(key, st.st_size, limit)  # nothing read
+                try:
+                    data = read_bounded(f, st.st_size, limit)
+                except _TooBig:
+                    assert limit is not None
+                    raise too_big_error(key, None, limit) from None
         except OSError as e:
-            raise RowError(f"cannot read file {key!r}: {e.strerror or e}") from e
+            if e.errno in _GONE:
+                # A vanished root is an error of the source, never "every file was deleted".
+                self.check_root()
+                return None
+            raise RowError(
+                f"cannot read file {display_name(key)!r}: {e.strerror or e}; "
+                "fix its permissions or add it to excluded_patterns"
+            ) from e
         content: str | bytes = data if self.spec.binary else decode_text(data, key)
         is_racy = time.time_ns() - st.st_mtime_ns < RACY_WINDOW_NS
         return SourceRow(
-            value={"filename": key, "content": content},
+            value={"filename": display_name(key), "content": content},
             ordinal=None if is_racy else (st.st_mtime_ns, st.st_size),
             content_fp=fingerprint_bytes(data),
         )
+
+    def _open(self, parts: list[str]) -> int | None:
+        """Open a regular file by walking from the root with O_NOFOLLOW at every step, so
+        no symlink (the file or a folder above it) is crossed even if one appears now."""
+        dir_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC)
+        try:
+            for part in parts[:-1]:
+                flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _O_CLOEXEC
+                try:
+                    next_fd = os.open(os.fsencode(part), flags, dir_fd=dir_fd)
+                except OSError as e:
+                    if e.errno in _LINK:
+                        return None  # a folder symlink: not part of the source
+                    raise
+                os.close(dir_fd)
+                dir_fd = next_fd
+            name = os.fsencode(parts[-1])
+            if not stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                return None  # a symlink, FIFO, socket or device: never opened
+            try:
+                flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | _O_CLOEXEC
+                return os.open(name, flags, dir_fd=dir_fd)
+            except OSError as e:
+                if e.errno in _LINK:
+                    return None
+                raise
+        finally:
+            os.close(dir_fd)
+
+    def _open_following(self, key: str) -> int | None:
+        """follow_symlinks: open the file only if its real path is inside the root."""
+        path = os.fsencode(os.path.join(self.root, key))
+        real = os.path.realpath(path)
+        if not is_inside(os.fsdecode(real), os.path.realpath(self.root)):
+            log.debug("source.symlink_leaves_root", key=display_name(key))
+            return None
+        st = os.stat(real)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | _O_CLOEXEC)
+        fst = os.fstat(fd)
+        if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):  # swapped since realpath
+            os.close(fd)
+            return None
+        return fd
+
+    def _is_winner(self, key: str, st: os.stat_result) -> bool:
+        """Is ``key`` the path the last listing kept for this file (and its folder)?"""
+        winner = self._aliases.files.get((st.st_dev, st.st_ino))
+        if winner is not None:
+            return winner == key
+        parent = key.rpartition("/")[0]
+        try:
+            pst = os.stat(os.path.join(self.root, parent))
+        except OSError:
+            return True
+        folder = self._aliases.dirs.get((pst.st_dev, pst.st_ino))
+        return folder is None or folder == parent

@@ -1,0 +1,175 @@
+"""Walking a LocalFile root: one ``os.scandir`` per folder, at most one stat per file.
+
+Two walks, chosen by ``LocalFile(follow_symlinks=...)``:
+
+* **Not following** (the default): entries are classified by the ``d_type`` that
+  ``scandir`` already returned (``is_dir(follow_symlinks=False)``), so folders cost no
+  stat; symlinks, to files or folders, are skipped; a regular file is stat'ed only when
+  the patterns include it. No symlink is ever crossed, so no loop is possible.
+* **Following**: a symlink is resolved and kept only when its target stays inside the
+  root (``realpath``); folders are identified by (st_dev, st_ino) and walked once, and a
+  file reachable by several paths is listed once, under the path that sorts first (folders
+  are popped from a heap in key order, so the first visit of a folder is by its smallest
+  path; a link back to an ancestor, a loop, is one more such second visit and is skipped).
+
+Folders matched by an exclude pattern are never opened: listing cost does not depend on
+what is inside ``node_modules/``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from cocod.engine.interfaces import Ordinal
+from cocod.errors import SourceError
+from cocod.executors.file_names import display_name
+from cocod.executors.patterns import PathFilter
+
+log = structlog.get_logger()
+
+Identity = tuple[int, int]
+"""(st_dev, st_ino): the same file or folder whatever path reached it."""
+
+
+@dataclass
+class AliasIndex:
+    """Which path won for each file and folder identity (follow_symlinks only).
+
+    Filled by full listings; ``read_row`` consults it, so a watcher event for another path
+    to an already listed file (``self/a.md`` for ``a.md``) is not indexed twice.
+    """
+
+    files: dict[Identity, str] = field(default_factory=dict)
+    dirs: dict[Identity, str] = field(default_factory=dict)
+
+
+@dataclass
+class Walk:
+    """One listing's inputs; ``on_scandir`` counts folders opened (tests, benchmarks)."""
+
+    root: str
+    filter: PathFilter
+    on_scandir: Callable[[], None]
+    is_root_ok: Callable[[], None]
+    """Raises SourceError when the root itself is gone (never "every file was deleted")."""
+
+    def scan(self, dir_path: str, prefix: str) -> list[os.DirEntry[str]] | None:
+        """The folder's entries, or None when it cannot be read (the root: an error)."""
+        self.on_scandir()
+        try:
+            with os.scandir(dir_path) as it:
+                return list(it)
+        except (FileNotFoundError, NotADirectoryError):
+            if not prefix:
+                self.is_root_ok()
+            return None
+        except OSError as e:
+            if not prefix:
+                raise SourceError(
+                    f"cannot list source root {dir_path!r}: {e.strerror or e}; "
+                    "fix its permissions (its indexed rows are kept)"
+                ) from e
+            log.warning("source.folder_unreadable", folder=display_name(prefix), error=str(e))
+            return None
+
+
+def list_plain(walk: Walk, start_path: str, start_prefix: str) -> dict[str, Ordinal]:
+    """The default walk: symlinks are neither listed nor crossed."""
+    out: dict[str, Ordinal] = {}
+    stack = [(start_path, start_prefix)]
+    while stack:
+        dir_path, prefix = stack.pop()
+        entries = walk.scan(dir_path, prefix)
+        for entry in entries or ():
+            rel = prefix + entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if not walk.filter.is_excluded(rel):
+                        stack.append((entry.path, rel + "/"))
+                    continue
+                if not entry.is_file(follow_symlinks=False):
+                    if entry.is_symlink():
+                        log.debug("source.symlink_skipped", key=display_name(rel))
+                    continue  # a symlink, FIFO, socket or device
+                if not walk.filter.is_included_file(rel):
+                    continue
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue  # vanished since scandir
+            out[rel] = (st.st_mtime_ns, st.st_size)
+    return out
+
+
+def is_inside(real: str, real_root: str) -> bool:
+    return real == real_root or real.startswith(real_root.rstrip("/") + "/")
+
+
+def list_following(
+    walk: Walk, start_path: str, start_prefix: str, aliases: AliasIndex
+) -> tuple[dict[str, Ordinal], AliasIndex]:
+    """The follow_symlinks walk; returns the rows and the winners it found."""
+    real_root = os.path.realpath(walk.root)
+    found = AliasIndex(dirs=dict(aliases.dirs) if start_prefix else {})
+    files: dict[Identity, tuple[str, Ordinal]] = {}
+    heap = [(start_prefix, start_path)]
+    while heap:
+        prefix, dir_path = heapq.heappop(heap)
+        try:
+            dst = os.stat(dir_path)
+        except OSError:
+            if not prefix:
+                walk.is_root_ok()
+            continue
+        ident = (dst.st_dev, dst.st_ino)
+        winner = found.dirs.get(ident)
+        if winner is not None and winner != prefix.rstrip("/"):
+            log.debug("source.folder_alias_skipped", key=display_name(prefix), kept=winner)
+            continue  # an alias of a folder already walked, or a loop back to an ancestor
+        found.dirs[ident] = prefix.rstrip("/")
+        for entry in walk.scan(dir_path, prefix) or ():
+            rel = prefix + entry.name
+            try:
+                st: os.stat_result | None = None
+                if entry.is_symlink():
+                    st = _resolve_link(entry, rel, real_root)
+                    if st is None:
+                        continue
+                    is_dir, is_file = stat.S_ISDIR(st.st_mode), stat.S_ISREG(st.st_mode)
+                else:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                    is_file = not is_dir and entry.is_file(follow_symlinks=False)
+                if is_dir:
+                    if not walk.filter.is_excluded(rel):
+                        heapq.heappush(heap, (rel + "/", entry.path))
+                    continue
+                if not is_file or not walk.filter.is_included_file(rel):
+                    continue
+                if st is None:
+                    st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            fid = (st.st_dev, st.st_ino)
+            best = files.get(fid)
+            if best is None or rel < best[0]:
+                files[fid] = (rel, (st.st_mtime_ns, st.st_size))
+    found.files = {fid: key for fid, (key, _) in files.items()}
+    return {key: ordinal for key, ordinal in files.values()}, found
+
+
+def _resolve_link(entry: os.DirEntry[str], rel: str, real_root: str) -> os.stat_result | None:
+    """The target's stat when the link may be followed; None (logged) when it may not."""
+    try:
+        st = os.stat(entry.path)
+    except OSError as e:
+        log.debug("source.symlink_dangling", key=display_name(rel), error=str(e))
+        return None
+    if not is_inside(os.path.realpath(entry.path), real_root):
+        log.debug("source.symlink_leaves_root", key=display_name(rel))
+        return None
+    return st
