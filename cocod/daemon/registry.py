@@ -15,7 +15,10 @@ class RuntimeRegistry:
         self._schema = quote_ident(schema)
 
     async def ensure(self) -> None:
-        async with self._pool.acquire() as conn:
+        """Create the table once, even when several daemons start on a fresh database
+        (``IF NOT EXISTS`` alone races: both see it missing, one fails)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self._table)
             await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self._schema}")
             await conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {self._table} (name text PRIMARY KEY, "

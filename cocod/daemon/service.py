@@ -32,13 +32,14 @@ from anyio.abc import SocketListener, TaskGroup, TaskStatus
 
 from cocod.daemon.activation import take_inherited_socket
 from cocod.daemon.config import DaemonConfig, InstanceConfig, load_config
-from cocod.daemon.database import DatabaseState, DatabaseWatch
+from cocod.daemon.database import DatabaseState, DatabaseWatch, retry_delay
 from cocod.daemon.handlers import Handlers
 from cocod.daemon.instances import Instances, State
 from cocod.daemon.monitor import Monitor
 from cocod.daemon.notify import Notifier, watchdog_interval
 from cocod.daemon.registry import RuntimeRegistry
 from cocod.daemon.server import open_listener, serve_control
+from cocod.errors import DatabaseUnavailableError
 from cocod.runtime import context
 from cocod.runtime.bridge import bridge
 from cocod.settings import DatabaseConnectionSpec, Settings
@@ -120,11 +121,7 @@ class Daemon:
                 database.user = settings.database.user
                 database.password = settings.database.password
         context.init(settings.replace(database=database, state_dir=self.config.state_dir))
-        ctx = context.get_context()
-        await ctx.open_database()  # the embedded server starts in a worker thread
-        pool = await ctx.pool()
-        self.registry = RuntimeRegistry(pool, ctx.schema)
-        await self.registry.ensure()
+        self.registry = await self._open_registry()
         self.instances.bind(tg)
         for instance_config in self.config.flows.values():
             self.instances.add(instance_config, "config")
@@ -148,6 +145,24 @@ class Daemon:
         if (interval := watchdog_interval()) is not None:
             await tg.start(self._watchdog, interval)
         await self._wait_instances_started()
+
+    async def _open_registry(self) -> RuntimeRegistry:
+        """Start or reach the database, then the registry; a database that is not up yet
+        (Postgres starting after us at boot) is waited for with backoff, not fatal."""
+        ctx = context.get_context()
+        failures = 0
+        while True:
+            try:
+                await ctx.open_database()  # the embedded server starts in a worker thread
+                registry = RuntimeRegistry(await ctx.pool(), ctx.schema)
+                await registry.ensure()
+                return registry
+            except DatabaseUnavailableError as e:
+                failures += 1
+                delay = retry_delay(failures)
+                log.warning("daemon.database_waiting", error=str(e), retry_in=round(delay, 2))
+                self.notifier.status(f"waiting for the database: {e}")
+                await anyio.sleep(delay)
 
     async def _wait_instances_started(self) -> None:
         """READY: every live instance's watcher is registered and its catch-up has begun

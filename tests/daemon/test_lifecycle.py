@@ -4,7 +4,11 @@ someone else's lock, and with a factory that takes seconds to import."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import glob
+import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -188,3 +192,93 @@ def test_a_factory_that_imports_for_seconds_does_not_delay_ping(
         eventually(lambda: daemon.state("slow") == "WATCHING", "the slow instance")
     finally:
         assert daemon.stop() == 0
+
+
+class UnixProxy:
+    """A TCP port that forwards to the test server's Unix socket while it is open: a
+    database the daemon cannot reach until the test says so."""
+
+    def __init__(self, unix_path: str) -> None:
+        self.unix_path = unix_path
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def open(self) -> None:
+        ready = threading.Event()
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while chunk := await reader.read(65536):
+                    writer.write(chunk)
+                    await writer.drain()
+            writer.close()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            up_reader, up_writer = await asyncio.open_unix_connection(self.unix_path)
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+        async def serve() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._server = await asyncio.start_server(handle, "127.0.0.1", self.port)
+            ready.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._server.serve_forever()
+
+        self._thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
+        self._thread.start()
+        assert ready.wait(10)
+
+    def close(self) -> None:
+        if self._loop is not None and self._server is not None:
+            self._loop.call_soon_threadsafe(self._server.close)
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+@pytest.fixture
+def unreachable_database(database_url: str) -> Iterator[tuple[str, UnixProxy]]:
+    """A URL of the test database through a proxy that is not listening yet."""
+    base, _, query = database_url.partition("?")
+    socket_dir = dict(p.split("=", 1) for p in query.split("&"))["host"]
+    (unix_path,) = [
+        p for p in glob.glob(os.path.join(socket_dir, ".s.PGSQL.*")) if not p.endswith(".lock")
+    ]
+    proxy = UnixProxy(unix_path)
+    database = base.rsplit("/", 1)[1]
+    yield f"postgresql://postgres@127.0.0.1:{proxy.port}/{database}", proxy
+    proxy.close()
+
+
+def test_a_database_not_up_at_start_is_waited_for_then_served(
+    tmp_path: Path, unreachable_database: tuple[str, UnixProxy]
+) -> None:
+    url, proxy = unreachable_database
+    write(tmp_path / "docs" / "a.md", "first")
+    daemon = DaemonProcess(tmp_path, url, _config(tmp_path / "docs", "one_rows"))
+    process = daemon.spawn()
+    try:
+        at = daemon.wait_for_log("daemon.database_waiting")
+        daemon.wait_for_log("daemon.database_waiting", after=at + 1)  # it retries
+        assert process.poll() is None, "a database that is not up yet is not fatal"
+        proxy.open()
+        eventually(lambda: daemon.cli("ping", check=False).returncode == 0, "the daemon", 60)
+        eventually(lambda: daemon.state("one") == "WATCHING", "the instance to watch")
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_sigterm_while_waiting_for_the_database_exits_zero_at_once(
+    tmp_path: Path, unreachable_database: tuple[str, UnixProxy]
+) -> None:
+    url, _ = unreachable_database
+    daemon = DaemonProcess(tmp_path, url, _config(tmp_path / "docs", "one_rows"))
+    process = daemon.spawn()
+    daemon.wait_for_log("daemon.database_waiting")
+    process.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    assert _exit_code_within(process, DRAIN_TIMEOUT + 5) == 0, daemon.logs()[-3000:]
+    assert time.monotonic() - sent < DRAIN_TIMEOUT
