@@ -190,11 +190,18 @@ class FunctionRunner:
         for k, promise in waiting.items():
             known[k] = await promise.wait()
             memo.new_entries[k] = known[k]
-        decoded: dict[bytes, Any] = {}
-        for i, k in keys.items():
-            if k not in decoded:
-                decoded[k] = decode_memo_value(known[k], out_type)
-            results[i] = decoded[k]
+
+        def decode_all() -> None:
+            decoded: dict[bytes, Any] = {}
+            for i, k in keys.items():
+                if k not in decoded:
+                    decoded[k] = decode_memo_value(known[k], out_type)
+                results[i] = decoded[k]
+
+        if len(keys) >= THREADED_KEYS_MIN_CALLS:
+            await anyio.to_thread.run_sync(decode_all, limiter=self._limiter)
+        else:
+            decode_all()
 
     def _remember(self, key: bytes, encoded: bytes) -> None:
         self._recent[key] = encoded
