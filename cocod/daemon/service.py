@@ -196,14 +196,17 @@ class Daemon:
         if self._owns_socket_path and self._is_socket_bound:
             with contextlib.suppress(OSError):
                 self.config.socket.unlink(missing_ok=True)
-        ctx = context.get_context()
-        # Half of what is left for a polite pool close; terminating it is immediate.
-        await ctx.aclose(timeout=self._budget_left() / 2)
-        with anyio.move_on_after(self._budget_left()) as scope:
-            # The embedded server's fast shutdown; abandoned (not waited for) past the budget.
-            await anyio.to_thread.run_sync(context.stop, abandon_on_cancel=True)
-        if scope.cancelled_caught:
-            log.warning("daemon.embedded_stop_timeout")
+        try:
+            ctx = context.get_context()
+            # Half of what is left for a polite pool close; terminating it is immediate.
+            await ctx.aclose(timeout=self._budget_left() / 2)
+            with anyio.move_on_after(self._budget_left()) as scope:
+                # The embedded server's fast shutdown; abandoned past the budget.
+                await anyio.to_thread.run_sync(context.stop, abandon_on_cancel=True)
+            if scope.cancelled_caught:
+                log.warning("daemon.embedded_stop_timeout")
+        except Exception as e:  # an exit path (perhaps after a failed start): go on
+            log.warning("daemon.close_failed", error=f"{type(e).__name__}: {e}")
         self.notifier.close()
         log.info("daemon.stopped")
 
