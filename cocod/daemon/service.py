@@ -23,13 +23,13 @@ import signal
 import threading
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import anyio
 import structlog
 from anyio.abc import SocketListener, TaskGroup, TaskStatus
 
+from cocod.daemon import early_signals
 from cocod.daemon.activation import take_inherited_socket
 from cocod.daemon.config import DaemonConfig, InstanceConfig, load_config
 from cocod.daemon.database import DatabaseState, DatabaseWatch, retry_delay
@@ -50,7 +50,6 @@ READY_TIMEOUT_SECONDS = 30.0
 """READY is sent at the latest this long after start, even if an instance is slow."""
 OVERRUN_GRACE_SECONDS = 1.5
 """Past ``drain_timeout`` by this much, the process leaves without waiting any longer."""
-_SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class Daemon:
@@ -232,7 +231,7 @@ class Daemon:
     async def _handle_signals(
         self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        with anyio.open_signal_receiver(*_SHUTDOWN_SIGNALS) as signals:
+        with anyio.open_signal_receiver(*early_signals.SIGNALS) as signals:
             task_status.started()
             for signum in self.early_signals:
                 await self._on_signal(signum)
@@ -361,19 +360,15 @@ def _exit_after_overrun() -> None:
 
 def run_daemon(config_path: Path | None) -> int:
     # Until the event loop's signal receiver opens, remember signals instead of dying of
-    # them (the default action): the daemon handles them as soon as it can.
-    early: list[int] = []
-
-    def remember(signum: int, frame: FrameType | None) -> None:
-        early.append(signum)
-
-    previous = {s: signal.signal(s, remember) for s in _SHUTDOWN_SIGNALS}
+    # them (the default action): the daemon handles them as soon as it can. The entry
+    # point may have called hold() already, before importing this module.
+    early_signals.hold()
     log.info("daemon.starting", pid=os.getpid(), at=time.time())
     try:
         config = load_config(config_path)
         daemon = Daemon(config)
-        daemon.early_signals = early
-        if signal.SIGTERM in early or signal.SIGINT in early:
+        daemon.early_signals = early_signals.caught()
+        if signal.SIGTERM in daemon.early_signals or signal.SIGINT in daemon.early_signals:
             log.info("daemon.startup_cancelled")
             return 0
         try:
@@ -383,8 +378,7 @@ def run_daemon(config_path: Path | None) -> int:
         finally:
             daemon.cancel_overrun_timer()
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        early_signals.release()
     return 0
 
 
