@@ -6,10 +6,14 @@ self. Passes over one source run one at a time; any number of passes may run whi
 and drop wait for them, and setup/drop exclude passes (v0's read/write lock). The
 generation changes whenever setup or drop applied something: live updaters compare it to
 reopen their state store instead of writing under a dropped flow's identity.
+
+:class:`Backoff` is the one retry policy of the runtime: every loop that retries after a
+failure waits its delay, so no failure, however fast it repeats, can make a loop spin.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -57,6 +61,28 @@ class ReadWriteLock:
                 async with self._changed:
                     self._writer = False
                     self._changed.notify_all()
+
+
+class Backoff:
+    """Capped exponential backoff with jitter: ``first``, twice that, … up to ``cap``.
+
+    The jitter (each delay is drawn from [75 %, 100 %] of its step) keeps instances that
+    failed together (a database restart) from retrying in lockstep.
+    """
+
+    def __init__(self, first: float = 1.0, cap: float = 30.0) -> None:
+        self.first = first
+        self.cap = cap
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        """Count one more failure and return how long to wait before the next try."""
+        step = min(self.cap, self.first * 2.0 ** min(self.failures, 32))
+        self.failures += 1
+        return step * random.uniform(0.75, 1.0)
+
+    def reset(self) -> None:
+        self.failures = 0
 
 
 @dataclass

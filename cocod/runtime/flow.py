@@ -3,6 +3,10 @@
 A Flow has two independent lives: the in-process object (``open_flow`` … ``close``) and
 its persistent resources (``setup`` … ``drop``). Closing never touches the database;
 dropping never invalidates the object.
+
+The async methods (``setup_async``, ``drop_async``, ``update_async``, ``query_async``,
+``row_counts_async``), ``stats()`` and ``live_updater()`` are the runtime API the daemon
+uses: everything it needs from a flow, with nothing private.
 """
 
 from __future__ import annotations
@@ -10,7 +14,10 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+
+import anyio
+import anyio.to_thread
 
 from cocod.engine.indexer import UpdateMode
 from cocod.engine.stats import IndexUpdateInfo
@@ -19,7 +26,10 @@ from cocod.flow.builder import DataScope, FlowBuilder
 from cocod.flow.naming import validate_flow_name, validate_full_flow_name
 from cocod.runtime.bridge import bridge
 from cocod.runtime.context import LibraryContext, get_context
-from cocod.runtime.execution import FlowExecution
+from cocod.runtime.execution import FlowExecution, thread_limiter
+
+if TYPE_CHECKING:
+    from cocod.runtime.live_updater import FlowLiveUpdater, FlowLiveUpdaterOptions
 
 FlowDef = Callable[[FlowBuilder, DataScope], None]
 F = TypeVar("F")
@@ -70,40 +80,55 @@ class Flow:
     def execution(self) -> FlowExecution:
         return self._execution_for(get_context())
 
-    # -- setup / drop ---------------------------------------------------------------------
-    async def _setup(self, report_to_stdout: bool) -> None:
+    async def execution_async(self) -> FlowExecution:
+        """The built flow; the definition (user code) runs in a worker thread, once."""
         ctx = get_context()
-        await self._execution_for(ctx).setup(ctx, out=sys.stdout if report_to_stdout else None)
+        built = self._execution
+        if built is not None and self._execution_ctx is ctx and not self._is_closed:
+            return built
+        thread_limiter()  # created here: anyio primitives belong to the event loop
+        return await anyio.to_thread.run_sync(self._execution_for, ctx)
+
+    # -- setup / drop ---------------------------------------------------------------------
+    async def _setup(self, out: TextIO | None) -> None:
+        ctx = get_context()
+        await (await self.execution_async()).setup(ctx, out=out)
 
     def setup(self, report_to_stdout: bool = False) -> None:
-        bridge.run(self._setup(report_to_stdout))
+        bridge.run(self._setup(sys.stdout if report_to_stdout else None))
 
-    async def setup_async(self, report_to_stdout: bool = False) -> None:
-        await bridge.run_async(self._setup(report_to_stdout))
+    async def setup_async(
+        self, report_to_stdout: bool = False, *, out: TextIO | None = None
+    ) -> None:
+        """Create or update the flow's tables and state; the plan and actions go to
+        ``out`` (or stdout when ``report_to_stdout``)."""
+        await bridge.run_async(self._setup(out or (sys.stdout if report_to_stdout else None)))
 
-    async def _drop(self, report_to_stdout: bool) -> None:
+    async def _drop(self, out: TextIO | None) -> None:
         ctx = get_context()
-        await self._execution_for(ctx).drop(ctx, out=sys.stdout if report_to_stdout else None)
+        await (await self.execution_async()).drop(ctx, out=out)
 
     def drop(self, report_to_stdout: bool = False) -> None:
-        bridge.run(self._drop(report_to_stdout))
+        bridge.run(self._drop(sys.stdout if report_to_stdout else None))
 
-    async def drop_async(self, report_to_stdout: bool = False) -> None:
-        await bridge.run_async(self._drop(report_to_stdout))
+    async def drop_async(
+        self, report_to_stdout: bool = False, *, out: TextIO | None = None
+    ) -> None:
+        """Drop the flow's tables and state (what setup created); report as setup_async."""
+        await bridge.run_async(self._drop(out or (sys.stdout if report_to_stdout else None)))
 
     # -- update ---------------------------------------------------------------------------
     async def _update(
-        self, reexport_targets: bool, full_reprocess: bool, print_stats: bool
+        self,
+        reexport_targets: bool,
+        full_reprocess: bool,
+        print_stats: bool,
+        mode: UpdateMode | None = None,
     ) -> IndexUpdateInfo:
         ctx = get_context()
-        mode = (
-            UpdateMode.FULL_REPROCESS
-            if full_reprocess
-            else UpdateMode.REEXPORT
-            if reexport_targets
-            else UpdateMode.NORMAL
-        )
-        return await self._execution_for(ctx).update(ctx, mode, print_stats=print_stats)
+        if mode is None:
+            mode = UpdateMode.from_flags(reexport=reexport_targets, full_reprocess=full_reprocess)
+        return await (await self.execution_async()).update(ctx, mode, print_stats=print_stats)
 
     def update(
         self,
@@ -121,8 +146,53 @@ class Flow:
         reexport_targets: bool = False,
         full_reprocess: bool = False,
         print_stats: bool = False,
+        mode: UpdateMode | None = None,
     ) -> IndexUpdateInfo:
-        return await bridge.run_async(self._update(reexport_targets, full_reprocess, print_stats))
+        """One catch-up pass; ``mode`` (an UpdateMode) overrides the two v0 flags."""
+        return await bridge.run_async(
+            self._update(reexport_targets, full_reprocess, print_stats, mode)
+        )
+
+    def live_updater(self, options: FlowLiveUpdaterOptions | None = None) -> FlowLiveUpdater:
+        """A live updater for this flow: ``await task_group.start(updater.serve)``."""
+        from cocod.runtime.live_updater import FlowLiveUpdater
+
+        return FlowLiveUpdater(self, options)
+
+    # -- what the flow holds ----------------------------------------------------------------
+    async def _row_counts(self) -> dict[str, int | None]:
+        from cocod.executors import postgres_target
+
+        ctx = get_context()
+        execution = await self.execution_async()
+        states = {
+            name: postgres_target.desired_state(execution.full_name, export)
+            for name, export in execution.plan.exports.items()
+        }
+        pool = await ctx.pool()
+        async with pool.acquire() as conn:
+            by_table = await postgres_target.row_count_estimates(conn, states.values())
+        return {
+            name: by_table.get(postgres_target.table_of(state).display)
+            for name, state in states.items()
+        }
+
+    async def row_counts_async(self) -> dict[str, int | None]:
+        """Rows per export (estimated from statistics on big tables; None: no table yet)."""
+        return await bridge.run_async(self._row_counts())
+
+    def stats(self) -> dict[str, Any]:
+        """In-process figures, from memory: whether it is built, its sources and exports,
+        and how many times its functions ran (memo hits do not count)."""
+        built = self._execution
+        if built is None:
+            return {"built": False, "sources": [], "exports": [], "function_calls": 0}
+        return {
+            "built": True,
+            "sources": list(built.sources),
+            "exports": list(built.plan.exports),
+            "function_calls": built.function_calls(),
+        }
 
     # -- queries ----------------------------------------------------------------------------
     def add_query_handler(
@@ -149,7 +219,7 @@ class Flow:
 
         ctx = get_context()
         return await query_export(
-            self._execution_for(ctx), ctx, text, top_k=top_k, export_name=export_name
+            await self.execution_async(), ctx, text, top_k=top_k, export_name=export_name
         )
 
     def query(self, text: str, *, top_k: int = 10, export_name: str | None = None) -> Any:
