@@ -2,6 +2,13 @@
 
 Created lazily on first need, like v0: defining and opening flows does no I/O; the first
 setup/update connects. ``init(settings)`` replaces the settings; ``stop()`` tears it down.
+
+The database has an explicit lifecycle that a supervisor (the daemon) drives:
+``open_database()`` resolves the URL and, for the embedded server, starts or attaches to it
+in a worker thread; ``ensure_database_running()`` checks it answers and restarts a dead
+embedded server; ``aclose()`` closes the pool within a deadline and releases the embedded
+server (a fast shutdown when this was its last user); ``release_embedded_now()`` is the
+synchronous last resort of a forced exit.
 """
 
 from __future__ import annotations
@@ -12,9 +19,12 @@ import threading
 import warnings
 from collections.abc import Callable
 
+import anyio
+import anyio.to_thread
+import asyncpg
 import structlog
 
-from cocod.errors import SettingsError
+from cocod.errors import DatabaseError, SettingsError
 from cocod.flow.naming import validate_app_namespace, validate_sql_identifier
 from cocod.runtime.bridge import bridge
 from cocod.settings import Settings, default_state_dir
@@ -24,6 +34,8 @@ from cocod.storage.pool import Pool, open_pool
 log = structlog.get_logger(__name__)
 
 DEFAULT_INTERNAL_SCHEMA = "cocod"
+PROBE_TIMEOUT_SECONDS = 2.0
+"""How long ``ensure_database_running()`` waits for an external database to answer."""
 
 
 class LibraryContext:
@@ -35,39 +47,161 @@ class LibraryContext:
             settings.db_schema_name or DEFAULT_INTERNAL_SCHEMA, "internal schema name"
         ).lower()
         self._pool: Pool | None = None
-        self._pool_lock: asyncio.Lock | None = None
         self._embedded: EmbeddedPostgres | None = None
+        self._url: str | None = None
+        # The thread lock makes the embedded start happen once whatever thread or loop asks;
+        # the anyio locks (one per event loop, since a lock belongs to its loop) keep tasks
+        # of one loop from each tying up a worker thread waiting for it.
+        self._embedded_lock = threading.Lock()
+        self._async_locks: dict[object, tuple[anyio.Lock, anyio.Lock]] = {}
+        self._is_database_up: bool | None = None
+
+    # -- the database ------------------------------------------------------------------------
+    @property
+    def is_embedded(self) -> bool:
+        """True when no URL is configured, so cocod runs its own embedded PostgreSQL."""
+        return self.settings.database is None
 
     @property
     def database_url(self) -> str:
+        """The database URL, starting the embedded server if needed (blocks).
+
+        For synchronous callers that are not on an event loop; async code awaits
+        :meth:`open_database` instead, which starts the server in a worker thread.
+        """
+        if self._url is not None:
+            return self._url
+        if _on_event_loop():
+            raise RuntimeError(
+                "LibraryContext.database_url would start the embedded PostgreSQL on a "
+                "running event loop; await ctx.open_database() instead"
+            )
+        return self._open_database_blocking()
+
+    def _open_database_blocking(self) -> str:
         db = self.settings.database
         if db is not None:
-            return _with_credentials(db.url, db.user, db.password)
-        if self._embedded is None:
-            state_dir = self.settings.state_dir or default_state_dir()
-            self._embedded = start_embedded_postgres(state_dir)
-            # Registered after the server's own exit hook, so it runs first: the pool
-            # closes while the server is still up.
-            atexit.register(stop)
-        return self._embedded.uri
+            self._url = _with_credentials(db.url, db.user, db.password)
+            return self._url
+        with self._embedded_lock:
+            if self._embedded is None:
+                state_dir = self.settings.state_dir or default_state_dir()
+                self._embedded = start_embedded_postgres(state_dir)
+                # Registered after the server's own exit hook, so it runs first: the pool
+                # closes while the server is still up.
+                atexit.register(stop)
+            self._url = self._embedded.uri
+            return self._url
+
+    def _locks(self) -> tuple[anyio.Lock, anyio.Lock]:
+        """(open lock, pool lock) of the running event loop."""
+        key: object = id(asyncio.get_running_loop())
+        locks = self._async_locks.get(key)
+        if locks is None:
+            locks = self._async_locks[key] = (anyio.Lock(), anyio.Lock())
+        return locks
+
+    async def open_database(self) -> str:
+        """Resolve the database URL; for the embedded server, start or attach to it in a
+        worker thread. Idempotent; raises EmbeddedPostgresError when it cannot start."""
+        if self._url is not None:
+            return self._url
+        async with self._locks()[0]:
+            if self._url is None:
+                await anyio.to_thread.run_sync(self._open_database_blocking)
+            assert self._url is not None
+            return self._url
 
     async def pool(self) -> Pool:
         if self._pool is None:
-            if self._pool_lock is None:
-                self._pool_lock = asyncio.Lock()
-            async with self._pool_lock:
+            url = await self.open_database()
+            async with self._locks()[1]:
                 if self._pool is None:
                     db = self.settings.database
                     max_size = db.max_connections if db else 10
                     min_size = min(db.min_connections if db else 1, max_size)
-                    url = self.database_url
                     self._pool = await open_pool(url, min_size=min_size, max_size=max_size)
         return self._pool
 
-    async def aclose(self) -> None:
+    async def ensure_database_running(self) -> bool:
+        """True when the database answers now; never raises for connectivity problems.
+
+        A dead embedded postmaster is restarted (in a worker thread; the caller owns the
+        backoff between calls); an external database gets a connect probe of
+        ``PROBE_TIMEOUT_SECONDS``. Logs ``database.restarted`` / ``database.down`` once per
+        transition, not on every call.
+        """
+        restarted = False
+        try:
+            if self.is_embedded:
+                await self.open_database()
+                embedded = self._embedded
+                if embedded is None:  # released meanwhile (closing)
+                    return self._note_state(False, "the embedded server was released")
+                restarted = await anyio.to_thread.run_sync(embedded.ensure_running)
+            url = await self.open_database()
+            with anyio.fail_after(PROBE_TIMEOUT_SECONDS):
+                conn = await asyncpg.connect(url, timeout=PROBE_TIMEOUT_SECONDS)
+                try:
+                    await conn.fetchval("SELECT 1")
+                finally:
+                    await conn.close(timeout=PROBE_TIMEOUT_SECONDS)
+        except (OSError, TimeoutError, asyncpg.PostgresError, DatabaseError) as e:
+            return self._note_state(False, f"{type(e).__name__}: {e}")
+        if restarted:
+            if self._pool is not None:
+                # Its idle connections died with the old server; reconnect on next use.
+                await self._pool.expire_connections()
+            log.warning("database.restarted", embedded=True)
+            self._is_database_up = True
+            return True
+        return self._note_state(True, None)
+
+    def _note_state(self, is_up: bool, error: str | None) -> bool:
+        if is_up != self._is_database_up:
+            if is_up and self._is_database_up is False:
+                log.warning("database.restarted", embedded=self.is_embedded)
+            elif not is_up:
+                log.warning("database.down", embedded=self.is_embedded, error=error)
+            self._is_database_up = is_up
+        return is_up
+
+    # -- closing -----------------------------------------------------------------------------
+    async def aclose(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109  (a budget)
+        """Close the pool within ``timeout`` s (then terminate its connections), then
+        release the embedded server in a worker thread (a fast shutdown if this process
+        was its last user). Safe to call twice; the context may be opened again after."""
         pool, self._pool = self._pool, None
         if pool is not None:
-            await pool.close()
+            with anyio.move_on_after(timeout, shield=True) as scope:
+                try:
+                    await pool.close()
+                except Exception as e:  # closing is best effort; terminate below
+                    log.warning("context.pool_close_failed", error=str(e))
+                    scope.cancel()
+            if scope.cancelled_caught or scope.cancel_called:
+                log.warning("context.pool_terminated", timeout=timeout)
+                pool.terminate()
+        await self.release_embedded()
+
+    async def release_embedded(self) -> None:
+        """Release the embedded server in a worker thread (bounded by the server's own
+        stop deadlines: fast shutdown, then immediate, then SIGKILL)."""
+        if self._embedded is not None:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.release_embedded_now)
+
+    def release_embedded_now(self) -> None:
+        """Best-effort synchronous release for a forced exit; never raises."""
+        with self._embedded_lock:
+            embedded, self._embedded = self._embedded, None
+            if embedded is not None:
+                self._url = None
+        if embedded is not None:
+            try:
+                embedded.stop()
+            except Exception as e:  # an exit path: log and go on
+                log.warning("context.release_failed", error=str(e))
 
     def close(self) -> None:
         if self._pool is not None:
@@ -75,9 +209,15 @@ class LibraryContext:
                 bridge.run(self.aclose())
             except Exception as e:  # closing is best effort at exit
                 log.debug("context.close_failed", error=str(e))
-        if self._embedded is not None:
-            self._embedded.stop()
-            self._embedded = None
+        self.release_embedded_now()
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _with_credentials(url: str, user: str | None, password: str | None) -> str:
