@@ -40,7 +40,11 @@ class Settings:
     """Process-wide settings, field-compatible with CocoIndex v0's ``cocoindex.Settings``.
 
     ``database=None`` means "no URL configured": cocod then starts the embedded Postgres
-    under ``state_dir`` instead of failing like v0 did.
+    under ``state_dir`` instead of failing like v0 did. ``state_dir`` (``COCOD_STATE_DIR``,
+    default :func:`default_state_dir`) then holds ``pgdata/`` (the cluster), ``run/`` (its
+    0700 socket directory, when the path is short enough; otherwise a private runtime
+    directory is used), ``pgdata.lock`` and ``pgdata.users.json``; cocod never changes the
+    permissions of the folders above it (see ``cocod.storage.embedded``).
     """
 
     ignore_target_drop_failures: bool = False
