@@ -270,6 +270,10 @@ class _Server:
         running = proc.read_postmaster(self.pgdata)
         if running is not None:
             self.fast_stop(running.pid)
+            if running.socket_dir is not None and running.socket_dir == self.socket_dir:
+                # Empty after a clean shutdown; runtime folders should not pile up.
+                with contextlib.suppress(OSError):
+                    running.socket_dir.rmdir()
 
 
 _registry_lock = threading.Lock()

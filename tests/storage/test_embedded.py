@@ -126,6 +126,7 @@ def test_as_root_the_socket_is_private_and_no_parent_folder_is_widened(
     finally:
         server.stop()
     assert server.postmaster_pid is None
+    assert not socket_dir.exists(), "an empty runtime folder is removed with its server"
 
 
 @needs_root
