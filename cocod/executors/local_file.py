@@ -91,12 +91,12 @@ def too_big_error(key: str, size: int | None, limit: int) -> RowError:
     )
 
 
-class _TooBig(Exception):
-    pass
+class ReadLimitExceeded(Exception):
+    """More bytes than the limit came back (the file grew, or its size lied); internal."""
 
 
 def read_bounded(f: BinaryIO, size_hint: int, limit: int | None) -> bytes:
-    """The whole file, but never more than ``limit + 1`` bytes (then _TooBig)."""
+    """The whole file, but never more than ``limit + 1`` bytes (then ReadLimitExceeded)."""
     if limit is None:
         return f.read()
     chunks: list[bytes] = []
@@ -109,7 +109,7 @@ def read_bounded(f: BinaryIO, size_hint: int, limit: int | None) -> bytes:
         chunks.append(chunk)
         total += len(chunk)
         if total > limit:
-            raise _TooBig
+            raise ReadLimitExceeded
         want = min(_READ_CHUNK, limit + 1 - total)
 
 
@@ -247,7 +247,7 @@ class LocalFileReader:
                     raise too_big_error(key, st.st_size, limit)  # nothing read
                 try:
                     data = read_bounded(f, st.st_size, limit)
-                except _TooBig:
+                except ReadLimitExceeded:
                     assert limit is not None
                     raise too_big_error(key, None, limit) from None
         except OSError as e:
