@@ -19,15 +19,14 @@ from cocod.executors import splitter as splitter_module
 from cocod.executors.languages import load_tree_sitter_language, resolve_language
 from cocod.executors.splitter import Chunk, CustomLanguage, RecursiveSplitter, TextPosition
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared/corpus/cocoindex-v0-docs"
-DOCS = CORPUS / "src/content/docs"
-SPLITTER_SOURCE = Path(__file__).resolve().parents[2] / "cocod/executors/splitter.py"
+REPO = Path(__file__).resolve().parents[2]
+SPLITTER_SOURCE = REPO / "cocod/executors/splitter.py"
 
 
-def corpus_docs() -> list[Path]:
-    paths = sorted(DOCS.rglob("*.mdx"))
-    if not paths:
-        pytest.skip(f"the docs corpus is not at {DOCS}")
+def markdown_docs() -> list[Path]:
+    """Real markdown that ships with the repository: the README and docs/*.md."""
+    paths = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    assert len(paths) >= 5, paths  # the repository's own docs, never skipped
     return paths
 
 
@@ -267,8 +266,8 @@ def test_markdown_keeps_fenced_code_intact(splitter: RecursiveSplitter) -> None:
     assert not any(c.text.startswith("# not a heading") for c in chunks)
 
 
-def test_real_markdown_corpus(splitter: RecursiveSplitter) -> None:
-    for path in corpus_docs():
+def test_real_markdown_documents(splitter: RecursiveSplitter) -> None:
+    for path in markdown_docs():
         text = path.read_text(encoding="utf-8")
         for size, overlap in ((2000, 500), (400, 0), (300, 100)):
             chunks = splitter.split(text, size, chunk_overlap=overlap, language="markdown")
@@ -279,9 +278,9 @@ def test_real_markdown_corpus(splitter: RecursiveSplitter) -> None:
                 assert all(nbytes(c.text) >= size // 2 for c in chunks), path
 
 
-def test_real_markdown_corpus_chunk_starts_prefer_headings(splitter: RecursiveSplitter) -> None:
+def test_real_markdown_chunk_starts_prefer_headings(splitter: RecursiveSplitter) -> None:
     at_heading = total = 0
-    for path in corpus_docs():
+    for path in markdown_docs():
         text = path.read_text(encoding="utf-8")
         headings = {m.start() for m in re.finditer(r"(?m)^#{1,6} ", text)}
         chunks = splitter.split(text, 2000, chunk_overlap=500, language="markdown")
