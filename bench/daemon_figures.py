@@ -1,0 +1,189 @@
+"""The figures that need the real daemon: `cocod status` latency and memory per instance.
+
+Why the real daemon and the real CLI: what a person (or a prompt integration) waits for is
+the whole `cocod status` process against a running `cocod serve`, and what a machine pays
+is the daemon's resident memory with its instances live. Both start `cocod serve` on a
+temporary config.toml whose instances use bench/daemon_flows.py, against the run's
+Postgres (a database of its own per daemon start).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+COCOD = [str(Path(sys.executable).parent / "cocod")]
+
+
+@dataclass
+class Instance:
+    name: str
+    folder: Path
+    table: str
+    real_model: bool = False
+    vector_index: bool = True
+
+
+def _config(instances: list[Instance], db_url: str) -> str:
+    lines = ["[database]", f"url = {json.dumps(db_url)}", ""]
+    for i in instances:
+        lines += [
+            f"[flows.{i.name}]",
+            'definition = "bench.daemon_flows:factory"',
+            "live = true",
+            f"[flows.{i.name}.params]",
+            f"source_path = {json.dumps(str(i.folder))}",
+            f"table = {json.dumps(i.table)}",
+            f"real_model = {'true' if i.real_model else 'false'}",
+            f"vector_index = {'true' if i.vector_index else 'false'}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+@contextmanager
+def running_daemon(
+    work: Path, instances: list[Instance], db_url: str, timeout: float = 300.0
+) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
+    """`cocod serve` with these live instances, once every one is WATCHING; stopped after."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "config.toml").write_text(_config(instances, db_url))
+    env = {
+        **os.environ,
+        "COCOD_STATE_DIR": str(work / "state"),
+        "COCOD_SOCKET": str(work / "cocod.sock"),
+        "PYTHONPATH": str(REPO_ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+    env.pop("COCOD_DATABASE_URL", None)
+    log = (work / "daemon.log").open("wb")
+    daemon = subprocess.Popen(
+        [*COCOD, "serve", "--config", str(work / "config.toml")],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=work,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if daemon.poll() is not None:
+                raise RuntimeError(f"cocod serve exited {daemon.returncode}; see {log.name}")
+            res = subprocess.run([*COCOD, "ls", "--json"], env=env, capture_output=True)
+            if res.returncode == 0:
+                states = [r["state"] for r in json.loads(res.stdout)]
+                if len(states) == len(instances) and all(s == "WATCHING" for s in states):
+                    break
+                if "FAILED" in states:
+                    raise RuntimeError(f"an instance FAILED: {states}; see {log.name}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"instances not all WATCHING after {timeout:.0f} s")
+            time.sleep(0.3)
+        yield daemon, env
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        log.close()
+
+
+def proc_memory_mb(pid: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out["rss_mb" if key == "VmRSS" else "peak_rss_mb"] = int(value.split()[0]) / 1024
+    return out
+
+
+def cli_latency_ms(env: dict[str, str], command: list[str], runs: int) -> dict[str, Any]:
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run([*COCOD, *command], env=env, capture_output=True, check=True)
+        samples.append((time.perf_counter() - t0) * 1000)
+    samples.sort()
+    return {
+        "p50_ms": statistics.median(samples),
+        "p95_ms": samples[min(len(samples) - 1, round(0.95 * (len(samples) - 1)))],
+        "max_ms": samples[-1],
+        "samples_ms": samples,
+    }
+
+
+async def _fill(db_url: str, tables: list[str], rows: int) -> None:
+    """Add ``rows`` target rows in all, spread over ``tables``, with COPY (no tracking)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(db_url)
+    try:
+        per = rows // len(tables)
+        for n, table in enumerate(tables):
+            k = per + (rows - per * len(tables) if n == 0 else 0)
+            cols = [
+                r["column_name"]
+                for r in await conn.fetch(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_name = $1 ORDER BY ordinal_position",
+                    table,
+                )
+            ]
+            sample = await conn.fetchrow(f"SELECT * FROM {table} LIMIT 1")
+            if sample is None:
+                raise RuntimeError(f"{table} is empty: nothing to copy rows from")
+            # One template row, varied in its primary key's filename (text) column.
+            records = (
+                (*[f"bulk/{i}" if c == "filename" else sample[c] for c in cols],) for i in range(k)
+            )
+            await conn.copy_records_to_table(table, records=list(records), columns=cols)
+            await conn.execute(f"ANALYZE {table}")
+    finally:
+        await conn.close()
+
+
+def status_figure(
+    work: Path, folders: list[Path], db_url: str, rows: int, runs: int
+) -> dict[str, Any]:
+    import asyncio
+
+    instances = [
+        Instance(f"status{i}", f, f"bench_status_{i}", vector_index=False)
+        for i, f in enumerate(folders)
+    ]
+    with running_daemon(work, instances, db_url) as (_daemon, env):
+        t0 = time.perf_counter()
+        asyncio.run(_fill(db_url, [i.table for i in instances], rows))
+        fill_s = time.perf_counter() - t0
+        time.sleep(1.0)
+        return {
+            "instances": len(instances),
+            "target_rows_added": rows,
+            "fill_s": fill_s,
+            "ping": cli_latency_ms(env, ["ping"], runs),
+            "status": cli_latency_ms(env, ["status"], runs),
+            "status_json": cli_latency_ms(env, ["status", "--json"], runs),
+        }
+
+
+def memory_figure(work: Path, folders: list[Path], db_url: str, settle_s: float) -> dict[str, Any]:
+    instances = [
+        Instance(f"mem{i}", f, f"bench_mem_{i}", real_model=True) for i, f in enumerate(folders)
+    ]
+    with running_daemon(work, instances, db_url) as (daemon, _env):
+        time.sleep(settle_s)
+        return {"instances": len(instances), **proc_memory_mb(daemon.pid)}
