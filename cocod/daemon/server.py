@@ -128,7 +128,7 @@ async def _handle_line(line: bytes, dispatch: Dispatch, send: Emit) -> None:
 
         result = await dispatch(request.command, request.args, emit)
         reply: dict[str, Any] = {"id": request_id, "ok": True, "result": result}
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # SystemExit: user code (a factory) calling exit()
         if isinstance(e, ProtocolError) and e.request_id is not None:
             request_id = e.request_id
         code, message = error_reply_of(e)
@@ -156,8 +156,16 @@ its nearest listed ancestor. Anything outside the tree is ``internal``."""
 _CODE_OF: dict[type[BaseException], str | None] = dict(ERROR_CODES)
 
 
+def _leaf(error: BaseException) -> BaseException:
+    """A group holding one exception (a task group inside a handler) stands for it."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
 def error_code_of(error: BaseException) -> str:
     """The wire code for ``error``, by walking its MRO through :data:`ERROR_CODES`."""
+    error = _leaf(error)
     for cls in type(error).__mro__:
         if cls in _CODE_OF:
             code = _CODE_OF[cls]
@@ -170,6 +178,7 @@ def error_code_of(error: BaseException) -> str:
 def error_reply_of(error: BaseException) -> tuple[str, str]:
     """(code, one-line message) for an error reply. Unexpected errors are logged with their
     traceback here; the client gets their type and message only, never the traceback."""
+    error = _leaf(error)
     code = error_code_of(error)
     message = " ".join(str(error).split()) or type(error).__name__
     if code == ErrorCode.INTERNAL:
