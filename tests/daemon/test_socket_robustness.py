@@ -213,3 +213,20 @@ def test_cli_client_imports_neither_asyncpg_nor_torch(tmp_path: Path) -> None:
     )
     assert result.stdout.strip() == "", f"the CLI client imported {result.stdout.strip()}"
     assert shutil.which("python3") is not None
+
+
+def test_cli_prints_error_replies_as_one_line_with_their_code(
+    running: tuple[DaemonProcess, Path, str],
+) -> None:
+    daemon, _, _ = running
+    for args, code in (
+        (("query", "fuzzed", "text", "--top", "-1"), "bad_args"),
+        (("open", "no_such_instance"), "unknown_flow"),
+        (("add", "bad name!", "mod:factory"), "bad_args"),
+    ):
+        result = daemon.cli(*args, check=False)
+        assert result.returncode == 1, result
+        assert result.stderr.startswith(f"cocod: {code}: "), result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    as_json = daemon.cli("open", "no_such_instance", "--json", check=False)
+    assert json.loads(as_json.stdout)["error"]["code"] == "unknown_flow"
