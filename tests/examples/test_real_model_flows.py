@@ -12,15 +12,9 @@ from numpy.typing import NDArray
 import cocod as cocoindex
 from tests.conftest import SqlHelper
 
-CORPUS = (
-    Path(__file__).resolve().parents[3]
-    / "shared"
-    / "corpus"
-    / "cocoindex-v0-docs"
-    / "src"
-    / "content"
-    / "docs"
-)
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs"
+"""The repository's own documentation: real prose, present in every clone."""
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -121,9 +115,10 @@ def code_embedding_flow(source: str):  # type: ignore[no-untyped-def]
 
 def test_text_embedding_flow_indexes_and_answers_queries(tmp_path: Path, sql: SqlHelper) -> None:
     docs = tmp_path / "docs"
-    for name in ("core/basics.mdx", "sources/localfile.mdx", "targets/postgres.mdx", "ai/llm.mdx"):
+    names = ("getting-started.md", "guide/daemon.md", "guide/systemd.md", "postgres-target.md")
+    for name in names:
         (docs / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(CORPUS / name, docs / name)
+        shutil.copy(DOCS / Path(name).name, docs / name)
     flow = cocoindex.open_flow("TextEmbedding", text_embedding_flow(str(docs)))
     flow.setup()
     info = flow.update()
@@ -141,11 +136,11 @@ def test_text_embedding_flow_indexes_and_answers_queries(tmp_path: Path, sql: Sq
     # A phrase taken from one file finds that file first.
     phrase = next(
         line
-        for line in (docs / "sources/localfile.mdx").read_text().splitlines()
-        if len(line) > 60 and "LocalFile" not in line
+        for line in (docs / "guide/systemd.md").read_text().splitlines()
+        if len(line) > 60 and "systemd" not in line.lower()
     )
     output = flow.query(phrase, top_k=3)
-    assert output.results[0]["filename"] == "sources/localfile.mdx"
+    assert output.results[0]["filename"] == "guide/systemd.md"
     assert output.results[0]["score"] > output.results[-1]["score"]
 
     # Query-time embedding through the transform flow equals the indexed embeddings.
@@ -156,16 +151,15 @@ def test_text_embedding_flow_indexes_and_answers_queries(tmp_path: Path, sql: Sq
         "LIMIT 1",
         "[" + ",".join(map(str, query_vec.tolist())) + "]",
     )
-    assert top[0]["filename"] == "sources/localfile.mdx"
+    assert top[0]["filename"] == "guide/systemd.md"
 
 
 def test_code_embedding_flow_with_language_detection(tmp_path: Path, sql: SqlHelper) -> None:
     code = tmp_path / "code"
     code.mkdir()
-    root = Path(__file__).resolve().parents[2]
-    shutil.copy(root / "cocod" / "engine" / "indexer.py", code / "indexer.py")
-    shutil.copy(root / "cocod" / "executors" / "local_file.py", code / "local_file.py")
-    shutil.copy(CORPUS / "core" / "settings.mdx", code / "settings.md")
+    shutil.copy(REPO / "cocod" / "engine" / "indexer.py", code / "indexer.py")
+    shutil.copy(REPO / "cocod" / "executors" / "local_file.py", code / "local_file.py")
+    shutil.copy(DOCS / "setup-and-lifecycle.md", code / "lifecycle.md")
     flow = cocoindex.open_flow("CodeEmbedding", code_embedding_flow(str(code)))
     flow.setup()
     flow.update()
@@ -173,7 +167,7 @@ def test_code_embedding_flow_with_language_detection(tmp_path: Path, sql: SqlHel
         'SELECT filename, lower(location) AS s, upper(location) AS e, code, start, "end" '
         "FROM codeembedding__code_embeddings"
     )
-    assert {r["filename"] for r in rows} == {"indexer.py", "local_file.py", "settings.md"}
+    assert {r["filename"] for r in rows} == {"indexer.py", "local_file.py", "lifecycle.md"}
     sources = {name: (code / name).read_text() for name in ("indexer.py", "local_file.py")}
     for r in rows:
         if r["filename"] in sources:
