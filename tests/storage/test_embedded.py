@@ -130,11 +130,14 @@ def test_as_root_the_socket_is_private_and_no_parent_folder_is_widened(
 
 
 @needs_root
-def test_as_an_ordinary_user_the_socket_lives_in_the_state_dir() -> None:
+@pytest.mark.parametrize("is_long", [False, True], ids=["short-path", "long-path"])
+def test_as_an_ordinary_user_the_socket_dir_is_private(is_long: bool) -> None:
+    """As the user itself: ``<state_dir>/run`` when it fits, else a 0700 runtime folder."""
     with tempfile.TemporaryDirectory(prefix="cocod-user-") as tmp:
         home = Path(tmp)
         home.chmod(0o755)
-        state_dir = home / "state"
+        state_dir = home / ("long-" * 16 if is_long else "") / "state"
+        state_dir.parent.mkdir(exist_ok=True, mode=0o755)
         state_dir.mkdir(mode=0o700)
         os.chown(state_dir, NOBODY, NOBODY)
         script = (
@@ -161,7 +164,13 @@ def test_as_an_ordinary_user_the_socket_lives_in_the_state_dir() -> None:
         assert result.returncode == 0, result.stderr
         line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT "))
         _, socket_dir, mode, uid, pid, after_stop = line.split()
-        assert Path(socket_dir) == state_dir / "run"
+        if is_long:
+            base = Path("/tmp") / f"cocod-{NOBODY}"
+            assert Path(socket_dir).parent == base, socket_dir
+            st = base.stat()
+            assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o700, NOBODY)
+        else:
+            assert Path(socket_dir) == state_dir / "run"
         assert (mode, int(uid)) == ("0o700", NOBODY)
         assert int(pid) > 0 and after_stop == "None"
         assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
