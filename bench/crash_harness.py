@@ -375,6 +375,30 @@ def expected_rows(folder: Path) -> dict[tuple[str, int], str]:
     return out
 
 
+def verify_instances(daemon: Daemon, work: Path) -> dict[str, Any]:
+    """``cocod verify`` (the library function) on each instance: it must find no drift."""
+    from cocod.runtime.verify import verify
+
+    found = _read_postmaster(daemon.pgdata)
+    if found is None:
+        return {"error": "no postmaster"}
+    url = f"postgresql://postgres@/postgres?host={found[1]}&port={found[2]}"
+    cocoindex.init(cocoindex.Settings(database=cocoindex.DatabaseConnectionSpec(url=url)))
+    out: dict[str, Any] = {}
+    try:
+        for name in INSTANCES:
+            gen = daemon.generation if name == "beta" else 0
+            flow = cocoindex.open_flow(name, factory(Params(str(work / name), f"{name}_rows", gen)))
+            try:
+                report = verify(flow).to_dict()
+                out[name] = {"has_drift": report["has_drift"], "findings": report["findings"]}
+            finally:
+                flow.close()
+    finally:
+        cocoindex.stop()
+    return out
+
+
 def compare(daemon: Daemon, work: Path) -> dict[str, int]:
     """Each table against a from-scratch build (computed here) of the final files."""
     totals = {"rows": 0, "lost": 0, "orphaned": 0, "stale": 0, "duplicated": 0, "bad_vector": 0}
@@ -429,6 +453,7 @@ class Result:
     resources_after: dict[str, int] = field(default_factory=dict)
     pg_recovery_seconds: list[float] = field(default_factory=list)
     ping_while_frozen_max_seconds: float = 0.0
+    verify: dict[str, Any] = field(default_factory=dict)
     daemon_exit_code: int | None = None
     postgres_left_running: bool = False
     elapsed_seconds: float = 0.0
@@ -685,6 +710,12 @@ class Harness:
                     break
                 time.sleep(1.0)
             r.resources_after = d.resources()
+            try:
+                r.verify = verify_instances(d, self.work)
+            except Exception as e:
+                r.verify = {"error": f"{type(e).__name__}: {e}"}
+            if any(not isinstance(v, dict) or v.get("has_drift") for v in r.verify.values()):
+                self.bug(f"verify after convergence: {r.verify}")
         for log in [d.embed_log, *d.work.glob("embed.[0-9]*")]:
             if log.exists():  # one log per database lifetime (initdb kills start over)
                 lines = log.read_text().split()
@@ -737,6 +768,7 @@ def summary(result: Result) -> str:
             "open fds before / after",
             f"{r.resources_before.get('open_fds')} / {r.resources_after.get('open_fds')}",
         ),
+        ("verify drift after", str({k: v.get("has_drift") for k, v in r.verify.items()})),
         ("Postgres recovery s", str(r.pg_recovery_seconds)),
         ("max ping while frozen s", str(r.ping_while_frozen_max_seconds)),
         ("daemon exit / pg left running", f"{r.daemon_exit_code} / {r.postgres_left_running}"),

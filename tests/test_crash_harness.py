@@ -29,5 +29,6 @@ def test_short_crash_run_loses_nothing(tmp_path: Path) -> None:
     assert (rows["lost"], rows["duplicated"], rows["stale"], rows["orphaned"]) == (0, 0, 0, 0)
     assert rows["bad_vector"] == 0 and rows["rows"] > 0
     assert result.embeddings_minimum > 0
+    assert result.verify and not any(v["has_drift"] for v in result.verify.values()), result.verify
     assert result.daemon_exit_code == 0
     assert not result.postgres_left_running
