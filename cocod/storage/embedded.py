@@ -64,6 +64,10 @@ SOCKET_NAME = ".s.PGSQL.5432"
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
 LOCK_TIMEOUT_SECONDS = 120.0
+"""Longest wait for another process's start (initdb plus ``pg_ctl start -t 60``)."""
+RELEASE_LOCK_TIMEOUT_SECONDS = 15.0
+"""A release that cannot get the lock in time gives up: the entry it leaves behind names a
+process that is about to exit, so the next start or release prunes it."""
 
 
 @dataclass(frozen=True)
@@ -277,6 +281,9 @@ class _Server:
 
 
 _registry_lock = threading.Lock()
+"""Guards ``_servers`` and handle counts; held only for bookkeeping, never while waiting."""
+_start_lock = threading.Lock()
+"""Serialises this process's attaches and final releases (which share one pid entry)."""
 _servers: dict[Path, _Server] = {}
 
 
@@ -331,15 +338,20 @@ class EmbeddedPostgres:
             server.handles -= 1
             if server.handles > 0:
                 return
-            _servers.pop(server.pgdata, None)
         atexit.unregister(self.stop)
-        if server.owner_pid != os.getpid():
-            return
-        try:
-            with proc.file_lock(server.lock_path, LOCK_TIMEOUT_SECONDS):
-                server.release()
-        except (OSError, EmbeddedPostgresError) as e:
-            log.warning("embedded_postgres.release_failed", error=str(e))
+        with _start_lock:  # not while another thread of ours attaches to this server
+            with _registry_lock:
+                if server.handles > 0:  # re-attached meanwhile
+                    return
+                if _servers.get(server.pgdata) is server:
+                    del _servers[server.pgdata]
+            if server.owner_pid != os.getpid():
+                return
+            try:
+                with proc.file_lock(server.lock_path, RELEASE_LOCK_TIMEOUT_SECONDS):
+                    server.release()
+            except (OSError, EmbeddedPostgresError) as e:
+                log.warning("embedded_postgres.release_failed", error=str(e))
 
 
 def start_embedded_postgres(state_dir: Path) -> EmbeddedPostgres:
@@ -348,15 +360,17 @@ def start_embedded_postgres(state_dir: Path) -> EmbeddedPostgres:
     state_dir = Path(state_dir).expanduser().resolve()
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with _registry_lock:
-            server = _servers.get(state_dir / "pgdata")
-            if server is None or server.owner_pid != os.getpid():
-                server = _Server(state_dir)
+        with _start_lock:
+            with _registry_lock:
+                server = _servers.get(state_dir / "pgdata")
+                if server is None or server.owner_pid != os.getpid():
+                    server = _Server(state_dir)
             with proc.file_lock(server.lock_path, LOCK_TIMEOUT_SECONDS):
                 server.attach()
-            _servers[server.pgdata] = server
-            server.handles += 1
-            handle = EmbeddedPostgres(server)
+            with _registry_lock:
+                _servers[server.pgdata] = server
+                server.handles += 1
+                handle = EmbeddedPostgres(server)
     except EmbeddedPostgresError:
         raise
     except (OSError, ValueError) as e:

@@ -226,3 +226,16 @@ def test_server_user_is_the_current_user_unless_root() -> None:
     assert user.is_other == is_root
     if not is_root:
         assert user.uid == os.geteuid()
+
+
+def test_two_holds_in_one_process_share_one_entry_and_the_last_stops_it(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    first = start_embedded_postgres(state_dir)
+    second = start_embedded_postgres(state_dir)
+    pid = first.postmaster_pid
+    assert pid is not None and second.postmaster_pid == pid
+    first.stop()
+    first.stop()  # idempotent: must not release the second hold
+    assert second.is_running(), "the second hold still needs it"
+    second.stop()
+    assert _postmaster_gone(second.data_dir, pid)
