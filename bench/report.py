@@ -35,14 +35,14 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("model", "peak_rss_mb", "initial index, peak RSS", "MB"),
     ("live", "p50_ms", "save-to-visible p50", "ms"),
     ("live", "p95_ms", "save-to-visible p95", "ms"),
-    ("live", "idle_cpu_pct", "idle CPU (process)", "%"),
+    ("live", "idle_cpu_pct", "idle CPU (engine process)", "%"),
     ("live", "burst_s", "burst, all visible after", "s"),
     ("live", "burst_visible", "burst, files visible", ""),
     ("status", "status_p50_ms", "cocod status p50", "ms"),
     ("status", "status_p95_ms", "cocod status p95", "ms"),
     ("status", "status_json_p50_ms", "cocod status --json p50", "ms"),
     ("status", "ping_p50_ms", "cocod ping p50", "ms"),
-    ("memory", "rss_mb", "RSS, live instances", "MB"),
+    ("memory", "rss_mb", "RSS with children, live instances", "MB"),
 ]
 CASE_LABEL = {
     "engine": "{} files",
@@ -70,17 +70,20 @@ def _median(values: list[float] | None) -> float | None:
 def table_lines(results: dict[str, Any]) -> list[str]:
     figures = results["figures"]
     rows = [("figure", "case", "metric", "unit", "cocod", "CocoIndex", "cocod/CocoIndex")]
-    for fig, metric, label, unit in ROWS:
+    for fig in dict.fromkeys(f for f, *_ in ROWS):
         cases = figures.get(fig, {})
         for case in sorted(cases, key=lambda c: (not c[0].isdigit(), int(c.split("-")[-1]))):
             per = cases[case]
-            ours = _median(per.get("cocod", {}).get(metric))
-            theirs = _median(per.get("cocoindex", {}).get(metric))
-            if ours is None and theirs is None:
-                continue
-            ratio = f"{ours / theirs:.2f}" if ours is not None and theirs else "–"
-            case_label = CASE_LABEL[fig].format(case)
-            rows.append((fig, case_label, label, unit, _fmt(ours), _fmt(theirs), ratio))
+            for f, metric, label, unit in ROWS:
+                if f != fig:
+                    continue
+                ours = _median(per.get("cocod", {}).get(metric))
+                theirs = _median(per.get("cocoindex", {}).get(metric))
+                if ours is None and theirs is None:
+                    continue
+                ratio = f"{ours / theirs:.2f}" if ours is not None and theirs else "–"
+                case_label = CASE_LABEL[fig].format(case)
+                rows.append((fig, case_label, label, unit, _fmt(ours), _fmt(theirs), ratio))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for n, r in enumerate(rows):

@@ -52,6 +52,30 @@ REPO_ROOT = BENCH.parent
 WORKER = BENCH / "worker.py"
 COCOINDEX_PYTHON = REPO_ROOT / ".venv-cocoindex" / "bin" / "python"
 ALL_FIGURES = ("engine", "model", "live", "status", "memory")
+# Per option: (full run, --quick run).
+DEFAULTS: dict[str, tuple[Any, Any]] = {
+    "sizes": ([1000, 10000, 50000], [200, 1000]),
+    "repeats": (3, 1),
+    "warm": (3, 1),
+    "model_files": ([100, 1000], [40]),
+    "raw_rounds": (2, 1),
+    "live_files": ([1000, 50000], [200]),
+    "live_edits": (50, 5),
+    "live_model_files": (61, 20),
+    "burst": (5000, 100),
+    "idle_s": (20.0, 3.0),
+    "status_rows": (1_000_000, 20_000),
+    "status_runs": (30, 5),
+    "memory_instances": ([1, 10, 50], [1, 3]),
+}
+
+
+def _default(key: str) -> str:
+    def fmt(v: Any) -> str:
+        return ",".join(map(str, v)) if isinstance(v, list) else str(v)
+
+    full, quick = DEFAULTS[key]
+    return f"(default {fmt(full)}; --quick: {fmt(quick)})"
 
 
 def int_list(raw: str) -> list[int]:
@@ -67,23 +91,65 @@ def int_list(raw: str) -> list[int]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0] if __doc__ else None,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--figures", default=",".join(ALL_FIGURES), help="comma list of figures")
+    p.add_argument(
+        "--figures",
+        default=",".join(ALL_FIGURES),
+        help=f"comma list of figures (default all: {','.join(ALL_FIGURES)})",
+    )
     p.add_argument("--quick", action="store_true", help="a short smoke run of every figure")
-    p.add_argument("--sizes", type=int_list, help="engine figure: corpus sizes (files)")
-    p.add_argument("--repeats", type=int, help="fresh-process runs per step and engine")
-    p.add_argument("--warm", type=int, help="warm repeats inside each fresh process")
-    p.add_argument("--model-files", type=int_list, help="model figure: corpus sizes")
-    p.add_argument("--live-files", type=int_list, help="live figure: watched files")
-    p.add_argument("--live-edits", type=int, help="live figure: edits per size")
-    p.add_argument("--live-model-files", type=int, help="live figure, real model: files")
-    p.add_argument("--burst", type=int, help="live figure: files rewritten at once")
-    p.add_argument("--idle-s", type=float, help="live figure: seconds of idle CPU measured")
+    p.add_argument(
+        "--sizes", type=int_list, help=f"engine figure: corpus sizes (files) {_default('sizes')}"
+    )
+    p.add_argument(
+        "--repeats", type=int, help=f"fresh-process runs per step and engine {_default('repeats')}"
+    )
+    p.add_argument(
+        "--warm", type=int, help=f"warm repeats inside each fresh process {_default('warm')}"
+    )
+    p.add_argument(
+        "--model-files", type=int_list, help=f"model figure: corpus sizes {_default('model_files')}"
+    )
+    p.add_argument(
+        "--raw-rounds",
+        type=int,
+        help=f"model figure: raw encode rounds (best) {_default('raw_rounds')}",
+    )
+    p.add_argument(
+        "--live-files", type=int_list, help=f"live figure: watched files {_default('live_files')}"
+    )
+    p.add_argument(
+        "--live-edits", type=int, help=f"live figure: edits per size {_default('live_edits')}"
+    )
+    p.add_argument(
+        "--live-model-files",
+        type=int,
+        help=f"live figure, real model: files {_default('live_model_files')}",
+    )
+    p.add_argument(
+        "--burst", type=int, help=f"live figure: files rewritten at once {_default('burst')}"
+    )
+    p.add_argument(
+        "--idle-s",
+        type=float,
+        help=f"live figure: seconds of idle CPU measured {_default('idle_s')}",
+    )
     p.add_argument("--refresh-s", type=float, default=1.0, help="CocoIndex refresh_interval")
-    p.add_argument("--status-rows", type=int, help="status figure: target rows added")
-    p.add_argument("--status-runs", type=int, help="status figure: CLI runs per command")
-    p.add_argument("--memory-instances", type=int_list, help="memory figure: live instances")
+    p.add_argument(
+        "--status-rows",
+        type=int,
+        help=f"status figure: target rows added {_default('status_rows')}",
+    )
+    p.add_argument(
+        "--status-runs",
+        type=int,
+        help=f"status figure: CLI runs per command {_default('status_runs')}",
+    )
+    p.add_argument(
+        "--memory-instances",
+        type=int_list,
+        help=f"memory figure: live instances {_default('memory_instances')}",
+    )
     p.add_argument("--corpus", choices=("builtin", "shared"), default="builtin")
     p.add_argument("--seed", type=int, default=0, help="corpus per-copy edits")
     p.add_argument("--engines", default="cocod,cocoindex", help="cocod and/or cocoindex")
@@ -91,24 +157,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, help="where corpora and Postgres live (temp)")
     p.add_argument("--step-timeout", type=float, default=3600.0, help="seconds per process")
     args = p.parse_args(argv)
-    quick = args.quick
-    defaults: dict[str, Any] = {
-        "sizes": [200, 1000] if quick else [1000, 10000, 50000],
-        "repeats": 1 if quick else 3,
-        "warm": 1 if quick else 3,
-        "model_files": [40] if quick else [100, 1000],
-        "live_files": [200] if quick else [1000, 50000],
-        "live_edits": 5 if quick else 50,
-        "live_model_files": 20 if quick else 61,
-        "burst": 100 if quick else 5000,
-        "idle_s": 3.0 if quick else 20.0,
-        "status_rows": 20_000 if quick else 1_000_000,
-        "status_runs": 5 if quick else 30,
-        "memory_instances": [1, 3] if quick else [1, 10, 50],
-    }
-    for key, value in defaults.items():
+    for key, (full, quick) in DEFAULTS.items():
         if getattr(args, key) is None:
-            setattr(args, key, value)
+            setattr(args, key, quick if args.quick else full)
     args.figures = [f.strip() for f in args.figures.split(",") if f.strip()]
     if unknown := set(args.figures) - set(ALL_FIGURES):
         p.error(f"unknown figures {sorted(unknown)}; choose from {', '.join(ALL_FIGURES)}")
@@ -245,7 +296,8 @@ def fig_model(b: Bench) -> None:
                     b.work / f"model-{e}-{size}-{run}", size, seed=a.seed + run, source=a.corpus
                 )
                 flow, table = f"BenchModel{size}r{run}", f"bench_model_{size}_r{run}"
-                r = b.worker(e, "model", flow, table, c.root)
+                rounds = ["--raw-rounds", str(a.raw_rounds)]
+                r = b.worker(e, "model", flow, table, c.root, *rounds)
                 for k in ("update_s", "chunks_per_s", "raw_texts_per_s", "ratio_to_raw"):
                     b.record("model", case, e, k, r[k])
                 b.record("model", case, e, "peak_rss_mb", r["peak_rss_mb"])
@@ -273,6 +325,7 @@ def fig_live(b: Bench) -> None:
             table = f"bench_live_{case.replace('-', '_')}"
             extra = ["--edits", str(a.live_edits if not model else min(a.live_edits, 10))]
             extra += ["--idle-s", str(a.idle_s), "--refresh-s", str(a.refresh_s)]
+            extra += ["--jitter-s", str(a.refresh_s), "--seed", str(a.seed)]
             extra += ["--burst", str(0 if model else min(a.burst, n))]
             if model:
                 extra.append("--model")
@@ -282,10 +335,14 @@ def fig_live(b: Bench) -> None:
             if not model:
                 b.record("live", case, e, "burst_s", r["burst_s"])
                 b.record("live", case, e, "burst_visible", r["burst_visible"])
+            burst = (
+                ""
+                if model
+                else (f", burst {r['burst_visible']}/{r['burst_files']} in {r['burst_s']:.2f} s")
+            )
             print(
                 f"\n[live] {e:<9} {case}: p50 {r['p50_ms']:.0f} ms, p95 {r['p95_ms']:.0f} ms, "
-                f"idle CPU {r['idle_cpu_pct']:.2f}%, burst {r['burst_visible']}/"
-                f"{r['burst_files']} in {r['burst_s']:.2f} s"
+                f"idle CPU {r['idle_cpu_pct']:.2f}%{burst}"
             )
             shutil.rmtree(c.root, ignore_errors=True)
 
@@ -330,7 +387,7 @@ def fig_memory(b: Bench) -> None:
                 extra = ["--instances", str(n), "--idle-s", "2", "--refresh-s", str(a.refresh_s)]
                 r = b.worker(e, "memory", flow, table, root, *extra)
             b.record("memory", case, e, "rss_mb", r["rss_mb"])
-            b.record("memory", case, e, "peak_rss_mb", r["peak_rss_mb"])
+            b.record("memory", case, e, "peak_rss_mb", r.get("peak_rss_mb"))
             print(f"\n[memory] {e:<9} {n} live instances: RSS {r['rss_mb']:.0f} MB")
             shutil.rmtree(root, ignore_errors=True)
 

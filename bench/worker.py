@@ -19,9 +19,11 @@ import hashlib
 import importlib
 import json
 import os
+import random
 import resource
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,6 +33,7 @@ from typing import Any, Literal
 import asyncpg
 import numpy as np
 from corpus import edit_file
+from procmem import PeakSampler, tree_rss_mb
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 cocoindex: Any = None  # the engine module, set by load_engine()
@@ -131,13 +134,16 @@ def make_flow(
 # ---------------------------------------------------------------------------------------
 
 
+SAMPLER = PeakSampler()
+
+
 def rss_mb() -> dict[str, float]:
-    """Resident and peak resident memory of this process, from /proc (MB)."""
-    out = {"rss_mb": 0.0, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            out["rss_mb"] = int(line.split()[1]) / 1024
-    return out
+    """Memory of this process and its children now, and the peak so far (MB)."""
+    return {
+        "rss_mb": tree_rss_mb(),
+        "peak_rss_mb": max(SAMPLER.peak, tree_rss_mb()),
+        "self_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def cpu_s() -> float:
@@ -225,7 +231,7 @@ def op_drop(args: argparse.Namespace, out: dict[str, Any]) -> None:
     flow.close()
 
 
-def raw_encode_rate(texts: list[str]) -> dict[str, float]:
+def raw_encode_rate(texts: list[str], rounds: int) -> dict[str, float]:
     """Best raw SentenceTransformer.encode throughput (texts/s) over a few batch sizes."""
     if ENGINE == "cocod":
         from cocod.executors.embedder import load_model
@@ -239,7 +245,7 @@ def raw_encode_rate(texts: list[str]) -> dict[str, float]:
     ordered = sorted(texts, key=len)
     model.encode(ordered[:16], batch_size=16, show_progress_bar=False)  # warm-up
     best = {"raw_texts_per_s": 0.0, "raw_batch_size": 0.0}
-    for bs in (16, 64):
+    for bs in [16, 64] * rounds:
         t0 = time.perf_counter()
         model.encode(ordered, batch_size=bs, show_progress_bar=False)
         rate = len(ordered) / (time.perf_counter() - t0)
@@ -251,13 +257,25 @@ def raw_encode_rate(texts: list[str]) -> dict[str, float]:
 def op_model(args: argparse.Namespace, out: dict[str, Any]) -> None:
     """Initial index with the real model, then raw encode of the same chunk texts."""
     args.model = True
+    if ENGINE == "cocod":
+        # CocoIndex loads the model in setup() (in its model subprocess); cocod loads it
+        # lazily on the first encode. Load it first, so update() times the same work on
+        # both: indexing with a loaded model. In a passing thread, as the executor's
+        # worker threads would (the main thread's OpenMP team stays unborn).
+        from cocod.executors.embedder import load_model
+
+        t0 = time.perf_counter()
+        loader = threading.Thread(target=load_model, args=(MODEL,))
+        loader.start()
+        loader.join()
+        out["model_load_s"] = time.perf_counter() - t0
     op_update(args, out)
     db = Db(args.db_url)
     texts = [r["text"] for r in db.rows(f"SELECT text FROM {args.table}")]
     db.close()
     out["unique_texts"] = len(set(texts))
     out["chunks_per_s"] = len(texts) / out["update_s"] if out["update_s"] else 0.0
-    out.update(raw_encode_rate(texts))
+    out.update(raw_encode_rate(texts, args.raw_rounds))
     out["ratio_to_raw"] = out["chunks_per_s"] / out["raw_texts_per_s"]
 
 
@@ -283,14 +301,16 @@ def op_live(args: argparse.Namespace, out: dict[str, Any]) -> None:
     db = Db(args.db_url)
     files = sorted(p.relative_to(source).as_posix() for p in source.rglob("*.md"))
     samples: list[float] = []
+    # A random pause before each save, so saves do not fall in step with a refresh tick.
+    rng = random.Random(args.seed)
     with cocoindex.FlowLiveUpdater(flow):
         time.sleep(1.0)
         for i in range(args.edits):
+            time.sleep(rng.uniform(0.0, args.jitter_s))
             rel = files[(i * 7919) % len(files)]
             marker = f"live{i}x{time.time_ns()}"
             edit_file(source / rel, marker)
             samples.append(wait_visible(db, args.table, rel, marker, 60.0))
-            time.sleep(0.05)
         time.sleep(1.0)
         c0, t0 = cpu_s(), time.perf_counter()
         time.sleep(args.idle_s)
@@ -382,17 +402,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--burst", type=int, default=500)
     p.add_argument("--burst-timeout", type=float, default=120.0)
     p.add_argument("--refresh-s", type=float, default=1.0, help="CocoIndex refresh_interval")
+    p.add_argument("--jitter-s", type=float, default=1.0, help="live: max pause before a save")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--raw-rounds", type=int, default=1, help="model: raw encode rounds")
     p.add_argument("--instances", type=int, default=1)
     p.add_argument("--drop", action="store_true")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     out: dict[str, Any] = {"engine": args.engine, "op": args.op}
-    with timed(out, "init_s"):
-        load_engine(args.engine)
-    try:
-        OPS[args.op](args, out)
-    finally:
-        cocoindex.stop()
+    with SAMPLER:
+        with timed(out, "init_s"):
+            load_engine(args.engine)
+        try:
+            OPS[args.op](args, out)
+        finally:
+            cocoindex.stop()
     out["worker_s"] = time.perf_counter() - t0
     print("RESULT " + json.dumps(out), flush=True)
     return 0
