@@ -92,7 +92,7 @@ async def _scan(execution: FlowExecution, ctx: LibraryContext, progress: Progres
     if progress is not None:
         await call_progress(progress, {"stage": "verify.tables", "name": execution.full_name})
     pool = await ctx.pool()
-    report = VerifyReport(execution.full_name)
+    report = VerifyReport(execution.full_name, {"tracking_rows": 0, "table_rows": 0, "files": 0})
     async with execution.coordination.setup_lock.read():
         setup_plan = await _current_setup(execution, ctx)
         assert setup_plan.old_record is not None
