@@ -130,6 +130,7 @@ class Driver(threading.Thread):
         self.lock = threading.Lock()
         self.changes = 0
         self.serial = 0
+        self.journal: list[str] = []  # "time op path": to trace a lost change in the log
 
     def text(self, fresh: bool = False) -> str:
         words = self.random.sample(WORDS, 4)
@@ -150,19 +151,29 @@ class Driver(threading.Thread):
                 sub = folder / self.random.choice(["", "sub", "sub/deep"])
                 sub.mkdir(parents=True, exist_ok=True)
                 self.serial += 1
-                (sub / f"f{self.serial}.md").write_text(self.content(fresh))
+                path = sub / f"f{self.serial}.md"
+                path.write_text(self.content(fresh))
+                self.note("create", path)
             elif op == "edit":
                 target = self.random.choice(files)
                 parts = target.read_text().split("\n\n")
                 parts[self.random.randrange(len(parts))] = self.text(fresh=True)
                 target.write_text("\n\n".join(parts))
+                self.note("edit", target)
             elif op == "rename":
                 self.serial += 1
                 target = self.random.choice(files)
                 target.rename(target.parent / f"r{self.serial}.md")
+                self.note(f"rename-to:r{self.serial}.md", target)
             else:
-                self.random.choice(files).unlink()
+                target = self.random.choice(files)
+                target.unlink()
+                self.note("delete", target)
             self.changes += 1
+
+    def note(self, op: str, path: Path) -> None:
+        stamp = time.strftime("%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}"
+        self.journal.append(f"{stamp} {op} {path}")
 
     def burst(self, n: int, fresh: bool = False) -> None:
         for _ in range(n):
@@ -685,6 +696,7 @@ class Harness:
     def finish(self, started: float) -> None:
         r, d = self.result, self.daemon
         r.file_changes = self.driver.changes
+        (self.work / "driver.log").write_text("\n".join(self.driver.journal) + "\n")
         if self.ensure_up(120):
             if not r.resources_before:
                 r.resources_before = d.resources()
