@@ -163,6 +163,24 @@ async def _fill(db_url: str, tables: list[str], rows: int) -> None:
         await conn.close()
 
 
+def _reported(env: dict[str, str]) -> dict[str, Any]:
+    res = subprocess.run([*COCOD, "status", "--json"], env=env, capture_output=True)
+    if res.returncode != 0:
+        return {}
+    return {r["name"]: r.get("targets") or {} for r in json.loads(res.stdout)}
+
+
+def _wait_reported(env: dict[str, str], at_least: int, timeout: float) -> dict[str, Any]:
+    """status's row counts, once each instance reports ``at_least`` rows (or at timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reported = _reported(env)
+        counts = [sum(int(v) for v in t.values()) for t in reported.values()]
+        if (counts and min(counts) >= at_least) or time.monotonic() > deadline:
+            return reported
+        time.sleep(0.5)
+
+
 def status_figure(
     work: Path, folders: list[Path], db_url: str, rows: int, runs: int
 ) -> dict[str, Any]:
@@ -176,8 +194,14 @@ def status_figure(
         t0 = time.perf_counter()
         asyncio.run(_fill(db_url, [i.table for i in instances], rows))
         fill_s = time.perf_counter() - t0
-        time.sleep(1.0)
+        # The daemon counts rows when an instance updates: touch one file per folder so
+        # each instance runs a pass and status is asked about the big tables.
+        for i in instances:
+            first = min(i.folder.rglob("*.md"))
+            first.write_text(first.read_text() + "\n\nTouched by bench/run.py.\n")
+        reported = _wait_reported(env, rows // len(instances), timeout=30.0)
         return {
+            "reported_targets": reported,
             "instances": len(instances),
             "target_rows_added": rows,
             "fill_s": fill_s,

@@ -41,6 +41,7 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
                 if xs:
                     ax.plot(xs, ys, "o-", color=COLORS[name], label=name)
             ax.set_xscale("log")
+            ax.set_ylim(bottom=0)
             ax.set_title(f"{step}: ms per file (fresh process)")
             ax.set_xlabel("files in corpus")
             ax.legend()

@@ -53,11 +53,20 @@ class PeakSampler:
     def __init__(self, pid: int | None = None, interval: float = 0.2) -> None:
         self.pid, self.interval, self.peak = pid, interval, 0.0
         self._stop = threading.Event()
+        self._paused = threading.Event()
         self._thread = threading.Thread(target=self._run, name="peak-rss", daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, tree_rss_mb(self.pid))
+            if not self._paused.is_set():
+                self.peak = max(self.peak, tree_rss_mb(self.pid))
+
+    def pause(self, paused: bool) -> None:
+        """Stop sampling while idle CPU is measured (reading /proc costs CPU here)."""
+        if paused:
+            self._paused.set()
+        else:
+            self._paused.clear()
 
     def __enter__(self) -> PeakSampler:
         self.peak = tree_rss_mb(self.pid)
@@ -68,3 +77,16 @@ class PeakSampler:
         self._stop.set()
         self._thread.join(timeout=2)
         self.peak = max(self.peak, tree_rss_mb(self.pid))
+
+
+def tree_cpu_s(pid: int | None = None) -> float:
+    """User + system CPU seconds of ``pid`` (default: this process) and its live descendants."""
+    ticks = 0
+    for p in tree_pids(pid or os.getpid()):
+        try:
+            raw = Path(f"/proc/{p}/stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")

@@ -154,6 +154,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="corpus per-copy edits")
     p.add_argument("--engines", default="cocod,cocoindex", help="cocod and/or cocoindex")
     p.add_argument("--out", type=Path, help="results folder (default bench/results/<date>-<n>c)")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other figures of results.json already in the results folder "
+        "(run figures one at a time, one table)",
+    )
     p.add_argument("--workdir", type=Path, help="where corpora and Postgres live (temp)")
     p.add_argument("--step-timeout", type=float, default=3600.0, help="seconds per process")
     args = p.parse_args(argv)
@@ -273,6 +279,7 @@ def fig_engine(b: Bench) -> None:
                     r = b.worker(e, "update", flow, table, corpora[e].root, *extra)
                     b.record("engine", case, e, f"{step}_s", r["update_s"])
                     b.record("engine", case, e, f"{step}_process_s", r["process_s"])
+                    b.record("engine", case, e, f"{step}_setup_s", r["setup_s"])
                     b.record("engine", case, e, f"{step}_warm_s", r["warm_s"])
                     b.record("engine", case, e, f"{step}_peak_rss_mb", r["peak_rss_mb"])
                     print(
@@ -361,8 +368,10 @@ def fig_status(b: Bench) -> None:
     for cmd in ("ping", "status", "status_json"):
         b.record("status", case, "cocod", f"{cmd}_p50_ms", r[cmd]["p50_ms"])
         b.record("status", case, "cocod", f"{cmd}_p95_ms", r[cmd]["p95_ms"])
+    b.figures["status"][case]["cocod"]["reported_targets"] = r["reported_targets"]
+    print(f"\n[status] rows cocod status reports per instance: {r['reported_targets']}")
     print(
-        f"\n[status] {a.status_rows:,} target rows: cocod status p50 "
+        f"[status] {a.status_rows:,} target rows: cocod status p50 "
         f"{r['status']['p50_ms']:.0f} ms, p95 {r['status']['p95_ms']:.0f} ms"
     )
 
@@ -401,11 +410,32 @@ FIGURES = {
 }
 
 
+def python_shown() -> str:
+    exe = Path(sys.executable)
+    return os.path.relpath(exe, REPO_ROOT) if exe.is_relative_to(REPO_ROOT) else str(exe)
+
+
 def results_dir(args: argparse.Namespace) -> Path:
     if args.out is not None:
         return Path(args.out)
     day = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     return BENCH / "results" / f"{day}-{os.cpu_count()}c"
+
+
+def merge_results(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Figures of this run replace the same figures of an earlier run in the same folder."""
+    figures = {k: v for k, v in old.get("figures", {}).items() if k != "errors"}
+    errors = {k: v for k, v in old.get("figures", {}).get("errors", {}).items()}
+    for fig in new["meta"]["figures"]:
+        figures.pop(fig, None)
+        errors.pop(fig, None)
+    figures.update({k: v for k, v in new["figures"].items() if k != "errors"})
+    errors.update(new["figures"].get("errors", {}))
+    if errors:
+        figures["errors"] = errors
+    runs = [*old.get("meta", {}).get("runs", [old.get("meta", {})]), new["meta"]]
+    meta = {**new["meta"], "runs": runs}
+    return {"meta": meta, "figures": figures}, [r.get("command", "?") for r in runs]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -416,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="cocod-bench-", dir=parent))
     meta = {
-        "command": " ".join([Path(sys.executable).name, "bench/run.py", *(argv or sys.argv[1:])]),
+        "command": " ".join([python_shown(), "bench/run.py", *(argv or sys.argv[1:])]),
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
@@ -425,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         "corpus": args.corpus,
         "seed": args.seed,
         "quick": args.quick,
+        "figures": args.figures,
     }
     print(f"bench: {meta['command']} ({meta['cpus']} CPUs, load {meta['load_at_start'][0]:.2f})")
     pg = BenchPostgres(work / "pg")
@@ -447,8 +478,14 @@ def main(argv: list[str] | None = None) -> int:
     figures = bench.figures if bench is not None else {}
     results = {"meta": meta, "figures": figures}
     out_dir.mkdir(parents=True, exist_ok=True)
+    commands = [meta["command"]]
+    if args.merge and (out_dir / "results.json").exists():
+        results, commands = merge_results(
+            json.loads((out_dir / "results.json").read_text()), results
+        )
     table = print_table(results)
-    (out_dir / "table.txt").write_text(f"$ {meta['command']}\n\n{table}\n")
+    shown = "\n".join(f"$ {c}" for c in commands)
+    (out_dir / "table.txt").write_text(f"{shown}\n\n{table}\n")
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     print(f"\nwrote {out_dir / 'results.json'} and {out_dir / 'table.txt'}")
     write_plots(out_dir / "results.json", out_dir, COCOINDEX_PYTHON)

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import asyncpg
 import numpy as np
 from corpus import edit_file
-from procmem import PeakSampler, tree_rss_mb
+from procmem import PeakSampler, tree_cpu_s, tree_rss_mb
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 cocoindex: Any = None  # the engine module, set by load_engine()
@@ -144,11 +144,6 @@ def rss_mb() -> dict[str, float]:
         "peak_rss_mb": max(SAMPLER.peak, tree_rss_mb()),
         "self_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-
-
-def cpu_s() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
 
 
 class Db:
@@ -312,9 +307,11 @@ def op_live(args: argparse.Namespace, out: dict[str, Any]) -> None:
             edit_file(source / rel, marker)
             samples.append(wait_visible(db, args.table, rel, marker, 60.0))
         time.sleep(1.0)
-        c0, t0 = cpu_s(), time.perf_counter()
+        SAMPLER.pause(True)
+        c0, t0 = tree_cpu_s(), time.perf_counter()
         time.sleep(args.idle_s)
-        out["idle_cpu_pct"] = (cpu_s() - c0) / (time.perf_counter() - t0) * 100
+        out["idle_cpu_pct"] = (tree_cpu_s() - c0) / (time.perf_counter() - t0) * 100
+        SAMPLER.pause(False)
         burst = files[: args.burst]
         marker = f"burst{time.time_ns()}"
         t0 = time.perf_counter()
