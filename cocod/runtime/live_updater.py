@@ -86,7 +86,7 @@ def is_database_unavailable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, SourceError | RowError):
         return False
-    if isinstance(exc, errors.EmbeddedPostgresError | _CONNECTION_ERRORS):
+    if isinstance(exc, (errors.EmbeddedPostgresError, *_CONNECTION_ERRORS)):
         return True
     if isinstance(exc, DatabaseError):
         cause = exc.__cause__ or exc.__context__

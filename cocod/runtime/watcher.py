@@ -41,7 +41,9 @@ WATCH_TIMEOUT_MS = 1000
 ROOT_POLL_SECONDS = 1.0
 
 LOSSY = "\ufffd"
-"""What watchfiles puts in place of bytes of a file name that are not valid UTF-8."""
+"""What a lossy watcher puts in place of bytes of a file name that are not valid UTF-8."""
+UNDECODABLE = "Unable to decode path"
+"""watchfiles' error for such a name when it does not decode lossily (1.x)."""
 
 
 @dataclass
@@ -103,9 +105,15 @@ async def watch_source(
             await _follow(notify, root, identity, reader, on_hints)
             backoff.reset()
         except (OSError, RuntimeError) as e:
-            delay = backoff.next_delay()
-            log.warning("watcher.failed", root=root, error=str(e), retry_in=round(delay, 1))
-            on_hints(ChangeHints(rescan=True))
+            if UNDECODABLE in str(e):
+                # watchfiles gives up on a name that is not UTF-8 and that watcher stays
+                # broken: watch again (the rescan hint then finds the file), at most once
+                # per poll interval, without counting it as a failing watch.
+                log.info("watcher.undecodable_name", root=root, error=str(e))
+                delay = ROOT_POLL_SECONDS
+            else:
+                delay = backoff.next_delay()
+                log.warning("watcher.failed", root=root, error=str(e), retry_in=round(delay, 1))
             await anyio.sleep(delay)
         finally:
             notify.close()  # only after the watch thread returned (see _watch_step)
@@ -143,23 +151,29 @@ async def _follow(
 ) -> None:
     """Pass on events until the root stops being the directory we registered."""
     root_changed = threading.Event()
+    failure: list[Exception] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(_watch_root_identity, root, identity, root_changed)
-        while not root_changed.is_set():
-            raw = await _watch_step(notify, _StopFlag(root_changed))
-            if isinstance(raw, set) and raw:
-                hints = await anyio.to_thread.run_sync(classify_changes, reader, root, raw)
-                if hints:
-                    on_hints(hints)
+        try:
+            while not root_changed.is_set():
+                raw = await _watch_step(notify, _StopFlag(root_changed))
+                if isinstance(raw, set) and raw:
+                    hints = await anyio.to_thread.run_sync(classify_changes, reader, root, raw)
+                    if hints:
+                        on_hints(hints)
+        except (OSError, RuntimeError) as e:
+            failure.append(e)  # raised below as itself, not inside an exception group
         tg.cancel_scope.cancel()
+    if failure:
+        raise failure[0]
 
 
-async def _watch_step(notify: RustNotify, stop: _StopFlag) -> object:  # type: ignore[return]
+async def _watch_step(notify: RustNotify, stop: _StopFlag) -> object:
     """One ``RustNotify.watch`` call in a worker thread.
 
     The thread cannot be interrupted, so cancelling sets the stop flag instead: the call
     returns within one step and the cancellation then proceeds (never abandoning a thread
-    that still uses ``notify``).
+    that still uses ``notify``). Its error is raised as is, not in an exception group.
     """
 
     async def stop_when_cancelled() -> None:
@@ -168,14 +182,22 @@ async def _watch_step(notify: RustNotify, stop: _StopFlag) -> object:  # type: i
         finally:
             stop.is_cancelled = True
 
+    outcome: list[object] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(stop_when_cancelled)
         try:
-            return await anyio.to_thread.run_sync(
-                notify.watch, WATCH_DEBOUNCE_MS, WATCH_STEP_MS, WATCH_TIMEOUT_MS, stop
+            outcome.append(
+                await anyio.to_thread.run_sync(
+                    notify.watch, WATCH_DEBOUNCE_MS, WATCH_STEP_MS, WATCH_TIMEOUT_MS, stop
+                )
             )
+        except (OSError, RuntimeError) as e:
+            outcome.append(e)
         finally:
             tg.cancel_scope.cancel()
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 async def _watch_root_identity(
