@@ -53,6 +53,7 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(formatter)
+    handler.addFilter(_one_line_driver_errors)
     root = logging.getLogger()
     for old in list(root.handlers):
         # Ours from an earlier call, or basicConfig's plain-text default: both would print
@@ -63,3 +64,16 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     logging.captureWarnings(True)  # warnings.warn() from libraries: same format, same stream
     # Libraries are chatty at INFO; their warnings and errors are what an operator needs.
     root.setLevel(max(numeric, logging.WARNING))
+
+
+def _one_line_driver_errors(record: logging.LogRecord) -> bool:
+    """asyncpg logs a full traceback each time it fails to refill its pool during a database
+    outage (with its own backoff); the daemon already reports the outage, so keep the line
+    and the error's one-line text, not the traceback."""
+    if record.name == "asyncpg.pool" and record.exc_info and record.exc_info[1] is not None:
+        error = record.exc_info[1]
+        record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
+    return True

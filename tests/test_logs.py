@@ -20,6 +20,10 @@ try:
     raise ConnectionResetError("lost")
 except ConnectionResetError:
     logging.getLogger("asyncpg.protocol").exception("unhandled error\\nover two lines")
+try:
+    raise OSError("refused")
+except OSError:
+    logging.getLogger("asyncpg.pool").warning("Failed to restore the floor", exc_info=True)
 warnings.warn("a library warning", UserWarning, stacklevel=1)
 configure_logging("info")  # a second call must not add a second handler
 logging.getLogger("watchfiles").error("once")
@@ -40,4 +44,7 @@ def test_library_logs_and_tracebacks_are_json_lines() -> None:
     assert failed["level"] == "error" and "ConnectionResetError: lost" in failed["exception"]
     assert any("a library warning" in r["event"] for r in records)
     assert [r["event"] for r in records].count("once") == 1
-    assert len(records) == 5, lines
+    # The pool's refill retries during an outage: one line with the error, no traceback.
+    refill = by_event["Failed to restore the floor: OSError: refused"]
+    assert "exception" not in refill
+    assert len(records) == 6, lines

@@ -65,6 +65,11 @@ def _say_error(args: Any, code: str, message: str) -> None:
 
 
 def cmd_serve(args: Any) -> int:
+    # First of all: until the daemon's signal receiver opens, SIGTERM/SIGHUP are recorded
+    # and replayed instead of killing the process mid-import or mid-initdb.
+    from cocod.daemon import early_signals
+
+    early_signals.hold()
     import os
 
     from cocod.daemon.config import find_config_file

@@ -43,6 +43,20 @@ Dispatch = Callable[[Command, dict[str, Any], Emit], Awaitable[Any]]
 
 async def open_listener(path: Path) -> SocketListener:
     """Bind the socket with mode 0600 (owner only) from the first instant."""
+    # Folder creation, the stale-socket check and its 0.5 s liveness probe are blocking
+    # file-system and socket calls: they run in a worker thread, not on the loop.
+    await anyio.to_thread.run_sync(_prepare_socket_path, path)
+    old_umask = os.umask(0o177)
+    try:
+        listener = await anyio.create_unix_listener(path)
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    return listener
+
+
+def _prepare_socket_path(path: Path) -> None:
+    """Create the socket's folder, and remove a socket file no daemon answers on."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if path.exists() or path.is_symlink():
         if not stat.S_ISSOCK(path.lstat().st_mode):
@@ -56,13 +70,6 @@ async def open_listener(path: Path) -> SocketListener:
                 "(`cocod shutdown`) or give this one another socket (COCOD_SOCKET)"
             )
         path.unlink()
-    old_umask = os.umask(0o177)
-    try:
-        listener = await anyio.create_unix_listener(path)
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o600)
-    return listener
 
 
 def _is_live_socket(path: Path) -> bool:
