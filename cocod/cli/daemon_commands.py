@@ -27,7 +27,7 @@ def socket_path(args: Any) -> Path:
 
 def _call(args: Any, cmd: str, payload: dict[str, Any] | None = None) -> tuple[int, Any]:
     client = ControlClient(
-        socket_path(args), timeout=None if cmd in ("update", "setup", "drop") else 30
+        socket_path(args), timeout=None if cmd in ("update", "setup", "drop", "verify") else 30
     )
     is_tty = sys.stderr.isatty() and not args.json
     started = time.monotonic()
@@ -98,7 +98,18 @@ def cmd_daemon(args: Any) -> int:
     code, result = _call(args, command.name, payload)
     if code == 0 and not args.json:
         _RENDER.get(command.name, _render_default)(result)
+    if code == 0 and command.name == "verify":
+        after = result.get("after") or result
+        code = VERIFY_DRIFT_EXIT if after.get("has_drift") else 0  # scripts can tell
     return code
+
+
+VERIFY_DRIFT_EXIT = 4
+"""`cocod verify` exits with this when drift remains (found, or left after --repair)."""
+
+
+def _render_verify(result: Any) -> None:
+    print(result["describe"])
 
 
 def _render_default(result: Any) -> None:
@@ -166,6 +177,7 @@ _RENDER = {
     "reload": _render_reload,
     "remove": _render_remove,
     "status": _render_status,
+    "verify": _render_verify,
 }
 
 

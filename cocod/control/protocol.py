@@ -119,6 +119,20 @@ COMMANDS: dict[str, Command] = {
             is_long=True,
         ),
         Command(
+            "verify",
+            "compare an instance's tracking, tables and files; --repair fixes the drift",
+            (
+                _NAME,
+                Arg(
+                    "repair",
+                    bool,
+                    help="reprocess what drifted so the tables equal a fresh build",
+                    default=False,
+                ),
+            ),
+            is_long=True,
+        ),
+        Command(
             "query",
             "nearest rows to a text by the instance's vector index",
             (

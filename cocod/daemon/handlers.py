@@ -153,6 +153,17 @@ class Handlers:
         instance.last_update = result
         return {"name": name, **result}
 
+    async def cmd_verify(self, emit: Emit, name: str, repair: bool = False) -> Any:
+        from cocod.runtime.verify import verify_flow
+
+        instance = self.instances.get(name)
+        await emit({"event": "progress", "stage": "verify", "name": name})
+        async with self.instances.pinned(name) as flow:
+            report = await verify_flow(flow, repair=repair, progress=emit)
+        if report.repair is not None:
+            instance.counted_change_at = None  # rows changed: recount in the background
+        return {"name": name, **report.to_dict(), "describe": report.describe()}
+
     async def cmd_query(self, emit: Emit, name: str, text: str, top: int = 5) -> Any:
         async with self.instances.pinned(name) as flow:
             output = await flow.query_async(text, top_k=top)
