@@ -39,7 +39,7 @@ from cocod.daemon.monitor import Monitor
 from cocod.daemon.notify import Notifier, watchdog_interval
 from cocod.daemon.registry import RuntimeRegistry
 from cocod.daemon.server import open_listener, serve_control
-from cocod.errors import DatabaseUnavailableError
+from cocod.errors import CocodError, DatabaseUnavailableError
 from cocod.runtime import context
 from cocod.runtime.bridge import bridge
 from cocod.settings import DatabaseConnectionSpec, Settings
@@ -49,6 +49,10 @@ log = structlog.get_logger(__name__)
 READY_TIMEOUT_SECONDS = 30.0
 """READY is sent at the latest this long after start, even if an instance is slow."""
 OVERRUN_GRACE_SECONDS = 1.5
+VERIFY_WAIT_SECONDS = 60.0
+"""After a database restart, how long verification waits for instances to resume."""
+VERIFY_TIMEOUT_SECONDS = 600.0
+"""The most one instance's verification (and repair) may take after a restart."""
 """Past ``drain_timeout`` by this much, the process leaves without waiting any longer."""
 
 
@@ -76,6 +80,8 @@ class Daemon:
         self._is_socket_bound = False
         self._deadline: float | None = None  # anyio clock: when shutdown must be over
         self._overrun: threading.Timer | None = None
+        self._tg: TaskGroup | None = None
+        self._instances_changed = anyio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -84,6 +90,7 @@ class Daemon:
         # as it is entered).
         self._startup_scope = startup = anyio.CancelScope()
         async with bridge.adopted_loop(), anyio.create_task_group() as tg:
+            self._tg = tg
             await tg.start(self._handle_signals)
             try:
                 with startup:
@@ -314,6 +321,42 @@ class Daemon:
     def _database_changed(self, state: DatabaseState) -> None:
         self.instances.set_database_down(state is not DatabaseState.UP)
         self._report_status()
+        if state is DatabaseState.UP and self._tg is not None and not self.is_draining:
+            # A restarted server may have lost what it had not flushed (commits are
+            # asynchronous) or have been changed while we could not see it: check each
+            # live instance against its files and repair what drifted.
+            self._tg.start_soon(self._verify_after_restart)
+
+    async def _verify_after_restart(self) -> None:
+        with anyio.move_on_after(VERIFY_WAIT_SECONDS):
+            # Instances resume on their own backoff and catch up first; verify after that.
+            resuming = {State.DATABASE_DOWN, State.STARTING, State.CATCHING_UP}
+            while any(i.state in resuming for i in self.instances.by_name.values()):
+                self._instances_changed = anyio.Event()
+                await self._instances_changed.wait()
+        from cocod.runtime.verify import verify_flow
+
+        for instance in list(self.instances.by_name.values()):
+            if not instance.config.live or instance.state is not State.WATCHING:
+                log.info(
+                    "verify.after_restart_skipped",
+                    instance=instance.name,
+                    state=str(instance.state),
+                )
+                continue
+            try:
+                with anyio.fail_after(VERIFY_TIMEOUT_SECONDS):
+                    async with self.instances.pinned(instance.name) as flow:
+                        report = await verify_flow(flow, repair=True)
+            except (CocodError, TimeoutError) as e:
+                log.warning("verify.after_restart_failed", instance=instance.name, error=str(e))
+                continue
+            log.info(
+                "verify.after_restart",
+                instance=instance.name,
+                had_drift=report.has_drift,
+                findings={f"{k}:{w}": f.count for (k, w), f in report.findings.items() if f.count},
+            )
 
     def _status_line(self) -> str:
         states = [i.state for i in self.instances.by_name.values() if i.config.live]
@@ -331,6 +374,7 @@ class Daemon:
         return ", ".join(parts)
 
     def _report_status(self) -> None:
+        self._instances_changed.set()
         if self._is_ready:
             self.notifier.status(self._status_line())
 

@@ -211,6 +211,9 @@ def test_killed_embedded_postgres_is_restarted_and_edits_made_meanwhile_land(
     )
     assert "embedded_postgres.started" in daemon.logs()
     assert "instance.failed" not in daemon.logs()
+    # After the restart the daemon checks the instance against its files on its own.
+    eventually(lambda: "verify.after_restart" in daemon.logs(), "verification after restart")
+    assert "verify.after_restart_failed" not in daemon.logs()
 
 
 def test_frozen_postgres_does_not_stop_status_or_ping_and_the_daemon_converges(
