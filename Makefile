@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run test lint bench
+.PHONY: install run test lint bench bench-quick bench-cocoindex
 install: $(VENV)/.installed
 
 # torch is installed first, pinned to the CPU build that is on this machine's disk: the
@@ -33,6 +33,10 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 bench: install
-	$(BIN)/python bench/engine_bench.py
-	$(BIN)/python bench/embed_bench.py
-	$(BIN)/python bench/live_latency.py
+	$(BIN)/python bench/run.py
+
+bench-quick: install
+	$(BIN)/python bench/run.py --quick
+
+bench-cocoindex:
+	bash bench/setup_cocoindex_venv.sh
