@@ -132,7 +132,7 @@ def test_serve_runs_until_its_scope_is_cancelled(
             await updater.wait_caught_up_async()
             await anyio.to_thread.run_sync(write, docs / "b.md", "beta")
             with anyio.fail_after(15):
-                while (
+                while (  # noqa: ASYNC110 (polling the table, which has no event)
                     len(await anyio.to_thread.run_sync(table_rows, sql, "served__paragraphs")) < 2
                 ):
                     await anyio.sleep(0.05)
