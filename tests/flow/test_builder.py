@@ -29,7 +29,7 @@ def words_of(text: str) -> list[Word]:
 
 
 @cocod.op.function()
-def shout(text: str) -> str:
+def upper_case(text: str) -> str:
     return text.upper()
 
 
@@ -48,7 +48,7 @@ def test_a_valid_definition_records_sources_scopes_collectors_and_exports() -> N
         with scope["docs"].row() as doc:
             doc["words"] = doc["content"].transform(words_of)
             with doc["words"].row() as w:
-                w["loud"] = w["word"].transform(shout)
+                w["loud"] = w["word"].transform(upper_case)
                 out.collect(filename=doc["filename"], position=w["position"], loud=w["loud"])
         out.export("words", cocod.targets.Postgres(), primary_key_fields=["filename", "position"])
 
@@ -68,7 +68,7 @@ def test_unnamed_values_get_generated_names_from_their_op() -> None:
         docs = fb.add_source(source())
         out = scope.add_collector()
         with docs.row() as doc:
-            out.collect(filename=doc["filename"], loud=doc["content"].transform(shout))
+            out.collect(filename=doc["filename"], loud=doc["content"].transform(upper_case))
         out.export("t", cocod.targets.Postgres(), primary_key_fields=["filename"])
 
     graph = record(define)
@@ -106,7 +106,7 @@ def test_unknown_fields_name_the_scope_or_struct() -> None:
     def define(fb: FlowBuilder, scope: DataScope) -> None:
         scope["docs"] = fb.add_source(source())
         with scope["docs"].row() as doc:
-            doc["nope"].transform(shout)
+            doc["nope"].transform(upper_case)
 
     expect_error(define, KeyError, "field 'nope' does not exist in scope 'docs'")
 
@@ -125,7 +125,7 @@ def test_a_row_scope_cannot_be_used_after_its_block() -> None:
         scope["docs"] = fb.add_source(source())
         with scope["docs"].row() as doc:
             pass
-        doc["x"] = doc["content"].transform(shout)
+        doc["x"] = doc["content"].transform(upper_case)
 
     expect_error(define, FlowDefinitionError, "row scope 'docs' is used after its `with` block")
 
