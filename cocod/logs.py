@@ -33,6 +33,7 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        _escape_undecodable_text,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
@@ -77,3 +78,17 @@ def _one_line_driver_errors(record: logging.LogRecord) -> bool:
         record.exc_info = None
         record.exc_text = None
     return True
+
+
+def _escape_undecodable_text(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """File names that are not UTF-8 reach log fields as strings with lone surrogates
+    (``surrogateescape``), which a UTF-8 stream refuses: show their bytes as ``\\xNN``."""
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                event_dict[key] = value.encode("utf-8", "surrogateescape").decode(
+                    "utf-8", "backslashreplace"
+                )
+    return event_dict

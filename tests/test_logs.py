@@ -15,6 +15,7 @@ from cocod.logs import configure_logging
 
 configure_logging("info")
 structlog.get_logger().info("cocod.event", answer=42)
+structlog.get_logger().warning("row.failed", key="caf\\udce9.md")
 logging.getLogger("asyncpg.pool").warning("connection %s was terminated", "c1")
 try:
     raise ConnectionResetError("lost")
@@ -39,6 +40,7 @@ def test_library_logs_and_tracebacks_are_json_lines() -> None:
     records = [json.loads(line) for line in lines]  # fails on any non-JSON line
     by_event = {r["event"]: r for r in records}
     assert by_event["cocod.event"]["answer"] == 42
+    assert by_event["row.failed"]["key"] == "caf\\xe9.md"  # a non-UTF-8 file name's byte
     assert by_event["connection c1 was terminated"]["logger"] == "asyncpg.pool"
     failed = by_event["unhandled error\nover two lines"]
     assert failed["level"] == "error" and "ConnectionResetError: lost" in failed["exception"]
@@ -47,4 +49,4 @@ def test_library_logs_and_tracebacks_are_json_lines() -> None:
     # The pool's refill retries during an outage: one line with the error, no traceback.
     refill = by_event["Failed to restore the floor: OSError: refused"]
     assert "exception" not in refill
-    assert len(records) == 6, lines
+    assert len(records) == 7, lines
