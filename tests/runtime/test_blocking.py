@@ -14,20 +14,20 @@ from tests.conftest import SqlHelper, write
 
 
 async def _sleeps_on_the_loop() -> None:
-    time.sleep(0.01)  # deliberately blocking: what blockbuster must catch
+    time.sleep(0.01)  # noqa: ASYNC251 (deliberately blocking: what blockbuster must catch)
 
 
 def test_a_blocking_call_in_a_coroutine_on_the_library_loop_raises(
     active_blockbusters: list[BlockBuster],
 ) -> None:
     assert active_blockbusters, "blockbuster is not active for runtime test bodies"
-    with pytest.raises(BlockingError, match="time.sleep"):
+    with pytest.raises(BlockingError, match=r"time\.sleep"):
         bridge.run(_sleeps_on_the_loop())
 
 
 @cocod.op.function()
 async def _blocking_transform(text: str) -> str:
-    time.sleep(0.01)  # a user function that blocks the loop it runs on
+    time.sleep(0.01)  # noqa: ASYNC251 (a user function that blocks its loop)
     return text
 
 
