@@ -491,6 +491,11 @@ class _SourceLoop:
         if self.status.database_down[self.name]:
             self.status.database_down[self.name] = False
             self.log.info("source.database_back")
+            # Commits are asynchronous (synchronous_commit=off): a server that crashed
+            # may have lost the last ones it acknowledged, and the hints they consumed are
+            # gone. One full pass (a stat walk) redoes whatever was lost.
+            if keys is not None:
+                self.needs_full_pass = True
         if stats.num_errors:
             self.status.last_error = f"{self.name}: {stats.num_errors} row(s) failed; see logs"
             self._retry_rows(stats, keys)
