@@ -3,6 +3,7 @@ and garbage-collected once no row uses an entry for the retention period."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import cocod as cocoindex
@@ -100,3 +101,28 @@ def test_removed_source_rows_are_cleaned_up_at_setup(tmp_path: Path, sql: SqlHel
     flow.setup()
     assert [r[0] for r in sql.fetch("SELECT filename FROM sources__files")] == ["a.txt"]
     assert sql.fetchval("SELECT count(*) FROM cocod.tracking") == 1
+
+
+@cocoindex.op.function(cache=True, behavior_version=1)
+def lies_about_its_type(text: str) -> str:
+    return text.encode()  # type: ignore[return-value]  # bytes where str is declared
+
+
+def test_failing_memo_encode_does_not_hang_later_passes(tmp_path: Path, sql: SqlHelper) -> None:
+    write(tmp_path / "docs" / "a.md", "x")
+
+    def define(fb: cocoindex.FlowBuilder, scope: cocoindex.DataScope) -> None:
+        scope["docs"] = fb.add_source(cocoindex.sources.LocalFile(path=str(tmp_path / "docs")))
+        out = scope.add_collector()
+        with scope["docs"].row() as doc:
+            doc["y"] = doc["content"].transform(lies_about_its_type)
+            out.collect(filename=doc["filename"], y=doc["y"])
+        out.export("ys", cocoindex.targets.Postgres(), primary_key_fields=["filename"])
+
+    flow = cocoindex.open_flow("Lies", define)
+    flow.setup()
+    assert flow.update().stats["docs"]["num_errors"] == 1
+    # The retry (and any other row with the same input) must fail again, not wait forever.
+    started = time.monotonic()
+    assert flow.update().stats["docs"]["num_errors"] == 1
+    assert time.monotonic() - started < 60

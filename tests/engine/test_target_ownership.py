@@ -12,11 +12,11 @@ import pytest
 import cocod as cocoindex
 from cocod.engine.indexer import UpdateMode
 from cocod.engine.setup import FlowRecord, apply_export_versions, plan_setup
-from cocod.errors import SetupError
+from cocod.errors import FlowDefinitionError, SetupError
 from cocod.executors.postgres_target import row_count_estimates
 from cocod.runtime.execution import POSTGRES_DRIVER, FlowExecution
 from tests.conftest import SqlHelper, write
-from tests.flows import tiny_embed
+from tests.flows import paragraph_flow, tiny_embed
 
 
 def _files_flow(path: str, table: str, **target: object):  # type: ignore[no-untyped-def]
@@ -157,3 +157,26 @@ def test_an_adopted_table_that_does_not_fit_fails_setup_and_rolls_back(
     with pytest.raises(SetupError, match="rolled back"):
         flow.setup()
     assert sql.fetchval("SELECT count(*) FROM cocod.setup_metadata") == 0
+
+
+def test_two_owners_of_one_table_are_refused(tmp_path: Path, sql: SqlHelper) -> None:
+    def two_exports(fb: cocoindex.FlowBuilder, scope: cocoindex.DataScope) -> None:
+        scope["d"] = fb.add_source(cocoindex.sources.LocalFile(path=str(tmp_path)))
+        a, b = scope.add_collector(), scope.add_collector()
+        with scope["d"].row() as f:
+            a.collect(filename=f["filename"])
+            b.collect(filename=f["filename"])
+        a.export(
+            "a", cocoindex.targets.Postgres(table_name="shared"), primary_key_fields=["filename"]
+        )
+        b.export(
+            "b", cocoindex.targets.Postgres(table_name="shared"), primary_key_fields=["filename"]
+        )
+
+    with pytest.raises(FlowDefinitionError, match="both write"):
+        cocoindex.open_flow("Twice", two_exports).setup()
+    first = cocoindex.open_flow("Owner", paragraph_flow(str(tmp_path), table_name="taken"))
+    first.setup()
+    second = cocoindex.open_flow("Thief", paragraph_flow(str(tmp_path), table_name="taken"))
+    with pytest.raises(SetupError, match="already manages"):
+        second.setup()

@@ -50,7 +50,7 @@ def test_a_killed_embedded_server_is_restarted_and_queries_work_again(tmp_path: 
         assert await pool.fetchval("SELECT 1") == 1
         assert await ctx.ensure_database_running() is True
 
-        pid = _postmaster(state_dir)
+        pid = await anyio.to_thread.run_sync(_postmaster, state_dir)
         os.kill(pid, signal.SIGKILL)
         gone = await anyio.to_thread.run_sync(
             lambda: wait_until(lambda: not is_postmaster(pid, pgdata), 15.0)
@@ -60,11 +60,12 @@ def test_a_killed_embedded_server_is_restarted_and_queries_work_again(tmp_path: 
             assert await ctx.ensure_database_running() is True
             assert await ctx.ensure_database_running() is True
         assert [e["event"] for e in logs].count("database.restarted") == 1
-        assert _postmaster(state_dir) != pid
+        assert await anyio.to_thread.run_sync(_postmaster, state_dir) != pid
         assert await pool.fetchval("SELECT 2") == 2
 
         await ctx.aclose(timeout=5.0)
-        assert not is_postmaster(_postmaster_or_zero(pgdata), pgdata)
+        last = await anyio.to_thread.run_sync(_postmaster_or_zero, pgdata)
+        assert not is_postmaster(last, pgdata)
 
     try:
         anyio.run(main)
