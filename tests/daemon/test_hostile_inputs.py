@@ -124,14 +124,6 @@ def test_symlinks_to_the_root_and_out_of_it_index_nothing_extra(
     _other_instance_follows(sql, folders, "right while left has links")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: cocod/runtime/source_loop.py SourceLoop.run moves self.pending/pending_dirs out "
-        "(clear or swap) before each pass and progress()/pending_count counts only what waits, "
-        "not the keys in flight, so status shows 0 pending for the whole catch-up"
-    ),
-)
 def test_status_shows_pending_work_while_a_burst_of_2000_files_is_caught_up(
     daemon: DaemonProcess, database_url: str, folders: dict[str, Path]
 ) -> None:
