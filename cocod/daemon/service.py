@@ -49,11 +49,11 @@ log = structlog.get_logger(__name__)
 READY_TIMEOUT_SECONDS = 30.0
 """READY is sent at the latest this long after start, even if an instance is slow."""
 OVERRUN_GRACE_SECONDS = 1.5
+"""Past ``drain_timeout`` by this much, the process leaves without waiting any longer."""
 VERIFY_WAIT_SECONDS = 60.0
 """After a database restart, how long verification waits for instances to resume."""
 VERIFY_TIMEOUT_SECONDS = 600.0
 """The most one instance's verification (and repair) may take after a restart."""
-"""Past ``drain_timeout`` by this much, the process leaves without waiting any longer."""
 
 
 class Daemon:
