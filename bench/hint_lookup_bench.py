@@ -50,7 +50,7 @@ import anyio
 import asyncpg
 
 from cocod.logs import configure_logging
-from cocod.storage import state
+from cocod.storage import internal_schema, state
 from cocod.storage.embedded import start_embedded_postgres
 from cocod.storage.pool import open_pool
 
@@ -134,7 +134,7 @@ async def run_bench(uri: str, rows: int, hint_counts: list[int], repeats: int) -
     # the pool's connections replace with their JSON text codec.
     conn = await asyncpg.connect(uri)
     try:
-        await state.ensure_internal_schema(conn, SCHEMA)
+        await internal_schema.ensure_internal_schema(conn, SCHEMA)
         keys = tracked_keys(rows)
         start = time.perf_counter()
         await fill_tracking(conn, keys)

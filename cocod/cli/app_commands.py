@@ -12,7 +12,7 @@ from cocod.runtime import context
 from cocod.runtime.app_loader import load_app, split_flow_specifier
 from cocod.runtime.bridge import bridge
 from cocod.runtime.flow import Flow, flows
-from cocod.storage import state as internal
+from cocod.storage import flow_records as internal
 
 
 def _select_flows(spec: str) -> list[Flow]:

@@ -61,8 +61,9 @@ from cocod.flow.graph import FlowGraph
 from cocod.ops.sources import LocalFile
 from cocod.runtime.context import LibraryContext
 from cocod.runtime.coordination import FlowCoordination, coordination_for
-from cocod.storage import state as internal
+from cocod.storage import flow_records, internal_schema
 from cocod.storage.pool import Connection
+from cocod.storage.state import PostgresStateStore, is_unavailable_error
 
 log = structlog.get_logger(__name__)
 
@@ -131,7 +132,7 @@ class FlowExecution:
                 runners,
                 Evaluator(sp.for_each, runners),
             )
-        self._store: internal.PostgresStateStore | None = None
+        self._store: PostgresStateStore | None = None
         self._store_identity = ""
 
     @property
@@ -146,8 +147,8 @@ class FlowExecution:
     async def _read_record(self, ctx: LibraryContext) -> tuple[FlowRecord | None, bool]:
         pool = await ctx.pool()
         async with pool.acquire() as conn:
-            has_schema = await internal.internal_schema_exists(conn, ctx.schema)
-            record = await internal.read_flow_record(conn, ctx.schema, self.full_name)
+            has_schema = await internal_schema.internal_schema_exists(conn, ctx.schema)
+            record = await flow_records.read_flow_record(conn, ctx.schema, self.full_name)
         return record, not has_schema
 
     async def plan_setup(self, ctx: LibraryContext) -> FlowSetupPlan:
@@ -162,7 +163,9 @@ class FlowExecution:
             async with pool.acquire() as conn:
                 if not needs_schema:
                     keys = [t.key for t in new_items]
-                    owners = await internal.target_owners(conn, ctx.schema, keys, self.full_name)
+                    owners = await flow_records.target_owners(
+                        conn, ctx.schema, keys, self.full_name
+                    )
                     if owners:
                         key, owner = next(iter(owners.items()))
                         raise SetupError(
@@ -228,9 +231,7 @@ class FlowExecution:
             return drop_plan
 
     # -- update ---------------------------------------------------------------------------
-    async def open_store(
-        self, ctx: LibraryContext
-    ) -> tuple[internal.PostgresStateStore, dict[str, int]]:
+    async def open_store(self, ctx: LibraryContext) -> tuple[PostgresStateStore, dict[str, int]]:
         """Check setup is current, and return the state store with its source ids."""
         setup_plan = await self.plan_setup(ctx)
         if setup_plan.has_changes or setup_plan.old_record is None:
@@ -250,13 +251,13 @@ class FlowExecution:
             # the setup it was built for stays the same. A database set up by an older
             # cocod is migrated here, once, under the schema lock.
             async with pool.acquire() as conn:
-                await internal.ensure_internal_schema(conn, ctx.schema)
+                await internal_schema.ensure_internal_schema(conn, ctx.schema)
             writers = {}
             for item in setup_plan.targets:
                 if item.new is not None and item.export_name is not None:
                     export = self.plan.exports[item.export_name]
                     writers[item.export_name] = postgres_target.TableWriter(item.new, export)
-            self._store = internal.PostgresStateStore(
+            self._store = PostgresStateStore(
                 pool, ctx.schema, setup_plan.old_record.flow_id, writers
             )
             self._store_identity = identity
@@ -303,7 +304,7 @@ class FlowExecution:
     async def update_source(
         self,
         ctx: LibraryContext,
-        store: internal.PostgresStateStore,
+        store: PostgresStateStore,
         name: str,
         source_id: int,
         mode: UpdateMode,
@@ -334,9 +335,7 @@ class FlowExecution:
             except (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError) as e:
                 # Normally mapped by the pool already; a driver error escaping it still
                 # says whether waiting for the database will help.
-                error_type = (
-                    DatabaseUnavailableError if internal.is_unavailable_error(e) else DatabaseError
-                )
+                error_type = DatabaseUnavailableError if is_unavailable_error(e) else DatabaseError
                 raise error_type(
                     f"flow {self.full_name!r} source {name!r}: database error: {e}"
                 ) from e
@@ -377,11 +376,11 @@ async def apply_setup_plan(
         async with pool.acquire() as conn:
             # Its own transaction, under an advisory lock: instances set up together on a
             # fresh database must not race on CREATE TABLE.
-            await internal.ensure_internal_schema(conn, ctx.schema)
+            await internal_schema.ensure_internal_schema(conn, ctx.schema)
         async with pool.acquire() as conn, conn.transaction():
             record = setup_plan.old_record
             flow_id = (
-                record.flow_id if record else await internal.allocate_flow_id(conn, ctx.schema)
+                record.flow_id if record else await flow_records.allocate_flow_id(conn, ctx.schema)
             )
             for item in setup_plan.targets:
                 if item.change.status in (READY, USER_MANAGED):
@@ -401,7 +400,7 @@ async def apply_setup_plan(
                 next_source_id=setup_plan.next_source_id,
                 targets={t.key: t.new for t in setup_plan.targets if t.new is not None},
             )
-            await internal.write_flow_record(conn, ctx.schema, name, new_record)
+            await flow_records.write_flow_record(conn, ctx.schema, name, new_record)
     except DatabaseUnavailableError:
         raise
     except (asyncpg.PostgresError, DatabaseError) as e:  # the pool maps driver errors
@@ -425,7 +424,7 @@ async def _clean_retired_sources(
     }
     for source_name, source_id in setup_plan.retired_sources.items():
         _say(out, f"  - Clean up legacy source {source_name}")
-        removed = await internal.delete_source_tracking(conn, ctx.schema, flow_id, source_id)
+        removed = await flow_records.delete_source_tracking(conn, ctx.schema, flow_id, source_id)
         for target_keys in removed:
             tracked = TrackedRow(None, None, None, target_keys)
             for export_name, writer in writers.items():
@@ -461,7 +460,7 @@ async def apply_drop_plan(
                             log.warning("drop.target_failed", flow=name, error=str(e))
                     else:
                         await conn.execute(stmt)
-            await internal.delete_flow_state(conn, ctx.schema, name, record.flow_id)
+            await flow_records.delete_flow_state(conn, ctx.schema, name, record.flow_id)
     except DatabaseUnavailableError:
         raise
     except (asyncpg.PostgresError, DatabaseError) as e:
@@ -480,7 +479,7 @@ async def _delete_adopted_rows(
     if state is None or not postgres_target.is_adopted(state):
         return
     signature = target_signature(item.key, state)
-    entries = await internal.tracked_target_keys(
+    entries = await flow_records.tracked_target_keys(
         conn, ctx.schema, flow_id, str(state.get("export", ""))
     )
     keys = [k for e in entries if e.get("target") == signature for k in e.get("keys", {})]

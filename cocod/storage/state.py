@@ -1,17 +1,7 @@
-"""cocod's internal tables: setup records, per-row tracking, and the memo.
+"""The engine's state store: per-row tracking, the memo, and how database errors retry.
 
-All flows share three tables in the internal schema (``cocod`` unless
-``db_schema_name`` says otherwise), partitioned by a numeric ``flow_id``: no per-flow DDL,
-no identifier-length limits on flow names, and dropping a flow is a few DELETEs.
-
-    setup_metadata (flow_name, resource) → state jsonb      what setup last applied
-    tracking (flow_id, source_id, source_key bytea)         one row per processed source row
-    memo (flow_id, fp) → value bytea                         memoized function results
-
-Source keys are stored as the file name's own bytes (``key.encode('utf-8',
-'surrogateescape')``, what ``os.fsencode`` gives): Postgres text cannot hold the lone
-surrogates a name that is not UTF-8 decodes to, and bytea compares byte-wise, so the keys
-under a folder are one range scan of the primary key with no collation in the way.
+The tables are described (and created) in :mod:`cocod.storage.internal_schema`; the
+per-flow setup records are in :mod:`cocod.storage.flow_records`.
 
 Memo collection costs what changed: a commit that releases memo keys marks those no other
 tracking row references (``orphaned_at``) in the same transaction, and collection looks
@@ -28,13 +18,10 @@ import asyncpg
 
 from cocod.engine.batching import Batcher
 from cocod.engine.interfaces import ExportWrite, Ordinal, RowCommit, TrackedRow
-from cocod.engine.setup import FlowRecord
 from cocod.errors import DatabaseError, DatabaseUnavailableError, RowError
 from cocod.flow.naming import quote_ident
 from cocod.storage.pool import Connection
 
-INTERNAL_SCHEMA_LOCK_KEY = 0x636F636F642D31
-"""pg_advisory_xact_lock key serialising creation and migration of the internal tables."""
 HINTS_PER_QUERY = 4096
 """Hinted keys per tracking lookup; each key is two index range scans."""
 MEMO_GC_DEADLINE_S = 30.0
@@ -57,198 +44,6 @@ def encode_key(key: str) -> bytes:
 
 def decode_key(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
-
-
-def internal_schema_statements(schema: str) -> list[str]:
-    s = quote_ident(schema)
-    return [
-        f"CREATE SCHEMA IF NOT EXISTS {s}",
-        f"""CREATE TABLE IF NOT EXISTS {s}.setup_metadata (
-            flow_name text NOT NULL,
-            resource text NOT NULL,
-            state jsonb NOT NULL,
-            PRIMARY KEY (flow_name, resource))""",
-        f"CREATE SEQUENCE IF NOT EXISTS {s}.flow_id_seq",
-        f"""CREATE TABLE IF NOT EXISTS {s}.tracking (
-            flow_id integer NOT NULL,
-            source_id integer NOT NULL,
-            source_key bytea NOT NULL,
-            ordinal_mtime_ns bigint,
-            ordinal_size bigint,
-            content_fp bytea,
-            logic_fp bytea,
-            target_keys jsonb NOT NULL,
-            memo_keys bytea[] NOT NULL,
-            uuids jsonb NOT NULL,
-            processed_at timestamptz NOT NULL DEFAULT now(),
-            PRIMARY KEY (flow_id, source_id, source_key))""",
-        f"CREATE INDEX IF NOT EXISTS tracking_memo_keys ON {s}.tracking USING gin (memo_keys)",
-        f"""CREATE TABLE IF NOT EXISTS {s}.memo (
-            flow_id integer NOT NULL,
-            fp bytea NOT NULL,
-            value bytea NOT NULL,
-            orphaned_at timestamptz,
-            PRIMARY KEY (flow_id, fp))""",
-        f"CREATE INDEX IF NOT EXISTS memo_orphans ON {s}.memo (flow_id, orphaned_at) "
-        "WHERE orphaned_at IS NOT NULL",
-    ]
-
-
-def _migration_statements(schema: str) -> list[str]:
-    """From the first layout (text keys, orphans remembered per process) to this one."""
-    s = quote_ident(schema)
-    return [
-        f"ALTER TABLE {s}.tracking ALTER COLUMN source_key TYPE bytea "
-        "USING convert_to(source_key, 'UTF8')",
-        # Releases used to be remembered in memory only: mark what they lost, once.
-        f"UPDATE {s}.memo m SET orphaned_at = now() WHERE orphaned_at IS NULL AND NOT EXISTS "
-        f"(SELECT 1 FROM {s}.tracking t WHERE t.flow_id = m.flow_id "
-        "AND t.memo_keys @> ARRAY[m.fp])",
-    ]
-
-
-async def _key_column_type(conn: Connection, schema: str) -> str | None:
-    """``bytea`` when the internal tables are current, ``text`` when they need migrating."""
-    found = await conn.fetchval(
-        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
-        "WHERE attrelid = to_regclass($1) AND attname = 'source_key' AND NOT attisdropped",
-        f"{quote_ident(schema)}.tracking",
-    )
-    return None if found is None else str(found)
-
-
-async def ensure_internal_schema(conn: Connection, schema: str) -> bool:
-    """Create or migrate the internal tables once, however many processes start together.
-
-    Check first (one cheap query when all is done), then take a transaction-scoped
-    advisory lock and check again: the processes that lose the race wait for the winner's
-    commit and find nothing left to do, instead of colliding on CREATE TABLE.
-    Returns whether this call changed anything.
-    """
-    if await _key_column_type(conn, schema) == "bytea":
-        return False
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", INTERNAL_SCHEMA_LOCK_KEY)
-        current = await _key_column_type(conn, schema)
-        if current == "bytea":
-            return False
-        if current is not None:
-            for stmt in _migration_statements(schema):
-                await conn.execute(stmt)
-        for stmt in internal_schema_statements(schema):
-            await conn.execute(stmt)
-    return True
-
-
-async def internal_schema_exists(conn: Connection, schema: str) -> bool:
-    found = await conn.fetchval(
-        "SELECT to_regclass($1) IS NOT NULL", f"{quote_ident(schema)}.setup_metadata"
-    )
-    return bool(found)
-
-
-async def read_flow_record(conn: Connection, schema: str, flow_name: str) -> FlowRecord | None:
-    if not await internal_schema_exists(conn, schema):
-        return None
-    rows = await conn.fetch(
-        f"SELECT resource, state FROM {quote_ident(schema)}.setup_metadata WHERE flow_name = $1",
-        flow_name,
-    )
-    by_resource = {r["resource"]: r["state"] for r in rows}
-    flow = by_resource.pop("flow", None)
-    if flow is None:
-        return None
-    record = FlowRecord(
-        flow_id=flow["flow_id"],
-        sources=dict(flow.get("sources", {})),
-        next_source_id=flow.get("next_source_id", 1),
-    )
-    for resource, state in by_resource.items():
-        if resource.startswith("target:"):
-            record.targets[resource.removeprefix("target:")] = state
-    return record
-
-
-async def list_flow_names(conn: Connection, schema: str) -> list[str]:
-    if not await internal_schema_exists(conn, schema):
-        return []
-    rows = await conn.fetch(
-        f"SELECT flow_name FROM {quote_ident(schema)}.setup_metadata "
-        "WHERE resource = 'flow' ORDER BY flow_name"
-    )
-    return [r["flow_name"] for r in rows]
-
-
-async def target_owners(
-    conn: Connection, schema: str, keys: Sequence[str], except_flow: str
-) -> dict[str, str]:
-    """Which other flows already manage these targets (setup key → flow name)."""
-    rows = await conn.fetch(
-        f"SELECT flow_name, resource FROM {quote_ident(schema)}.setup_metadata "
-        "WHERE resource = ANY($1::text[]) AND flow_name <> $2",
-        [f"target:{k}" for k in keys],
-        except_flow,
-    )
-    return {r["resource"].removeprefix("target:"): r["flow_name"] for r in rows}
-
-
-async def allocate_flow_id(conn: Connection, schema: str) -> int:
-    sequence = f"{quote_ident(schema)}.flow_id_seq"
-    return int(await conn.fetchval("SELECT nextval($1::regclass)", sequence))
-
-
-async def write_flow_record(
-    conn: Connection, schema: str, flow_name: str, record: FlowRecord
-) -> None:
-    s = quote_ident(schema)
-    await conn.execute(f"DELETE FROM {s}.setup_metadata WHERE flow_name = $1", flow_name)
-    rows = [(flow_name, "flow", record.flow_state())] + [
-        (flow_name, f"target:{key}", state) for key, state in record.targets.items()
-    ]
-    await conn.executemany(
-        f"INSERT INTO {s}.setup_metadata (flow_name, resource, state) VALUES ($1, $2, $3)", rows
-    )
-
-
-async def delete_flow_state(conn: Connection, schema: str, flow_name: str, flow_id: int) -> None:
-    s = quote_ident(schema)
-    await conn.execute(f"DELETE FROM {s}.tracking WHERE flow_id = $1", flow_id)
-    await conn.execute(f"DELETE FROM {s}.memo WHERE flow_id = $1", flow_id)
-    await conn.execute(f"DELETE FROM {s}.setup_metadata WHERE flow_name = $1", flow_name)
-
-
-async def delete_source_tracking(
-    conn: Connection, schema: str, flow_id: int, source_id: int
-) -> list[dict[str, dict[str, Any]]]:
-    """Remove a retired source's tracking rows; returns their target keys to delete.
-
-    The memo entries only those rows used become collection candidates in the same
-    transaction, as a commit's released keys do.
-    """
-    rows = await conn.fetch(
-        f"DELETE FROM {quote_ident(schema)}.tracking WHERE flow_id = $1 AND source_id = $2 "
-        "RETURNING target_keys, memo_keys",
-        flow_id,
-        source_id,
-    )
-    released = {k for r in rows for k in r["memo_keys"]}
-    if released:
-        s = quote_ident(schema)
-        await mark_orphans(conn, f"{s}.memo", f"{s}.tracking", flow_id, released)
-    return [dict(r["target_keys"]) for r in rows]
-
-
-async def tracked_target_keys(
-    conn: Connection, schema: str, flow_id: int, export_name: str
-) -> list[dict[str, Any]]:
-    """Every row's recorded keys for one export (what drop deletes from adopted tables)."""
-    rows = await conn.fetch(
-        f"SELECT target_keys -> $2 AS entry FROM {quote_ident(schema)}.tracking "
-        "WHERE flow_id = $1 AND target_keys ? $2",
-        flow_id,
-        export_name,
-    )
-    return [dict(r["entry"]) for r in rows if r["entry"]]
 
 
 def _unreferenced(memo: str, tracking: str) -> str:

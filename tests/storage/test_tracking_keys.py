@@ -17,7 +17,7 @@ import cocod as cocoindex
 from cocod.engine.indexer import _expand_hinted_keys
 from cocod.engine.interfaces import RowCommit, TrackedRow
 from cocod.errors import RowError
-from cocod.storage import state
+from cocod.storage import internal_schema, state
 from cocod.storage.pool import open_pool
 from tests.conftest import SqlHelper, write
 from tests.flows import paragraph_flow
@@ -78,7 +78,7 @@ def test_a_name_that_is_not_utf8_is_indexed_kept_apart_and_deleted(
 async def test_a_key_with_no_byte_form_is_that_rows_error(
     pool: asyncpg.Pool, conn: asyncpg.Connection
 ) -> None:
-    await state.ensure_internal_schema(conn, "cocod")
+    await internal_schema.ensure_internal_schema(conn, "cocod")
     store = state.PostgresStateStore(pool, "cocod", 1, {})
     tracked = TrackedRow(None, b"c", b"l")
     with pytest.raises(RowError, match="cannot be stored"):
@@ -100,7 +100,7 @@ async def _track(conn: asyncpg.Connection, keys: list[str]) -> None:
 async def test_hinted_folders_and_files_load_exactly_what_is_at_or_under_them(
     pool: asyncpg.Pool, conn: asyncpg.Connection
 ) -> None:
-    await state.ensure_internal_schema(conn, "cocod")
+    await internal_schema.ensure_internal_schema(conn, "cocod")
     keys = ["dir/a.md", "dir/sub/b.md", "dir-x.md", "dir.md", "dir0/c.md", "dir", "café/x"]
     await _track(conn, [*keys, "caf\udce9/y", "other.md"])
     store = state.PostgresStateStore(pool, "cocod", 1, {})
@@ -121,7 +121,7 @@ def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
 async def test_a_burst_of_hints_is_index_range_scans_not_a_scan_per_key(
     pool: asyncpg.Pool, conn: asyncpg.Connection
 ) -> None:
-    await state.ensure_internal_schema(conn, "cocod")
+    await internal_schema.ensure_internal_schema(conn, "cocod")
     tracked = [f"d{i % 200}/f{i}.md" for i in range(20_000)]
     await _track(conn, tracked)
     hints = [f"d{i % 200}/f{i}.md" for i in range(0, 20_000, 8)]  # 2,500 files
@@ -151,7 +151,7 @@ async def test_instances_starting_together_create_the_tables_once(database_url: 
     async def start() -> None:
         c = await asyncpg.connect(database_url)
         try:
-            created.append(await state.ensure_internal_schema(c, "cocod"))
+            created.append(await internal_schema.ensure_internal_schema(c, "cocod"))
         finally:
             await c.close()
 

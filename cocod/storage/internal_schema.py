@@ -1,0 +1,111 @@
+"""The internal schema's tables, and creating or migrating them once per database.
+
+All flows share three tables in the internal schema (``cocod`` unless
+``db_schema_name`` says otherwise), partitioned by a numeric ``flow_id``: no per-flow DDL,
+no identifier-length limits on flow names, and dropping a flow is a few DELETEs.
+
+    setup_metadata (flow_name, resource) → state jsonb      what setup last applied
+    tracking (flow_id, source_id, source_key bytea)         one row per processed source row
+    memo (flow_id, fp) → value bytea                         memoized function results
+
+Source keys are stored as the file name's own bytes (``key.encode('utf-8',
+'surrogateescape')``, what ``os.fsencode`` gives): Postgres text cannot hold the lone
+surrogates a name that is not UTF-8 decodes to, and bytea compares byte-wise, so the keys
+under a folder are one range scan of the primary key with no collation in the way.
+"""
+
+from __future__ import annotations
+
+from cocod.flow.naming import quote_ident
+from cocod.storage.pool import Connection
+
+INTERNAL_SCHEMA_LOCK_KEY = 0x636F636F642D31
+"""pg_advisory_xact_lock key serialising creation and migration of the internal tables."""
+
+
+def internal_schema_statements(schema: str) -> list[str]:
+    s = quote_ident(schema)
+    return [
+        f"CREATE SCHEMA IF NOT EXISTS {s}",
+        f"""CREATE TABLE IF NOT EXISTS {s}.setup_metadata (
+            flow_name text NOT NULL,
+            resource text NOT NULL,
+            state jsonb NOT NULL,
+            PRIMARY KEY (flow_name, resource))""",
+        f"CREATE SEQUENCE IF NOT EXISTS {s}.flow_id_seq",
+        f"""CREATE TABLE IF NOT EXISTS {s}.tracking (
+            flow_id integer NOT NULL,
+            source_id integer NOT NULL,
+            source_key bytea NOT NULL,
+            ordinal_mtime_ns bigint,
+            ordinal_size bigint,
+            content_fp bytea,
+            logic_fp bytea,
+            target_keys jsonb NOT NULL,
+            memo_keys bytea[] NOT NULL,
+            uuids jsonb NOT NULL,
+            processed_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (flow_id, source_id, source_key))""",
+        f"CREATE INDEX IF NOT EXISTS tracking_memo_keys ON {s}.tracking USING gin (memo_keys)",
+        f"""CREATE TABLE IF NOT EXISTS {s}.memo (
+            flow_id integer NOT NULL,
+            fp bytea NOT NULL,
+            value bytea NOT NULL,
+            orphaned_at timestamptz,
+            PRIMARY KEY (flow_id, fp))""",
+        f"CREATE INDEX IF NOT EXISTS memo_orphans ON {s}.memo (flow_id, orphaned_at) "
+        "WHERE orphaned_at IS NOT NULL",
+    ]
+
+
+def _migration_statements(schema: str) -> list[str]:
+    """From the first layout (text keys, orphans remembered per process) to this one."""
+    s = quote_ident(schema)
+    return [
+        f"ALTER TABLE {s}.tracking ALTER COLUMN source_key TYPE bytea "
+        "USING convert_to(source_key, 'UTF8')",
+        # Releases used to be remembered in memory only: mark what they lost, once.
+        f"UPDATE {s}.memo m SET orphaned_at = now() WHERE orphaned_at IS NULL AND NOT EXISTS "
+        f"(SELECT 1 FROM {s}.tracking t WHERE t.flow_id = m.flow_id "
+        "AND t.memo_keys @> ARRAY[m.fp])",
+    ]
+
+
+async def _key_column_type(conn: Connection, schema: str) -> str | None:
+    """``bytea`` when the internal tables are current, ``text`` when they need migrating."""
+    found = await conn.fetchval(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = to_regclass($1) AND attname = 'source_key' AND NOT attisdropped",
+        f"{quote_ident(schema)}.tracking",
+    )
+    return None if found is None else str(found)
+
+
+async def ensure_internal_schema(conn: Connection, schema: str) -> bool:
+    """Create or migrate the internal tables once, however many processes start together.
+
+    Check first (one cheap query when all is done), then take a transaction-scoped
+    advisory lock and check again: the processes that lose the race wait for the winner's
+    commit and find nothing left to do, instead of colliding on CREATE TABLE.
+    Returns whether this call changed anything.
+    """
+    if await _key_column_type(conn, schema) == "bytea":
+        return False
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", INTERNAL_SCHEMA_LOCK_KEY)
+        current = await _key_column_type(conn, schema)
+        if current == "bytea":
+            return False
+        if current is not None:
+            for stmt in _migration_statements(schema):
+                await conn.execute(stmt)
+        for stmt in internal_schema_statements(schema):
+            await conn.execute(stmt)
+    return True
+
+
+async def internal_schema_exists(conn: Connection, schema: str) -> bool:
+    found = await conn.fetchval(
+        "SELECT to_regclass($1) IS NOT NULL", f"{quote_ident(schema)}.setup_metadata"
+    )
+    return bool(found)
