@@ -295,4 +295,22 @@ def get_app_namespace(*, trailing_delimiter: str | None = None) -> str:
     return ns
 
 
+
+
+def _stop_before_interpreter_exit() -> None:
+    """Close the pool, release the embedded server, then stop the bridge's loop thread.
+
+    Run from ``threading``'s exit hooks, which fire before daemon threads are frozen for
+    interpreter finalisation: later, the bridge's loop thread (a daemon thread) could no
+    longer answer, and stopping its portal from a finaliser would wait for ever.
+    """
+    stop()
+    bridge.stop()
+
+
+# Before daemon threads freeze (the same hook concurrent.futures uses); the plain atexit
+# registration stays for interpreters without it.
+_register_thread_exit = getattr(threading, "_register_atexit", None)
+if _register_thread_exit is not None:
+    _register_thread_exit(_stop_before_interpreter_exit)
 atexit.register(stop)
