@@ -295,8 +295,6 @@ def get_app_namespace(*, trailing_delimiter: str | None = None) -> str:
     return ns
 
 
-
-
 def _stop_before_interpreter_exit() -> None:
     """Close the pool, release the embedded server, then stop the bridge's loop thread.
 
