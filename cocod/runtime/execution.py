@@ -378,6 +378,9 @@ async def apply_setup_plan(
             # fresh database must not race on CREATE TABLE.
             await internal_schema.ensure_internal_schema(conn, ctx.schema)
         async with pool.acquire() as conn, conn.transaction():
+            # Rows commit asynchronously (a crash redoes them); setup must not: a server
+            # crash right after setup() returned would lose the tables it reported created.
+            await conn.execute("SET LOCAL synchronous_commit = on")
             record = setup_plan.old_record
             flow_id = (
                 record.flow_id if record else await flow_records.allocate_flow_id(conn, ctx.schema)
@@ -446,6 +449,7 @@ async def apply_drop_plan(
     _say(out, f"Deleting flow {name}:")
     try:
         async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit = on")  # as setup: durable
             for item in drop_plan.targets:
                 _say(out, f"{item.description}:")
                 for action in item.change.actions:
