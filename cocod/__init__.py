@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     )
     from cocod.runtime.query import QueryHandlerResultFields, QueryInfo, QueryOutput
     from cocod.runtime.transform_flow import TransformFlow, transform_flow
-    from cocod.settings import (
+    from cocod.setting import (
         DatabaseConnectionSpec,
         GlobalExecutionOptions,
         ServerSettings,
@@ -113,10 +113,10 @@ _LAZY = {
     "QueryOutput": "cocod.runtime.query",
     "TransformFlow": "cocod.runtime.transform_flow",
     "transform_flow": "cocod.runtime.transform_flow",
-    "DatabaseConnectionSpec": "cocod.settings",
-    "GlobalExecutionOptions": "cocod.settings",
-    "ServerSettings": "cocod.settings",
-    "Settings": "cocod.settings",
+    "DatabaseConnectionSpec": "cocod.setting",
+    "GlobalExecutionOptions": "cocod.setting",
+    "ServerSettings": "cocod.setting",
+    "Settings": "cocod.setting",
 }
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from cocod.control.client import default_socket_path
 from cocod.errors import SettingsError
 from cocod.flow.naming import validate_flow_name
-from cocod.settings import default_state_dir
+from cocod.setting import default_state_dir
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}

@@ -42,7 +42,7 @@ from cocod.daemon.server import open_listener, serve_control
 from cocod.errors import CocodError, DatabaseUnavailableError
 from cocod.runtime import context
 from cocod.runtime.bridge import bridge
-from cocod.settings import DatabaseConnectionSpec, Settings
+from cocod.setting import DatabaseConnectionSpec, Settings
 
 log = structlog.get_logger(__name__)
 

@@ -27,7 +27,7 @@ import structlog
 from cocod.errors import DatabaseError, SettingsError
 from cocod.flow.naming import validate_app_namespace, validate_sql_identifier
 from cocod.runtime.bridge import bridge
-from cocod.settings import Settings, default_state_dir
+from cocod.setting import Settings, default_state_dir
 from cocod.storage.embedded import EmbeddedPostgres, start_embedded_postgres
 from cocod.storage.pool import Pool, open_pool
 

@@ -18,7 +18,7 @@ import pytest
 import structlog.testing
 
 from cocod.runtime.context import LibraryContext
-from cocod.settings import DatabaseConnectionSpec, Settings
+from cocod.setting import DatabaseConnectionSpec, Settings
 from cocod.storage.embedded_proc import is_postmaster, read_postmaster, wait_until
 
 
