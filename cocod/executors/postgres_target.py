@@ -36,7 +36,7 @@ from cocod.flow.naming import (
     sanitize_name,
     validate_sql_identifier,
 )
-from cocod.flow.types import ValueType
+from cocod.flow.types import ValueType, as_utc_if_naive
 from cocod.ops.targets import Postgres
 
 Connection = asyncpg.Connection | PoolConnectionProxy
@@ -440,6 +440,8 @@ def _converter(vtype: ValueType, column_sql: str) -> Any:
         return lambda v: storable_text(v) if isinstance(v, str) else v
     if kind == "Range":
         return lambda v: None if v is None else asyncpg.Range(int(v[0]), int(v[1]))
+    if kind == "OffsetDateTime":
+        return as_utc_if_naive
     return lambda v: v
 
 

@@ -131,6 +131,29 @@ class VectorInfo:
     dim: int | None
 
 
+class TypeAttr:
+    """``Annotated`` marker carrying a free-form attribute (v0's ``cocoindex.typing.TypeAttr``).
+
+    v0 passes these to the engine as field attributes (hints for CocoInsight); they never
+    change a type or a value, so cocod accepts and ignores them.
+    """
+
+    key: str
+    value: Any
+
+    def __init__(self, key: str, value: Any) -> None:
+        self.key = key
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"TypeAttr({self.key!r}, {self.value!r})"
+
+
+Annotation = TypeKind | TypeAttr | VectorInfo
+TABLE_TYPES: tuple[str, str] = ("KTable", "LTable")
+KEY_FIELD_NAME: str = "_key"
+
+
 Int64 = Annotated[int, TypeKind("Int64")]
 Float32 = Annotated[float, TypeKind("Float32")]
 Float64 = Annotated[float, TypeKind("Float64")]
@@ -177,7 +200,8 @@ _PLAIN: dict[Any, str] = {
     uuid.UUID: "Uuid",
     datetime.date: "Date",
     datetime.time: "Time",
-    datetime.datetime: "LocalDateTime",
+    # v0 maps a plain datetime to OffsetDateTime (timestamptz); a naive value is taken as UTC.
+    datetime.datetime: "OffsetDateTime",
     datetime.timedelta: "TimeDelta",
 }
 
@@ -307,6 +331,15 @@ def to_engine_value(value: Any, vtype: ValueType) -> Any:
     if kind == "Range":
         start, end = value
         return (int(start), int(end))
+    if kind == "OffsetDateTime":
+        return as_utc_if_naive(value)
+    return value
+
+
+def as_utc_if_naive(value: Any) -> Any:
+    """A naive datetime where an offset one is expected is UTC, as v0 reads it."""
+    if isinstance(value, datetime.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=datetime.UTC)
     return value
 
 

@@ -13,6 +13,8 @@ from numpy.typing import NDArray
 
 from cocod.errors import FlowDefinitionError
 from cocod.flow.types import (
+    LocalDateTime,
+    TypeAttr,
     TypeKind,
     ValueType,
     Vector,
@@ -47,7 +49,9 @@ class Point(NamedTuple):
         (uuid.UUID, "Uuid"),
         (datetime.date, "Date"),
         (datetime.time, "Time"),
-        (datetime.datetime, "LocalDateTime"),
+        (datetime.datetime, "OffsetDateTime"),  # v0's mapping (timestamptz)
+        (LocalDateTime, "LocalDateTime"),
+        (Annotated[str, TypeAttr("cocoindex.io/hint", 1)], "Str"),
         (datetime.timedelta, "TimeDelta"),
         (Any, "Json"),
         (dict[str, int], "Json"),
@@ -143,3 +147,13 @@ def test_values_cross_the_function_boundary_both_ways() -> None:
     assert to_engine_value(None, rows_type) is None
     with pytest.raises(TypeError, match="expected a struct value"):
         to_engine_value(["not a struct"], rows_type)
+
+
+def test_a_naive_datetime_becomes_utc_where_an_offset_is_expected() -> None:
+    naive = datetime.datetime(2024, 5, 1, 12, 30)
+    value = to_engine_value(naive, type_of_annotation(datetime.datetime))
+    assert value == naive.replace(tzinfo=datetime.UTC)
+    aware = datetime.datetime(
+        2024, 5, 1, 12, 30, tzinfo=datetime.timezone(datetime.timedelta(hours=2))
+    )
+    assert to_engine_value(aware, type_of_annotation(datetime.datetime)) is aware
