@@ -39,21 +39,41 @@ def _confirm(question: str, force: bool) -> bool:
     return input(f"{question} [yes/N] ").strip().lower() in ("y", "yes")
 
 
-def _setup_flows(selected: list[Flow], force: bool) -> bool:
+def _say_database(ctx: context.LibraryContext, *, quiet: bool) -> None:
+    """One line on stderr when no database URL is configured anywhere, so rows never land
+    in the embedded server without the user knowing (v0 would have failed instead)."""
+    if ctx.is_embedded and not quiet:
+        print(
+            "cocod: no database URL (COCOINDEX_DATABASE_URL in the environment or .env, or "
+            "a @cocod.settings function): using the embedded PostgreSQL server in "
+            f"{ctx.embedded_data_dir}",
+            file=sys.stderr,
+        )
+
+
+def _setup_flows(
+    selected: list[Flow], force: bool, *, quiet: bool = False, always_show: bool = True
+) -> bool:
     ctx = context.get_context()
     pending = []
+    plans = []
     for fl in selected:
         plan = bridge.run(fl.execution().plan_setup(ctx))
-        print(plan.render(ctx.schema) + "\n")
+        plans.append(plan)
         if plan.has_changes:
             pending.append(fl)
+    if not quiet:
+        for plan in plans:
+            if always_show or plan.has_changes:
+                print(plan.render(ctx.schema) + "\n")
     if not pending:
-        print("Setup is already up to date.")
+        if not quiet:
+            print("Setup is already up to date.")
         return True
     if not _confirm("Changes need to be pushed. Continue?", force):
         return False
     for fl in pending:
-        bridge.run(fl.execution().setup(ctx, out=sys.stdout, show_plan=False))
+        bridge.run(fl.execution().setup(ctx, out=None if quiet else sys.stdout, show_plan=False))
     return True
 
 
@@ -77,6 +97,7 @@ def _drop_flows(selected: list[Flow], force: bool) -> bool:
 
 def cmd_setup(args: argparse.Namespace) -> int:
     selected = _select_flows(args.target)
+    _say_database(context.get_context(), quiet=False)
     if args.reset and not _drop_flows(selected, args.force):
         return 1
     return 0 if _setup_flows(selected, args.force) else 1
@@ -94,9 +115,10 @@ def cmd_drop(args: argparse.Namespace) -> int:
 
 def cmd_update(args: argparse.Namespace) -> int:
     selected = _select_flows(args.target)
+    _say_database(context.get_context(), quiet=args.quiet)
     if args.reset and not _drop_flows(selected, args.force):
         return 1
-    if not _setup_flows(selected, args.force):
+    if not _setup_flows(selected, args.force, quiet=args.quiet, always_show=False):
         return 1
     mode = (
         UpdateMode.FULL_REPROCESS
@@ -124,7 +146,8 @@ def _run_live(selected: list[Flow], mode: UpdateMode, *, quiet: bool) -> int:
         print_stats=not quiet,
     )
     updaters = [FlowLiveUpdater(fl, options) for fl in selected]
-    print("Live updating; code changes to the flows need a restart. Ctrl+C to stop.")
+    if not quiet:
+        print("Live updating; code changes to the flows need a restart. Ctrl+C to stop.")
     for updater in updaters:
         updater.start()
     try:
@@ -141,25 +164,28 @@ def _run_live(selected: list[Flow], mode: UpdateMode, *, quiet: bool) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    ctx = context.get_context()
+    """v0's ``ls``: an app's flows with ``[+]`` for those whose setup is not current; with
+    no app, the flows of the current app namespace that have a persisted setup."""
     if args.target:
-        selected = _select_flows(args.target)
+        selected = _select_flows(args.target)  # first: the app may register @settings
+        ctx = context.get_context()
         any_stale = False
-        for fl in selected:
+        for fl in sorted(selected, key=lambda f: f.name):
             plan = bridge.run(fl.execution().plan_setup(ctx))
             stale = plan.has_changes
             any_stale = any_stale or stale
             print(f"{fl.name}{' [+]' if stale else ''}")
         if any_stale:
-            print("\n[+]: flows whose setup is not up to date (run `cocod setup`)")
+            print("\nNotes:\n  [+]: Flows present in the current process, but missing setup.")
         return 0
+    ctx = context.get_context()
 
     async def persisted() -> list[str]:
         pool = await ctx.pool()
         async with pool.acquire() as conn:
             return await internal.list_flow_names(conn, ctx.schema)
 
-    names = bridge.run(persisted())
+    names = _in_namespace(bridge.run(persisted()), ctx.settings.app_namespace)
     if getattr(args, "json", False):
         import json
 
@@ -170,6 +196,15 @@ def cmd_ls(args: argparse.Namespace) -> int:
     for name in names:
         print(name)
     return 0
+
+
+def _in_namespace(full_names: list[str], namespace: str) -> list[str]:
+    """Flow names of ``namespace`` (without its prefix), sorted, as v0 lists them: with no
+    namespace, the flows that have none."""
+    if not namespace:
+        return sorted(n for n in full_names if "." not in n)
+    prefix = namespace + "."
+    return sorted(n.removeprefix(prefix) for n in full_names if n.startswith(prefix))
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -230,3 +265,23 @@ def _print_scope(scope: Scope, indent: str, title: str) -> None:
             print(
                 f"{indent}  collect into {op.collector.name}: {', '.join(n for n, _ in op.values)}"
             )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """v0's ``evaluate``: one flow, its rows as YAML files, no target or tracking written."""
+    import datetime
+
+    from cocod.runtime.evaluate import EvaluateAndDumpOptions
+
+    selected = _select_flows(args.target)
+    if len(selected) != 1:
+        names = ", ".join(f.name for f in selected)
+        raise AppLoadError(f"the app defines several flows ({names}); name one as APP:FLOW")
+    fl = selected[0]
+    output_dir = args.output_dir
+    if output_dir is None:
+        namespace = context.get_app_namespace(trailing_delimiter="_")
+        stamp = datetime.datetime.now().strftime("%y%m%d_%H%M%S")
+        output_dir = f"eval_{namespace}{fl.name}_{stamp}"
+    fl.evaluate_and_dump(EvaluateAndDumpOptions(output_dir=output_dir, use_cache=args.cache))
+    return 0

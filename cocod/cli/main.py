@@ -2,22 +2,56 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import sys
 from collections.abc import Sequence
 
 
-def _load_env_file(path: str) -> None:
-    """KEY=VALUE lines; variables already set in the environment win (like v0)."""
-    with open(path) as f:
-        for raw in f:
-            line = raw.strip()
-            if not line or line.startswith("#") or "=" not in line:
-                continue
-            key, value = line.split("=", 1)
-            os.environ.setdefault(key.strip().removeprefix("export "), value.strip().strip("'\""))
-    print(f"Loaded environment variables from: {path}", file=sys.stderr)
+def _load_env(args: argparse.Namespace) -> int | None:
+    """Load ``-e/--env-file`` or the ``.env`` v0 would find (the current directory, then
+    its parents), before any app is imported, so ``COCOINDEX_DATABASE_URL`` in it decides
+    the database. Variables already in the environment win, as in v0. ``serve`` reads only
+    an explicit file: a service's environment comes from its unit, not its working folder.
+
+    Returns an exit status when the named file cannot be read.
+    """
+    explicit: str | None = args.env_file
+    if explicit is None and args.command == "serve":
+        return None
+    from dotenv import find_dotenv, load_dotenv
+
+    if explicit is not None:
+        path = os.path.abspath(explicit)
+        if not os.path.isfile(path):
+            print(
+                f"cocod: error: the env file {explicit!r} (-e/--env-file) does not exist or is "
+                "not a file; give the path of a KEY=VALUE file",
+                file=sys.stderr,
+            )
+            return 2
+    else:
+        path = find_dotenv(usecwd=True)
+        if not path:
+            return None
+    try:
+        loaded = load_dotenv(dotenv_path=path, override=False)
+    except OSError as e:
+        print(
+            f"cocod: error: cannot read the env file {path!r}: {e.strerror or e}", file=sys.stderr
+        )
+        return 2
+    if loaded and not getattr(args, "quiet", False):
+        print(f"Loaded environment variables from: {path}", file=sys.stderr)
+    return None
+
+
+SETUP_FLAG_DEPRECATED = (
+    "Warning: The --setup flag is deprecated and will be removed in a future version. "
+    "Setup is now always enabled by default."
+)
+"""v0's note for ``update --setup``, word for word (setup always runs first)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    from cocod.cli.parser import build_parser, looks_like_app_target
+    from cocod.cli.parser import build_parser
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -41,18 +75,23 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    if args.env_file:
-        _load_env_file(args.env_file)
+    if (status := _load_env(args)) is not None:
+        return status
     if args.app_dir:
         sys.path.insert(0, os.path.abspath(args.app_dir))
+    if args.command == "update" and args.setup:
+        print(SETUP_FLAG_DEPRECATED, file=sys.stderr)
     handler_name = args.handler
     daemon_handler = getattr(args, "daemon_handler", None)
-    if (
-        daemon_handler is not None
-        and not looks_like_app_target(args.target)
-        and (args.command != "ls" or _daemon_answers(args))
-    ):
-        handler_name = daemon_handler
+    if daemon_handler is not None:
+        from cocod.cli.targets import TargetConflictError, is_daemon_target
+
+        try:
+            if is_daemon_target(args):
+                handler_name = daemon_handler
+        except TargetConflictError as e:
+            print(f"cocod: error: {e}", file=sys.stderr)
+            return 2
     module_name, _, function_name = handler_name.partition(":")
     if module_name.endswith("daemon_commands") and args.command != "serve":
         # A thin client: no library, no asyncpg, no torch.
@@ -72,23 +111,6 @@ def _main(argv: Sequence[str] | None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-
-
-def _daemon_answers(args: object) -> bool:
-    """``cocod ls`` without an app lists the daemon's instances when one is running."""
-    import socket
-
-    from cocod.cli.daemon_commands import socket_path
-
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(1.0)
-    try:
-        probe.connect(str(socket_path(args)))
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from cocod.control.protocol import COMMANDS, Arg, Command
 APP = "cocod.cli.app_commands:"
 DAEMON = "cocod.cli.daemon_commands:"
 
-APP_COMMANDS = frozenset({"setup", "drop", "update", "ls", "query", "show"})
+APP_COMMANDS = frozenset({"setup", "drop", "update", "ls", "query", "show", "evaluate"})
 """Sub-commands in v0's shape (``APP_TARGET`` first, v0's flags); they go to the daemon
 when the target is an instance name. Every other daemon command is generated from
 :data:`~cocod.control.protocol.COMMANDS`."""
@@ -55,6 +55,14 @@ def looks_like_app_target(target: str | None) -> bool:
     return "/" in target or target.endswith(".py") or ":" in target or "." in target
 
 
+def _add_instance_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--instance",
+        action="store_true",
+        help="the target is a daemon instance, even if an app of that name is here",
+    )
+
+
 def _daemon_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--socket", help="control socket (default: $COCOD_SOCKET or the usual)")
@@ -82,12 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="APP_TARGET|INSTANCE")
     p.add_argument("-f", "--force", action="store_true", help="apply without asking")
     p.add_argument("--reset", action="store_true", help="drop the flows first")
+    _add_instance_flag(p)
     p.set_defaults(handler=APP + "cmd_setup", daemon_handler=DAEMON + "cmd_setup")
 
     p = sub.add_parser("drop", parents=[daemon], help="drop the tables and state of flows")
     p.add_argument("target", metavar="APP_TARGET|INSTANCE")
     p.add_argument("flow_names", nargs="*")
     p.add_argument("-f", "--force", action="store_true")
+    _add_instance_flag(p)
     p.set_defaults(handler=APP + "cmd_drop", daemon_handler=DAEMON + "cmd_drop")
 
     p = sub.add_parser("update", parents=[daemon], help="set up if needed, then catch up")
@@ -98,11 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--setup", action="store_true", help="(default; kept for v0 compatibility)")
     p.add_argument("--reset", action="store_true", help="drop the flows first")
     p.add_argument("-f", "--force", action="store_true")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    _add_instance_flag(p)
     p.set_defaults(handler=APP + "cmd_update", daemon_handler=DAEMON + "cmd_update")
 
     p = sub.add_parser("ls", parents=[daemon], help="list flow instances, or an app's flows")
     p.add_argument("target", nargs="?", metavar="APP_TARGET")
+    _add_instance_flag(p)
     p.set_defaults(handler=APP + "cmd_ls", daemon_handler=DAEMON + "cmd_ls")
 
     p = sub.add_parser("query", parents=[daemon], help="nearest rows to a text")
@@ -110,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text")
     p.add_argument("--top", type=int, default=5, help=_help(_table_arg("query", "top")))
     p.add_argument("--export", help="which export to query (apps only)")
+    _add_instance_flag(p)
     p.set_defaults(handler=APP + "cmd_query", daemon_handler=DAEMON + "cmd_query")
 
     p = sub.add_parser("show", help="print a flow's structure")
@@ -117,6 +130,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--color", action=argparse.BooleanOptionalAction, default=None)
     p.set_defaults(handler=APP + "cmd_show")
+
+    p = sub.add_parser(
+        "evaluate", help="run a flow without writing targets; dump its rows as YAML files"
+    )
+    p.add_argument("target", metavar="APP_FLOW_SPECIFIER")
+    p.add_argument(
+        "-o",
+        "--output-dir",
+        help="folder for the files (default: eval_[NAMESPACE_]FLOW_YYMMDD_HHMMSS, as v0)",
+    )
+    p.add_argument(
+        "--cache",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="reuse memoized function results (--no-cache recomputes them)",
+    )
+    p.set_defaults(handler=APP + "cmd_evaluate")
 
     # -- daemon-only commands: generated from the protocol's command table ------------------
     for command in COMMANDS.values():

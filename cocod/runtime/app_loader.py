@@ -34,6 +34,8 @@ def load_app(target: str) -> ModuleType:
                 sys.path.insert(0, os.getcwd())
             return importlib.import_module(target)
         path = Path(target).resolve()
+        if path.is_dir() and (path / "__init__.py").is_file():
+            return _import_package(path)
         if not path.is_file():
             raise AppLoadError(f"app file {target!r} does not exist")
         name = f"cocod_app_{path.stem}"
@@ -52,3 +54,13 @@ def load_app(target: str) -> ModuleType:
         raise
     except ModuleNotFoundError as e:
         raise AppLoadError(f"cannot import app {target!r}: {e}") from e
+
+
+def _import_package(path: Path) -> ModuleType:
+    """``./main/``: the package imported by its own name, its parent folder on the path
+    (so its relative imports work) — how to name the app package ``main`` when a daemon
+    instance is also called ``main``."""
+    parent = str(path.parent)
+    if parent not in sys.path:
+        sys.path.insert(0, parent)
+    return importlib.import_module(path.name)

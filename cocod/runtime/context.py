@@ -18,6 +18,8 @@ import atexit
 import threading
 import warnings
 from collections.abc import Callable
+from pathlib import Path
+from typing import overload
 
 import anyio
 import anyio.to_thread
@@ -29,7 +31,7 @@ from cocod.flow.naming import validate_app_namespace, validate_sql_identifier
 from cocod.runtime.bridge import bridge
 from cocod.setting import Settings, default_state_dir
 from cocod.storage.embedded import EmbeddedPostgres, start_embedded_postgres
-from cocod.storage.pool import Pool, open_pool
+from cocod.storage.pool import Pool, connect, open_pool
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +59,17 @@ class LibraryContext:
         self._is_database_up: bool | None = None
 
     # -- the database ------------------------------------------------------------------------
+    @property
+    def is_connected(self) -> bool:
+        """Whether this context has resolved its database (started the embedded server or
+        opened the pool): replacing it then would strand what it opened."""
+        return self._url is not None or self._pool is not None or self._embedded is not None
+
+    @property
+    def embedded_data_dir(self) -> Path:
+        """Where the embedded server keeps its cluster (meaningful when ``is_embedded``)."""
+        return (self.settings.state_dir or default_state_dir()) / "pgdata"
+
     @property
     def is_embedded(self) -> bool:
         """True when no URL is configured, so cocod runs its own embedded PostgreSQL."""
@@ -141,7 +154,7 @@ class LibraryContext:
                 restarted = await anyio.to_thread.run_sync(embedded.ensure_running)
             url = await self.open_database()
             with anyio.fail_after(PROBE_TIMEOUT_SECONDS):
-                conn = await asyncpg.connect(url, timeout=PROBE_TIMEOUT_SECONDS)
+                conn = await connect(url, timeout=PROBE_TIMEOUT_SECONDS)
                 try:
                     await conn.fetchval("SELECT 1")
                 finally:
@@ -230,41 +243,84 @@ def _with_credentials(url: str, user: str | None, password: str | None) -> str:
 
 _lock = threading.Lock()
 _context: LibraryContext | None = None
+_context_is_explicit = False
+"""True when ``init(settings)`` built the context; False when it came from env defaults."""
 _settings_fn: Callable[[], Settings] | None = None
 
+SettingsFn = Callable[[], Settings]
 
-def settings(fn: Callable[[], Settings]) -> Callable[[], Settings]:
-    """Decorator: register the function that provides settings (v0's ``@cocoindex.settings``)."""
-    global _settings_fn
-    if _settings_fn is not None:
-        warnings.warn(
-            "a second @cocod.settings function replaces the first", UserWarning, stacklevel=2
+
+@overload
+def settings(fn: SettingsFn) -> SettingsFn: ...
+@overload
+def settings(fn: None = None) -> Callable[[SettingsFn], SettingsFn]: ...
+def settings(fn: SettingsFn | None = None) -> SettingsFn | Callable[[SettingsFn], SettingsFn]:
+    """Decorator: register the function that provides the settings (v0's
+    ``@cocoindex.settings``, bare or called). ``init()`` without arguments and the first
+    use of the library (under the ``cocod`` CLI too) call it.
+
+    Whatever ran first: a context already built from the environment defaults, before the
+    app registered its function, is dropped when it has not connected yet, so the function
+    decides where the rows go; one that has connected keeps its database until ``init()``.
+    """
+
+    def register(fn: SettingsFn) -> SettingsFn:
+        global _settings_fn, _context
+        with _lock:
+            if _settings_fn is not None and _settings_fn is not fn:
+                warnings.warn(
+                    f"a second @cocod.settings function ({_describe(fn)}) replaces the first "
+                    f"({_describe(_settings_fn)})",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            _settings_fn = fn
+            stale = _context
+            if stale is not None and not _context_is_explicit and not stale.is_connected:
+                _context = None
+        return fn
+
+    return register(fn) if fn is not None else register
+
+
+def _describe(fn: Callable[..., object]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _settings_from_fn_or_env() -> Settings:
+    if _settings_fn is None:
+        return Settings.from_env()
+    value = _settings_fn()
+    if not isinstance(value, Settings):
+        raise SettingsError(
+            f"the @cocod.settings function {_describe(_settings_fn)} returned "
+            f"{type(value).__name__}; it must return a cocod.Settings"
         )
-    _settings_fn = fn
-    return fn
+    return value
 
 
 def init(settings: Settings | None = None) -> None:
     """(Re)initialise the library with explicit settings, the registered function, or env."""
-    global _context
+    global _context, _context_is_explicit
     if settings is None:
-        settings = _settings_fn() if _settings_fn is not None else Settings.from_env()
+        settings = _settings_from_fn_or_env()
     if not isinstance(settings, Settings):
         raise SettingsError(f"init() expects a cocod.Settings, got {type(settings).__name__}")
     _quiet_logging_by_default()
     with _lock:
         old, _context = _context, LibraryContext(settings)
+        _context_is_explicit = True
     if old is not None:
         old.close()
 
 
 def get_context() -> LibraryContext:
-    global _context
+    global _context, _context_is_explicit
     with _lock:
         if _context is None:
             _quiet_logging_by_default()
-            s = _settings_fn() if _settings_fn is not None else Settings.from_env()
-            _context = LibraryContext(s)
+            _context = LibraryContext(_settings_from_fn_or_env())
+            _context_is_explicit = False
         return _context
 
 
@@ -278,9 +334,10 @@ def _quiet_logging_by_default() -> None:
 
 def stop() -> None:
     """Close the pool and release the embedded server; flows may be reopened after init()."""
-    global _context
+    global _context, _context_is_explicit
     with _lock:
         ctx, _context = _context, None
+        _context_is_explicit = False
     if ctx is not None:
         ctx.close()
     from cocod.runtime.coordination import reset_coordination

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import anyio
 import anyio.to_thread
+import structlog
 
 from cocod.engine.indexer import UpdateMode
+from cocod.engine.progress import PassProgress, reporting_to
 from cocod.engine.stats import IndexUpdateInfo
 from cocod.errors import FlowClosedError
 from cocod.flow.builder import DataScope, FlowBuilder
@@ -29,10 +31,35 @@ from cocod.runtime.context import LibraryContext, get_context
 from cocod.runtime.execution import FlowExecution, thread_limiter
 
 if TYPE_CHECKING:
+    from cocod.runtime.evaluate import EvaluateAndDumpOptions
     from cocod.runtime.live_updater import FlowLiveUpdater, FlowLiveUpdaterOptions
 
 FlowDef = Callable[[FlowBuilder, DataScope], None]
+ProgressCallback = Callable[[PassProgress], object]
+"""``Flow.update(progress=...)``: called with a source pass's progress, on the event loop."""
 F = TypeVar("F")
+log = structlog.get_logger(__name__)
+
+
+class CallbackSink:
+    """A :class:`~cocod.engine.progress.ProgressSink` that calls a user's function.
+
+    A failing callback (a progress bar's bug) must not fail the indexing it watches: its
+    first error is logged with a traceback, later ones are ignored.
+    """
+
+    def __init__(self, callback: ProgressCallback) -> None:
+        self._callback = callback
+        self._has_failed = False
+
+    def on_progress(self, progress: PassProgress) -> None:
+        try:
+            self._callback(progress)
+        except Exception:
+            if not self._has_failed:
+                self._has_failed = True
+                log.warning("flow.progress_callback_failed", exc_info=True)
+
 
 _registry_lock = threading.Lock()
 _registry: dict[str, Flow] = {}
@@ -124,11 +151,18 @@ class Flow:
         full_reprocess: bool,
         print_stats: bool,
         mode: UpdateMode | None = None,
+        progress: ProgressCallback | None = None,
     ) -> IndexUpdateInfo:
+        # Runs on the bridge's loop: the sink is set here, in the coroutine that runs the
+        # pass, so the context variable reaches the task groups the engine starts.
         ctx = get_context()
         if mode is None:
             mode = UpdateMode.from_flags(reexport=reexport_targets, full_reprocess=full_reprocess)
-        return await (await self.execution_async()).update(ctx, mode, print_stats=print_stats)
+        execution = await self.execution_async()
+        if progress is None:
+            return await execution.update(ctx, mode, print_stats=print_stats)
+        with reporting_to(CallbackSink(progress)):
+            return await execution.update(ctx, mode, print_stats=print_stats)
 
     def update(
         self,
@@ -136,9 +170,18 @@ class Flow:
         reexport_targets: bool = False,
         full_reprocess: bool = False,
         print_stats: bool = False,
+        progress: ProgressCallback | None = None,
     ) -> IndexUpdateInfo:
-        """One catch-up pass over every source; returns its statistics."""
-        return bridge.run(self._update(reexport_targets, full_reprocess, print_stats))
+        """One catch-up pass over every source; returns its statistics.
+
+        ``progress`` is called with a :class:`~cocod.engine.progress.PassProgress` (the same
+        object, updated) whenever a source pass makes progress: listing done, rows
+        finished. It runs on the library's event loop, so it must be quick and must not
+        block (update a progress bar, store the figures).
+        """
+        return bridge.run(
+            self._update(reexport_targets, full_reprocess, print_stats, progress=progress)
+        )
 
     async def update_async(
         self,
@@ -147,11 +190,28 @@ class Flow:
         full_reprocess: bool = False,
         print_stats: bool = False,
         mode: UpdateMode | None = None,
+        progress: ProgressCallback | None = None,
     ) -> IndexUpdateInfo:
-        """One catch-up pass; ``mode`` (an UpdateMode) overrides the two v0 flags."""
+        """One catch-up pass; ``mode`` (an UpdateMode) overrides the two v0 flags;
+        ``progress`` as for :meth:`update`."""
         return await bridge.run_async(
-            self._update(reexport_targets, full_reprocess, print_stats, mode)
+            self._update(reexport_targets, full_reprocess, print_stats, mode, progress)
         )
+
+    # -- evaluate -------------------------------------------------------------------------
+    async def _evaluate_and_dump(self, options: EvaluateAndDumpOptions) -> None:
+        from cocod.runtime.evaluate import evaluate_and_dump
+
+        await evaluate_and_dump(await self.execution_async(), get_context(), options)
+
+    def evaluate_and_dump(self, options: EvaluateAndDumpOptions) -> None:
+        """Run the flow over every source row without writing targets, tracking or the
+        memo, and write each row's collected data to a YAML file (v0's
+        ``evaluate_and_dump``; see :mod:`cocod.runtime.evaluate`)."""
+        bridge.run(self._evaluate_and_dump(options))
+
+    async def evaluate_and_dump_async(self, options: EvaluateAndDumpOptions) -> None:
+        await bridge.run_async(self._evaluate_and_dump(options))
 
     def live_updater(self, options: FlowLiveUpdaterOptions | None = None) -> FlowLiveUpdater:
         """A live updater for this flow: ``await task_group.start(updater.serve)``."""

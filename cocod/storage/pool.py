@@ -13,6 +13,7 @@ mapping without knowing about it.
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -195,10 +196,70 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+_LIBPQ_QUERY_PARAMETERS = {
+    "host": "host",
+    "hostaddr": "host",
+    "port": "port",
+    "user": "user",
+    "password": "password",
+    "dbname": "database",
+    "database": "database",
+}
+"""Query parameters libpq lets override the URL's authority and path, and the asyncpg
+argument each becomes (``hostaddr`` is an address; asyncpg has one place for both)."""
+
+
+def connect_arguments(url: str) -> tuple[str, dict[str, Any]]:
+    """The DSN and explicit connect arguments that make asyncpg read ``url`` as libpq does.
+
+    libpq (and CocoIndex v0, through sqlx) lets ``?host=``, ``port``, ``user``,
+    ``password`` and ``dbname`` in the query override the authority part:
+    ``postgresql://me@localhost/db?host=/run/postgresql`` connects through the Unix socket
+    in ``/run/postgresql``. asyncpg prefers the authority, so this moves those parameters
+    out of the query into explicit arguments, which asyncpg puts first; a host that is a
+    directory (starts with ``/``) is a socket directory for both. ``sslmode`` and the other
+    parameters stay in the query, which asyncpg reads as libpq does.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if not parts.query or parts.scheme not in ("postgresql", "postgres"):
+        return url, {}
+    kept: list[tuple[str, str]] = []
+    kwargs: dict[str, Any] = {}
+    for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+        argument = _LIBPQ_QUERY_PARAMETERS.get(name)
+        if argument is None:
+            kept.append((name, value))
+        elif value:  # an empty value means "not set" in libpq
+            kwargs[argument] = value
+    if not kwargs:
+        return url, {}
+    if "port" in kwargs:
+        ports = [p.strip() for p in str(kwargs["port"]).split(",")]
+        try:
+            numbers = [int(p) for p in ports]
+        except ValueError:
+            raise DatabaseError(
+                f"the database URL {redact(url)} has port={kwargs['port']!r}, which is not a "
+                "port number; fix the URL"
+            ) from None
+        kwargs["port"] = numbers[0] if len(numbers) == 1 else numbers
+    if "host" in kwargs and "," in kwargs["host"]:
+        kwargs["host"] = [h.strip() for h in kwargs["host"].split(",")]
+    query = urllib.parse.urlencode(kept)
+    return urllib.parse.urlunsplit(parts._replace(query=query)), kwargs
+
+
+async def connect(url: str, *, timeout: float = CONNECT_TIMEOUT) -> asyncpg.Connection:  # noqa: ASYNC109
+    """One connection to ``url`` read as libpq reads it (see :func:`connect_arguments`);
+    driver errors come out mapped."""
+    dsn, kwargs = connect_arguments(url)
+    with map_asyncpg_errors(url, connecting=True):
+        return await asyncpg.connect(dsn, timeout=timeout, **kwargs)
+
+
 async def ensure_vector_extension(url: str, *, connect_timeout: float = CONNECT_TIMEOUT) -> bool:
     """Create pgvector if we may; the pool's codecs need it to exist before they register."""
-    with map_asyncpg_errors(url, connecting=True):
-        conn = await asyncpg.connect(url, timeout=connect_timeout)
+    conn = await connect(url, timeout=connect_timeout)
     try:
         with map_asyncpg_errors(url):
             try:
@@ -219,8 +280,9 @@ async def open_pool(
 ) -> Pool:
     """Open the pool (a :class:`MappedPool`); each connection attempt times out."""
     await ensure_vector_extension(url, connect_timeout=connect_timeout)
+    dsn, connect_kwargs = connect_arguments(url)
     pool = MappedPool(
-        url,
+        dsn,
         min_size=min_size,
         max_size=max_size,
         max_queries=50000,
@@ -231,6 +293,7 @@ async def open_pool(
         connection_class=asyncpg.Connection,
         record_class=asyncpg.Record,
         timeout=connect_timeout,
+        **connect_kwargs,
     )
     pool.cocod_url = url
     with map_asyncpg_errors(url, connecting=True):
