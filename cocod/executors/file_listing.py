@@ -12,8 +12,10 @@ Two walks, chosen by ``LocalFile(follow_symlinks=...)``:
   are popped from a heap in key order, so the first visit of a folder is by its smallest
   path; a link back to an ancestor, a loop, is one more such second visit and is skipped).
 
-Folders matched by an exclude pattern are never opened: listing cost does not depend on
-what is inside ``node_modules/``.
+Folders matched by an exclude pattern, or ignored by git's rules when the source respects
+them (:mod:`cocod.executors.gitignore`), are never opened: listing cost does not depend on
+what is inside ``node_modules/`` or ``build/``. Each folder's ignore chain is derived from
+its parent's and the ``.gitignore`` found among its own entries.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import structlog
 from cocod.engine.interfaces import Ordinal
 from cocod.errors import SourceError
 from cocod.executors.file_names import display_name
+from cocod.executors.gitignore import GitIgnore, IgnoreChain
 from cocod.executors.patterns import PathFilter
 
 log = structlog.get_logger()
@@ -58,6 +61,36 @@ class Walk:
     on_scandir: Callable[[], None]
     is_root_ok: Callable[[], None]
     """Raises SourceError when the root itself is gone (never "every file was deleted")."""
+    ignore: GitIgnore | None = None
+    start_chain: IgnoreChain | None = None
+    """The ignore chain inside the folder the walk starts in (with ``ignore``)."""
+
+    def enter(
+        self, chain: IgnoreChain | None, prefix: str, entries: list[os.DirEntry[str]]
+    ) -> IgnoreChain | None:
+        """The ignore chain inside a folder just scanned (None when git rules are off)."""
+        if self.ignore is None or chain is None:
+            return None
+        return self.ignore.enter_dir(chain, prefix, entries)
+
+    def skips_dir(self, rel: str, chain: IgnoreChain | None) -> bool:
+        """Is this folder pruned (patterns, or git rules): never opened?"""
+        if self.filter.is_excluded(rel):
+            return True
+        return (
+            chain is not None
+            and self.ignore is not None
+            and self.ignore.is_ignored(chain, rel, is_dir=True)
+        )
+
+    def takes_file(self, rel: str, chain: IgnoreChain | None) -> bool:
+        if not self.filter.is_included_file(rel):
+            return False
+        return (
+            chain is None
+            or self.ignore is None
+            or not self.ignore.is_ignored(chain, rel, is_dir=False)
+        )
 
     def scan(self, dir_path: str, prefix: str) -> list[os.DirEntry[str]] | None:
         """The folder's entries, or None when it cannot be read (the root: an error)."""
@@ -82,22 +115,25 @@ class Walk:
 def list_plain(walk: Walk, start_path: str, start_prefix: str) -> dict[str, Ordinal]:
     """The default walk: symlinks are neither listed nor crossed."""
     out: dict[str, Ordinal] = {}
-    stack = [(start_path, start_prefix)]
+    stack = [(start_path, start_prefix, walk.start_chain)]
     while stack:
-        dir_path, prefix = stack.pop()
+        dir_path, prefix, parent_chain = stack.pop()
         entries = walk.scan(dir_path, prefix)
-        for entry in entries or ():
+        if entries is None:
+            continue
+        chain = walk.enter(parent_chain, prefix, entries)
+        for entry in entries:
             rel = prefix + entry.name
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    if not walk.filter.is_excluded(rel):
-                        stack.append((entry.path, rel + "/"))
+                    if not walk.skips_dir(rel, chain):
+                        stack.append((entry.path, rel + "/", chain))
                     continue
                 if not entry.is_file(follow_symlinks=False):
                     if entry.is_symlink():
                         log.debug("source.symlink_skipped", key=display_name(rel))
                     continue  # a symlink, FIFO, socket or device
-                if not walk.filter.is_included_file(rel):
+                if not walk.takes_file(rel, chain):
                     continue
                 st = entry.stat(follow_symlinks=False)
             except OSError:
@@ -118,8 +154,10 @@ def list_following(
     found = AliasIndex(dirs=dict(aliases.dirs) if start_prefix else {})
     files: dict[Identity, tuple[str, Ordinal]] = {}
     heap = [(start_prefix, start_path)]
+    chains = {start_prefix: walk.start_chain}  # each queued folder's parent chain
     while heap:
         prefix, dir_path = heapq.heappop(heap)
+        parent_chain = chains.pop(prefix, None)
         try:
             dst = os.stat(dir_path)
         except OSError:
@@ -132,7 +170,11 @@ def list_following(
             log.debug("source.folder_alias_skipped", key=display_name(prefix), kept=winner)
             continue  # an alias of a folder already walked, or a loop back to an ancestor
         found.dirs[ident] = prefix.rstrip("/")
-        for entry in walk.scan(dir_path, prefix) or ():
+        entries = walk.scan(dir_path, prefix)
+        if entries is None:
+            continue
+        chain = walk.enter(parent_chain, prefix, entries)
+        for entry in entries:
             rel = prefix + entry.name
             try:
                 st: os.stat_result | None = None
@@ -145,10 +187,11 @@ def list_following(
                     is_dir = entry.is_dir(follow_symlinks=False)
                     is_file = not is_dir and entry.is_file(follow_symlinks=False)
                 if is_dir:
-                    if not walk.filter.is_excluded(rel):
+                    if not walk.skips_dir(rel, chain):
                         heapq.heappush(heap, (rel + "/", entry.path))
+                        chains[rel + "/"] = chain
                     continue
-                if not is_file or not walk.filter.is_included_file(rel):
+                if not is_file or not walk.takes_file(rel, chain):
                     continue
                 if st is None:
                     st = entry.stat(follow_symlinks=False)

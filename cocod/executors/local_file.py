@@ -4,7 +4,10 @@ Keys are paths relative to the root, '/'-separated, decoded with ``surrogateesca
 (:mod:`cocod.executors.file_names`), exactly the same whether a file was found by a scan
 or reported by a watcher. Listing only stats (:mod:`cocod.executors.file_listing`);
 contents are read and hashed only for rows whose ordinal (mtime_ns, size) or logic
-changed. Patterns follow v0's globset rules (:mod:`cocod.executors.patterns`).
+changed. Patterns follow v0's globset rules (:mod:`cocod.executors.patterns`); with
+``respect_gitignore``, git's ignore rules apply on top (:mod:`cocod.executors.gitignore`),
+re-read on every full listing, so an edited ``.gitignore`` re-evaluates the source on the
+next pass (its newly ignored rows are no longer listed, so they are deleted).
 
 Untrusted input has bounded cost: a file larger than ``max_file_size`` is listed (the
 engine knows it exists and keeps its old rows) but reading it is a row error that names
@@ -38,6 +41,7 @@ from cocod.executors.file_listing import (
     list_plain,
 )
 from cocod.executors.file_names import display_name, key_parts
+from cocod.executors.gitignore import GitIgnore, IgnoreChain
 from cocod.executors.patterns import PathFilter
 from cocod.ops.sources import LocalFile
 
@@ -122,6 +126,7 @@ class LocalFileReader:
         self._filter = PathFilter(spec.included_patterns, spec.excluded_patterns)
         self._limiter = limiter
         self._aliases = AliasIndex()
+        self._ignore = GitIgnore(self.root) if spec.respect_gitignore else None
         self.folders_scanned = 0
         """How many folders listings opened (os.scandir calls): proves pruning in tests."""
 
@@ -141,17 +146,34 @@ class LocalFileReader:
         return None if key in ("", ".") else key
 
     def is_excluded_dir(self, key: str) -> bool:
-        """Is this folder (or one above it) pruned by the exclude patterns?"""
+        """Is this folder (or one above it) pruned by the exclude patterns or git's rules?"""
         parts = key.split("/")
-        return any(self._filter.is_excluded("/".join(parts[: i + 1])) for i in range(len(parts)))
+        if any(self._filter.is_excluded("/".join(parts[: i + 1])) for i in range(len(parts))):
+            return True
+        return self._ignore is not None and self._ignore.is_dir_ignored(key)
 
     def is_candidate(self, key: str) -> bool:
-        """Would a file with this key be listed (patterns only; the rest is checked on read)?"""
+        """Would a file with this key be listed (patterns and git's rules; the rest is
+        checked on read)?"""
         parts = key.split("/")
         for i in range(1, len(parts)):
             if self._filter.is_excluded("/".join(parts[:i])):
                 return False
-        return self._filter.is_included_file(key)
+        if not self._filter.is_included_file(key):
+            return False
+        return self._ignore is None or not self._ignore.is_file_ignored(key)
+
+    def ignore_scope_of(self, key: str) -> str | None:
+        """The folder key ("" for the whole source) to list again because ``key`` is a git
+        rules file whose change may alter what the source holds, else None.
+
+        The watcher asks this for every changed path: a hint for the folder (or a full
+        pass for "") re-evaluates it, deleting rows of files the new rules ignore and
+        indexing those they no longer ignore. None whenever git rules are off.
+        """
+        if self._ignore is None or key_parts(key) is None:
+            return None
+        return self._ignore.scope_of_change(key)
 
     # -- listing ----------------------------------------------------------------------
 
@@ -200,11 +222,32 @@ class LocalFileReader:
     def _count_scandir(self) -> None:
         self.folders_scanned += 1
 
+    def _start_chain(self, start: str) -> IgnoreChain | None:
+        """The git rules a listing starts with (those of ``start``'s parent), or None."""
+        if self._ignore is None:
+            return None
+        if not start:
+            self._ignore.refresh()  # a full listing re-reads the rules from outside the root
+            return self._ignore.root_chain()
+        return self._ignore.chain_for(start.rpartition("/")[0])
+
     def list_rows_sync(self, start: str = "") -> dict[str, Ordinal]:
         self.check_root()
         if start and not self._is_listable_dir(start):
             return {}
-        walk = Walk(str(self.root), self._filter, self._count_scandir, self.check_root)
+        chain = self._start_chain(start)
+        if self._ignore is not None and (
+            chain is None or (start and self._ignore.is_ignored(chain, start, is_dir=True))
+        ):
+            return {}
+        walk = Walk(
+            str(self.root),
+            self._filter,
+            self._count_scandir,
+            self.check_root,
+            ignore=self._ignore,
+            start_chain=chain,
+        )
         path = os.path.join(self.root, start) if start else str(self.root)
         prefix = f"{start}/" if start else ""
         if not self.spec.follow_symlinks:

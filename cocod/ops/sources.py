@@ -21,6 +21,11 @@ class LocalFile(SourceSpec):
     the root is skipped, loops are skipped, and a file reachable by several paths is
     indexed once, under the path that sorts first.
 
+    ``respect_gitignore`` (not in v0) skips what git would ignore: ``.gitignore`` files in
+    every folder, ``.git/info/exclude`` and the global excludes (``core.excludesFile``),
+    and ``.git`` itself; ignored folders are never opened (``cocod.executors.gitignore``).
+    The built-in flows (``cocod.flows``) turn it on.
+
     ``watch_changes`` (not accepted by v0's Python class) turns on file-system events in
     live mode; ``None`` means "on when live-updating".
     """
@@ -31,6 +36,7 @@ class LocalFile(SourceSpec):
     excluded_patterns: list[str] | None = None
     max_file_size: int | None = DEFAULT_MAX_FILE_SIZE
     follow_symlinks: bool = False
+    respect_gitignore: bool = False
     watch_changes: bool | None = None
 
     def row_schema(self) -> tuple[ValueType, int]:
