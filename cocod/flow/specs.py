@@ -51,11 +51,22 @@ class _AutoDataclass:
 
 
 class SourceSpec(_AutoDataclass):
-    """Parameters of a source. ``row_schema`` names the rows it produces."""
+    """Parameters of a source. ``row_schema`` names the rows it produces.
+
+    Built-in sources override ``row_schema``; a custom source's schema comes from the
+    ``@op.source_connector`` registered for its class (its key and value types).
+    """
 
     def row_schema(self) -> tuple[ValueType, int]:
         """The row struct type and how many leading fields form the key."""
-        raise NotImplementedError
+        connector = source_connector_for(self)
+        if connector is None:
+            raise FlowDefinitionError(
+                f"no source connector is registered for source spec {type(self).__name__}; "
+                f"define one with @cocod.op.source_connector(spec_cls={type(self).__name__}, "
+                "key_type=..., value_type=...)"
+            )
+        return connector.row_type, connector.num_key_parts
 
     @classmethod
     def kind(cls) -> str:
@@ -149,3 +160,42 @@ def function_definition_for(spec: Any) -> FunctionDefinition:
             "define one with @cocod.op.executor_class"
         )
     return definition
+
+
+# -- custom connectors -------------------------------------------------------------------------
+# The definitions live in cocod.ops.connectors; the flow layer only needs to find them (the
+# row schema of a custom source while the flow is defined, the connector of a target spec).
+
+
+class SourceConnectorLike(Protocol):
+    row_type: ValueType
+    num_key_parts: int
+
+
+_SOURCE_CONNECTORS: dict[type, SourceConnectorLike] = {}
+_TARGET_CONNECTORS: dict[type, Any] = {}
+
+
+def register_source_connector(spec_class: type, connector: SourceConnectorLike) -> None:
+    _SOURCE_CONNECTORS[spec_class] = connector
+
+
+def source_connector_for(spec: Any) -> SourceConnectorLike | None:
+    return _SOURCE_CONNECTORS.get(type(spec))
+
+
+def register_target_connector(spec_class: type, connector: Any) -> None:
+    _TARGET_CONNECTORS[spec_class] = connector
+
+
+def target_connector_for(spec: Any) -> Any | None:
+    """The ``@op.target_connector`` registered for this spec's class, if any."""
+    return _TARGET_CONNECTORS.get(type(spec))
+
+
+def target_connector_named(name: str) -> Any | None:
+    """By spec class name: a setup record names its connector so drop can find it again."""
+    for spec_class, connector in _TARGET_CONNECTORS.items():
+        if spec_class.__name__ == name:
+            return connector
+    return None

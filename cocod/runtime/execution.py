@@ -27,23 +27,17 @@ from cocod.engine.evaluator import (
     FunctionRunner,
     create_runners,
 )
-from cocod.engine.indexer import SourcePassContext, UpdateMode, recorded_keys, run_source_pass
-from cocod.engine.interfaces import ExportWrite, TrackedRow
+from cocod.engine.indexer import SourcePassContext, UpdateMode, run_source_pass
 from cocod.engine.plan import FlowPlan, compile_plan
 from cocod.engine.setup import (
-    READY,
-    USER_MANAGED,
     FlowRecord,
     FlowSetupPlan,
-    TargetDriver,
     TargetItem,
     apply_export_versions,
     plan_drop,
     plan_setup,
-    target_signature,
 )
 from cocod.engine.stats import IndexUpdateInfo, SourceUpdateStats
-from cocod.engine.values import key_from_json_text
 from cocod.errors import (
     CocodError,
     DatabaseError,
@@ -53,26 +47,27 @@ from cocod.errors import (
     SetupOutOfDateError,
     SourceError,
 )
+from cocod.executors import custom_target, postgres_target
 from cocod.executors import functions as _builtin_functions  # noqa: F401  (registers ops)
-from cocod.executors import postgres_target
+from cocod.executors.custom_source import CustomSourceReader, is_custom_source
 from cocod.executors.local_file import LocalFileReader
 from cocod.flow.builder import DataScope, FlowBuilder, record_flow
 from cocod.flow.graph import FlowGraph
 from cocod.ops.sources import LocalFile
 from cocod.runtime.context import LibraryContext
 from cocod.runtime.coordination import FlowCoordination, coordination_for
+from cocod.runtime.setup_apply import (
+    POSTGRES_DRIVER,
+    TARGET_DRIVER,
+    apply_drop_plan,
+    apply_setup_plan,
+    create_writers,
+)
 from cocod.storage import flow_records, internal_schema
 from cocod.storage.pool import Connection
 from cocod.storage.state import PostgresStateStore, is_unavailable_error
 
 log = structlog.get_logger(__name__)
-
-POSTGRES_DRIVER = TargetDriver(
-    desired_state=postgres_target.desired_state,
-    setup_key=lambda state: f"Postgres:{postgres_target.table_of(state).setup_key}",
-    describe=lambda state: f"Postgres table {postgres_target.table_of(state).display}",
-    plan_change=postgres_target.plan_target_change,
-)
 
 _THREAD_LIMITER: anyio.CapacityLimiter | None = None
 
@@ -103,7 +98,7 @@ def max_rows_per_source_row(settings: object) -> int:
 
 @dataclass
 class _SourceRuntime:
-    reader: LocalFileReader
+    reader: LocalFileReader | CustomSourceReader
     runners: dict[int, FunctionRunner]
     evaluator: Evaluator
 
@@ -119,19 +114,23 @@ class FlowExecution:
         self.plan: FlowPlan = compile_plan(self.graph)
         for export in self.plan.exports.values():
             # Validate names and types now: a bad table name fails the build, not setup.
-            postgres_target.desired_state(full_name, export)
+            TARGET_DRIVER.desired_state(full_name, export)
         limiter = thread_limiter()
         self.sources: dict[str, _SourceRuntime] = {}
         for name_, sp in self.plan.sources.items():
             spec = sp.source.spec
-            if not isinstance(spec, LocalFile):
-                raise SetupError(f"source {name_!r}: only LocalFile sources are supported")
+            reader: LocalFileReader | CustomSourceReader
+            if isinstance(spec, LocalFile):
+                reader = LocalFileReader(spec, limiter)
+            elif is_custom_source(spec):
+                reader = CustomSourceReader(spec, limiter)
+            else:
+                raise SetupError(
+                    f"source {name_!r}: {type(spec).__name__} has no reader; use LocalFile or "
+                    "register a @cocod.op.source_connector for it"
+                )
             runners = create_runners(sp.for_each, limiter)
-            self.sources[name_] = _SourceRuntime(
-                LocalFileReader(spec, limiter),
-                runners,
-                Evaluator(sp.for_each, runners),
-            )
+            self.sources[name_] = _SourceRuntime(reader, runners, Evaluator(sp.for_each, runners))
         self._store: PostgresStateStore | None = None
         self._store_identity = ""
 
@@ -155,7 +154,7 @@ class FlowExecution:
         """What setup would do; reads the database and changes nothing (not even the plan)."""
         record, needs_schema = await self._read_record(ctx)
         setup_plan = plan_setup(
-            self.plan, record, POSTGRES_DRIVER, needs_internal_schema=needs_schema
+            self.plan, record, TARGET_DRIVER, needs_internal_schema=needs_schema
         )
         new_items = [t for t in setup_plan.targets if t.new is not None and t.old is None]
         if new_items:
@@ -178,6 +177,7 @@ class FlowExecution:
 
     async def _check_adoption(self, conn: Connection, items: list[TargetItem]) -> None:
         """Refuse a table that exists but that cocod did not create, unless adopted."""
+        items = [t for t in items if t.new is not None and not custom_target.is_custom_state(t.new)]
         states = [t.new for t in items if t.new is not None and not t.new.get("setup_by_user")]
         existing = await postgres_target.existing_tables(conn, states)
         for item in items:
@@ -198,7 +198,7 @@ class FlowExecution:
 
     async def plan_drop(self, ctx: LibraryContext) -> FlowSetupPlan:
         record, _ = await self._read_record(ctx)
-        return plan_drop(self.full_name, record, POSTGRES_DRIVER)
+        return plan_drop(self.full_name, record, TARGET_DRIVER)
 
     async def setup(
         self, ctx: LibraryContext, *, out: TextIO | None = None, show_plan: bool = True
@@ -211,7 +211,7 @@ class FlowExecution:
                 if out is not None:
                     out.write("No setup changes to apply.\n")
                 return setup_plan
-            await apply_setup_plan(ctx, setup_plan, self.plan, out=out)
+            await apply_setup_plan(ctx, setup_plan, self.plan, out=out, limiter=thread_limiter())
             self.coordination.generation += 1
             return setup_plan
 
@@ -226,7 +226,7 @@ class FlowExecution:
                 if out is not None:
                     out.write("No flows need to be dropped.\n")
                 return drop_plan
-            await apply_drop_plan(ctx, drop_plan, out=out)
+            await apply_drop_plan(ctx, drop_plan, out=out, limiter=thread_limiter())
             self.coordination.generation += 1
             return drop_plan
 
@@ -252,11 +252,7 @@ class FlowExecution:
             # cocod is migrated here, once, under the schema lock.
             async with pool.acquire() as conn:
                 await internal_schema.ensure_internal_schema(conn, ctx.schema)
-            writers = {}
-            for item in setup_plan.targets:
-                if item.new is not None and item.export_name is not None:
-                    export = self.plan.exports[item.export_name]
-                    writers[item.export_name] = postgres_target.TableWriter(item.new, export)
+            writers = create_writers(setup_plan, self.plan, thread_limiter())
             self._store = PostgresStateStore(
                 pool, ctx.schema, setup_plan.old_record.flow_id, writers
             )
@@ -356,140 +352,10 @@ class FlowExecution:
         return sum(r.num_calls for s in self.sources.values() for r in s.runners.values())
 
 
-async def apply_setup_plan(
-    ctx: LibraryContext,
-    setup_plan: FlowSetupPlan,
-    flow_plan: FlowPlan | None,
-    *,
-    out: TextIO | None,
-) -> None:
-    """Apply a setup plan in one transaction (Postgres DDL is transactional)."""
-    pool = await ctx.pool()
-    name = setup_plan.flow_name
-    _say(
-        out,
-        f"{'Creating' if setup_plan.old_record is None else 'Updating resources for'} flow {name}:",
-    )
-    if flow_plan is not None:
-        apply_export_versions(flow_plan, setup_plan)
-    try:
-        async with pool.acquire() as conn:
-            # Its own transaction, under an advisory lock: instances set up together on a
-            # fresh database must not race on CREATE TABLE.
-            await internal_schema.ensure_internal_schema(conn, ctx.schema)
-        async with pool.acquire() as conn, conn.transaction():
-            # Rows commit asynchronously (a crash redoes them); setup must not: a server
-            # crash right after setup() returned would lose the tables it reported created.
-            await conn.execute("SET LOCAL synchronous_commit = on")
-            record = setup_plan.old_record
-            flow_id = (
-                record.flow_id if record else await flow_records.allocate_flow_id(conn, ctx.schema)
-            )
-            for item in setup_plan.targets:
-                if item.change.status in (READY, USER_MANAGED):
-                    continue
-                _say(out, f"{item.description}:")
-                for action in item.change.actions:
-                    _say(out, f"  - {action}")
-                for stmt in item.change.statements:
-                    await conn.execute(stmt)
-                if record is not None and item.new is None and item.old is not None:
-                    await _delete_adopted_rows(conn, ctx, record.flow_id, item)
-            if setup_plan.retired_sources and flow_plan is not None:
-                await _clean_retired_sources(conn, ctx, flow_id, setup_plan, flow_plan, out)
-            new_record = FlowRecord(
-                flow_id=flow_id,
-                sources=setup_plan.sources,
-                next_source_id=setup_plan.next_source_id,
-                targets={t.key: t.new for t in setup_plan.targets if t.new is not None},
-            )
-            await flow_records.write_flow_record(conn, ctx.schema, name, new_record)
-    except DatabaseUnavailableError:
-        raise
-    except (asyncpg.PostgresError, DatabaseError) as e:  # the pool maps driver errors
-        raise SetupError(f"setup of flow {name!r} failed and was rolled back: {e}") from e
-    _say(out, f"Done for flow {name}")
-
-
-async def _clean_retired_sources(
-    conn: Connection,
-    ctx: LibraryContext,
-    flow_id: int,
-    setup_plan: FlowSetupPlan,
-    flow_plan: FlowPlan,
-    out: TextIO | None,
-) -> None:
-    """Delete what sources removed from the flow produced, and their tracking rows."""
-    writers = {
-        t.export_name: postgres_target.TableWriter(t.new, flow_plan.exports[t.export_name])
-        for t in setup_plan.targets
-        if t.new is not None and t.export_name is not None
-    }
-    for source_name, source_id in setup_plan.retired_sources.items():
-        _say(out, f"  - Clean up legacy source {source_name}")
-        removed = await flow_records.delete_source_tracking(conn, ctx.schema, flow_id, source_id)
-        for target_keys in removed:
-            tracked = TrackedRow(None, None, None, target_keys)
-            for export_name, writer in writers.items():
-                export = flow_plan.exports[export_name]
-                keys = recorded_keys(export, tracked)
-                deletes = [key_from_json_text(k, export.key_types) for k in keys]
-                if deletes:
-                    await writer.write(conn, ExportWrite(deletes=deletes))
-
-
-async def apply_drop_plan(
-    ctx: LibraryContext, drop_plan: FlowSetupPlan, *, out: TextIO | None
-) -> None:
-    pool = await ctx.pool()
-    record = drop_plan.old_record
-    if record is None:
-        return
-    name = drop_plan.flow_name
-    _say(out, f"Deleting flow {name}:")
-    try:
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("SET LOCAL synchronous_commit = on")  # as setup: durable
-            for item in drop_plan.targets:
-                _say(out, f"{item.description}:")
-                for action in item.change.actions:
-                    _say(out, f"  - {action}")
-                await _delete_adopted_rows(conn, ctx, record.flow_id, item)
-                for stmt in item.change.statements:
-                    if ctx.settings.ignore_target_drop_failures:
-                        try:
-                            async with conn.transaction():
-                                await conn.execute(stmt)
-                        except asyncpg.PostgresError as e:
-                            log.warning("drop.target_failed", flow=name, error=str(e))
-                    else:
-                        await conn.execute(stmt)
-            await flow_records.delete_flow_state(conn, ctx.schema, name, record.flow_id)
-    except DatabaseUnavailableError:
-        raise
-    except (asyncpg.PostgresError, DatabaseError) as e:
-        raise SetupError(
-            f"drop of flow {name!r} failed and was rolled back: {e} "
-            "(set COCOD_IGNORE_TARGET_DROP_FAILURES=true to skip failing targets)"
-        ) from e
-    _say(out, f"Done for flow {name}")
-
-
-async def _delete_adopted_rows(
-    conn: Connection, ctx: LibraryContext, flow_id: int, item: TargetItem
-) -> None:
-    """An adopted table stays; the rows cocod wrote into it go (found through tracking)."""
-    state = item.old
-    if state is None or not postgres_target.is_adopted(state):
-        return
-    signature = target_signature(item.key, state)
-    entries = await flow_records.tracked_target_keys(
-        conn, ctx.schema, flow_id, str(state.get("export", ""))
-    )
-    keys = [k for e in entries if e.get("target") == signature for k in e.get("keys", {})]
-    await postgres_target.delete_recorded_rows(conn, state, keys)
-
-
-def _say(out: TextIO | None, line: str) -> None:
-    if out is not None:
-        out.write(line + "\n")
+__all__ = [
+    "POSTGRES_DRIVER",
+    "TARGET_DRIVER",
+    "FlowExecution",
+    "max_rows_per_source_row",
+    "thread_limiter",
+]

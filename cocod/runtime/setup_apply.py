@@ -1,0 +1,279 @@
+"""Applying setup and drop plans: Postgres DDL in one transaction, custom targets around it.
+
+The setup record, the Postgres tables and the internal state change in one transaction
+(Postgres DDL is transactional). A custom target's ``apply_setup_change`` cannot join it,
+so it runs inside that transaction, after every SQL statement succeeded and before the
+record is written and committed: a failure rolls back everything cocod recorded, and a
+crash after it leaves the old record, so the next setup calls it again (v0 asks
+``apply_setup_change`` to be idempotent). It is never skipped and recorded as done.
+
+Targets are dispatched by kind: :data:`TARGET_DRIVER` gives the planner the Postgres or
+the custom functions for each export and each recorded state, and :func:`create_writer`
+the writer each export's rows go through.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TextIO
+
+import anyio
+import asyncpg
+import structlog
+
+from cocod.engine.indexer import recorded_keys
+from cocod.engine.interfaces import ExportWrite, TrackedRow
+from cocod.engine.plan import ExportPlan, FlowPlan
+from cocod.engine.setup import (
+    READY,
+    USER_MANAGED,
+    FlowRecord,
+    FlowSetupPlan,
+    TargetChangeLike,
+    TargetDriver,
+    TargetItem,
+    apply_export_versions,
+    target_signature,
+)
+from cocod.engine.values import key_from_json_text
+from cocod.errors import DatabaseError, DatabaseUnavailableError, SetupError
+from cocod.executors import custom_target, postgres_target
+from cocod.ops.targets import Postgres
+from cocod.runtime.context import LibraryContext
+from cocod.storage import flow_records, internal_schema
+from cocod.storage.pool import Connection
+from cocod.storage.state import TargetWriter
+
+log = structlog.get_logger(__name__)
+
+
+def _postgres_key(state: dict[str, Any]) -> str:
+    return f"Postgres:{postgres_target.table_of(state).setup_key}"
+
+
+def _postgres_describe(state: dict[str, Any]) -> str:
+    return f"Postgres table {postgres_target.table_of(state).display}"
+
+
+POSTGRES_DRIVER = TargetDriver(
+    desired_state=postgres_target.desired_state,
+    setup_key=_postgres_key,
+    describe=_postgres_describe,
+    plan_change=postgres_target.plan_target_change,
+)
+
+
+def _desired_state(full_name: str, export: ExportPlan) -> dict[str, Any]:
+    spec = export.export.target
+    if isinstance(spec, Postgres):
+        return postgres_target.desired_state(full_name, export)
+    # A spec of any other class needs its connector (the error says how to register one).
+    return custom_target.desired_state(full_name, export)
+
+
+def _setup_key(state: dict[str, Any]) -> str:
+    if custom_target.is_custom_state(state):
+        return custom_target.setup_key(state)
+    return _postgres_key(state)
+
+
+def _describe(state: dict[str, Any]) -> str:
+    if custom_target.is_custom_state(state):
+        return custom_target.describe(state)
+    return _postgres_describe(state)
+
+
+def _plan_change(old: dict[str, Any] | None, new: dict[str, Any] | None) -> TargetChangeLike:
+    state = new if new is not None else old
+    if state is not None and custom_target.is_custom_state(state):
+        return custom_target.plan_target_change(old, new)
+    return postgres_target.plan_target_change(old, new)
+
+
+TARGET_DRIVER = TargetDriver(
+    desired_state=_desired_state,
+    setup_key=_setup_key,
+    describe=_describe,
+    plan_change=_plan_change,
+)
+"""Every target kind: Postgres tables and registered custom connectors."""
+
+
+def create_writer(
+    state: dict[str, Any], export: ExportPlan, limiter: anyio.CapacityLimiter | None
+) -> TargetWriter:
+    if custom_target.is_custom_state(state):
+        return custom_target.CustomTargetWriter(state, export, limiter)
+    return postgres_target.TableWriter(state, export)
+
+
+def create_writers(
+    setup_plan: FlowSetupPlan, flow_plan: FlowPlan, limiter: anyio.CapacityLimiter | None
+) -> dict[str, TargetWriter]:
+    """One writer per export the setup plan keeps (what the state store commits through)."""
+    return {
+        t.export_name: create_writer(t.new, flow_plan.exports[t.export_name], limiter)
+        for t in setup_plan.targets
+        if t.new is not None and t.export_name is not None
+    }
+
+
+async def _apply_custom(items: list[TargetItem], limiter: anyio.CapacityLimiter | None) -> None:
+    for item in items:
+        change = item.change
+        if isinstance(change, custom_target.CustomTargetChange) and change.needs_apply:
+            await custom_target.apply_setup_change(change, limiter)
+
+
+async def apply_setup_plan(
+    ctx: LibraryContext,
+    setup_plan: FlowSetupPlan,
+    flow_plan: FlowPlan | None,
+    *,
+    out: TextIO | None,
+    limiter: anyio.CapacityLimiter | None = None,
+) -> None:
+    """Apply a setup plan in one transaction (Postgres DDL is transactional)."""
+    pool = await ctx.pool()
+    name = setup_plan.flow_name
+    _say(
+        out,
+        f"{'Creating' if setup_plan.old_record is None else 'Updating resources for'} flow {name}:",
+    )
+    if flow_plan is not None:
+        apply_export_versions(flow_plan, setup_plan)
+    try:
+        async with pool.acquire() as conn:
+            # Its own transaction, under an advisory lock: instances set up together on a
+            # fresh database must not race on CREATE TABLE.
+            await internal_schema.ensure_internal_schema(conn, ctx.schema)
+        async with pool.acquire() as conn, conn.transaction():
+            # Rows commit asynchronously (a crash redoes them); setup must not: a server
+            # crash right after setup() returned would lose the tables it reported created.
+            await conn.execute("SET LOCAL synchronous_commit = on")
+            record = setup_plan.old_record
+            flow_id = (
+                record.flow_id if record else await flow_records.allocate_flow_id(conn, ctx.schema)
+            )
+            for item in setup_plan.targets:
+                if item.change.status in (READY, USER_MANAGED):
+                    continue
+                _say(out, f"{item.description}:")
+                for action in item.change.actions:
+                    _say(out, f"  - {action}")
+                for stmt in item.change.statements:
+                    await conn.execute(stmt)
+                if record is not None and item.new is None and item.old is not None:
+                    await _delete_adopted_rows(conn, ctx, record.flow_id, item)
+            if setup_plan.retired_sources and flow_plan is not None:
+                await _clean_retired_sources(
+                    conn, ctx, flow_id, setup_plan, flow_plan, out, limiter
+                )
+            # Last before the record: every statement above has succeeded.
+            await _apply_custom(setup_plan.targets, limiter)
+            new_record = FlowRecord(
+                flow_id=flow_id,
+                sources=setup_plan.sources,
+                next_source_id=setup_plan.next_source_id,
+                targets={t.key: t.new for t in setup_plan.targets if t.new is not None},
+            )
+            await flow_records.write_flow_record(conn, ctx.schema, name, new_record)
+    except DatabaseUnavailableError:
+        raise
+    except (asyncpg.PostgresError, DatabaseError, SetupError) as e:  # the pool maps driver errors
+        raise SetupError(f"setup of flow {name!r} failed and was rolled back: {e}") from e
+    _say(out, f"Done for flow {name}")
+
+
+async def _clean_retired_sources(
+    conn: Connection,
+    ctx: LibraryContext,
+    flow_id: int,
+    setup_plan: FlowSetupPlan,
+    flow_plan: FlowPlan,
+    out: TextIO | None,
+    limiter: anyio.CapacityLimiter | None,
+) -> None:
+    """Delete what sources removed from the flow produced, and their tracking rows."""
+    writers = create_writers(setup_plan, flow_plan, limiter)
+    for source_name, source_id in setup_plan.retired_sources.items():
+        _say(out, f"  - Clean up legacy source {source_name}")
+        removed = await flow_records.delete_source_tracking(conn, ctx.schema, flow_id, source_id)
+        for target_keys in removed:
+            tracked = TrackedRow(None, None, None, target_keys)
+            for export_name, writer in writers.items():
+                export = flow_plan.exports[export_name]
+                keys = recorded_keys(export, tracked)
+                deletes = [key_from_json_text(k, export.key_types) for k in keys]
+                if deletes:
+                    await writer.write(conn, ExportWrite(deletes=deletes))
+
+
+async def apply_drop_plan(
+    ctx: LibraryContext,
+    drop_plan: FlowSetupPlan,
+    *,
+    out: TextIO | None,
+    limiter: anyio.CapacityLimiter | None = None,
+) -> None:
+    pool = await ctx.pool()
+    record = drop_plan.old_record
+    if record is None:
+        return
+    name = drop_plan.flow_name
+    ignore_failures = ctx.settings.ignore_target_drop_failures
+    _say(out, f"Deleting flow {name}:")
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit = on")  # as setup: durable
+            for item in drop_plan.targets:
+                _say(out, f"{item.description}:")
+                for action in item.change.actions:
+                    _say(out, f"  - {action}")
+                await _delete_adopted_rows(conn, ctx, record.flow_id, item)
+                for stmt in item.change.statements:
+                    if ignore_failures:
+                        try:
+                            async with conn.transaction():
+                                await conn.execute(stmt)
+                        except asyncpg.PostgresError as e:
+                            log.warning("drop.target_failed", flow=name, error=str(e))
+                    else:
+                        await conn.execute(stmt)
+            for item in drop_plan.targets:
+                try:
+                    await _apply_custom([item], limiter)
+                except SetupError as e:
+                    if not ignore_failures:
+                        raise
+                    log.warning("drop.target_failed", flow=name, error=str(e))
+            await flow_records.delete_flow_state(conn, ctx.schema, name, record.flow_id)
+    except DatabaseUnavailableError:
+        raise
+    except (asyncpg.PostgresError, DatabaseError, SetupError) as e:
+        raise SetupError(
+            f"drop of flow {name!r} failed and was rolled back: {e} "
+            "(set COCOD_IGNORE_TARGET_DROP_FAILURES=true to skip failing targets)"
+        ) from e
+    _say(out, f"Done for flow {name}")
+
+
+async def _delete_adopted_rows(
+    conn: Connection, ctx: LibraryContext, flow_id: int, item: TargetItem
+) -> None:
+    """An adopted table stays; the rows cocod wrote into it go (found through tracking)."""
+    state = item.old
+    if state is None or custom_target.is_custom_state(state):
+        return
+    if not postgres_target.is_adopted(state):
+        return
+    signature = target_signature(item.key, state)
+    entries = await flow_records.tracked_target_keys(
+        conn, ctx.schema, flow_id, str(state.get("export", ""))
+    )
+    keys = [k for e in entries if e.get("target") == signature for k in e.get("keys", {})]
+    await postgres_target.delete_recorded_rows(conn, state, keys)
+
+
+def _say(out: TextIO | None, line: str) -> None:
+    if out is not None:
+        out.write(line + "\n")
