@@ -3,13 +3,21 @@
 from cocod.ops.functions import (
     CustomLanguageSpec,
     DetectProgrammingLanguage,
+    EmbedText,
+    ExtractByLlm,
+    ParseJson,
     SentenceTransformerEmbed,
+    SplitBySeparators,
     SplitRecursively,
 )
 
 __all__ = [
     "CustomLanguageSpec",
     "DetectProgrammingLanguage",
+    "EmbedText",
+    "ExtractByLlm",
+    "ParseJson",
     "SentenceTransformerEmbed",
+    "SplitBySeparators",
     "SplitRecursively",
 ]

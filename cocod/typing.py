@@ -1,6 +1,11 @@
-"""Type annotations for flows (``cocoindex.typing`` in v0)."""
+"""Type annotations for flows (``cocoindex.typing`` in v0); see docs/types.md."""
+
+from __future__ import annotations
 
 from cocod.flow.types import (
+    KEY_FIELD_NAME,
+    TABLE_TYPES,
+    Annotation,
     Float32,
     Float64,
     Int64,
@@ -8,12 +13,16 @@ from cocod.flow.types import (
     LocalDateTime,
     OffsetDateTime,
     Range,
+    TypeAttr,
     TypeKind,
     Vector,
     VectorInfo,
 )
 
 __all__ = [
+    "KEY_FIELD_NAME",
+    "TABLE_TYPES",
+    "Annotation",
     "Float32",
     "Float64",
     "Int64",
@@ -21,6 +30,7 @@ __all__ = [
     "LocalDateTime",
     "OffsetDateTime",
     "Range",
+    "TypeAttr",
     "TypeKind",
     "Vector",
     "VectorInfo",

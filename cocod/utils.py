@@ -14,4 +14,7 @@ def get_target_default_name(flow: Flow, target_name: str, delimiter: str = "__")
     return sanitize_name(flow.full_name + delimiter + target_name)
 
 
-__all__ = ["get_target_default_name"]
+get_target_storage_default_name = get_target_default_name
+"""v0's deprecated name of :func:`get_target_default_name`, kept for unchanged v0 apps."""
+
+__all__ = ["get_target_default_name", "get_target_storage_default_name"]

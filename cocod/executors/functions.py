@@ -22,7 +22,11 @@ from cocod.flow.specs import (
 from cocod.flow.types import ValueType, basic, struct, table
 from cocod.ops.functions import (
     DetectProgrammingLanguage,
+    EmbedText,
+    ExtractByLlm,
+    ParseJson,
     SentenceTransformerEmbed,
+    SplitBySeparators,
     SplitRecursively,
 )
 
@@ -58,6 +62,20 @@ def _bind(
                 f"got {schema.type.describe()}"
             )
     return dict(bound.arguments)
+
+
+def bind_arguments(
+    kind: str,
+    signature_of: Any,
+    args: Sequence[ArgSchema],
+    kwargs: Mapping[str, ArgSchema],
+    expected: Mapping[str, tuple[str, ...]],
+) -> dict[str, ArgSchema]:
+    """Bind a call's inputs to ``signature_of``'s parameters and check their kinds.
+
+    Shared by the built-in functions defined in other modules (separators, JSON, LLM).
+    """
+    return _bind(kind, inspect.signature(signature_of), args, kwargs, expected)
 
 
 def _split_signature(
@@ -226,9 +244,17 @@ class _SentenceTransformerDefinition:
 
 
 def register_builtin_functions() -> None:
+    from cocod.executors.json_parse import ParseJsonDefinition
+    from cocod.executors.llm import EmbedTextDefinition, ExtractByLlmDefinition
+    from cocod.executors.separators import SplitBySeparatorsDefinition
+
     register_function(SplitRecursively, _SplitRecursivelyDefinition())
     register_function(DetectProgrammingLanguage, _DetectLanguageDefinition())
     register_function(SentenceTransformerEmbed, _SentenceTransformerDefinition())
+    register_function(SplitBySeparators, SplitBySeparatorsDefinition())
+    register_function(ParseJson, ParseJsonDefinition())
+    register_function(EmbedText, EmbedTextDefinition())
+    register_function(ExtractByLlm, ExtractByLlmDefinition())
 
 
 register_builtin_functions()

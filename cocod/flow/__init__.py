@@ -1,1 +1,125 @@
-"""The declarative flow API: records a graph, does no I/O."""
+"""The declarative flow API (records a graph, does no I/O), and v0's ``cocoindex.flow`` path.
+
+v0 users write ``from cocoindex.flow import DataCollector, FlowBuilder, flow_def``. The
+builder classes live here; ``flow_def``, ``transform_flow``, the live updater and the
+``Flow`` handle live in :mod:`cocod.runtime`, a layer above. They are re-exported lazily
+(resolved on first use), so importing ``cocod.flow`` from the engine never imports the
+runtime and the layering of docs/architecture.md holds at import time.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cocod.flow.builder import DataCollector, DataScope, DataSlice, FlowBuilder
+    from cocod.flow.graph import GeneratedField
+    from cocod.runtime.flow import (
+        Flow,
+        add_flow_def,
+        drop_all_flows,
+        ensure_all_flows_built,
+        flow_by_name,
+        flow_def,
+        flow_names,
+        flows,
+        open_flow,
+        remove_flow,
+        setup_all_flows,
+        update_all_flows_async,
+    )
+    from cocod.runtime.live_updater import (
+        FlowLiveUpdater,
+        FlowLiveUpdaterOptions,
+        FlowUpdaterStatusUpdates,
+    )
+    from cocod.runtime.transform_flow import TransformFlow, transform_flow
+
+_LAZY = {
+    "DataCollector": "cocod.flow.builder",
+    "DataScope": "cocod.flow.builder",
+    "DataSlice": "cocod.flow.builder",
+    "FlowBuilder": "cocod.flow.builder",
+    "GeneratedField": "cocod.flow.graph",
+    "Flow": "cocod.runtime.flow",
+    "add_flow_def": "cocod.runtime.flow",
+    "drop_all_flows": "cocod.runtime.flow",
+    "ensure_all_flows_built": "cocod.runtime.flow",
+    "flow_by_name": "cocod.runtime.flow",
+    "flow_def": "cocod.runtime.flow",
+    "flow_names": "cocod.runtime.flow",
+    "flows": "cocod.runtime.flow",
+    "open_flow": "cocod.runtime.flow",
+    "remove_flow": "cocod.runtime.flow",
+    "setup_all_flows": "cocod.runtime.flow",
+    "update_all_flows_async": "cocod.runtime.flow",
+    "FlowLiveUpdater": "cocod.runtime.live_updater",
+    "FlowLiveUpdaterOptions": "cocod.runtime.live_updater",
+    "FlowUpdaterStatusUpdates": "cocod.runtime.live_updater",
+    "TransformFlow": "cocod.runtime.transform_flow",
+    "transform_flow": "cocod.runtime.transform_flow",
+    "EvaluateAndDumpOptions": "cocod.runtime.evaluate",
+}
+
+
+@dataclass
+class _PendingEvaluateAndDumpOptions:
+    """v0's options of ``Flow.evaluate_and_dump``, until :mod:`cocod.runtime.evaluate` exists.
+
+    Only used while that module is missing, so ``from cocod.flow import
+    EvaluateAndDumpOptions`` resolves in either state.
+    """
+
+    output_dir: str
+    use_cache: bool = True
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cocod.flow' has no attribute {name!r}")
+    try:
+        value = getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as e:
+        if name != "EvaluateAndDumpOptions" or e.name != module:
+            raise
+        value = _PendingEvaluateAndDumpOptions
+    except AttributeError:
+        if name != "EvaluateAndDumpOptions":
+            raise
+        value = _PendingEvaluateAndDumpOptions
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = [
+    "DataCollector",
+    "DataScope",
+    "DataSlice",
+    "EvaluateAndDumpOptions",
+    "Flow",
+    "FlowBuilder",
+    "FlowLiveUpdater",
+    "FlowLiveUpdaterOptions",
+    "FlowUpdaterStatusUpdates",
+    "GeneratedField",
+    "TransformFlow",
+    "add_flow_def",
+    "drop_all_flows",
+    "ensure_all_flows_built",
+    "flow_by_name",
+    "flow_def",
+    "flow_names",
+    "flows",
+    "open_flow",
+    "remove_flow",
+    "setup_all_flows",
+    "transform_flow",
+    "update_all_flows_async",
+]
