@@ -168,6 +168,9 @@ def _plain(value: Any) -> Any:
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if hasattr(value, "_asdict"):
         return _plain(value._asdict())
+    if getattr(value, "dtype", None) is not None and str(value.dtype) == "float32":
+        # float32 written as its shortest text (0.1, not 0.10000000149011612), as v0 does.
+        return [float(str(x)) for x in value.reshape(-1)] if value.ndim else float(str(value))
     if hasattr(value, "tolist"):  # numpy arrays and scalars
         return _plain(value.tolist())
     if isinstance(value, list | tuple):
@@ -182,7 +185,16 @@ def _plain(value: Any) -> Any:
 
 
 class _Dumper(yaml.SafeDumper):
-    """Multi-line strings as literal blocks (``|``), as v0's emitter writes them."""
+    """v0's emitter's layout: a ``---`` start, sequences indented under their key,
+    multi-line strings as literal blocks (``|-``)."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
+
+    def choose_scalar_style(self) -> str:
+        # Where a plain scalar will not do, v0 writes double quotes, PyYAML single ones.
+        style: str = super().choose_scalar_style()
+        return '"' if style == "'" else style
 
 
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
@@ -195,14 +207,17 @@ _Dumper.add_representer(str, _represent_str)
 
 
 def dump_yaml(document: dict[str, Any]) -> str:
-    return yaml.dump(
+    """The file's text; like v0's, it has no newline after the last line."""
+    text = yaml.dump(
         document,
         Dumper=_Dumper,
         sort_keys=False,
         allow_unicode=True,
         default_flow_style=False,
+        explicit_start=True,
         width=float("inf"),
     )
+    return text.rstrip("\n")
 
 
 __all__ = ["EvaluateAndDumpOptions", "dump_yaml", "evaluate_and_dump", "file_prefixes"]
