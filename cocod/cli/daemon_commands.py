@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,21 @@ def socket_path(args: Any) -> Path:
     return Path(explicit) if explicit else default_socket_path()
 
 
-def _call(args: Any, cmd: str, payload: dict[str, Any] | None = None) -> tuple[int, Any]:
-    client = ControlClient(
-        socket_path(args), timeout=None if cmd in ("update", "setup", "drop", "verify") else 30
-    )
-    is_tty = sys.stderr.isatty() and not args.json
+LONG_COMMANDS = frozenset({"update", "setup", "drop", "verify", "search"})
+"""Commands that may take minutes (a first index, a model's first load): no timeout."""
+
+
+def _call(
+    args: Any,
+    cmd: str,
+    payload: dict[str, Any] | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[int, Any]:
+    client = ControlClient(socket_path(args), timeout=None if cmd in LONG_COMMANDS else 30)
+    is_tty = sys.stderr.isatty() and not args.json and on_event is None
     started = time.monotonic()
 
-    def on_event(event: dict[str, Any]) -> None:
+    def show_stage(event: dict[str, Any]) -> None:
         if is_tty:
             print(
                 f"\r{event.get('stage', 'working')} {event.get('name', '')}…",
@@ -41,7 +49,7 @@ def _call(args: Any, cmd: str, payload: dict[str, Any] | None = None) -> tuple[i
             )
 
     try:
-        result = client.call(cmd, payload or {}, on_event=on_event)
+        result = client.call(cmd, payload or {}, on_event=on_event or show_stage)
     except DaemonUnavailableError as e:
         _say_error(args, "daemon_unavailable", str(e))
         return 3, None
@@ -85,16 +93,21 @@ def cmd_daemon(args: Any) -> int:
     from cocod.control.protocol import COMMANDS
 
     command = COMMANDS[args.command]
+    if command.runs_in_client:
+        return _run_in_client(command.name, args)
     payload: dict[str, Any] = {}
     for arg in command.args:
         value = getattr(args, arg.name, None)
         if value is not None and not (arg.name == "params" and command.name == "add"):
-            payload[arg.name] = value
+            payload[arg.name] = _split_many(value) if arg.many else value
     if command.name == "add":
         params = _add_params(args)
         if params is None:
             return 2
-        payload["params"] = params
+        if params or "path" not in payload:
+            payload["params"] = params
+        if "path" in payload:  # like config.toml: relative to where you are
+            payload["path"] = str(Path(payload["path"]).expanduser().resolve())
     code, result = _call(args, command.name, payload)
     if code == 0 and not args.json:
         _RENDER.get(command.name, _render_default)(result)
@@ -102,6 +115,21 @@ def cmd_daemon(args: Any) -> int:
         after = result.get("after") or result
         code = VERIFY_DRIFT_EXIT if after.get("has_drift") else 0  # scripts can tell
     return code
+
+
+def _split_many(value: Any) -> list[str]:
+    """A repeatable option's values, each of which may list several (``a,b``)."""
+    items = value if isinstance(value, list) else [value]
+    return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+
+
+def _run_in_client(name: str, args: Any) -> int:
+    """Commands of the table that this process runs itself (``cocod mcp``)."""
+    if name == "mcp":
+        from cocod.mcp_server import run_mcp
+
+        return run_mcp(socket_path(args))
+    raise AssertionError(f"no client-side handler for {name!r}")
 
 
 VERIFY_DRIFT_EXIT = 4
@@ -135,18 +163,41 @@ def _render_status(result: Any) -> None:
     rows = []
     for r in result:
         targets = r.get("targets") or {}
+        state = r["state"] + (" (paused)" if r.get("paused") and r["state"] != "PAUSED" else "")
         rows.append(
             (
                 r["name"],
-                r["state"],
+                state,
                 "live" if r["live"] else "on-demand",
                 _ago(r.get("last_change_at") or r.get("last_update_at")),
                 ", ".join(f"{k}={v}" for k, v in targets.items()) or "-",
                 str(r.get("pending_changes", "-")),
-                (r.get("last_error") or "")[:60],
+                r.get("progress_line") or (r.get("last_error") or "")[:60],
             )
         )
-    _table(("NAME", "STATE", "MODE", "LAST UPDATE", "ROWS", "PENDING", "LAST ERROR"), rows)
+    _table(("NAME", "STATE", "MODE", "LAST UPDATE", "ROWS", "PENDING", "PROGRESS/ERROR"), rows)
+
+
+def _render_search(result: Any) -> None:
+    """``1. 0.8123  notes  intro.md:12-18`` then a one-line snippet of the chunk."""
+    for rank, hit in enumerate(result["results"], 1):
+        where = str(hit.get("filename") or "?")
+        if hit.get("start_line") is not None:
+            where += f":{hit['start_line']}"
+            if hit.get("end_line") not in (None, hit["start_line"]):
+                where += f"-{hit['end_line']}"
+        print(f"{rank}. {hit['score']:.4f}  {hit['instance']}  {where}")
+        text = " ".join(str(hit.get("text") or "").split())
+        if text:
+            print(f"   {text[:160]}{'…' if len(text) > 160 else ''}")
+    if not result["results"]:
+        print("no results" + ("" if result["searched"] else " (no instance could be searched)"))
+    for skipped in result.get("skipped", []):
+        print(f"(skipped {skipped['name']}: {skipped['reason']})", file=sys.stderr)
+
+
+def _render_pause(result: Any) -> None:
+    print(f"{result['name']}: {'paused' if result['paused'] else 'resumed'} ({result['state']})")
 
 
 def _add_params(args: Any) -> dict[str, Any] | None:
@@ -176,6 +227,9 @@ _RENDER = {
     "ping": _render_ping,
     "reload": _render_reload,
     "remove": _render_remove,
+    "pause": _render_pause,
+    "resume": _render_pause,
+    "search": _render_search,
     "status": _render_status,
     "verify": _render_verify,
 }
@@ -210,7 +264,18 @@ def cmd_update(args: Any) -> int:
     payload: dict[str, Any] = {"name": args.target}
     if args.full_reprocess:
         payload["full_reprocess"] = True
-    code, result = _call(args, "update", payload)
+    display = None
+    if not args.json and not args.quiet:
+        from cocod.cli.progress_display import ProgressDisplay
+
+        display = ProgressDisplay()
+    try:
+        code, result = _call(
+            args, "update", payload, on_event=None if display is None else display.on_event
+        )
+    finally:
+        if display is not None:
+            display.close()
     if code == 0 and not args.json and not args.quiet:
         print(result["summary"])
     return code

@@ -30,6 +30,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_INT_DIGITS",
     "MAX_LINE_BYTES",
+    "MAX_LIST_ITEMS",
     "Arg",
     "Command",
     "ErrorCode",
@@ -48,6 +49,9 @@ MAX_DEPTH = 64
 
 MAX_INT_DIGITS = 64
 """Longer integer literals are refused (int() of a huge literal is quadratic, then fails)."""
+
+MAX_LIST_ITEMS = 1000
+"""A ``many`` argument's list holds at most this many values."""
 
 
 class ErrorCode:
@@ -82,6 +86,12 @@ class Arg:
     max: int | None = None
     default: Any = None
     """What the daemon uses when the argument is absent (shown in the CLI help)."""
+    many: bool = False
+    """A value of ``type`` or a list of up to :data:`MAX_LIST_ITEMS` of them on the wire; on
+    the command line the option is repeatable (``--instance a --instance b``) and a value
+    may also list several, comma-separated (``--instance a,b``)."""
+    choices: tuple[str, ...] | None = None
+    """The only values a string argument may take (``add --flow code|text``)."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,10 @@ class Command:
     help: str
     args: tuple[Arg, ...] = field(default_factory=tuple)
     is_long: bool = False  # may stream progress events before its reply
+    runs_in_client: bool = False
+    """A command of the ``cocod`` program that is not sent over the socket (``cocod mcp``
+    runs a server that is itself a client); listed here so its usage is generated like
+    every other, and refused by :func:`parse_request` as unknown."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +112,9 @@ class Request:
     command: Command
     args: dict[str, Any]
 
+
+BUILTIN_FLOWS = ("code", "text")
+"""The flows of :mod:`cocod.flows` that ``add --path`` can name."""
 
 _NAME = Arg("name", str, required=True, help="flow instance name", positional=True)
 _OPT_NAME = Arg("name", str, help="flow instance name (default: all)", positional=True)
@@ -142,13 +159,41 @@ COMMANDS: dict[str, Command] = {
             ),
         ),
         Command(
+            "search",
+            "nearest chunks to a text across instances, merged by score, with line ranges",
+            (
+                Arg("text", str, required=True, help="query text", positional=True),
+                Arg(
+                    "instance",
+                    str,
+                    help="instance to search (repeatable, or a,b; default: every instance "
+                    "with a vector index)",
+                    many=True,
+                ),
+                Arg("top", int, help="number of results", min=1, max=1000, default=10),
+            ),
+        ),
+        Command(
             "add",
             "add an instance at runtime (kept across restarts)",
             (
                 _NAME,
-                Arg("definition", str, required=True, help="module:factory", positional=True),
+                Arg(
+                    "definition",
+                    str,
+                    help="module:factory (optional with --path: a built-in flow)",
+                    positional=True,
+                ),
                 Arg("params", dict, help="factory parameters (JSON object)"),
                 Arg("live", bool, help="supervise a live updater", default=True),
+                Arg("path", str, help="folder to index with a built-in flow (cocod.flows)"),
+                Arg(
+                    "flow",
+                    str,
+                    help="built-in flow for --path: code or text",
+                    default="text",
+                    choices=BUILTIN_FLOWS,
+                ),
             ),
         ),
         Command(
@@ -156,8 +201,18 @@ COMMANDS: dict[str, Command] = {
             "remove an instance added at runtime",
             (_NAME, Arg("drop", bool, help="also drop its tables and state", default=False)),
         ),
+        Command(
+            "pause", "stop updating an instance (kept across restarts; changes are kept)", (_NAME,)
+        ),
+        Command("resume", "resume a paused instance; it catches up on what changed", (_NAME,)),
         Command("reload", "re-read config.toml and apply the difference"),
         Command("shutdown", "drain and stop the daemon"),
+        Command(
+            "mcp",
+            "serve the MCP tools (search, list_instances, status, update) on stdin/stdout; "
+            "needs pip install 'cocod[mcp]'",
+            runs_in_client=True,
+        ),
     )
 }
 
@@ -270,10 +325,11 @@ def _validate(message: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
     if not isinstance(name, str):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "request needs a string 'cmd'")
     command = COMMANDS.get(name)
-    if command is None:
+    if command is None or command.runs_in_client:
+        served = sorted(c.name for c in COMMANDS.values() if not c.runs_in_client)
         raise ProtocolError(
             ErrorCode.UNKNOWN_COMMAND,
-            f"unknown command {name[:80]!r}; known: {', '.join(sorted(COMMANDS))}",
+            f"unknown command {name[:80]!r}; known: {', '.join(served)}",
         )
     args = message.get("args", {})
     if args is None:
@@ -299,13 +355,27 @@ def _validate(message: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
 
 def check_arg(command: Command, spec: Arg, value: Any) -> None:
     """Type and range of one argument value, as the table says; ``bad_args`` otherwise."""
+    if spec.many and isinstance(value, list):
+        if len(value) > MAX_LIST_ITEMS:
+            raise ProtocolError(
+                ErrorCode.BAD_ARGS,
+                f"{command.name}: argument {spec.name!r} lists {len(value)} values; "
+                f"at most {MAX_LIST_ITEMS} are accepted",
+            )
+        for item in value:
+            _check_one(command, spec, item)
+        return
+    _check_one(command, spec, value)
+
+
+def _check_one(command: Command, spec: Arg, value: Any) -> None:
     types = spec.type if isinstance(spec.type, tuple) else (spec.type,)
     is_bool_for_int = isinstance(value, bool) and bool not in types
     if not isinstance(value, types) or is_bool_for_int:
         raise ProtocolError(
             ErrorCode.BAD_ARGS,
-            f"{command.name}: argument {spec.name!r} must be {_type_name(spec.type)}, "
-            f"got {_json_type(value)}",
+            f"{command.name}: argument {spec.name!r} must be {_type_name(spec.type)}"
+            f"{' or a list of them' if spec.many else ''}, got {_json_type(value)}",
         )
     if isinstance(value, int) and not isinstance(value, bool):
         too_small = spec.min is not None and value < spec.min
@@ -316,6 +386,12 @@ def check_arg(command: Command, spec: Arg, value: Any) -> None:
                 f"{command.name}: argument {spec.name!r} must be between "
                 f"{spec.min} and {spec.max}, got {value}",
             )
+    if spec.choices is not None and value not in spec.choices:
+        raise ProtocolError(
+            ErrorCode.BAD_ARGS,
+            f"{command.name}: argument {spec.name!r} must be one of "
+            f"{', '.join(spec.choices)}, got {str(value)[:80]!r}",
+        )
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:

@@ -1,5 +1,10 @@
 """What each control command does. Arguments were validated against the protocol table.
 
+``search`` pins one instance at a time (so it never holds more on-demand instances open
+than the daemon allows), embeds the query once per distinct embedding function, and
+merges the hits by score (:mod:`cocod.runtime.search`). ``update`` streams the pass's
+progress to its client as rate-limited ``progress`` events.
+
 ``ping``, ``ls`` and ``status`` answer from memory: the instance states, the updater
 snapshots, the database state kept by the supervisor and row counts refreshed in the
 background (shown with their age). They never wait on the database, so they answer within
@@ -18,9 +23,17 @@ from cocod.control.protocol import Command, ErrorCode, ProtocolError
 from cocod.daemon.config import parse_instance
 from cocod.daemon.definitions import load_definition_async
 from cocod.daemon.instances import Instance
+from cocod.daemon.progress_events import ProgressForwarder
 from cocod.daemon.server import Emit
-from cocod.errors import DatabaseUnavailableError, SettingsError
+from cocod.errors import (
+    DatabaseUnavailableError,
+    FlowDefinitionError,
+    SettingsError,
+    SetupError,
+)
+from cocod.runtime import context
 from cocod.runtime.flow import Flow
+from cocod.runtime.search import SearchSession
 
 if TYPE_CHECKING:
     from cocod.daemon.service import Daemon
@@ -106,6 +119,11 @@ class Handlers:
                 out["last_error"] = snapshot["last_error"]
         elif instance.last_update is not None:
             out.update(instance.last_update)
+        progress = getattr(instance, "progress", None)  # ops13's InstanceProgress, once there
+        if progress is not None:
+            from cocod.daemon.progress_view import status_fields
+
+            out.update(status_fields(progress, bool(getattr(instance, "paused", False))))
         if instance.row_counts is not None and instance.row_counts_at is not None:
             out["targets"] = dict(instance.row_counts)
             out["targets_age_s"] = round(max(0.0, time.time() - instance.row_counts_at), 1)
@@ -147,7 +165,8 @@ class Handlers:
         instance = self.instances.get(name)
         await emit({"event": "progress", "stage": "update", "name": name})
         async with self.instances.pinned(name) as flow:
-            info = await flow.update_async(full_reprocess=full_reprocess)
+            async with ProgressForwarder(emit, name).reporting():
+                info = await flow.update_async(full_reprocess=full_reprocess)
             instance.counted_change_at = None  # recount in the background
         result = {"stats": info.stats, "summary": str(info)}
         instance.last_update = result
@@ -169,16 +188,92 @@ class Handlers:
             output = await flow.query_async(text, top_k=top)
         return {"name": name, "results": output.results}
 
+    async def cmd_search(
+        self, emit: Emit, text: str, instance: str | list[str] | None = None, top: int = 10
+    ) -> Any:
+        names = _instance_names(instance)
+        is_explicit = bool(names)
+        if is_explicit:
+            for name in names:
+                self.instances.get(name)  # unknown_flow before any work
+        else:
+            names = sorted(self.instances.by_name)
+        session = SearchSession(context.get_context(), text, top)
+        searched: list[str] = []
+        skipped: list[dict[str, str]] = []
+        for name in names:
+            try:
+                async with self.instances.pinned(name) as flow:
+                    await session.add(name, await flow.execution_async())
+                searched.append(name)
+            except (FlowDefinitionError, SetupError, ProtocolError) as e:
+                # Asked for by name: say why it cannot be searched. Otherwise "every
+                # instance with a vector index": the others are listed, not fatal.
+                if is_explicit:
+                    raise
+                skipped.append({"name": name, "reason": " ".join(str(e).split())})
+        mixed = session.mixed_metrics()
+        if mixed is not None:
+            raise ProtocolError(ErrorCode.BAD_ARGS, mixed.describe())
+        metric = session.metric()
+        return {
+            "query": text,
+            "metric": None if metric is None else metric.name.lower(),
+            "higher_is_better": metric is None or metric.name != "L2_DISTANCE",
+            "results": session.merged(),
+            "searched": searched,
+            "skipped": skipped,
+        }
+
+    async def cmd_pause(self, emit: Emit, name: str) -> Any:
+        instance = self.instances.get(name)
+        await self._pause_control("pause")(name)
+        return {"name": name, "state": str(instance.state), "paused": True}
+
+    async def cmd_resume(self, emit: Emit, name: str) -> Any:
+        instance = self.instances.get(name)
+        await self._pause_control("resume")(name)
+        return {"name": name, "state": str(instance.state), "paused": False}
+
+    def _pause_control(self, action: str) -> Any:
+        """``Daemon.pause``/``Daemon.resume`` (ops13's), or a typed refusal without them."""
+        method = getattr(self.daemon, action, None)
+        if method is None:
+            raise ProtocolError(
+                ErrorCode.INTERNAL, f"this daemon cannot {action} instances yet; upgrade cocod"
+            )
+        return method
+
     async def cmd_add(
         self,
         emit: Emit,
         name: str,
-        definition: str,
+        definition: str | None = None,
         params: dict[str, Any] | None = None,
         live: bool = True,
+        path: str | None = None,
+        flow: str = "text",
     ) -> Any:
         if name in self.instances.by_name:
             raise ProtocolError(ErrorCode.FLOW_EXISTS, f"instance {name!r} already exists")
+        if path is not None:
+            if definition is not None:
+                raise ProtocolError(
+                    ErrorCode.BAD_ARGS,
+                    "add: give either a definition (module:factory) or --path for a "
+                    "built-in flow, not both",
+                )
+            add_builtin = getattr(self.daemon, "add_builtin", None)  # ops13's, once there
+            if add_builtin is not None:
+                instance = await add_builtin(name, path, flow, live, params)
+                return {"name": name, "state": str(instance.state), **_definition_of(instance)}
+            definition = f"cocod.flows:{flow}"
+            params = {"path": path, "table": builtin_table_name(name), **(params or {})}
+        elif definition is None:
+            raise ProtocolError(
+                ErrorCode.BAD_ARGS,
+                "add: give a definition (module:factory) or --path DIR for a built-in flow",
+            )
         try:
             config = parse_instance(
                 name, {"definition": definition, "params": params or {}, "live": live}, "add"
@@ -191,7 +286,7 @@ class Handlers:
             raise ProtocolError(ErrorCode.FLOW_EXISTS, f"instance {name!r} already exists")
         await self.daemon.registry.add(config)
         instance = self.instances.add(config, "runtime")
-        return {"name": name, "state": str(instance.state)}
+        return {"name": name, "state": str(instance.state), **_definition_of(instance)}
 
     async def cmd_remove(self, emit: Emit, name: str, drop: bool = False) -> Any:
         instance = self.instances.get(name)
@@ -216,6 +311,25 @@ class Handlers:
         return {"stopping": True}
 
 
+def _instance_names(value: str | list[str] | None) -> list[str]:
+    """``search``'s instances: a name, ``a,b``, or a list of either; duplicates dropped."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else value
+    names = [n.strip() for item in items for n in item.split(",") if n.strip()]
+    return list(dict.fromkeys(names))
+
+
+def _definition_of(instance: Instance) -> dict[str, Any]:
+    return {"definition": instance.config.definition, "params": instance.config.params}
+
+
+def builtin_table_name(instance: str) -> str:
+    """The table of an instance added with ``--path``: its name, lower-cased (instance
+    names are identifiers already, so this is a valid and predictable table name)."""
+    return instance.lower()
+
+
 async def _report(flow: Flow, operation: str) -> str:
     """Run the flow's setup or drop and return what it printed."""
     out = io.StringIO()
@@ -226,4 +340,4 @@ async def _report(flow: Flow, operation: str) -> str:
     return out.getvalue()
 
 
-__all__ = ["READ_ONLY_COMMANDS", "Handlers"]
+__all__ = ["READ_ONLY_COMMANDS", "Handlers", "builtin_table_name"]

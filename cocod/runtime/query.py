@@ -7,16 +7,20 @@ model and memo) embeds the query. No separate query-time configuration can drift
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import numpy as np
 
 from cocod.engine.evaluator import FunctionRunner, RowMemo
-from cocod.errors import FlowDefinitionError
+from cocod.engine.plan import ExportPlan
+from cocod.errors import FlowDefinitionError, SetupOutOfDateError
 from cocod.executors import postgres_target
+from cocod.executors.local_file import LocalFileReader
 from cocod.flow.graph import CollectOp, FieldRef, ForEachOp, Scope, TransformOp
-from cocod.flow.index import VectorSimilarityMetric
+from cocod.flow.index import VectorIndexDef, VectorSimilarityMetric
 from cocod.runtime.context import LibraryContext
 from cocod.runtime.execution import FlowExecution
 
@@ -73,14 +77,42 @@ def _find_producer(scope: Scope, collector_name: str, field_name: str) -> Transf
     return None
 
 
-async def query_export(
-    execution: FlowExecution,
-    ctx: LibraryContext,
-    text: str,
-    *,
-    top_k: int = 10,
-    export_name: str | None = None,
-) -> QueryOutput:
+@dataclass
+class VectorTarget:
+    """What a similarity query of one export needs: its table, its vector index and the
+    runner of the function that embedded the indexed column (to embed the query alike)."""
+
+    execution: FlowExecution
+    export: ExportPlan
+    index: VectorIndexDef
+    runner: FunctionRunner
+    table: postgres_target.TargetTable
+    columns: list[str]
+    """The export's columns other than the vector, in key-then-value order."""
+
+    @property
+    def metric(self) -> VectorSimilarityMetric:
+        return self.index.metric
+
+    @property
+    def embedder_identity(self) -> str:
+        """Equal for two targets whose query vectors are the same (same function, model,
+        arguments): one embedding of the query text serves both."""
+        return json.dumps(self.runner.function.identity_json(), sort_keys=True, default=repr)
+
+    def reader_for_rows(self) -> LocalFileReader | None:
+        """The reader of the local-file source whose rows feed this export (to read a hit's
+        file), or None for other sources."""
+        collector = self.export.export.collector.name
+        for name, source in self.execution.plan.sources.items():
+            if any(_collects_into(op.child, collector) for op in source.for_each):
+                reader = self.execution.sources[name].reader
+                return reader if isinstance(reader, LocalFileReader) else None
+        return None
+
+
+def resolve_vector_target(execution: FlowExecution, export_name: str | None = None) -> VectorTarget:
+    """The first export with a vector index (or the one named), or FlowDefinitionError."""
     plan = execution.plan
     exports = [e for e in plan.exports.values() if e.export.vector_indexes]
     if export_name is not None:
@@ -98,28 +130,69 @@ async def query_export(
             f"cannot tell how {export.name}.{index.field_name} was embedded (it must be collected "
             "straight from a one-argument transform such as SentenceTransformerEmbed)"
         )
-    runner = _runner_for(execution, producer)
-    store, _ = await execution.open_store(ctx)
-    (vector,) = await runner.run([([text], {})], RowMemo(store))
     table = postgres_target.resolve_table(execution.full_name, export)
     columns = [c for c in [*export.key_fields, *export.value_fields] if c != index.field_name]
+    return VectorTarget(execution, export, index, _runner_for(execution, producer), table, columns)
+
+
+async def embed_query(target: VectorTarget, ctx: LibraryContext, text: str) -> Any:
+    """The query's vector, computed by the flow's own runner (in its worker threads, with
+    the process's one loaded copy of the model) and memoized like an indexed chunk."""
+    store, _ = await target.execution.open_store(ctx)
+    (vector,) = await target.runner.run([([text], {})], RowMemo(store))
+    return vector
+
+
+async def nearest_rows(
+    target: VectorTarget, ctx: LibraryContext, vector: Any, top_k: int
+) -> list[dict[str, Any]]:
+    """The ``top_k`` rows nearest ``vector``, each with its ``score`` (see :func:`_score`)."""
     pool = await ctx.pool()
     async with pool.acquire() as conn:
-        rows = await postgres_target.similarity_search(
-            conn,
-            table,
-            columns,
-            index.field_name,
-            _DISTANCE_OPERATOR[index.metric],
-            vector,
-            top_k,
-        )
+        try:
+            rows = await postgres_target.similarity_search(
+                conn,
+                target.table,
+                target.columns,
+                target.index.field_name,
+                _DISTANCE_OPERATOR[target.metric],
+                vector,
+                top_k,
+            )
+        except asyncpg.UndefinedTableError:
+            raise SetupOutOfDateError(
+                f"flow {target.execution.full_name!r} has no table {target.table.qualified} "
+                "yet; set it up first (`cocod setup NAME`, or flow.setup())"
+            ) from None
     results = []
     for row in rows:
-        item = {c: _plain(row[c]) for c in columns}
-        item["score"] = _score(index.metric, float(row["_distance"]))
+        item = {c: _plain(row[c]) for c in target.columns}
+        item["score"] = _score(target.metric, float(row["_distance"]))
         results.append(item)
-    return QueryOutput(results, QueryInfo(embedding=vector, similarity_metric=index.metric))
+    return results
+
+
+async def query_export(
+    execution: FlowExecution,
+    ctx: LibraryContext,
+    text: str,
+    *,
+    top_k: int = 10,
+    export_name: str | None = None,
+) -> QueryOutput:
+    target = resolve_vector_target(execution, export_name)
+    vector = await embed_query(target, ctx, text)
+    results = await nearest_rows(target, ctx, vector, top_k)
+    return QueryOutput(results, QueryInfo(embedding=vector, similarity_metric=target.metric))
+
+
+def _collects_into(scope: Scope, collector_name: str) -> bool:
+    for op in scope.ops:
+        if isinstance(op, CollectOp) and op.collector.name == collector_name:
+            return True
+        if isinstance(op, ForEachOp) and _collects_into(op.child, collector_name):
+            return True
+    return False
 
 
 def _runner_for(execution: FlowExecution, op: TransformOp) -> FunctionRunner:
