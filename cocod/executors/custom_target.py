@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,38 +137,66 @@ class CustomTargetChange:
 
 
 def plan_target_change(
-    old: dict[str, Any] | None, new: dict[str, Any] | None
+    old: dict[str, Any] | None, new: dict[str, Any] | None, staged: Sequence[Any] = ()
 ) -> CustomTargetChange:
+    """The change from the recorded state, and from ``staged`` ones.
+
+    ``staged`` are states a setup began to apply but never recorded (it failed or was
+    killed after ``apply_setup_change``): the target may be in any of them, so each is
+    also a previous state, as v0 passes them.
+    """
     state = new if new is not None else old
     assert state is not None
     base = {"connector": str(state["connector"]), "persistent_key": state["persistent_key"]}
     name = describe(state)
     if new is not None and new.get("setup_by_user"):
         return CustomTargetChange("USER MANAGED")
+    current = new["state"] if new is not None else None
+    extra = [s for s in staged if s != current]
     if new is None:
         assert old is not None
-        if old.get("setup_by_user"):
+        if old.get("setup_by_user") and not extra:
             return CustomTargetChange("TO DELETE", ["Forget user-managed target (kept)"])
+        previous = ([] if old.get("setup_by_user") else [old["state"]]) + extra
         return CustomTargetChange(
-            "TO DELETE", [f"Tear down {name}"], previous=[old["state"]], current=None, **base
+            "TO DELETE", [f"Tear down {name}"], previous=_unique(previous), current=None, **base
         )
     if old is None or old.get("setup_by_user"):
         return CustomTargetChange(
-            "TO CREATE", [f"Set up {name}"], previous=[None], current=new["state"], **base
+            "TO CREATE",
+            [f"Set up {name}"],
+            previous=_unique([None, *extra]),
+            current=current,
+            **base,
         )
     connector = _connector_named(base["connector"], f"setup of {name}")
-    compatibility = connector.compatibility(new["state"], old["state"])
+    compatibility = connector.compatibility(current, old["state"])
     if old.get("key_columns") != new.get("key_columns"):
         compatibility = TargetStateCompatibility.NOT_COMPATIBLE
-    if compatibility == TargetStateCompatibility.COMPATIBLE:
+    if compatibility == TargetStateCompatibility.COMPATIBLE and not extra:
         return CustomTargetChange("READY")
+    previous = [] if compatibility == TargetStateCompatibility.COMPATIBLE else [old["state"]]
     change = CustomTargetChange(
-        "TO UPDATE", [f"Update {name}"], previous=[old["state"]], current=new["state"], **base
+        "TO UPDATE",
+        [f"Update {name}"],
+        previous=_unique(previous + extra),
+        current=current,
+        **base,
     )
+    if extra:
+        change.actions.append(f"{len(extra)} state(s) an interrupted setup may have applied")
     if compatibility == TargetStateCompatibility.NOT_COMPATIBLE:
         change.bumps_schema_version = True
         change.actions.append("Not compatible with the exported rows: export every row again")
     return change
+
+
+def _unique(states: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for state in states:
+        if state not in out:
+            out.append(state)
+    return out
 
 
 async def call_user(

@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 import anyio
 import asyncpg
@@ -62,6 +62,9 @@ from cocod.runtime.setup_apply import (
     apply_drop_plan,
     apply_setup_plan,
     create_writers,
+    has_custom_targets,
+    include_staged,
+    read_staged,
 )
 from cocod.storage import flow_records, internal_schema
 from cocod.storage.pool import Connection
@@ -143,19 +146,26 @@ class FlowExecution:
         return coordination_for(self.full_name)
 
     # -- setup / drop ---------------------------------------------------------------------
-    async def _read_record(self, ctx: LibraryContext) -> tuple[FlowRecord | None, bool]:
+    async def _read_record(
+        self, ctx: LibraryContext
+    ) -> tuple[FlowRecord | None, bool, dict[str, list[Any]]]:
+        """The setup record, whether the internal schema is missing, and staged states."""
         pool = await ctx.pool()
+        staged: dict[str, list[Any]] = {}
         async with pool.acquire() as conn:
             has_schema = await internal_schema.internal_schema_exists(conn, ctx.schema)
             record = await flow_records.read_flow_record(conn, ctx.schema, self.full_name)
-        return record, not has_schema
+            if has_schema and has_custom_targets(self.plan, record):
+                staged = await read_staged(conn, ctx.schema, self.full_name)
+        return record, not has_schema, staged
 
     async def plan_setup(self, ctx: LibraryContext) -> FlowSetupPlan:
         """What setup would do; reads the database and changes nothing (not even the plan)."""
-        record, needs_schema = await self._read_record(ctx)
+        record, needs_schema, staged = await self._read_record(ctx)
         setup_plan = plan_setup(
             self.plan, record, TARGET_DRIVER, needs_internal_schema=needs_schema
         )
+        include_staged(setup_plan, staged)
         new_items = [t for t in setup_plan.targets if t.new is not None and t.old is None]
         if new_items:
             pool = await ctx.pool()
@@ -167,10 +177,13 @@ class FlowExecution:
                     )
                     if owners:
                         key, owner = next(iter(owners.items()))
+                        item = next(t for t in new_items if t.key == key)
+                        custom = item.new is not None and custom_target.is_custom_state(item.new)
                         raise SetupError(
-                            f"flow {self.full_name!r} wants {key.split(':', 1)[-1]}, which flow "
-                            f"{owner!r} already manages; choose another table_name "
-                            f"(or drop {owner!r})"
+                            f"flow {self.full_name!r} wants "
+                            f"{item.description if custom else key.split(':', 1)[-1]}, which "
+                            f"flow {owner!r} already manages; choose another "
+                            f"{'target' if custom else 'table_name'} (or drop {owner!r})"
                         )
                 await self._check_adoption(conn, new_items)
         return setup_plan
@@ -197,8 +210,10 @@ class FlowExecution:
             item.change.actions.insert(0, f"Adopt existing table {table} (adopt_existing=True)")
 
     async def plan_drop(self, ctx: LibraryContext) -> FlowSetupPlan:
-        record, _ = await self._read_record(ctx)
-        return plan_drop(self.full_name, record, TARGET_DRIVER)
+        record, _, staged = await self._read_record(ctx)
+        drop_plan = plan_drop(self.full_name, record, TARGET_DRIVER)
+        include_staged(drop_plan, staged)
+        return drop_plan
 
     async def setup(
         self, ctx: LibraryContext, *, out: TextIO | None = None, show_plan: bool = True

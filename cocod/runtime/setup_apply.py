@@ -37,6 +37,7 @@ from cocod.engine.setup import (
 from cocod.engine.values import key_from_json_text
 from cocod.errors import DatabaseError, DatabaseUnavailableError, SetupError
 from cocod.executors import custom_target, postgres_target
+from cocod.flow.naming import quote_ident
 from cocod.ops.targets import Postgres
 from cocod.runtime.context import LibraryContext
 from cocod.storage import flow_records, internal_schema
@@ -117,6 +118,69 @@ def create_writers(
     }
 
 
+# -- staged states of custom targets -----------------------------------------------------------
+# apply_setup_change cannot roll back with the setup transaction. Before it is called, the
+# state it moves to is staged (committed on its own); the setup record's write replaces
+# every row of the flow, staging included. A staging row that survives means a setup that
+# may have applied that state and did not record it: the next setup or drop passes it to
+# apply_setup_change as one more previous state (v0's "previous states" list).
+# (These two statements belong in cocod.storage.flow_records.)
+
+STAGING_PREFIX = "staging:"
+
+
+def has_custom_targets(flow_plan: FlowPlan | None, record: FlowRecord | None) -> bool:
+    """Whether staging can matter (Postgres-only flows never pay the extra query)."""
+    if record is not None and any(
+        key.startswith(f"{custom_target.KIND}:") for key in record.targets
+    ):
+        return True
+    return flow_plan is not None and any(
+        not isinstance(e.export.target, Postgres) for e in flow_plan.exports.values()
+    )
+
+
+async def read_staged(conn: Connection, schema: str, flow_name: str) -> dict[str, list[Any]]:
+    rows = await conn.fetch(
+        f"SELECT resource, state FROM {quote_ident(schema)}.setup_metadata "
+        "WHERE flow_name = $1 AND starts_with(resource, $2)",
+        flow_name,
+        STAGING_PREFIX,
+    )
+    return {
+        r["resource"].removeprefix(STAGING_PREFIX): list(r["state"].get("states", [])) for r in rows
+    }
+
+
+def include_staged(setup_plan: FlowSetupPlan, staged: dict[str, list[Any]]) -> None:
+    """Re-plan the custom targets that have staged states (see above)."""
+    for item in setup_plan.targets:
+        state = item.new if item.new is not None else item.old
+        if state is not None and custom_target.is_custom_state(state) and staged.get(item.key):
+            item.change = custom_target.plan_target_change(item.old, item.new, staged[item.key])
+
+
+async def _stage(ctx: LibraryContext, flow_name: str, items: list[TargetItem], pool: Any) -> None:
+    rows = [
+        (flow_name, f"{STAGING_PREFIX}{item.key}", {"states": [item.change.current]})
+        for item in items
+        if isinstance(item.change, custom_target.CustomTargetChange)
+        and item.change.needs_apply
+        and item.change.current is not None
+    ]
+    if not rows:
+        return
+    s = quote_ident(ctx.schema)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL synchronous_commit = on")
+        await conn.executemany(
+            f"INSERT INTO {s}.setup_metadata AS m (flow_name, resource, state) "
+            "VALUES ($1, $2, $3) ON CONFLICT (flow_name, resource) DO UPDATE SET state = "
+            "jsonb_build_object('states', (m.state -> 'states') || (EXCLUDED.state -> 'states'))",
+            rows,
+        )
+
+
 async def _apply_custom(items: list[TargetItem], limiter: anyio.CapacityLimiter | None) -> None:
     for item in items:
         change = item.change
@@ -146,6 +210,7 @@ async def apply_setup_plan(
             # Its own transaction, under an advisory lock: instances set up together on a
             # fresh database must not race on CREATE TABLE.
             await internal_schema.ensure_internal_schema(conn, ctx.schema)
+        await _stage(ctx, name, setup_plan.targets, pool)
         async with pool.acquire() as conn, conn.transaction():
             # Rows commit asynchronously (a crash redoes them); setup must not: a server
             # crash right after setup() returned would lose the tables it reported created.

@@ -23,6 +23,8 @@ CALLS: list[tuple[str, Any]] = []
 FAIL_MUTATE: list[int] = [0]
 """How many next mutate calls raise."""
 FAIL_SETUP: list[bool] = [False]
+FAIL_AFTER_SETUP: list[bool] = [False]
+"""apply_setup_change does its work, then raises (as if the process died right after)."""
 
 
 class MemoryTarget(cocoindex.op.TargetSpec):
@@ -57,6 +59,8 @@ class MemoryTargetConnector:
             STORE.pop(key, None)
         else:
             STORE.setdefault(key, {})
+        if FAIL_AFTER_SETUP[0]:
+            raise RuntimeError("lost after applying")
 
     @staticmethod
     def prepare(spec: MemoryTarget) -> str:
@@ -89,6 +93,7 @@ def _reset() -> None:
     CALLS.clear()
     FAIL_MUTATE[0] = 0
     FAIL_SETUP[0] = False
+    FAIL_AFTER_SETUP[0] = False
 
 
 def memory_flow(
@@ -274,3 +279,29 @@ def test_connector_definitions_are_checked_when_decorated() -> None:
 
     with pytest.raises(FlowDefinitionError, match="no target connector is registered"):
         cocoindex.open_flow("Unregistered", define).setup()
+
+
+def test_a_state_an_interrupted_setup_applied_is_a_previous_state(
+    tmp_path: Path, cocod_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """v0 passes every state the target may be in: one a failed setup applied too."""
+    docs = tmp_path / "docs"
+    write(docs / "a.md", "alpha")
+    flow = cocoindex.open_flow("MemStaged", memory_flow(docs, MemoryTarget("st")))
+    flow.setup()
+    flow.close()
+    v2 = MemoryTarget("st", version=2)
+    flow = cocoindex.open_flow("MemStaged", memory_flow(docs, v2))
+    FAIL_AFTER_SETUP[0] = True
+    with pytest.raises(SetupError):
+        flow.setup()  # applied version 2, then failed: the record still says version 1
+    FAIL_AFTER_SETUP[0] = False
+    flow.close()
+
+    CALLS.clear()
+    flow = cocoindex.open_flow("MemStaged", memory_flow(docs, MemoryTarget("st")))
+    flow.setup(report_to_stdout=True)  # the spec is back to what the record holds
+    assert "[ TO UPDATE ] Memory store st" in capsys.readouterr().out
+    assert [("setup", ("st", v2, MemoryTarget("st")))] == CALLS
+    flow.setup(report_to_stdout=True)
+    assert "No setup changes to apply" in capsys.readouterr().out
