@@ -1,0 +1,308 @@
+"""``FlowInstances``: the "Manage Flows Dynamically" cache of open flows, done right.
+
+v0's tutorial keeps flows opened on demand in a cachetools ``TTLCache`` whose ``popitem``
+closes them. That fails twice: TTL expiry deletes entries without calling ``popitem`` (so
+an expired flow is never closed, and reopening it raises "already exists"), and ``@cached``
+without a lock lets concurrent first callers each open the same flow (all but one fail).
+
+Here one lock guards the table; the first caller for a name opens it (``opener(name)``, then
+``setup()``) while later callers for that name wait for it; other names never wait on an
+opening. A flow is closed when it has not been used for ``ttl`` seconds (from its last
+``get`` or the end of its last ``update``/``drop``), by a sweeper thread that sleeps until
+the next deadline, and when it is the least recently used one past ``maxsize``. A flow
+pinned by ``update``/``drop``/``use`` is never closed under that call: expiry skips it,
+eviction picks another, and ``close(name)`` closes it when the call ends.
+
+Works from threads and from async code (the ``*_async`` methods run the blocking parts in a
+worker thread). ``docs/flow-instances.md`` shows it beside the tutorial's program.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+import anyio
+import structlog
+
+log = structlog.get_logger(__name__)
+
+SWEEP_MIN_INTERVAL_S = 0.05
+"""The sweeper never wakes more often than this, whatever the TTL."""
+
+
+class ManagedFlow(Protocol):
+    """What FlowInstances needs of a flow (``cocod.Flow`` has it)."""
+
+    def setup(self, report_to_stdout: bool = False) -> None: ...
+    def update(self, *args: Any, **kwargs: Any) -> Any: ...
+    def drop(self, report_to_stdout: bool = False) -> None: ...
+    def close(self) -> None: ...
+
+
+F = TypeVar("F", bound=ManagedFlow)
+
+
+@dataclass
+class _Entry(Generic[F]):
+    ready: threading.Event = field(default_factory=threading.Event)
+    flow: F | None = None
+    error: BaseException | None = None
+    last_used: float = 0.0
+    pins: int = 0
+    close_when_released: bool = False
+
+
+class FlowInstances(Generic[F]):
+    """Get-or-open flows by name; close them when idle (``ttl``) or evicted (``maxsize``).
+
+    ``opener(name)`` returns a newly opened flow for ``name`` (typically
+    ``cocod.open_flow(f"TextEmbedding_{name}", flow_def(params[name]))``); with
+    ``setup=True`` its ``setup()`` runs before any caller gets it.
+    """
+
+    def __init__(
+        self,
+        opener: Callable[[str], F],
+        *,
+        maxsize: int = 20,
+        ttl: float = 600.0,
+        setup: bool = True,
+        report_to_stdout: bool = False,
+    ) -> None:
+        if maxsize < 1:
+            raise ValueError("FlowInstances(maxsize=...) must be at least 1")
+        if ttl <= 0:
+            raise ValueError("FlowInstances(ttl=...) must be positive (seconds)")
+        self._opener = opener
+        self.maxsize = maxsize
+        self.ttl = float(ttl)
+        self._should_setup = setup
+        self._report = report_to_stdout
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, _Entry[F]] = OrderedDict()
+        self._wake = threading.Condition(self._lock)
+        self._sweeper: threading.Thread | None = None
+        self._is_stopping = False
+
+    # -- getting -------------------------------------------------------------------------
+    def get(self, name: str) -> F:
+        """The open flow for ``name``, opening (and setting it up) on first use."""
+        return self._acquire(name, pin=False)
+
+    def _acquire(self, name: str, *, pin: bool) -> F:
+        while True:
+            with self._lock:
+                entry = self._entries.get(name)
+                if entry is None:
+                    entry = _Entry()
+                    self._entries[name] = entry
+                    is_opener = True
+                else:
+                    is_opener = False
+                    if entry.ready.is_set() and entry.flow is not None:
+                        return self._touch(name, entry, pin)
+            if is_opener:
+                return self._open(name, entry, pin)
+            entry.ready.wait()
+            if entry.error is not None:
+                raise entry.error
+            # Opened by another caller (or closed meanwhile): look again under the lock.
+
+    def _touch(self, name: str, entry: _Entry[F], pin: bool) -> F:
+        """Mark a ready entry used (lock held)."""
+        assert entry.flow is not None
+        entry.last_used = time.monotonic()
+        entry.close_when_released = False
+        if pin:
+            entry.pins += 1
+        self._entries.move_to_end(name)
+        return entry.flow
+
+    def _open(self, name: str, entry: _Entry[F], pin: bool) -> F:
+        flow: F | None = None
+        try:
+            flow = self._opener(name)
+            if self._should_setup:
+                flow.setup(report_to_stdout=self._report)
+        except BaseException as e:
+            if flow is not None:
+                _close_quietly(name, flow)  # so the next get() can open it again
+            with self._lock:
+                entry.error = e
+                if self._entries.get(name) is entry:
+                    del self._entries[name]
+            entry.ready.set()
+            raise
+        with self._lock:
+            entry.flow = flow
+            result = self._touch(name, entry, pin)
+            entry.ready.set()
+            evicted = self._evict_locked(keep=name)
+            self._start_sweeper_locked()
+            self._wake.notify_all()
+        self._close_all_of(evicted)
+        return result
+
+    async def get_async(self, name: str) -> F:
+        """:meth:`get` for async code: waits and opens in a worker thread."""
+        return await anyio.to_thread.run_sync(self.get, name)
+
+    # -- using ---------------------------------------------------------------------------
+    @contextmanager
+    def use(self, name: str) -> Iterator[F]:
+        """The flow for ``name``, pinned open for the ``with`` block."""
+        flow = self._acquire(name, pin=True)
+        try:
+            yield flow
+        finally:
+            self._release(name)
+
+    def _release(self, name: str) -> None:
+        to_close: list[tuple[str, F]] = []
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None:
+                return
+            entry.pins -= 1
+            entry.last_used = time.monotonic()
+            if entry.pins == 0 and entry.close_when_released and entry.flow is not None:
+                del self._entries[name]
+                to_close.append((name, entry.flow))
+            else:
+                to_close = self._evict_locked()
+        self._close_all_of(to_close)
+
+    def update(self, name: str, **kwargs: Any) -> Any:
+        """``flow.update(**kwargs)`` on the flow for ``name``; it stays open meanwhile."""
+        with self.use(name) as flow:
+            return flow.update(**kwargs)
+
+    def drop(self, name: str, *, report_to_stdout: bool = False) -> None:
+        """Drop the flow's persistent resources (the flow stays open, as in v0)."""
+        with self.use(name) as flow:
+            flow.drop(report_to_stdout=report_to_stdout)
+
+    async def update_async(self, name: str, **kwargs: Any) -> Any:
+        return await anyio.to_thread.run_sync(lambda: self.update(name, **kwargs))
+
+    async def drop_async(self, name: str, *, report_to_stdout: bool = False) -> None:
+        await anyio.to_thread.run_sync(lambda: self.drop(name, report_to_stdout=report_to_stdout))
+
+    # -- closing -------------------------------------------------------------------------
+    def close(self, name: str) -> None:
+        """Close ``name`` now, or when its running update/drop ends."""
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None or entry.flow is None:
+                return
+            if entry.pins:
+                entry.close_when_released = True
+                return
+            del self._entries[name]
+            flow = entry.flow
+        _close_quietly(name, flow)
+
+    def close_all(self, *, timeout: float = 10.0) -> None:
+        """Close every flow (those in use when their call ends) and stop the sweeper.
+
+        The cache stays usable: a later ``get`` opens again and restarts the sweeper.
+        """
+        with self._lock:
+            self._is_stopping = True
+            self._wake.notify_all()
+            sweeper, self._sweeper = self._sweeper, None
+            to_close: list[tuple[str, F]] = []
+            for name, entry in list(self._entries.items()):
+                if entry.flow is None:
+                    continue  # still opening: its opener keeps it
+                if entry.pins:
+                    entry.close_when_released = True
+                else:
+                    del self._entries[name]
+                    to_close.append((name, entry.flow))
+        if sweeper is not None:
+            sweeper.join(timeout)
+        with self._lock:
+            self._is_stopping = False
+        self._close_all_of(to_close)
+
+    def names(self) -> list[str]:
+        """Names with an open flow, least recently used first."""
+        with self._lock:
+            return [n for n, e in self._entries.items() if e.flow is not None]
+
+    def expire(self) -> list[str]:
+        """Close the flows idle for ``ttl`` now (the sweeper does this on its own)."""
+        with self._lock:
+            expired = self._expired_locked(time.monotonic())
+        self._close_all_of(expired)
+        return [name for name, _ in expired]
+
+    # -- internals (lock held where the name says so) ------------------------------------
+    def _expired_locked(self, now: float) -> list[tuple[str, F]]:
+        out: list[tuple[str, F]] = []
+        for name, entry in list(self._entries.items()):
+            if entry.flow is not None and not entry.pins and now - entry.last_used >= self.ttl:
+                del self._entries[name]
+                out.append((name, entry.flow))
+        return out
+
+    def _evict_locked(self, keep: str | None = None) -> list[tuple[str, F]]:
+        """Least recently used idle flows past ``maxsize`` (in-use ones and ``keep`` are
+        skipped, so the cache may stay over ``maxsize`` while every other flow is busy)."""
+        out: list[tuple[str, F]] = []
+        excess = sum(1 for e in self._entries.values() if e.flow is not None) - self.maxsize
+        for name, entry in list(self._entries.items()):
+            if excess <= 0:
+                break
+            if entry.flow is not None and not entry.pins and name != keep:
+                del self._entries[name]
+                out.append((name, entry.flow))
+                excess -= 1
+        return out
+
+    def _start_sweeper_locked(self) -> None:
+        if self._sweeper is None or not self._sweeper.is_alive():
+            self._sweeper = threading.Thread(
+                target=self._sweep, name="cocod-flow-instances-sweeper", daemon=True
+            )
+            self._sweeper.start()
+
+    def _sweep(self) -> None:
+        """Close expired flows; sleep until the next deadline (or until woken)."""
+        while True:
+            with self._lock:
+                if self._is_stopping or not self._entries:
+                    if self._sweeper is threading.current_thread():
+                        self._sweeper = None
+                    return
+                now = time.monotonic()
+                expired = self._expired_locked(now)
+                idle = [e.last_used for e in self._entries.values() if e.flow and not e.pins]
+                delay = min(idle) + self.ttl - now if idle else self.ttl
+                if not expired:
+                    self._wake.wait(max(delay, SWEEP_MIN_INTERVAL_S))
+            self._close_all_of(expired)
+
+    @staticmethod
+    def _close_all_of(flows: list[tuple[str, F]]) -> None:
+        for name, flow in flows:
+            _close_quietly(name, flow)
+
+
+def _close_quietly(name: str, flow: ManagedFlow) -> None:
+    """Closing is in-process bookkeeping; a failure is logged, never raised into a get()."""
+    try:
+        flow.close()
+        log.debug("flow_instances.closed", name=name)
+    except Exception:
+        log.warning("flow_instances.close_failed", name=name, exc_info=True)
+
+
+__all__ = ["FlowInstances", "ManagedFlow"]

@@ -1,0 +1,211 @@
+"""FlowInstances against real Postgres: the tutorial's cache of flows, without its bugs.
+
+Each test opens real flows (``cocod.open_flow`` + ``setup()``) through the user's opener and
+checks what the issue asks: expiry closes, eviction closes, 16 threads racing on a cold cache
+all succeed with one open, and a flow in use is not closed under its update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import cocod as cocoindex
+from cocod.flow_instances import FlowInstances
+from tests.conftest import SqlHelper, write
+from tests.flows import paragraph_flow
+
+OPENED: list[str] = []
+
+
+def _opener(docs: Path) -> Callable[[str], cocoindex.Flow]:
+    """The body of the tutorial's ``get_text_embedding_flow``, one folder per name."""
+
+    def open_one(name: str) -> cocoindex.Flow:
+        OPENED.append(name)
+        time.sleep(0.05)  # widen the window in which racing callers arrive
+        return cocoindex.open_flow(
+            f"TextEmbedding_{name}",
+            paragraph_flow(str(docs / name), table_name=f"{name}_embeddings"),
+        )
+
+    return open_one
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> Path:
+    for name in ("foo", "bar", "baz", "qux"):
+        write(tmp_path / "docs" / name / "a.md", f"{name} one\n\n{name} two")
+    OPENED.clear()
+    return tmp_path / "docs"
+
+
+@pytest.fixture
+def make(cocod_db: str) -> Iterator[Callable[..., FlowInstances[cocoindex.Flow]]]:
+    made: list[FlowInstances[cocoindex.Flow]] = []
+
+    def factory(opener: Callable[[str], cocoindex.Flow], **kw: float) -> FlowInstances:  # type: ignore[type-arg]
+        instances: FlowInstances[cocoindex.Flow] = FlowInstances(opener, **kw)  # type: ignore[arg-type]
+        made.append(instances)
+        return instances
+
+    yield factory
+    for instances in made:
+        instances.close_all()
+
+
+def _is_open(name: str) -> bool:
+    return f"TextEmbedding_{name}" in cocoindex.flow_names()
+
+
+def _wait_until(predicate: Callable[[], bool], what: str, deadline_s: float = 20.0) -> None:
+    end = time.monotonic() + deadline_s
+    while not predicate():
+        assert time.monotonic() < end, f"timed out waiting until {what}"
+        time.sleep(0.02)
+
+
+def test_get_opens_and_sets_up_once_then_reuses(docs: Path, make, sql: SqlHelper) -> None:  # type: ignore[no-untyped-def]
+    instances = make(_opener(docs))
+    flow = instances.get("foo")
+    assert instances.get("foo") is flow and OPENED == ["foo"]
+    assert sql.fetchval("SELECT to_regclass('foo_embeddings') IS NOT NULL") is True
+    instances.update("foo")
+    assert sql.fetchval("SELECT count(*) FROM foo_embeddings") == 2
+
+
+def test_expiry_closes_and_the_next_get_reopens(docs: Path, make, sql: SqlHelper) -> None:  # type: ignore[no-untyped-def]
+    instances = make(_opener(docs), ttl=0.3)
+    first = instances.get("foo")
+    _wait_until(lambda: not _is_open("foo"), "the idle flow is closed by the sweeper")
+    assert "closed" in repr(first) and instances.names() == []
+    # The tutorial's TTLCache fails here ("Flow with name … already exists").
+    second = instances.get("foo")
+    assert second is not first and _is_open("foo")
+    instances.update("foo")
+    assert sql.fetchval("SELECT count(*) FROM foo_embeddings") == 2
+
+
+def test_eviction_closes_the_least_recently_used(docs: Path, make) -> None:  # type: ignore[no-untyped-def]
+    instances = make(_opener(docs), maxsize=2)
+    instances.get("foo")
+    instances.get("bar")
+    instances.get("foo")  # bar is now the least recently used
+    instances.get("baz")
+    assert instances.names() == ["foo", "baz"]
+    assert not _is_open("bar") and _is_open("foo") and _is_open("baz")
+    instances.get("bar")  # reopens; evicts foo
+    assert instances.names() == ["baz", "bar"] and not _is_open("foo")
+
+
+def test_sixteen_threads_racing_on_a_cold_cache_all_succeed(docs: Path, make) -> None:  # type: ignore[no-untyped-def]
+    instances = make(_opener(docs))
+    barrier = threading.Barrier(16)
+    results: list[object] = [None] * 16
+
+    def worker(i: int) -> None:
+        barrier.wait(timeout=30)
+        try:
+            results[i] = instances.get("foo" if i % 2 else "bar")
+        except BaseException as e:  # recorded, asserted below
+            results[i] = e
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not [r for r in results if isinstance(r, BaseException)]
+    assert all(isinstance(r, cocoindex.Flow) for r in results)
+    assert len({id(r) for r in results}) == 2
+    assert sorted(OPENED) == ["bar", "foo"], "each flow was opened once"
+
+
+def test_async_callers_racing_share_one_open(docs: Path, make) -> None:  # type: ignore[no-untyped-def]
+    instances = make(_opener(docs))
+
+    async def main() -> list[cocoindex.Flow]:
+        return list(await asyncio.gather(*(instances.get_async("qux") for _ in range(8))))
+
+    flows = asyncio.run(main())
+    assert len({id(f) for f in flows}) == 1 and OPENED == ["qux"]
+
+
+GATE = threading.Event()
+ENTERED = threading.Event()
+
+
+@cocoindex.op.function()
+def wait_at_gate(text: str) -> str:
+    """Holds an update open until the test lets it finish (bounded: never hangs a run)."""
+    ENTERED.set()
+    GATE.wait(timeout=30)
+    return text
+
+
+def _gated_flow(source: str):  # type: ignore[no-untyped-def]
+    def define(fb: cocoindex.FlowBuilder, scope: cocoindex.DataScope) -> None:
+        scope["files"] = fb.add_source(cocoindex.sources.LocalFile(path=source))
+        out = scope.add_collector()
+        with scope["files"].row() as f:
+            f["gated"] = f["content"].transform(wait_at_gate)
+            out.collect(filename=f["filename"], gated=f["gated"])
+        out.export("rows", cocoindex.targets.Postgres(), primary_key_fields=["filename"])
+
+    return define
+
+
+def test_a_flow_in_use_is_not_closed(docs: Path, make, sql: SqlHelper) -> None:  # type: ignore[no-untyped-def]
+    def opener(name: str) -> cocoindex.Flow:
+        if name == "gated":
+            return cocoindex.open_flow("TextEmbedding_gated", _gated_flow(str(docs / "foo")))
+        return _opener(docs)(name)
+
+    instances = make(opener, ttl=0.2, maxsize=1)
+    GATE.clear()
+    ENTERED.clear()
+    errors: list[BaseException] = []
+
+    def run_update() -> None:
+        try:
+            instances.update("gated")
+        except BaseException as e:
+            errors.append(e)
+
+    updater = threading.Thread(target=run_update)
+    updater.start()
+    try:
+        assert ENTERED.wait(timeout=60), "the update reached the gated function"
+        time.sleep(0.5)  # well past the TTL
+        assert instances.expire() == []
+        instances.get("bar")  # maxsize=1: eviction must pick bar's neighbour, not "gated"
+        instances.close("gated")  # deferred until the update ends
+        instances.close_all()
+        assert _is_open("gated"), "closed under a running update"
+    finally:
+        GATE.set()
+        updater.join(timeout=60)
+    assert not errors
+    assert sql.fetchval("SELECT count(*) FROM textembedding_gated__rows") == 1
+    _wait_until(lambda: not _is_open("gated"), "the deferred close happens after the update")
+
+
+def test_a_failing_opener_leaves_nothing_behind(docs: Path, make) -> None:  # type: ignore[no-untyped-def]
+    calls: list[str] = []
+
+    def opener(name: str) -> cocoindex.Flow:
+        calls.append(name)
+        if len(calls) == 1:
+            raise RuntimeError("registry unavailable")
+        return _opener(docs)(name)
+
+    instances = make(opener)
+    with pytest.raises(RuntimeError, match="registry unavailable"):
+        instances.get("foo")
+    assert instances.names() == []
+    assert instances.get("foo") is not None and calls == ["foo", "foo"]
