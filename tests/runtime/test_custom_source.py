@@ -4,6 +4,8 @@ changed or removed source row propagates. The "remote system" is a dict the test
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import NamedTuple
 
@@ -54,7 +56,7 @@ class ArticlesConnector:
     async def list(self) -> AsyncIterator[PartialSourceRow[ArticleKey, Article]]:
         if BROKEN[0]:
             raise ConnectionError("the remote system is down")
-        for (site, id_), (version, _) in sorted(ARTICLES.items()):
+        for (site, id_), (version, _) in sorted(ARTICLES.copy().items()):
             if self._spec.site_filter in (None, site):
                 yield PartialSourceRow(
                     key=ArticleKey(site, id_), data=PartialSourceRowData(ordinal=version)
@@ -185,3 +187,31 @@ def test_sync_source_without_ordinals(sql: SqlHelper) -> None:
     info = flow.update()
     assert (info.stats["notes"]["num_updates"], info.stats["notes"]["num_deletions"]) == (1, 1)
     assert rows(sql, "noteflow__notes") == [("a", "uno")]
+
+
+def test_live_updates_poll_a_custom_source(sql: SqlHelper) -> None:
+    """No change stream: the live updater lists it every refresh_interval (as v0)."""
+    ARTICLES[("news", 1)] = (1, "first story")
+
+    def define(fb: cocoindex.FlowBuilder, scope: cocoindex.DataScope) -> None:
+        scope["articles"] = fb.add_source(
+            Articles(), refresh_interval=datetime.timedelta(seconds=0.2)
+        )
+        out = scope.add_collector()
+        with scope["articles"].row() as art:
+            out.collect(site=art["site"], id=art["id"], body=art["body"])
+        out.export("articles", cocoindex.targets.Postgres(), primary_key_fields=["site", "id"])
+
+    flow = cocoindex.open_flow("LiveArticles", define)
+    flow.setup()
+    updater = cocoindex.FlowLiveUpdater(flow)
+    updater.start()
+    try:
+        ARTICLES[("news", 2)] = (1, "breaking")
+        deadline = time.monotonic() + 30
+        while len(rows(sql, "livearticles__articles")) < 2:
+            assert time.monotonic() < deadline, "the new row never arrived"
+            time.sleep(0.1)
+    finally:
+        updater.abort()
+        updater.wait()
