@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -248,3 +249,74 @@ def test_spec_json_omits_none_fields_so_new_options_keep_fingerprints() -> None:
     assert as_json["path"] == "docs"
     assert None not in as_json.values()
     assert spec_to_json({"a": (1, 2.5, None)}) == {"a": [1, 2.5, None]}
+
+
+class Tickets(cocod.op.SourceSpec):
+    project: str
+
+
+class TicketKey(NamedTuple):
+    project: str
+    number: int
+
+
+@dataclasses.dataclass
+class Ticket:
+    title: str
+    labels: list[str]
+
+
+@cocod.op.source_connector(spec_cls=Tickets, key_type=TicketKey, value_type=Ticket)
+class TicketsConnector:
+    @staticmethod
+    def create(spec: Tickets) -> TicketsConnector:
+        return TicketsConnector()
+
+    def list(self) -> list[Any]:
+        return []
+
+    def get_value(self, key: TicketKey) -> Any:
+        return None
+
+
+def test_a_custom_source_has_the_fields_of_its_key_and_value_types() -> None:
+    def define(fb: FlowBuilder, scope: DataScope) -> None:
+        scope["tickets"] = fb.add_source(Tickets(project="x"))
+        with scope["tickets"].row() as t:
+            t["shout"] = t["title"].transform(upper_case)
+
+    graph = record(define)
+    src = graph.sources["tickets"]
+    assert [f.name for f in src.row_type.fields] == ["project", "number", "title", "labels"]
+    assert [f.type.kind for f in src.row_type.fields] == ["Str", "Int64", "Str", "Vector"]
+    assert src.num_key_parts == 2
+
+
+def test_a_source_spec_without_connector_says_how_to_register_one() -> None:
+    class Unknown(cocod.op.SourceSpec):
+        x: int
+
+    def define(fb: FlowBuilder, scope: DataScope) -> None:
+        scope["u"] = fb.add_source(Unknown(1))
+
+    with pytest.raises(FlowDefinitionError, match=r"@cocod.op.source_connector\(spec_cls=Unknown"):
+        record(define)
+
+
+def test_source_connectors_are_checked_when_decorated() -> None:
+    class Spec(cocod.op.SourceSpec):
+        pass
+
+    with pytest.raises(FlowDefinitionError, match="pass key_type"):
+        cocod.op.source_connector(spec_cls=Spec, value_type=Ticket)
+    with pytest.raises(FlowDefinitionError, match="cannot be a key"):
+
+        @cocod.op.source_connector(spec_cls=Spec, key_type=float, value_type=Ticket)
+        class FloatKeys:
+            create = list = get_value = staticmethod(lambda *a: None)
+
+    with pytest.raises(FlowDefinitionError, match="needs a get_value"):
+
+        @cocod.op.source_connector(spec_cls=Spec, key_type=str, value_type=Ticket)
+        class NoGetValue:
+            create = list = staticmethod(lambda *a: None)
