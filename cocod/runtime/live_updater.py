@@ -15,6 +15,10 @@ Nothing here can spin: every failed pass waits its :class:`Backoff` delay (1 s d
 shows as ``snapshot()["database_down"]`` until a pass succeeds again, with one log line
 when it goes down, one per retry, and one when it is back. Rows whose commit failed are
 retried after a short backoff rather than at the next rescan.
+
+``pause()`` stops passes (the running one is cancelled; rows it committed stay) while the
+watchers keep collecting hints; ``resume()`` catches up from them. ``report_progress_to``
+names the :class:`~cocod.engine.progress.ProgressSink` its passes report to.
 """
 
 from __future__ import annotations
@@ -25,15 +29,16 @@ import anyio
 import anyio.abc
 import structlog
 
-from cocod.engine.stats import IndexUpdateInfo, SourceUpdateStats
+from cocod.engine.progress import ProgressSink
+from cocod.engine.stats import IndexUpdateInfo, PassCounters, SourceUpdateStats
 from cocod.runtime.bridge import bridge
 from cocod.runtime.context import get_context
 from cocod.runtime.flow import Flow
-from cocod.runtime.source_loop import (
+from cocod.runtime.pause_gate import PauseGate
+from cocod.runtime.source_loop import SourceLoop, StoreHolder
+from cocod.runtime.updater_status import (
     FlowLiveUpdaterOptions,
     FlowUpdaterStatusUpdates,
-    SourceLoop,
-    StoreHolder,
     UpdaterStatus,
     is_database_unavailable,
 )
@@ -73,6 +78,8 @@ class FlowLiveUpdater:
         self._scope: anyio.CancelScope | None = None
         self._finished: anyio.Event | None = None
         self._error: BaseException | None = None
+        self._gate = PauseGate()
+        self._progress_sink: ProgressSink | None = None
 
     # -- the service ------------------------------------------------------------------------
     async def serve(
@@ -115,7 +122,8 @@ class FlowLiveUpdater:
             status.database_down = dict.fromkeys(status.database_down, True)
             status.last_error = str(e)
         self._loops = {
-            name: SourceLoop(holder, name, self._options, status) for name in execution.sources
+            name: SourceLoop(holder, name, self._options, status, self._gate, self._progress_sink)
+            for name in execution.sources
         }
         try:
             async with anyio.create_task_group() as tg:
@@ -181,6 +189,32 @@ class FlowLiveUpdater:
         assert scope is not None
         bridge.call_soon(scope.cancel)
 
+    # -- pausing, progress, counters ---------------------------------------------------------
+    @property
+    def is_paused(self) -> bool:
+        return self._gate.is_paused
+
+    def pause(self) -> None:
+        """Run no pass until :meth:`resume` (any thread; also before the updater starts:
+        then its catch-up pass waits). The watchers keep collecting change hints."""
+        bridge.call_soon(self._gate.pause)
+
+    def resume(self) -> None:
+        """Catch up from the hints collected while paused (any thread)."""
+        bridge.call_soon(self._gate.resume)
+
+    def report_progress_to(self, sink: ProgressSink | None) -> None:
+        """Where this updater's passes report progress; set before it starts. Without
+        one, passes report to the sink of the context ``serve`` runs in, if any."""
+        self._progress_sink = sink
+
+    def counters(self) -> PassCounters:
+        """Watcher events, rescans, errors by kind and pass durations since it started."""
+        total = PassCounters()
+        for loop in list(self._loops.values()):
+            total.merge(loop.counters)
+        return total
+
     def next_status_updates(self) -> FlowUpdaterStatusUpdates:
         status, _ = self._require_started()
         return bridge.run(status.next_updates())
@@ -220,6 +254,7 @@ class FlowLiveUpdater:
                 "stats": {},
                 "database_down": False,
                 "progress": {},
+                "paused": self._gate.is_paused,
             }
         loops = dict(self._loops)
         return {
@@ -231,6 +266,7 @@ class FlowLiveUpdater:
             "stats": self.update_stats().stats,
             "database_down": any(status.database_down.values()),
             "progress": {name: loop.progress() for name, loop in loops.items()},
+            "paused": self._gate.is_paused,
         }
 
     def update_stats(self) -> IndexUpdateInfo:

@@ -5,6 +5,12 @@ runs next: a hint pass, a folder listing, a full rescan, or nothing until the ne
 rescan or retry. Every failed pass waits its :class:`~cocod.runtime.coordination.Backoff`
 delay and keeps its hints, so nothing spins and nothing is lost; a database that cannot be
 reached is shown through the shared :class:`UpdaterStatus` until a pass succeeds again.
+
+While the updater's :class:`~cocod.runtime.pause_gate.PauseGate` is paused, the watcher
+keeps adding hints and no pass starts; a pass the pause interrupts gives its keys back (a
+full pass is owed again), so resuming catches up from the hints, and an updater started
+paused runs its catch-up pass on resume. Each pass reports its progress to the sink given
+(:mod:`cocod.engine.progress`), or to whatever sink the caller's context set.
 """
 
 from __future__ import annotations
@@ -13,22 +19,25 @@ import datetime
 import math
 import sys
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import anyio.abc
-import asyncpg
 import structlog
 
-from cocod import errors
 from cocod.engine.indexer import UpdateMode
-from cocod.engine.stats import SourceUpdateStats
-from cocod.errors import CocodError, DatabaseError, RowError, SourceError
+from cocod.engine.progress import ProgressSink, current_sink, reporting_to
+from cocod.engine.stats import PassCounters, SourceUpdateStats
+from cocod.errors import CocodError, SourceError
 from cocod.runtime.context import LibraryContext
 from cocod.runtime.coordination import Backoff
 from cocod.runtime.execution import FlowExecution
+from cocod.runtime.pause_gate import PauseGate
+from cocod.runtime.updater_status import (
+    FlowLiveUpdaterOptions,
+    UpdaterStatus,
+    is_database_unavailable,
+)
 from cocod.runtime.watcher import ChangeHints, watch_source
 from cocod.storage.state import PostgresStateStore
 
@@ -40,101 +49,6 @@ MAX_HINTED_KEYS = 4096
 lookup costs about six times a full pass's per-row cost (bench/hint_lookup_bench.py)."""
 ROW_RETRY_LIMIT = 4
 """Retries of a pass whose rows failed (0.5, 1, 2, 4 s); then the next rescan retries."""
-
-
-@dataclass
-class FlowLiveUpdaterOptions:
-    live_mode: bool = True
-    reexport_targets: bool = False
-    full_reprocess: bool = False
-    print_stats: bool = False
-
-
-@dataclass
-class FlowUpdaterStatusUpdates:
-    active_sources: list[str] = field(default_factory=list)
-    updated_sources: list[str] = field(default_factory=list)
-
-
-_CONNECTION_ERRORS = (
-    OSError,  # refused, reset, no socket file, timed out
-    asyncpg.PostgresConnectionError,  # class 08: connection lost or never made
-    asyncpg.exceptions.OperatorInterventionError,  # 57P0x: shutting down, starting up
-    asyncpg.InterfaceError,  # "connection is closed", "pool is closed"
-)
-
-
-def is_database_unavailable(exc: BaseException) -> bool:
-    """Is this "the database cannot be reached now" (wait and retry), not a bug or a rule?
-
-    ``errors.DatabaseUnavailableError`` says so directly; until every adapter raises it, a
-    ``DatabaseError`` caused by a connection-level driver error, or such a driver error
-    escaping untranslated, counts too. Source and row errors never do.
-    """
-    unavailable = getattr(errors, "DatabaseUnavailableError", None)
-    if unavailable is not None and isinstance(exc, unavailable):
-        return True
-    if isinstance(exc, SourceError | RowError):
-        return False
-    if isinstance(exc, (errors.EmbeddedPostgresError, *_CONNECTION_ERRORS)):
-        return True
-    if isinstance(exc, DatabaseError):
-        cause = exc.__cause__ or exc.__context__
-        return cause is not None and is_database_unavailable(cause)
-    return False
-
-
-class UpdaterStatus:
-    """Per-source counters, readable from any thread; changes wake next_updates()."""
-
-    def __init__(self, sources: Iterable[str]) -> None:
-        self.totals = {name: SourceUpdateStats() for name in sources}
-        self.update_counts = dict.fromkeys(self.totals, 0)
-        self.reported_counts = dict.fromkeys(self.totals, 0)
-        self.active = set(self.totals)
-        self.version = 0
-        self.reported_version = -1
-        self._changed = anyio.Event()
-        self.initial_pending = set(self.totals)
-        self.caught_up = anyio.Event()
-        if not self.initial_pending:
-            self.caught_up.set()
-        self.last_pass_at: float | None = None
-        self.last_change_at: float | None = None
-        self.last_error: str | None = None
-        self.database_down = dict.fromkeys(self.totals, False)
-
-    def _notify(self) -> None:
-        self.version += 1
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    def initial_pass_done(self, source: str) -> None:
-        self.initial_pending.discard(source)
-        if not self.initial_pending:
-            self.caught_up.set()
-
-    def record(self, source: str, stats: SourceUpdateStats) -> None:
-        self.totals[source].merge(stats)
-        self.last_pass_at = time.time()
-        if stats.has_changes:
-            self.last_change_at = self.last_pass_at
-            self.update_counts[source] += 1
-            self._notify()
-
-    def finish(self, source: str) -> None:
-        self.active.discard(source)
-        self._notify()
-
-    async def next_updates(self) -> FlowUpdaterStatusUpdates:
-        while self.version == self.reported_version:
-            if not self.active:
-                return FlowUpdaterStatusUpdates()
-            await self._changed.wait()
-        self.reported_version = self.version
-        updated = [s for s, n in self.update_counts.items() if n != self.reported_counts[s]]
-        self.reported_counts = dict(self.update_counts)
-        return FlowUpdaterStatusUpdates(sorted(self.active), updated)
 
 
 class StoreHolder:
@@ -162,7 +76,13 @@ class SourceLoop:
     """One source of a live updater: watcher, catch-up pass, then incremental passes."""
 
     def __init__(
-        self, holder: StoreHolder, name: str, options: FlowLiveUpdaterOptions, status: UpdaterStatus
+        self,
+        holder: StoreHolder,
+        name: str,
+        options: FlowLiveUpdaterOptions,
+        status: UpdaterStatus,
+        gate: PauseGate | None = None,
+        progress_sink: ProgressSink | None = None,
     ) -> None:
         execution = holder.execution
         self.holder = holder
@@ -184,6 +104,9 @@ class SourceLoop:
         self.failure: Exception | None = None
         self.passes = 0
         self.in_flight = 0  # hinted keys and folders the running pass is processing
+        self.gate = gate or PauseGate()
+        self.progress_sink = progress_sink
+        self.counters = PassCounters()
         self.log = log.bind(flow=execution.full_name, source=name)
 
     @property
@@ -212,7 +135,10 @@ class SourceLoop:
                     reexport=self.options.reexport_targets,
                 )
                 label = "batch update" if not self.options.live_mode else "initial"
-                ok = await self._pass(mode, None, label)
+                ok: bool | None = None
+                while ok is None:  # a pause interrupts it: run it again on resume
+                    await self.gate.wait_open()
+                    ok = await self._pass(mode, None, label)
                 self.status.initial_pass_done(self.name)
                 if not self.options.live_mode:
                     if not ok and self.failure is not None:
@@ -230,23 +156,44 @@ class SourceLoop:
             self.status.finish(self.name)
 
     # -- one pass ---------------------------------------------------------------------------
-    async def _pass(self, mode: UpdateMode, keys: list[str] | None, label: str) -> bool:
+    async def _pass(self, mode: UpdateMode, keys: list[str] | None, label: str) -> bool | None:
+        """True when the pass succeeded, False when it failed (backoff is scheduled),
+        None when a pause interrupted it (the caller gives its work back)."""
         self.passes += 1
-        try:
-            store, source_id = await self.holder.get(self.name)
-            stats = await self.execution.update_source(
-                self.holder.ctx, store, self.name, source_id, mode, only_keys=keys
-            )
-        except Exception as e:
-            if not (isinstance(e, CocodError) or is_database_unavailable(e)):
-                raise
-            self._failed(e, label)
-            return False
+        started = time.monotonic()
+        sink = self.progress_sink or current_sink()
+        with self.gate.interruptible() as scope:
+            try:
+                with reporting_to(sink):
+                    store, source_id = await self.holder.get(self.name)
+                    stats = await self.execution.update_source(
+                        self.holder.ctx, store, self.name, source_id, mode, only_keys=keys
+                    )
+            except Exception as e:
+                if scope.cancel_called:
+                    pass  # the pause's cancellation, translated on its way out: not a failure
+                elif not (isinstance(e, CocodError) or is_database_unavailable(e)):
+                    raise
+                else:
+                    self._failed(e, label)
+                    return False
+        if scope.cancel_called:
+            self.log.info("source.pass_paused", kind=label)
+            return None
+        self.counters.count_pass(stats, time.monotonic() - started)
         self._succeeded(stats, keys, label)
         return True
 
     def _failed(self, e: Exception, label: str) -> None:
         self.failure = e
+        kind = (
+            "database"
+            if is_database_unavailable(e)
+            else "source"
+            if isinstance(e, SourceError)
+            else "pass"
+        )
+        self.counters.count_error(kind)
         self.status.last_error = f"{self.name}: {e}"
         delay = self.backoff.next_delay()
         self.retry_at = time.monotonic() + delay
@@ -308,6 +255,9 @@ class SourceLoop:
         refresh = self.refresh.total_seconds() if self.refresh else None
         next_rescan = time.monotonic() + refresh if refresh else math.inf
         while True:
+            if self.gate.is_paused:
+                await self.gate.wait_open()  # hints keep accumulating meanwhile
+                continue
             now = time.monotonic()
             if self.retry_at is not None and now < self.retry_at:
                 # Backing off: hints keep accumulating; only the root coming back (a
@@ -322,11 +272,12 @@ class SourceLoop:
                 covered = self.pending, self.pending_dirs  # the full pass covers them
                 self.pending, self.pending_dirs = set(), set()
                 self.in_flight = len(covered[0]) + len(covered[1])
+                self.counters.rescans += 1
                 try:
                     ok = await self._pass(UpdateMode.NORMAL, None, "interval update")
                 finally:
                     self.in_flight = 0
-                if not ok:
+                if not ok:  # failed, or paused (None): the full pass is still owed
                     self.needs_full_pass = True
                     self.pending |= covered[0]
                     self.pending_dirs |= covered[1]
@@ -361,7 +312,9 @@ class SourceLoop:
                 finally:
                     self.in_flight = 0
                 if not ok:
-                    self.pending.update(keys)  # kept for the retry, never lost
+                    self.pending.update(keys)  # kept for the retry or the resume, never lost
+                    if ok is None:
+                        continue
                     if self.failure is not None and not is_database_unavailable(self.failure):
                         self.needs_full_pass = True
                 continue
@@ -370,6 +323,7 @@ class SourceLoop:
                 await self.wakeup.wait()
 
     def _on_hints(self, hints: ChangeHints) -> None:
+        self.counters.watcher_events += len(hints.keys) + len(hints.dirs) + int(hints.rescan)
         self.pending.update(hints.keys)
         self.pending_dirs.update(hints.dirs)
         if hints.rescan:

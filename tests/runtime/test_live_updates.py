@@ -128,3 +128,66 @@ def test_burst_of_changes_is_processed_once_per_file(live: Live) -> None:
     for i in range(200):
         write(live.docs / "burst" / f"f{i:03}.md", f"burst file {i}\n\nshared burst paragraph")
     live.converges("a burst of 200 new files")
+
+
+# -- pause and resume -----------------------------------------------------------------------
+def _open_updater(docs: Path, name: str) -> tuple[cocoindex.Flow, cocoindex.FlowLiveUpdater]:
+    flow = cocoindex.open_flow(name, paragraph_flow(str(docs)))
+    flow.setup()
+    return flow, cocoindex.FlowLiveUpdater(flow)
+
+
+def _stays(check: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert check(), what
+        time.sleep(0.05)
+
+
+def test_a_paused_updater_keeps_hints_and_catches_up_on_resume(
+    tmp_path: Path, sql: SqlHelper
+) -> None:
+    docs = tmp_path / "docs"
+    write(docs / "start.md", "initial paragraph")
+    _, updater = _open_updater(docs, "Paused")
+    live = Live(docs, sql, "paused__paragraphs")
+    updater.start()
+    try:
+        live.converges("the catch-up pass")
+        before = live.rows()
+        updater.pause()
+        write(docs / "new.md", "written while paused")
+        write(docs / "start.md", "initial paragraph\n\nedited while paused")
+        # The watcher still collects the hints: they show as pending, and nothing runs.
+        deadline = time.monotonic() + TIMEOUT
+        while updater.snapshot()["pending_changes"] < 2:
+            assert time.monotonic() < deadline, updater.snapshot()
+            time.sleep(0.05)
+        assert updater.snapshot()["paused"] is True
+        _stays(lambda: live.rows() == before, 1.5, "a paused updater wrote rows")
+        updater.resume()
+        live.converges("resume")
+        assert updater.snapshot()["paused"] is False
+    finally:
+        updater.abort()
+        updater.wait()
+
+
+def test_an_updater_started_paused_runs_its_catch_up_pass_on_resume(
+    tmp_path: Path, sql: SqlHelper
+) -> None:
+    docs = tmp_path / "docs"
+    write(docs / "a.md", "first\n\nsecond")
+    _, updater = _open_updater(docs, "StartedPaused")
+    live = Live(docs, sql, "startedpaused__paragraphs")
+    updater.pause()
+    updater.start()  # returns once the watcher is registered; the pass waits
+    try:
+        write(docs / "b.md", "while paused at start")
+        _stays(lambda: live.rows() == [], 1.5, "the catch-up pass ran while paused")
+        assert updater.snapshot()["caught_up"] is False
+        updater.resume()
+        live.converges("resume after a paused start")
+    finally:
+        updater.abort()
+        updater.wait()
