@@ -8,6 +8,12 @@ Which file: ``--config``, else ``$COCOD_CONFIG``, else the first that exists of
 file: ``COCOD_SOCKET`` over ``[daemon] socket``; ``COCOD_DATABASE_URL`` over
 ``COCOINDEX_DATABASE_URL`` (v0) over ``[database] url``. Every value is checked (type,
 range, durations > 0) and an error names the file, the key and the value.
+
+``[daemon] metrics = "127.0.0.1:9464"`` serves Prometheus metrics there (off unless set;
+port 0 picks a free port, logged as ``metrics.listening``); ``[daemon] embed_threads = N``
+caps the threads the embedding model computes with. ``[flows.NAME] auto_setup = false``
+makes an on-demand instance wait for an explicit ``cocod setup`` instead of being set up
+when the daemon opens it.
 """
 
 from __future__ import annotations
@@ -50,11 +56,28 @@ class InstanceConfig:
     definition: str
     params: dict[str, Any] = field(default_factory=dict)
     live: bool = True
+    auto_setup: bool = True
+    """Set up (idempotently) whenever the daemon opens the instance, as v0's examples do
+    with ``open_flow`` then ``setup()``; false: an explicit ``cocod setup`` is needed."""
 
-    def identity(self) -> tuple[str, str, bool]:
+    def identity(self) -> tuple[str, str, bool, bool]:
         import json
 
-        return (self.definition, json.dumps(self.params, sort_keys=True), self.live)
+        return (
+            self.definition,
+            json.dumps(self.params, sort_keys=True),
+            self.live,
+            self.auto_setup,
+        )
+
+
+@dataclass(frozen=True)
+class MetricsAddress:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass
@@ -68,6 +91,8 @@ class DaemonConfig:
     idle_ttl: float = 600.0
     drain_timeout: float = 20.0
     flows: dict[str, InstanceConfig] = field(default_factory=dict)
+    metrics: MetricsAddress | None = None
+    embed_threads: int | None = None
 
 
 def find_config_file(explicit: str | None, env: Mapping[str, str] | None = None) -> Path | None:
@@ -107,7 +132,19 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Daem
     if unknown:
         raise SettingsError(f"{where}: unknown section(s) {', '.join(sorted(unknown))}")
     for section, table, known in (
-        ("daemon", daemon, {"socket", "state_dir", "max_open_flows", "idle_ttl", "drain_timeout"}),
+        (
+            "daemon",
+            daemon,
+            {
+                "socket",
+                "state_dir",
+                "max_open_flows",
+                "idle_ttl",
+                "drain_timeout",
+                "metrics",
+                "embed_threads",
+            },
+        ),
         ("database", database, {"url"}),
     ):
         if extra := set(table) - known:
@@ -144,6 +181,14 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Daem
         drain_timeout=parse_duration(
             daemon.get("drain_timeout", 20), f"{where}: [daemon] drain_timeout"
         ),
+        metrics=(
+            parse_metrics_address(daemon["metrics"], f"{where}: [daemon] metrics")
+            if "metrics" in daemon
+            else None
+        ),
+        embed_threads=_int(daemon, "embed_threads", where, 1)
+        if "embed_threads" in daemon
+        else None,
     )
     for name, body in flows.items():
         config.flows[name] = parse_instance(name, body, f"{where}: flows.{name}", resolve)
@@ -157,7 +202,7 @@ def parse_instance(name: str, body: object, where: str, resolve: Any = None) -> 
         raise SettingsError(f"{where}: {e}") from None
     if not isinstance(body, dict):
         raise SettingsError(f"{where}: must be a table")
-    unknown = set(body) - {"definition", "live", "params"}
+    unknown = set(body) - {"definition", "live", "params", "auto_setup"}
     if unknown:
         raise SettingsError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     definition = body.get("definition")
@@ -166,12 +211,28 @@ def parse_instance(name: str, body: object, where: str, resolve: Any = None) -> 
     live = body.get("live", True)
     if not isinstance(live, bool):
         raise SettingsError(f"{where}.live: expected true or false")
+    auto_setup = body.get("auto_setup", True)
+    if not isinstance(auto_setup, bool):
+        raise SettingsError(f"{where}.auto_setup: expected true or false")
     params = body.get("params", {})
     if not isinstance(params, dict):
         raise SettingsError(f"{where}.params: expected a table")
     if resolve is not None:
         params = {k: _resolve_path_param(k, v, resolve) for k, v in params.items()}
-    return InstanceConfig(name, definition, params, live)
+    return InstanceConfig(name, definition, params, live, auto_setup)
+
+
+def parse_metrics_address(value: object, where: str) -> MetricsAddress:
+    """``"127.0.0.1:9464"``, ``"[::1]:9464"`` or ``":9464"`` (localhost) → host and port."""
+    if not isinstance(value, str) or ":" not in value:
+        raise SettingsError(f'{where} = {value!r}: expected "host:port" (e.g. "127.0.0.1:9464")')
+    host, _, port_text = value.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise SettingsError(
+            f"{where} = {value!r}: the port must be a number from 0 to 65535 (0 picks a free one)"
+        )
+    return MetricsAddress(host, int(port_text))
 
 
 def _resolve_path_param(key: str, value: Any, resolve: Any) -> Any:

@@ -9,6 +9,10 @@ Importing the factory's module and calling it is user code: it may read files, i
 torch or sleep. The daemon therefore calls :func:`load_definition_async`, which runs it in
 a worker thread under a small limiter, so a slow import never stalls the event loop (and
 with it the control socket and every other instance).
+
+The built-in flows (:mod:`cocod.flows`) are named like any other factory,
+``definition = "cocod.flows:code"`` or ``"cocod.flows:text"``; :func:`builtin_instance`
+builds such an instance's config for ``cocod add NAME --path DIR [--flow code|text]``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import re
 import sys
 import typing
 from collections.abc import Callable, Mapping
@@ -24,7 +29,14 @@ from typing import Any
 
 import anyio
 
-from cocod.errors import FlowDefinitionError
+from cocod.control.protocol import ErrorCode, ProtocolError
+from cocod.daemon.config import InstanceConfig
+from cocod.errors import FlowDefinitionError, NamingError
+from cocod.flow.naming import (
+    MAX_PG_IDENTIFIER_BYTES,
+    validate_flow_name,
+    validate_sql_identifier,
+)
 
 FlowDef = Callable[..., None]
 
@@ -110,3 +122,52 @@ def _build_argument(factory: Callable[..., Any], params: Mapping[str, Any], inst
         except TypeError as e:
             raise FlowDefinitionError(f"instance {instance!r}: bad params: {e}") from None
     return dict(params)
+
+
+BUILTIN_FLOWS = {"code": "cocod.flows:code", "text": "cocod.flows:text"}
+TABLE_SUFFIX = "__chunks"
+
+
+def table_name_for(instance: str) -> str:
+    """A safe Postgres table name from an instance name: ``My-Notes`` → ``my_notes__chunks``.
+
+    Lower case (no quoting surprises in psql), runs of other characters become one ``_``,
+    a leading digit gets a ``t_`` prefix, and the whole fits Postgres' 63-byte limit.
+    """
+    base = re.sub(r"[^a-z0-9_]+", "_", instance.lower()).strip("_") or "instance"
+    if base[0].isdigit():
+        base = f"t_{base}"
+    base = base[: MAX_PG_IDENTIFIER_BYTES - len(TABLE_SUFFIX)].rstrip("_")
+    return validate_sql_identifier(base + TABLE_SUFFIX, "table name")
+
+
+def builtin_instance(
+    name: str,
+    path: str | Path,
+    flow: str = "code",
+    live: bool = True,
+    params: Mapping[str, Any] | None = None,
+) -> InstanceConfig:
+    """The config of an instance of a built-in flow over the folder ``path`` (blocking:
+    it checks the folder; call it in a worker thread)."""
+    try:
+        validate_flow_name(name)
+    except (NamingError, ValueError) as e:
+        raise ProtocolError(ErrorCode.BAD_ARGS, str(e)) from None
+    if flow not in BUILTIN_FLOWS:
+        raise ProtocolError(
+            ErrorCode.BAD_ARGS,
+            f"unknown built-in flow {flow!r}: choose one of {', '.join(BUILTIN_FLOWS)}",
+        )
+    folder = Path(path).expanduser()
+    if not folder.is_absolute():
+        raise ProtocolError(
+            ErrorCode.BAD_ARGS, f"--path {str(path)!r} must be absolute (the client resolves it)"
+        )
+    if not folder.is_dir():
+        raise ProtocolError(
+            ErrorCode.BAD_ARGS, f"--path {str(folder)!r} is not a folder; create it or fix it"
+        )
+    merged: dict[str, Any] = {"path": str(folder), "table": table_name_for(name)}
+    merged.update(params or {})
+    return InstanceConfig(name, BUILTIN_FLOWS[flow], merged, live)

@@ -10,18 +10,23 @@ database is unreachable is not the flow's fault: the instance shows DATABASE_DOW
 for the database supervisor to see it back, and does not count it towards FAILED.
 
 On-demand instances (``live = false``) are opened when a command needs them and closed
-when idle or when too many are open. A command holds its instance with
-:meth:`Instances.pinned`; a pinned instance is never reaped or evicted.
+when idle or when too many are open; opening one also sets it up (idempotent, as v0's
+examples do), unless its config says ``auto_setup = false``. A command holds its instance
+with :meth:`Instances.pinned`; a pinned instance is never reaped or evicted.
+
+A paused live instance (:meth:`Instances.pause`; the daemon persists it) keeps its watcher
+and its hints but runs no pass, and shows PAUSED; its updater is created paused after a
+restart, so its catch-up pass runs on resume. Each instance's passes report progress to
+its :class:`~cocod.daemon.progress_view.InstanceProgress`, and its counters outlive its
+updater and flow (retired into the instance when they close) so metrics stay monotonic.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +36,15 @@ from anyio.abc import TaskGroup
 
 from cocod.control.protocol import ErrorCode, ProtocolError
 from cocod.daemon.config import InstanceConfig
+from cocod.daemon.cpu_budget import limit_torch_threads
 from cocod.daemon.database import retry_delay
 from cocod.daemon.definitions import load_definition_async
+from cocod.daemon.instance_state import RUNNING, Instance, State
 from cocod.errors import CocodError, DatabaseUnavailableError
 from cocod.runtime.flow import Flow, open_flow
-from cocod.runtime.live_updater import FlowLiveUpdater, FlowLiveUpdaterOptions
+from cocod.runtime.live_updater import FlowLiveUpdaterOptions
+
+__all__ = ["Instance", "Instances", "State"]
 
 log = structlog.get_logger(__name__)
 
@@ -43,72 +52,23 @@ MAX_FAILURES = 8  # backoff 1, 2, 4 … 60 s: about two minutes before FAILED
 MAX_BACKOFF_SECONDS = 60.0
 
 
-class State(enum.StrEnum):
-    """What ``ls`` and ``status`` show for an instance.
-
-    STOPPED → STARTING → CATCHING_UP → WATCHING for a live instance; BACKOFF between
-    failed attempts, FAILED after MAX_FAILURES of them; STOPPING while its task winds
-    down; OPEN for an open on-demand instance; DATABASE_DOWN while the database cannot be
-    reached (the updater keeps its pending hints; nothing spins). Reserved for later:
-    PAUSED (stopped by a command, persisted) and STANDBY (another daemon sharing the
-    database owns the instance).
-    """
-
-    STOPPED = "STOPPED"
-    STARTING = "STARTING"
-    CATCHING_UP = "CATCHING_UP"
-    WATCHING = "WATCHING"
-    OPEN = "OPEN"
-    BACKOFF = "BACKOFF"
-    STOPPING = "STOPPING"
-    FAILED = "FAILED"
-    DATABASE_DOWN = "DATABASE_DOWN"
-
-
-_RUNNING = (State.CATCHING_UP, State.WATCHING)
-
-
-@dataclass(eq=False)
-class Instance:
-    config: InstanceConfig
-    origin: str  # "config" or "runtime"
-    state: State = State.STOPPED
-    flow: Flow | None = None
-    updater: FlowLiveUpdater | None = None
-    failures: int = 0
-    last_error: str | None = None
-    last_used: float = field(default_factory=time.monotonic)
-    last_update: dict[str, Any] | None = None
-    scope: anyio.CancelScope | None = None
-    stopped: anyio.Event = field(default_factory=anyio.Event)
-    started: anyio.Event = field(default_factory=anyio.Event)
-    """Set once this attempt's watcher is registered and catch-up began, or it failed."""
-    row_counts: dict[str, int | None] | None = None
-    row_counts_at: float | None = None
-    counted_change_at: float | None = None
-    pins: int = 0
-    database_failures: int = 0  # in a row, while opening; they do not lead to FAILED
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def is_pinned(self) -> bool:
-        return self.pins > 0
-
-    def touch(self) -> None:
-        self.last_used = time.monotonic()
-
-
 class Instances:
     """All instances of the daemon and the tasks that run them."""
 
-    def __init__(self, base_dir: Path | None, max_open: int, idle_ttl: float) -> None:
+    def __init__(
+        self,
+        base_dir: Path | None,
+        max_open: int,
+        idle_ttl: float,
+        embed_threads: int | None = None,
+    ) -> None:
         self.base_dir = base_dir
         self.max_open = max_open
         self.idle_ttl = idle_ttl
+        self.embed_threads = embed_threads
         self.by_name: dict[str, Instance] = {}
+        self.paused_names: set[str] = set()
+        """Instances paused by command (loaded from the registry at start-up)."""
         self.is_database_down = False
         self._tg: TaskGroup | None = None
         self.on_state_change: Callable[[], None] = lambda: None
@@ -128,7 +88,9 @@ class Instances:
         return instance
 
     def _set_state(self, instance: Instance, state: State) -> None:
-        if self.is_database_down and state in _RUNNING:
+        if instance.paused and state in (*RUNNING, State.DATABASE_DOWN):
+            state = State.PAUSED
+        elif self.is_database_down and state in RUNNING:
             state = State.DATABASE_DOWN
         if instance.state is state:
             return
@@ -140,7 +102,7 @@ class Instances:
         """Running live instances show DATABASE_DOWN while the database is unreachable."""
         self.is_database_down = is_down
         for instance in self.by_name.values():
-            if is_down and instance.state in _RUNNING:
+            if is_down and instance.state in RUNNING:
                 self._set_state(instance, State.DATABASE_DOWN)
             elif not is_down and instance.state is State.DATABASE_DOWN:
                 if instance.updater is None:
@@ -161,10 +123,19 @@ class Instances:
         except BaseException:
             flow.close()
             raise
+        # The definition may have imported torch; its model loads later, in a pass.
+        limit_torch_threads(self.embed_threads)
         return flow
+
+    async def _attach(self, instance: Instance, flow: Flow) -> None:
+        instance.flow = flow
+        instance.execution = await flow.execution_async()  # built already: no thread
 
     def _close_flow(self, instance: Instance) -> None:
         if instance.flow is not None:
+            calls = instance.function_calls()
+            instance.execution = None
+            instance.retired_calls = calls
             instance.flow.close()
             instance.flow = None
 
@@ -174,13 +145,25 @@ class Instances:
         if instance.flow is not None:
             return instance.flow
         try:
-            instance.flow = await self.open_flow(instance)
+            flow = await self.open_flow(instance)
+            try:
+                if instance.config.auto_setup:
+                    # Idempotent and cheap when up to date: a never-set-up on-demand
+                    # instance works on its first command, as v0's open_flow+setup does.
+                    await flow.setup_async()
+            except BaseException:
+                flow.close()
+                raise
         except CocodError as e:
             instance.last_error = str(e)
             raise
+        if instance.flow is not None:  # another command opened it meanwhile
+            flow.close()
+            return instance.flow
+        await self._attach(instance, flow)
         self._set_state(instance, State.OPEN)
         await self._evict_beyond_limit(keep=instance)
-        return instance.flow
+        return flow
 
     @contextlib.asynccontextmanager
     async def pinned(self, name: str) -> AsyncIterator[Flow]:
@@ -253,7 +236,7 @@ class Instances:
 
     # -- live supervision -------------------------------------------------------------------
     def add(self, config: InstanceConfig, origin: str) -> Instance:
-        instance = Instance(config, origin)
+        instance = Instance(config, origin, paused=config.name in self.paused_names)
         self.by_name[config.name] = instance
         if config.live:
             self.start(instance)
@@ -340,19 +323,61 @@ class Instances:
         await anyio.sleep(retry_delay(failures))
 
     def _teardown(self, instance: Instance) -> None:
+        if instance.updater is not None:
+            instance.retired.merge(instance.updater.counters())
         instance.updater = None
         self._close_flow(instance)
 
+    # -- pausing ----------------------------------------------------------------------------
+    def pause(self, instance: Instance) -> None:
+        """No pass runs (the running one stops); the watcher keeps collecting hints.
+
+        Persisting it is the caller's job (:meth:`cocod.daemon.service.Daemon.pause`)."""
+        if not instance.config.live:
+            raise ProtocolError(
+                ErrorCode.BAD_ARGS,
+                f"instance {instance.name!r} is on-demand: it updates only when asked "
+                f"(`cocod update {instance.name}`), so there is nothing to pause",
+            )
+        self.paused_names.add(instance.name)
+        if instance.paused:
+            return
+        instance.paused = True
+        if instance.updater is not None:
+            instance.updater.pause()
+        self._set_state(instance, instance.state)
+        log.info("instance.paused", instance=instance.name)
+
+    def resume(self, instance: Instance) -> None:
+        """Catch up from the hints collected while paused (a full pass after a restart)."""
+        self.paused_names.discard(instance.name)
+        if not instance.paused:
+            return
+        instance.paused = False
+        updater = instance.updater
+        if updater is not None:
+            updater.resume()
+        if instance.state is State.PAUSED:
+            caught_up = updater is not None and bool(updater.snapshot().get("caught_up"))
+            self._set_state(instance, State.WATCHING if caught_up else State.CATCHING_UP)
+        log.info("instance.resumed", instance=instance.name)
+
     async def _run_live(self, instance: Instance) -> None:
         self._set_state(instance, State.STARTING)
-        instance.flow = await self.open_flow(instance)
+        await self._attach(instance, await self.open_flow(instance))
+        assert instance.flow is not None
         await instance.flow.setup_async()
         self._set_state(instance, State.CATCHING_UP)
         updater = instance.flow.live_updater(FlowLiveUpdaterOptions(live_mode=True))
+        updater.report_progress_to(instance.progress)
+        if instance.paused:
+            updater.pause()  # its watcher starts; its catch-up pass waits for resume
         async with anyio.create_task_group() as tg:
             # Returns once the watchers are registered and the catch-up pass has begun.
             await tg.start(updater.serve)
             instance.updater = updater  # only a started updater: status reads it
+            if instance.paused != updater.is_paused:  # paused or resumed while it started
+                (updater.pause if instance.paused else updater.resume)()
             instance.started.set()
             await updater.wait_caught_up_async()
             snapshot = updater.snapshot()

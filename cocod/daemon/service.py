@@ -12,7 +12,13 @@ completes or rolls back; rows not yet committed are redone by the next catch-up)
 is closed with what is left of the budget and then terminated (which also unsticks a
 transaction waiting on someone else's lock), and the embedded Postgres is stopped last. A
 second SIGINT exits at once. SIGHUP re-reads config.toml and applies the difference
-without touching unchanged instances.
+without touching unchanged instances (:mod:`cocod.daemon.reload`).
+
+Operations the control handlers call live here too: :meth:`Daemon.pause` and
+:meth:`Daemon.resume` (persisted in the registry, so a paused instance stays paused after
+a restart) and :meth:`Daemon.add_builtin` (an instance of a built-in flow over a folder,
+its table named after the instance). With ``[daemon] metrics`` set, the metrics server
+(:mod:`cocod.daemon.metrics`) starts with the control socket.
 """
 
 from __future__ import annotations
@@ -29,17 +35,23 @@ import anyio
 import structlog
 from anyio.abc import SocketListener, TaskGroup, TaskStatus
 
+from cocod.control.protocol import ErrorCode, ProtocolError
 from cocod.daemon import early_signals
 from cocod.daemon.activation import take_inherited_socket
-from cocod.daemon.config import DaemonConfig, InstanceConfig, load_config
+from cocod.daemon.config import DaemonConfig, load_config
+from cocod.daemon.cpu_budget import apply_embed_threads
 from cocod.daemon.database import DatabaseState, DatabaseWatch, retry_delay
+from cocod.daemon.definitions import builtin_instance, load_definition_async
 from cocod.daemon.handlers import Handlers
-from cocod.daemon.instances import Instances, State
+from cocod.daemon.instances import Instance, Instances, State
+from cocod.daemon.metrics import MetricsServer
 from cocod.daemon.monitor import Monitor
 from cocod.daemon.notify import Notifier, watchdog_interval
 from cocod.daemon.registry import RuntimeRegistry
+from cocod.daemon.reload import apply_reload
+from cocod.daemon.restart_check import verify_after_restart
 from cocod.daemon.server import open_listener, serve_control
-from cocod.errors import CocodError, DatabaseUnavailableError
+from cocod.errors import DatabaseUnavailableError
 from cocod.runtime import context
 from cocod.runtime.bridge import bridge
 from cocod.setting import DatabaseConnectionSpec, Settings
@@ -50,17 +62,15 @@ READY_TIMEOUT_SECONDS = 30.0
 """READY is sent at the latest this long after start, even if an instance is slow."""
 OVERRUN_GRACE_SECONDS = 1.5
 """Past ``drain_timeout`` by this much, the process leaves without waiting any longer."""
-VERIFY_WAIT_SECONDS = 60.0
-"""After a database restart, how long verification waits for instances to resume."""
-VERIFY_TIMEOUT_SECONDS = 600.0
-"""The most one instance's verification (and repair) may take after a restart."""
 
 
 class Daemon:
     def __init__(self, config: DaemonConfig, notifier: Notifier | None = None) -> None:
         self.config = config
         self.notifier = notifier or Notifier()
-        self.instances = Instances(config.base_dir, config.max_open_flows, config.idle_ttl)
+        self.instances = Instances(
+            config.base_dir, config.max_open_flows, config.idle_ttl, config.embed_threads
+        )
         self.instances.on_state_change = self._report_status
         self.database = DatabaseWatch(
             self._database_answers, self._ensure_database_running, self._database_changed
@@ -82,6 +92,7 @@ class Daemon:
         self._overrun: threading.Timer | None = None
         self._tg: TaskGroup | None = None
         self._instances_changed = anyio.Event()
+        self.metrics = MetricsServer(self, config.metrics) if config.metrics else None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -127,7 +138,9 @@ class Daemon:
                 database.user = settings.database.user
                 database.password = settings.database.password
         context.init(settings.replace(database=database, state_dir=self.config.state_dir))
+        apply_embed_threads(self.config.embed_threads)  # before any flow can load a model
         self.registry = await self._open_registry()
+        self.instances.paused_names = await self.registry.load_paused()
         self.instances.bind(tg)
         for instance_config in self.config.flows.values():
             self.instances.add(instance_config, "config")
@@ -145,6 +158,8 @@ class Daemon:
             listener = await open_listener(self.config.socket)
             self._is_socket_bound = True
         await tg.start(serve_control, listener, self.handlers.dispatch)
+        if self.metrics is not None:
+            await tg.start(self.metrics.serve)
         await tg.start(self.database.serve)
         await tg.start(Monitor(self.instances, self.database).serve)
         await tg.start(self.instances.reap_idle)
@@ -234,6 +249,49 @@ class Daemon:
         if self._overrun is not None:
             self._overrun.cancel()
 
+    # -- operations the control handlers call -----------------------------------------------
+    async def pause(self, name: str) -> Instance:
+        """Pause a live instance: no pass runs, its watcher keeps collecting hints; kept
+        across restarts. Raises ProtocolError (unknown_flow, bad_args for an on-demand
+        instance) or DatabaseUnavailableError (not persisted, so not paused)."""
+        instance = self.instances.get(name)
+        if not instance.config.live:
+            self.instances.pause(instance)  # raises: nothing to pause
+        await self.registry.set_paused(name, True)
+        self.instances.pause(instance)
+        return instance
+
+    async def resume(self, name: str) -> Instance:
+        """Resume a paused instance: it catches up from the hints collected meanwhile
+        (after a restart, with a full pass). Resuming one that is not paused is a no-op."""
+        instance = self.instances.get(name)
+        await self.registry.set_paused(name, False)
+        self.instances.resume(instance)
+        return instance
+
+    async def add_builtin(
+        self,
+        name: str,
+        path: str | Path,
+        flow: str = "code",
+        live: bool = True,
+        params: dict[str, Any] | None = None,
+    ) -> Instance:
+        """Add (and persist) an instance of ``cocod.flows:<flow>`` over the folder ``path``,
+        writing to a table named after the instance (see :func:`builtin_instance`).
+
+        Raises ProtocolError: flow_exists for a taken name, bad_args for a bad name, flow
+        or folder; FlowDefinitionError when the flow cannot be built with these params."""
+        if name in self.instances.by_name:
+            raise ProtocolError(ErrorCode.FLOW_EXISTS, f"instance {name!r} already exists")
+        config = await anyio.to_thread.run_sync(builtin_instance, name, path, flow, live, params)
+        # Fail now, not in the background, if the definition cannot even be loaded.
+        await load_definition_async(config.definition, config.params, self.config.base_dir, name)
+        if name in self.instances.by_name:  # added by another client meanwhile
+            raise ProtocolError(ErrorCode.FLOW_EXISTS, f"instance {name!r} already exists")
+        await self.registry.add(config)
+        return self.instances.add(config, "runtime")
+
     # -- signals, reload, status -------------------------------------------------------------
     async def _handle_signals(
         self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -272,38 +330,9 @@ class Daemon:
         """Re-read the config file; start added, stop removed, restart changed instances."""
         self.notifier.reloading()
         try:
-            return await self._apply_reload()
+            return await apply_reload(self)
         finally:
             self.notifier.ready(self._status_line())
-
-    async def _apply_reload(self) -> dict[str, Any]:
-        new = load_config(self.config.path)
-        old_flows = self.config.flows
-        added = [n for n in new.flows if n not in old_flows]
-        removed = [n for n in old_flows if n not in new.flows]
-        changed = [
-            n
-            for n in new.flows
-            if n in old_flows and new.flows[n].identity() != old_flows[n].identity()
-        ]
-        for name in removed + changed:
-            instance = self.instances.by_name.get(name)
-            if instance is not None and instance.origin == "config":
-                await self.instances.remove(instance)
-        self.config.flows = new.flows
-        self.instances.max_open = new.max_open_flows
-        self.instances.idle_ttl = new.idle_ttl
-        for name in added + changed:
-            self._add_from_config(new.flows[name])
-        log.info("daemon.reloaded", added=added, removed=removed, changed=changed)
-        return {"added": added, "removed": removed, "changed": changed}
-
-    def _add_from_config(self, instance_config: InstanceConfig) -> None:
-        existing = self.instances.by_name.get(instance_config.name)
-        if existing is not None:
-            log.warning("instance.name_taken", instance=instance_config.name, by=existing.origin)
-            return
-        self.instances.add(instance_config, "config")
 
     async def _database_answers(self) -> str | None:
         """None when a pooled connection answers ``SELECT 1``, else what failed."""
@@ -325,38 +354,13 @@ class Daemon:
             # A restarted server may have lost what it had not flushed (commits are
             # asynchronous) or have been changed while we could not see it: check each
             # live instance against its files and repair what drifted.
-            self._tg.start_soon(self._verify_after_restart)
+            self._tg.start_soon(verify_after_restart, self)
 
-    async def _verify_after_restart(self) -> None:
-        with anyio.move_on_after(VERIFY_WAIT_SECONDS):
-            # Instances resume on their own backoff and catch up first; verify after that.
-            resuming = {State.DATABASE_DOWN, State.STARTING, State.CATCHING_UP}
-            while any(i.state in resuming for i in self.instances.by_name.values()):
-                self._instances_changed = anyio.Event()
-                await self._instances_changed.wait()
-        from cocod.runtime.verify import verify_flow
-
-        for instance in list(self.instances.by_name.values()):
-            if not instance.config.live or instance.state is not State.WATCHING:
-                log.info(
-                    "verify.after_restart_skipped",
-                    instance=instance.name,
-                    state=str(instance.state),
-                )
-                continue
-            try:
-                with anyio.fail_after(VERIFY_TIMEOUT_SECONDS):
-                    async with self.instances.pinned(instance.name) as flow:
-                        report = await verify_flow(flow, repair=True)
-            except (CocodError, TimeoutError) as e:
-                log.warning("verify.after_restart_failed", instance=instance.name, error=str(e))
-                continue
-            log.info(
-                "verify.after_restart",
-                instance=instance.name,
-                had_drift=report.has_drift,
-                findings={f"{k}:{w}": f.count for (k, w), f in report.findings.items() if f.count},
-            )
+    async def wait_instances_settled(self, states: set[State]) -> None:
+        """Until no instance is in one of ``states`` (woken by each state change)."""
+        while any(i.state in states for i in self.instances.by_name.values()):
+            self._instances_changed = anyio.Event()
+            await self._instances_changed.wait()
 
     def _status_line(self) -> str:
         states = [i.state for i in self.instances.by_name.values() if i.config.live]
