@@ -8,11 +8,12 @@ tests' deterministic tiny embedder, under the metric its params name.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import cocod as cocoindex
-from tests.flows import tiny_embed
+from tests.flows import Paragraph, paragraphs_of, tiny_embed
 
 METRICS = {
     "cosine": cocoindex.VectorSimilarityMetric.COSINE_SIMILARITY,
@@ -86,3 +87,54 @@ def pids_running(fragment: str) -> list[int]:
         if fragment.encode() in cmdline:
             found.append(int(entry))
     return found
+
+
+@dataclass
+class SlowParams:
+    source_path: str
+    table: str
+    delay: float = 0.02
+
+
+def slow_factory(params: SlowParams):  # type: ignore[no-untyped-def]
+    """The paragraph flow, each file's split slowed by ``delay`` seconds, so an update
+    of a few dozen files lasts long enough to report progress several times."""
+
+    @cocoindex.op.function()
+    def slow_paragraphs(content: str) -> list[Paragraph]:
+        time.sleep(params.delay)
+        return paragraphs_of(content)
+
+    def define(fb: cocoindex.FlowBuilder, scope: cocoindex.DataScope) -> None:
+        scope["documents"] = fb.add_source(cocoindex.sources.LocalFile(path=params.source_path))
+        out = scope.add_collector()
+        with scope["documents"].row() as doc:
+            doc["paragraphs"] = doc["content"].transform(slow_paragraphs)
+            with doc["paragraphs"].row() as para:
+                para["embedding"] = para["text"].transform(tiny_embed)
+                out.collect(
+                    filename=doc["filename"],
+                    index=para["index"],
+                    text=para["text"],
+                    embedding=para["embedding"],
+                )
+        out.export(
+            "paragraphs",
+            cocoindex.targets.Postgres(table_name=params.table),
+            primary_key_fields=["filename", "index"],
+            vector_indexes=[
+                cocoindex.VectorIndexDef(
+                    "embedding", cocoindex.VectorSimilarityMetric.COSINE_SIMILARITY
+                )
+            ],
+        )
+
+    return define
+
+
+def slow_instance(name: str, folder: Path, table: str, live: bool = False) -> str:
+    return (
+        f'[flows.{name}]\ndefinition = "tests.daemon.harness_search:slow_factory"\n'
+        f"live = {'true' if live else 'false'}\n"
+        f'[flows.{name}.params]\nsource_path = "{folder}"\ntable = "{table}"\n'
+    )
