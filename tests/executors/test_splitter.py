@@ -15,12 +15,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cocod.executors import splitter as splitter_module
 from cocod.executors.languages import load_tree_sitter_language, resolve_language
 from cocod.executors.splitter import Chunk, CustomLanguage, RecursiveSplitter, TextPosition
+from cocod.executors.splitting.text import WHITESPACE
 
 REPO = Path(__file__).resolve().parents[2]
-SPLITTER_SOURCE = REPO / "cocod/executors/splitter.py"
+SPLITTER_SOURCES = sorted((REPO / "cocod/executors/splitting").glob("*.py"))
+
+
+# Whitespace and the punctuation the built-in separator levels match.
+SEPARATOR_CHARS = WHITESPACE + ".?!;:-—,。？！；：，"
 
 
 def markdown_docs() -> list[Path]:
@@ -52,7 +56,11 @@ def check_chunks(
         start, end = chunk.location
         assert 0 <= start < end <= len(text)
         assert text[start:end] == chunk.text
-        assert chunk.text == chunk.text.strip(), "chunks are trimmed at both ends"
+        assert chunk.text.strip(), "no blank chunk"
+        assert chunk.text == chunk.text.rstrip(), "chunks are trimmed at the end"
+        # At the start, as in v0: only the indentation of a chunk's first line is kept.
+        lead = chunk.text[: len(chunk.text) - len(chunk.text.lstrip())]
+        assert not lead or (set(lead) <= {" ", "\t"} and (start == 0 or text[start - 1].isspace()))
         # Larger than chunk_size only when it is one character wider than the budget.
         assert nbytes(chunk.text) <= chunk_size or len(chunk.text) == 1, chunk
         assert chunk.start == expected_position(text, start)
@@ -64,12 +72,14 @@ def check_chunks(
             shared = text[after.location[0] : before.location[1]]
             assert nbytes(shared) <= overlap, (before, after)
     if covers_all:
-        # Built-in separators are whitespace (or zero-width), so nothing else may be lost.
+        # Built-in separators are whitespace and the punctuation v0's separator regexes
+        # match (left out at a chunk boundary, as in v0), so nothing else may be lost.
         covered_to = 0
         for chunk in chunks:
-            assert not text[covered_to : chunk.location[0]].strip(), "text lost between chunks"
+            lost = text[covered_to : chunk.location[0]]
+            assert not lost.strip(SEPARATOR_CHARS), "text lost between chunks"
             covered_to = max(covered_to, chunk.location[1])
-        assert not text[covered_to:].strip(), "text lost at the end"
+        assert not text[covered_to:].strip(SEPARATOR_CHARS), "text lost at the end"
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +98,13 @@ def test_offsets_are_characters_not_bytes(splitter: RecursiveSplitter) -> None:
     assert chunk.end == TextPosition(11, 1, 12)
 
 
-def test_small_text_is_one_trimmed_chunk(splitter: RecursiveSplitter) -> None:
+def test_small_text_is_one_chunk_from_its_line_start(splitter: RecursiveSplitter) -> None:
+    # CocoIndex 0.3.39: trailing whitespace is trimmed, the first line's indentation is kept.
     text = "  \n\t hello, world \n\n"
     [chunk] = splitter.split(text, 100)
-    assert chunk.text == "hello, world"
-    assert chunk.location == (5, 17)
-    assert chunk.start == TextPosition(5, 2, 3)
+    assert chunk.text == "\t hello, world"
+    assert chunk.location == (3, 17)
+    assert chunk.start == TextPosition(3, 2, 1)
 
 
 @pytest.mark.parametrize("text", ["", " ", "\n\n\t  \r\n", "\u3000\u00a0 "])
@@ -137,7 +148,9 @@ def test_sizes_are_utf8_bytes_and_cjk_sentences_are_boundaries(
     chunks = splitter.split(text, 45)
     check_chunks(text, chunks, 45)
     # 45 bytes hold two sentences (42 bytes) but would hold 15 characters: bytes are counted.
-    assert all(c.text in (sentence, sentence * 2) for c in chunks), [c.text for c in chunks]
+    # The separator "。" at a chunk's end is left out, as in v0.
+    whole = (sentence, sentence * 2)
+    assert all(c.text + "。" in whole or c.text in whole for c in chunks), [c.text for c in chunks]
     assert len(chunks) >= 20
 
 
@@ -199,7 +212,8 @@ def test_plain_text_falls_back_to_sentence_boundaries(splitter: RecursiveSplitte
     chunks = splitter.split(text, 200)
     check_chunks(text, chunks, 200)
     assert len(chunks) > 5
-    assert all(c.text.endswith(".") for c in chunks), [c.text[-10:] for c in chunks]
+    # Cut at sentence ends; the separator (". ") is left out, as in v0.
+    assert all(text[c.location[1]] == "." for c in chunks[:-1]), [c.text[-10:] for c in chunks]
 
 
 def test_unknown_language_is_plain_text(splitter: RecursiveSplitter) -> None:
@@ -464,7 +478,11 @@ def test_syntax_aware_splitting_cuts_between_items(
 
 
 def test_real_code_splitter_source(splitter: RecursiveSplitter) -> None:
-    text = SPLITTER_SOURCE.read_text(encoding="utf-8")
+    # The splitter's own modules as one file (their future imports dropped: one per file).
+    text = "\n\n".join(
+        p.read_text(encoding="utf-8").replace("from __future__ import annotations\n", "")
+        for p in SPLITTER_SOURCES
+    )
     for language in ("python", ".py", None):
         chunks = splitter.split(text, 1500, chunk_overlap=300, language=language)
         check_chunks(text, chunks, 1500, overlap=300)
@@ -567,103 +585,3 @@ def test_random_text_invariants(
     check_chunks(text, chunks, chunk_size, overlap=min(chunk_overlap or 0, min_size))
     # Deterministic: the same input gives the same chunks.
     assert splitter.split(text, chunk_size, min_chunk_size, chunk_overlap, language) == chunks
-
-
-# --- the merge step against a brute-force reference ----------------------------------------
-
-
-def reference_chunk_cost(
-    i: int,
-    j: int,
-    atoms: list[tuple[int, int]],
-    levels: list[int],
-    breaks: list[int],
-    inner: list[int],
-    chunk_size: int,
-    min_size: int,
-) -> float | None:
-    """The documented cost of one chunk of atoms i..j, computed the slow, obvious way."""
-    size = atoms[j][1] - atoms[i][0]
-    if size > chunk_size and i < j:
-        return None
-    cost = splitter_module._CHUNK_COST
-    if size < min_size:
-        cost += splitter_module._TOO_SMALL_COST
-    if i < j:
-        inside = min(levels[i + 1 : j + 1])
-        for gap in (levels[i] - inside, levels[j + 1] - inside):
-            if gap > 0:
-                cost += 200 + 100 * min(gap, 11)
-    inner_break = max(inner[i : j + 1] + breaks[i + 1 : j + 1])
-    for edge in (breaks[i], breaks[j + 1]):
-        cost += splitter_module._LINE_BREAK_GAP_COST * max(0, inner_break - edge)
-    return cost
-
-
-@settings(max_examples=400, deadline=None)
-@given(data=st.data())
-def test_merge_plan_is_optimal(data: st.DataObject) -> None:
-    sizes = data.draw(
-        st.lists(st.tuples(st.integers(0, 3), st.integers(1, 40)), min_size=1, max_size=12)
-    )
-    atoms, pos = [], 0
-    for gap, size in sizes:
-        atoms.append((pos + gap, pos + gap + size))
-        pos += gap + size
-    m = len(atoms)
-    levels = [0, *data.draw(st.lists(st.integers(1, 8), min_size=m - 1, max_size=m - 1)), 0]
-    breaks = [2, *data.draw(st.lists(st.integers(0, 2), min_size=m - 1, max_size=m - 1)), 2]
-    inner = data.draw(st.lists(st.integers(0, 2), min_size=m, max_size=m))
-    chunk_size = data.draw(st.integers(40, 120))
-    min_size = data.draw(st.integers(0, chunk_size))
-    overlap = data.draw(st.integers(0, min_size))
-    miss = splitter_module._OVERLAP_MISS_COST
-
-    def costs(i: int, j: int) -> float | None:
-        return reference_chunk_cost(i, j, atoms, levels, breaks, inner, chunk_size, min_size)
-
-    # Brute force: best[p] covers atoms 0..p-1, the last chunk ending with atom p-1; a chunk
-    # i..j follows a plan ending with any atom q in i-1..j-1 (q >= i: overlapping).
-    best = [0.0] + [float("inf")] * m
-    for j in range(m):
-        for i in range(j + 1):
-            cost = costs(i, j)
-            if cost is None:
-                continue
-            for q in range(i - 1, j):
-                shared = atoms[q][1] - atoms[i][0] if q >= i else 0
-                if q >= i and not (overlap and shared <= overlap):
-                    continue
-                penalty = miss * (1 - shared / overlap) if overlap else 0.0
-                best[j + 1] = min(best[j + 1], best[q + 1] + penalty + cost)
-
-    plan = splitter_module._plan(
-        [a[0] for a in atoms],
-        [a[1] for a in atoms],
-        levels,
-        breaks,
-        inner,
-        chunk_size,
-        min_size,
-        overlap,
-    )
-    assert plan[0][0] == 0 and plan[-1][1] == m - 1
-    total, previous_last = 0.0, None
-    for first, last in plan:
-        cost = costs(first, last)
-        assert cost is not None, "a chunk over chunk_size"
-        total += cost
-        if previous_last is not None:
-            assert previous_last + 1 >= first and last > previous_last, "gap or nesting"
-            shared = max(0, atoms[previous_last][1] - atoms[first][0])
-            if first <= previous_last:
-                assert overlap and shared <= overlap
-        if overlap:
-            shared = (
-                atoms[previous_last][1] - atoms[first][0]
-                if previous_last is not None and first <= previous_last
-                else 0
-            )
-            total += miss * (1 - shared / overlap)
-        previous_last = last
-    assert total == pytest.approx(best[m])
