@@ -5,7 +5,8 @@ same text tracking stores for target keys), so any key type the connector declar
 
 Change detection follows the connector: with ordinals (``provides_ordinal()``), a row whose
 listed ordinal equals the tracked one is not read again; without, every listed row is
-read and its value's fingerprint decides whether anything is recomputed. A failure of
+read and its value's fingerprint decides whether anything is recomputed. A tracked row
+the listing no longer yields is deleted (v0's rule). A failure of
 ``list()`` is the source's error (the pass stops and deletes nothing, like a missing
 folder); a failure of ``get_value()`` is that row's error (its old rows are kept).
 """
@@ -80,6 +81,7 @@ class CustomSourceReader:
         self._lock = anyio.Lock()
         self._key_types = [f.type for f in connector.key_fields]
         self._listed: dict[str, Ordinal | None] = {}
+        self._has_listing = False
 
     @property
     def name(self) -> str:
@@ -110,7 +112,7 @@ class CustomSourceReader:
                 "the next update lists again)"
             ) from e
         out: dict[str, Ordinal] = {}
-        self._listed = {}
+        seen: dict[str, Ordinal | None] = {}
         for row in listed:
             if not isinstance(row, PartialSourceRow):
                 raise SourceError(
@@ -119,20 +121,23 @@ class CustomSourceReader:
                 )
             text = self._key_text(row.key)
             ordinal = _ordinal(row.data.ordinal) if use_ordinal and row.data else None
-            self._listed[text] = ordinal
+            seen[text] = ordinal
             out[text] = ordinal if ordinal is not None else UNKNOWN_ORDINAL
+        self._listed, self._has_listing = seen, True
         return out
 
     async def _list(self, method: Callable[..., Any], options: SourceReadOptions) -> list[Any]:
-        result = method(*positional_args(method, options=options))
-        if hasattr(result, "__aiter__"):
-            return [row async for row in result]
-        if inspect.isawaitable(result):
-            result = await result
+        args = positional_args(method, options=options)
+        if inspect.isasyncgenfunction(method) or inspect.iscoroutinefunction(method):
+            result = method(*args)
+            if inspect.isawaitable(result):
+                result = await result
             if hasattr(result, "__aiter__"):
                 return [row async for row in result]
-        # A plain generator may block (network, disk): drain it in a worker thread.
-        return await anyio.to_thread.run_sync(lambda: list(result), limiter=self._limiter)
+            return list(result)
+        # A sync list (a generator or a function) may block (network, disk): call it and
+        # drain what it returns in a worker thread.
+        return await anyio.to_thread.run_sync(lambda: list(method(*args)), limiter=self._limiter)
 
     def _key_text(self, key: Any) -> str:
         try:
@@ -148,6 +153,8 @@ class CustomSourceReader:
         return {}
 
     async def read_row(self, key: str) -> SourceRow | None:
+        if self._has_listing and key not in self._listed:
+            return None  # gone from the listing: deleted, as v0 does (no get_value call)
         connector = self._connector
         parts = key_from_json_text(key, self._key_types)
         user_key = key_to_python(parts, connector.key_annotation, connector.key_fields)

@@ -151,7 +151,9 @@ def test_custom_source_rows_reach_postgres_and_changes_propagate(sql: SqlHelper)
     # A changed row (new ordinal) and a removed one.
     ARTICLES[("news", 1)] = (2, "first story, corrected")
     del ARTICLES[("blog", 1)]
+    READS.clear()
     info = flow.update()
+    assert READS == [("news", 1)]  # a row gone from the listing is deleted unread (v0)
     assert info.stats["articles"]["num_updates"] == 1
     assert info.stats["articles"]["num_deletions"] == 1
     assert rows(sql, "articleflow__articles") == [
