@@ -1,0 +1,45 @@
+"""The Postgres target: desired table state (``table``), DDL to reach it (``ddl``), row
+writes (``writer``) and every other statement on target tables (``statements``).
+
+:mod:`cocod.executors.postgres_target` re-exports the same names for existing imports.
+"""
+
+from __future__ import annotations
+
+from cocod.executors.postgres.ddl import TargetChange, is_adopted, plan_target_change
+from cocod.executors.postgres.statements import (
+    delete_recorded_rows,
+    existing_tables,
+    row_count_estimates,
+    similarity_search,
+)
+from cocod.executors.postgres.table import (
+    Connection,
+    TargetTable,
+    default_table_name,
+    desired_state,
+    resolve_table,
+    sql_type,
+    table_of,
+)
+from cocod.executors.postgres.writer import TableWriter, storable_text, strip_nul
+
+__all__ = [
+    "Connection",
+    "TableWriter",
+    "TargetChange",
+    "TargetTable",
+    "default_table_name",
+    "delete_recorded_rows",
+    "desired_state",
+    "existing_tables",
+    "is_adopted",
+    "plan_target_change",
+    "resolve_table",
+    "row_count_estimates",
+    "similarity_search",
+    "sql_type",
+    "storable_text",
+    "strip_nul",
+    "table_of",
+]
