@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cocod.daemon.config import find_config_file, load_config, parse_duration
-from cocod.errors import SettingsError
+from cocod.daemon.config import MetricsAddress, find_config_file, load_config, parse_duration
+from cocod.daemon.definitions import builtin_instance, table_name_for
+from cocod.errors import ProtocolError, SettingsError
 
 
 def _config(tmp_path: Path, text: str) -> Path:
@@ -36,6 +37,12 @@ ENV: dict[str, str] = {"COCOD_STATE_DIR": "/state"}
         ("socket = 5", ["socket", "5", "string"]),
         ('state_dir = ""', ["state_dir", "''", "non-empty string"]),
         ("surprise = 1", ["unknown key", "surprise"]),
+        ("metrics = 9464", ["metrics", "9464", "host:port"]),
+        ('metrics = "localhost"', ["metrics", "'localhost'", "host:port"]),
+        ('metrics = "127.0.0.1:http"', ["metrics", "port must be a number"]),
+        ('metrics = "127.0.0.1:70000"', ["metrics", "70000", "0 to 65535"]),
+        ("embed_threads = 0", ["embed_threads", "0", "1 or more"]),
+        ('embed_threads = "2"', ["embed_threads", "'2'", "integer"]),
     ],
 )
 def test_invalid_daemon_values_name_the_file_the_key_and_the_value(
@@ -135,3 +142,54 @@ def test_which_config_file_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     (systemd_dir / "config.toml").unlink()
     (xdg_dir / "cocod" / "config.toml").unlink()
     assert find_config_file(None, env) is None
+
+
+def test_metrics_embed_threads_and_auto_setup_are_read_and_off_by_default(tmp_path: Path) -> None:
+    flows = '[flows.one]\ndefinition = "m:f"\nlive = false\n'
+    plain = load_config(_config(tmp_path, flows), ENV)
+    assert plain.metrics is None and plain.embed_threads is None
+    assert plain.flows["one"].auto_setup is True
+    text = (
+        '[daemon]\nmetrics = "127.0.0.1:9464"\nembed_threads = 2\n\n'
+        + flows
+        + "auto_setup = false\n"
+    )
+    config = load_config(_config(tmp_path, text), ENV)
+    assert config.metrics == MetricsAddress("127.0.0.1", 9464)
+    assert config.embed_threads == 2
+    assert config.flows["one"].auto_setup is False
+    assert config.flows["one"].identity() != plain.flows["one"].identity()  # reload restarts
+    assert load_config(_config(tmp_path, '[daemon]\nmetrics = ":0"\n'), ENV).metrics == (
+        MetricsAddress("127.0.0.1", 0)
+    )
+    v6 = load_config(_config(tmp_path, '[daemon]\nmetrics = "[::1]:9464"\n'), ENV).metrics
+    assert v6 == MetricsAddress("::1", 9464) and str(v6) == "[::1]:9464"
+    with pytest.raises(SettingsError, match="auto_setup: expected true or false"):
+        load_config(_config(tmp_path, flows + 'auto_setup = "no"\n'), ENV)
+
+
+def test_builtin_instances_get_a_safe_table_name_and_a_checked_folder(tmp_path: Path) -> None:
+    assert table_name_for("notes") == "notes__chunks"
+    assert table_name_for("My-Repo.v2") == "my_repo_v2__chunks"
+    assert table_name_for("2024") == "t_2024__chunks"
+    assert len(table_name_for("x" * 200).encode()) <= 63
+    config = builtin_instance("myrepo", tmp_path, "code")
+    assert config.definition == "cocod.flows:code"
+    assert config.params == {"path": str(tmp_path), "table": "myrepo__chunks"}
+    assert builtin_instance("notes", tmp_path, "text", live=False).definition == (
+        "cocod.flows:text"
+    )
+    for args, words in (
+        (("bad name", tmp_path, "code"), "flow"),
+        (("ok", tmp_path, "rust"), "unknown built-in flow 'rust'"),
+        (("ok", tmp_path / "missing", "code"), "is not a folder"),
+        (("ok", "relative/dir", "code"), "must be absolute"),
+    ):
+        with pytest.raises(ProtocolError, match=words):
+            builtin_instance(*args)  # type: ignore[arg-type]
+
+
+def test_the_user_unit_runs_in_the_background_cpu_budget() -> None:
+    unit = (Path(__file__).resolve().parents[2] / "systemd" / "user" / "cocod.service").read_text()
+    lines = {line.strip() for line in unit.splitlines()}
+    assert {"Nice=10", "CPUWeight=20", "IOSchedulingClass=idle"} <= lines
