@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,11 +97,16 @@ async def commit_with_retries(
         await anyio.sleep(delay)  # not shielded: a cancelled pass stops retrying at once
 
 
+RowsDone = Callable[[int, int], None]
+"""Told (rows finished, target rows written) after each batch, for progress reporting."""
+
+
 async def run_committer(
     store: StateStore,
     receive: MemoryObjectReceiveStream[PendingCommit],
     stats: SourceUpdateStats,
     logger: Any,
+    on_done: RowsDone | None = None,
 ) -> None:
     async with receive:
         async for first in receive:
@@ -111,12 +116,16 @@ async def run_committer(
                     batch.append(receive.receive_nowait())
                 except (anyio.WouldBlock, anyio.EndOfStream):
                     break
-            await commit_batch(store, batch, stats, logger)
+            done = await commit_batch(store, batch, stats, logger)
+            if on_done is not None:
+                written = sum(len(w.upserts) for p in done for w in p.commit.writes.values())
+                on_done(len(batch), written)
 
 
 async def commit_batch(
     store: StateStore, batch: list[PendingCommit], stats: SourceUpdateStats, logger: Any
-) -> None:
+) -> list[PendingCommit]:
+    """Commit a batch (row by row when it fails); returns the rows that committed."""
     try:
         await commit_with_retries(store, [p.commit for p in batch], BATCH_COMMIT_ATTEMPTS, logger)
         done = batch
@@ -132,7 +141,7 @@ async def commit_batch(
         transient = isinstance(e, CommitDeadlineError) or store.is_transient_error(e)
         if len(batch) == 1 and not transient:
             _count_failure(batch[0], e, stats, logger)
-            return
+            return []
         # Isolate the failing row(s): every other row still commits on its own (and a
         # lone row whose failure may pass gets its own further attempts).
         done = []
@@ -150,6 +159,7 @@ async def commit_batch(
     for p in done:
         setattr(stats, p.outcome.value, getattr(stats, p.outcome.value) + 1)
         stats.num_ends += 1
+    return done
 
 
 def _count_failure(p: PendingCommit, e: Exception, stats: SourceUpdateStats, logger: Any) -> None:

@@ -13,6 +13,7 @@ update are in the same transaction, so a crash leaves every row either old or ne
 from __future__ import annotations
 
 import enum
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,11 +46,16 @@ from cocod.engine.interfaces import (
     TrackedRow,
 )
 from cocod.engine.plan import ExportPlan, FlowPlan, SourcePlan
+from cocod.engine.progress import PassProgress
+from cocod.engine.progress import report as report_progress
 from cocod.engine.stats import SourceUpdateStats
 from cocod.engine.values import key_from_json_text, key_to_json_text
 from cocod.errors import DuplicateKeyError, RowError, SourceError
 
 log = structlog.get_logger(__name__)
+
+PROGRESS_INTERVAL_S = 0.1
+"""Progress events at most this often (plus one at each phase change and at the end)."""
 
 TRACKING_LOAD_CHUNK = 512
 THREADED_COMMIT_MIN_ROWS = 512
@@ -93,29 +99,15 @@ async def run_source_pass(
     """Bring the targets up to date with the source (or with ``only_keys`` of it)."""
     stats = SourceUpdateStats()
     logger = log.bind(flow=ctx.flow_name, source=ctx.source.name)
-    listed, tracked = await _list_and_load(ctx, only_keys)
-    logic_fp = ctx.source.logic_fp
-
-    candidates: list[str] = []
-    if listed is not None:
-        for key, ordinal in listed.items():
-            previous = tracked.get(key)
-            if (
-                previous is not None
-                and mode == UpdateMode.NORMAL
-                and previous[0] == ordinal
-                and previous[1] == logic_fp
-            ):
-                stats.num_no_change += 1
-            else:
-                candidates.append(key)
-        candidates.extend(k for k in tracked if k not in listed)
-    else:
-        candidates = _expand_hinted_keys(only_keys or (), tracked)
+    reporter = ProgressReporter(PassProgress(source=ctx.source.name))
+    reporter.report()
+    candidates = await _find_candidates(ctx, mode, only_keys, stats, reporter.progress)
+    reporter.progress.candidates = len(candidates)
+    reporter.report()
 
     if candidates:
         try:
-            await _process_candidates(ctx, candidates, listed, tracked, mode, stats, logger)
+            await _process_candidates(ctx, candidates, mode, stats, logger, reporter)
         except BaseExceptionGroup as group:
             error = _first_error(group)
             raise error from error.__cause__
@@ -126,21 +118,54 @@ async def run_source_pass(
                 logger.debug("memo.collected", entries=removed)
         except Exception as e:  # GC is housekeeping: never fail a pass for it
             logger.warning("memo.collect_failed", error=str(e))
+    reporter.progress.finished = True
+    reporter.report()
     return stats
+
+
+async def _find_candidates(
+    ctx: SourcePassContext,
+    mode: UpdateMode,
+    only_keys: Sequence[str] | None,
+    stats: SourceUpdateStats,
+    progress: PassProgress,
+) -> list[str]:
+    """The keys this pass must look at: changed, new, gone, or hinted.
+
+    A normal full pass sends its listing to the store, which returns only what differs
+    (the tracking never crosses into this process row by row: a one-file edit in a
+    50,000-file source costs the stat() walk and one query). Reexport and full
+    reprocessing look at every row, so they load the ordinals as before.
+    """
+    if only_keys is not None:
+        tracked = await ctx.store.load_ordinals(ctx.source_id, only_keys)
+        candidates = _expand_hinted_keys(only_keys, tracked)
+        progress.listed = len(candidates)
+        return candidates
+    if mode == UpdateMode.NORMAL:
+        listed = await ctx.reader.list_rows()
+        progress.listed = len(listed)
+        diff = await ctx.store.diff_listing(ctx.source_id, listed, ctx.source.logic_fp)
+        stats.num_no_change += len(listed) - len(diff.changed)
+        return [*diff.changed, *diff.gone]
+    listed_all, tracked_all = await _list_and_load(ctx)
+    progress.listed = len(listed_all)
+    candidates = list(listed_all)
+    candidates.extend(k for k in tracked_all if k not in listed_all)
+    return candidates
 
 
 async def _process_candidates(
     ctx: SourcePassContext,
     candidates: list[str],
-    listed: dict[str, Ordinal] | None,
-    tracked: dict[str, Any],
     mode: UpdateMode,
     stats: SourceUpdateStats,
     logger: Any,
+    reporter: ProgressReporter,
 ) -> None:
     send, receive = anyio.create_memory_object_stream[PendingCommit](MAX_ROWS_PER_TRANSACTION)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(run_committer, ctx.store, receive, stats, logger)
+        tg.start_soon(run_committer, ctx.store, receive, stats, logger, reporter.rows_done)
         async with send:
             limiter = anyio.Semaphore(ctx.max_concurrent_rows)
             async with anyio.create_task_group() as workers:
@@ -159,7 +184,27 @@ async def _process_candidates(
                             limiter,
                             stats,
                             logger,
+                            reporter,
                         )
+
+
+class ProgressReporter:
+    """Counts finished rows into the pass's :class:`PassProgress`, reporting at most
+    every :data:`PROGRESS_INTERVAL_S`, so a sink costs nothing per row that matters."""
+
+    def __init__(self, progress: PassProgress) -> None:
+        self.progress = progress
+        self._last = 0.0
+
+    def report(self) -> None:
+        self._last = time.monotonic()
+        report_progress(self.progress)
+
+    def rows_done(self, rows: int, chunks: int) -> None:
+        self.progress.processed += rows
+        self.progress.chunks += chunks
+        if time.monotonic() - self._last >= PROGRESS_INTERVAL_S:
+            self.report()
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:
@@ -181,10 +226,10 @@ def _first_error(group: BaseExceptionGroup) -> BaseException:
 
 
 async def _list_and_load(
-    ctx: SourcePassContext, only_keys: Sequence[str] | None
-) -> tuple[dict[str, Ordinal] | None, dict[str, tuple[Ordinal | None, bytes | None]]]:
+    ctx: SourcePassContext,
+) -> tuple[dict[str, Ordinal], dict[str, tuple[Ordinal | None, bytes | None]]]:
     """List the source (a thread) while the tracked ordinals load (the database)."""
-    listed: dict[str, Ordinal] | None = None
+    listed: dict[str, Ordinal] = {}
 
     async def list_source() -> None:
         nonlocal listed
@@ -192,9 +237,8 @@ async def _list_and_load(
 
     try:
         async with anyio.create_task_group() as tg:
-            if only_keys is None:
-                tg.start_soon(list_source)
-            tracked = await ctx.store.load_ordinals(ctx.source_id, only_keys)
+            tg.start_soon(list_source)
+            tracked = await ctx.store.load_ordinals(ctx.source_id)
     except BaseExceptionGroup as group:
         error = _first_error(group)
         raise error from error.__cause__
@@ -227,6 +271,7 @@ async def _process_row_guarded(
     limiter: anyio.Semaphore,
     stats: SourceUpdateStats,
     logger: Any,
+    reporter: ProgressReporter,
 ) -> None:
     stats.num_starts += 1
     try:
@@ -235,6 +280,7 @@ async def _process_row_guarded(
             if pending is None:
                 stats.num_no_change += 1
                 stats.num_ends += 1
+                reporter.rows_done(1, 0)
             else:
                 await send.send(pending)
     except SourceError:
@@ -242,6 +288,7 @@ async def _process_row_guarded(
     except Exception as e:
         stats.num_errors += 1
         stats.num_ends += 1
+        reporter.rows_done(1, 0)
         logger.error(
             "row.failed", key=key, error=describe_error(e), exc_info=not isinstance(e, RowError)
         )

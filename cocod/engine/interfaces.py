@@ -6,7 +6,7 @@ LocalFile reader and the Postgres-backed store.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -64,6 +64,16 @@ class RowCommit:
     """Only the ordinal changed: no target, memo or key moves (the store skips that work)."""
 
 
+@dataclass
+class ListingDiff:
+    """A full listing compared with the tracking (see :meth:`StateStore.diff_listing`)."""
+
+    changed: list[str]
+    """Listed keys that are new, or whose ordinal or logic fingerprint differs."""
+    gone: list[str]
+    """Tracked keys the listing no longer has."""
+
+
 class StateStore(Protocol):
     async def load_ordinals(
         self, source_id: int, near_keys: Sequence[str] | None = None
@@ -72,6 +82,16 @@ class StateStore(Protocol):
 
         With ``near_keys`` the cost must follow the number of keys, not of tracked rows:
         a burst of events must not scan the source's tracking once per key.
+        """
+        ...
+
+    async def diff_listing(
+        self, source_id: int, listed: Mapping[str, Ordinal], logic_fp: bytes
+    ) -> ListingDiff:
+        """Only what differs between a full listing and the tracking.
+
+        A one-file edit in a fresh process must not decode every tracked row: the
+        comparison runs where the tracking is, and only candidates come back.
         """
         ...
 

@@ -17,7 +17,7 @@ import anyio
 import asyncpg
 
 from cocod.engine.batching import Batcher
-from cocod.engine.interfaces import ExportWrite, Ordinal, RowCommit, TrackedRow
+from cocod.engine.interfaces import ExportWrite, ListingDiff, Ordinal, RowCommit, TrackedRow
 from cocod.errors import DatabaseError, DatabaseUnavailableError, RowError
 from cocod.flow.naming import quote_ident
 from cocod.storage.pool import Connection
@@ -137,6 +137,18 @@ class PostgresStateStore:
             f"FROM {self._tracking} WHERE flow_id = $1 AND source_id = $2 "
             "AND source_key >= h.lo AND source_key < h.hi OFFSET 0) AS t"
         )
+        # (key, is listed): listed keys that are new or whose ordinal or logic changed,
+        # and tracked keys the listing no longer has.
+        self._diff_listing_sql = (
+            "SELECT coalesce(l.key, t.source_key), l.key IS NOT NULL "
+            "FROM unnest($3::bytea[], $4::int8[], $5::int8[]) AS l(key, mtime, size) "
+            "FULL JOIN (SELECT source_key, ordinal_mtime_ns, ordinal_size, logic_fp "
+            f"FROM {self._tracking} WHERE flow_id = $1 AND source_id = $2) AS t "
+            "ON t.source_key = l.key "
+            "WHERE l.key IS NULL OR t.source_key IS NULL "
+            "OR t.ordinal_mtime_ns IS DISTINCT FROM l.mtime "
+            "OR t.ordinal_size IS DISTINCT FROM l.size OR t.logic_fp IS DISTINCT FROM $6"
+        )
 
     def is_transient_error(self, error: BaseException) -> bool:
         return is_transient_error(error)
@@ -181,6 +193,38 @@ class PostgresStateStore:
                     args = self.near_keys_args(source_id, keys[start : start + HINTS_PER_QUERY])
                     rows.extend(await conn.fetch(self.near_keys_sql, *args))
         return {decode_key(r[0]): ((r[1], r[2]) if r[1] is not None else None, r[3]) for r in rows}
+
+    async def diff_listing(
+        self, source_id: int, listed: Mapping[str, Ordinal], logic_fp: bytes
+    ) -> ListingDiff:
+        """The listed keys whose tracking differs, and the tracked keys no longer listed.
+
+        The whole listing goes to the server as three arrays and one FULL JOIN against
+        the source's tracking returns only what differs: the per-row comparison runs in
+        Postgres (another core), and this process decodes the candidates, not every
+        tracked row. A full join cannot be a nested loop, so the plan is a hash or
+        merge join whatever the statistics say.
+        """
+        keys: list[bytes] = []
+        mtimes: list[int] = []
+        sizes: list[int] = []
+        unstorable: list[str] = []
+        for key, (mtime, size) in listed.items():
+            try:
+                keys.append(key.encode("utf-8", "surrogateescape"))
+            except UnicodeEncodeError:
+                unstorable.append(key)  # never tracked: processing reports its error
+                continue
+            mtimes.append(mtime)
+            sizes.append(size)
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                self._diff_listing_sql, self._flow_id, source_id, keys, mtimes, sizes, logic_fp
+            )
+        changed = [decode_key(r[0]) for r in rows if r[1]]
+        changed += unstorable
+        gone = [decode_key(r[0]) for r in rows if not r[1]]
+        return ListingDiff(changed=changed, gone=gone)
 
     async def load_tracked_rows(self, source_id: int, keys: Sequence[str]) -> dict[str, TrackedRow]:
         stored: list[bytes] = []
