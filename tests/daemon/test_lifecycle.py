@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import write
 from tests.daemon.harness import DaemonProcess, eventually, instance
+from tests.daemon.harness_ops import flow_section
 
 DRAIN_TIMEOUT = 4.0
 
@@ -282,3 +283,23 @@ def test_sigterm_while_waiting_for_the_database_exits_zero_at_once(
     sent = time.monotonic()
     assert _exit_code_within(process, DRAIN_TIMEOUT + 5) == 0, daemon.logs()[-3000:]
     assert time.monotonic() - sent < DRAIN_TIMEOUT
+
+
+def test_embed_threads_caps_the_threads_torch_computes_with(
+    tmp_path: Path, database_url: str
+) -> None:
+    """``[daemon] embed_threads`` applies before a flow's model code first runs."""
+    write(tmp_path / "docs" / "a.md", "text")
+    threads_file = tmp_path / "threads.txt"
+    config = "[daemon]\nembed_threads = 1\n\n" + flow_section(
+        "threads", tmp_path / "docs", "threads_rows", "threads_factory"
+    )
+    daemon = DaemonProcess(tmp_path, database_url, config)
+    daemon.env["COCOD_TEST_THREADS_FILE"] = str(threads_file)
+    daemon.env.pop("OMP_NUM_THREADS", None)
+    daemon.start()
+    try:
+        eventually(threads_file.exists, "the flow to run", 60)
+        assert threads_file.read_text() == "1"
+    finally:
+        assert daemon.stop() == 0
