@@ -144,7 +144,7 @@ def table_name_for(instance: str) -> str:
 def builtin_instance(
     name: str,
     path: str | Path,
-    flow: str = "code",
+    flow: str = "text",
     live: bool = True,
     params: Mapping[str, Any] | None = None,
 ) -> InstanceConfig:

@@ -273,7 +273,7 @@ class Daemon:
         self,
         name: str,
         path: str | Path,
-        flow: str = "code",
+        flow: str = "text",
         live: bool = True,
         params: dict[str, Any] | None = None,
     ) -> Instance:
@@ -367,12 +367,15 @@ class Daemon:
         catching_up = sum(s in (State.STARTING, State.CATCHING_UP) for s in states)
         watching = sum(s == State.WATCHING for s in states)
         failed = sum(s in (State.FAILED, State.BACKOFF) for s in states)
+        paused = sum(s == State.PAUSED for s in states)
         parts = []
         if not self.database.is_up:
             parts.append(f"database {self.database.state}")
         if catching_up:
             parts.append(f"catching up {catching_up} of {len(states)} flows")
         parts.append(f"watching {watching} flows")
+        if paused:
+            parts.append(f"{paused} paused")
         if failed:
             parts.append(f"{failed} failed")
         return ", ".join(parts)
