@@ -31,7 +31,7 @@ from cocod.flow.naming import validate_app_namespace, validate_sql_identifier
 from cocod.runtime.bridge import bridge
 from cocod.setting import Settings, default_state_dir
 from cocod.storage.embedded import EmbeddedPostgres, start_embedded_postgres
-from cocod.storage.pool import Pool, connect, open_pool
+from cocod.storage.pool import Pool, connect, open_pool, with_credentials
 
 log = structlog.get_logger(__name__)
 
@@ -94,7 +94,7 @@ class LibraryContext:
     def _open_database_blocking(self) -> str:
         db = self.settings.database
         if db is not None:
-            self._url = _with_credentials(db.url, db.user, db.password)
+            self._url = with_credentials(db.url, db.user, db.password)
             return self._url
         with self._embedded_lock:
             if self._embedded is None:

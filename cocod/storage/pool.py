@@ -302,13 +302,43 @@ async def open_pool(
 
 
 def redact(url: str) -> str:
-    """Hide a password in a URL before it reaches a log or an error message."""
-    if "@" not in url or "://" not in url:
+    """Hide a password in a URL (in its authority or as ``?password=``) before it reaches a
+    log or an error message."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
         return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    netloc = parts.netloc
+    if "@" in netloc:
+        creds, host = netloc.rsplit("@", 1)
+        if ":" in creds:
+            netloc = f"{creds.split(':', 1)[0]}:***@{host}"
+    query = parts.query
+    if "password=" in query:
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+        query = "&".join(
+            f"{k}=***" if k == "password" else urllib.parse.urlencode({k: v}) for k, v in pairs
+        )
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def with_credentials(url: str, user: str | None, password: str | None) -> str:
+    """``url`` with ``DatabaseConnectionSpec.user``/``password`` applied: like v0, they
+    override what the URL says (carried as query parameters, which :func:`connect_arguments`
+    puts before the authority)."""
+    extra = [(k, v) for k, v in (("user", user), ("password", password)) if v]
+    if not extra or "://" not in url:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    kept = [
+        (k, v)
+        for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        if k not in {name for name, _ in extra}
+    ]
+    query = urllib.parse.urlencode([*kept, *extra])
+    return urllib.parse.urlunsplit(parts._replace(query=query))
 
 
 _redact = redact  # the old private name, kept for callers that imported it

@@ -15,8 +15,9 @@ import pytest
 
 import cocod as cocoindex
 from cocod.errors import DatabaseError, DatabaseUnavailableError
+from cocod.runtime.context import get_context
 from cocod.storage.embedded import EmbeddedPostgres
-from cocod.storage.pool import connect, connect_arguments, open_pool
+from cocod.storage.pool import connect, connect_arguments, open_pool, redact
 from tests.conftest import write
 from tests.flows import paragraph_flow
 
@@ -121,3 +122,24 @@ def test_a_socket_directory_without_a_server_is_unavailable(tmp_path: Path) -> N
     url = f"postgresql://postgres@localhost/postgres?host={tmp_path}"
     with pytest.raises(DatabaseUnavailableError):
         anyio.run(_current, url)
+
+
+def test_spec_user_overrides_the_url_and_passwords_never_show(
+    postgres_server: EmbeddedPostgres, database_url: str
+) -> None:
+    db = _database(database_url)
+    # As in v0, DatabaseConnectionSpec(user=...) wins over the user in the URL.
+    url = f"postgresql://nobody:wrong@localhost/{db}?host={_socket_dir(postgres_server)}"
+    spec = cocoindex.DatabaseConnectionSpec(url=url, user="postgres", password="s3cr@t")
+    cocoindex.init(cocoindex.Settings(database=spec))
+    try:
+        ctx = get_context()
+        resolved = ctx.database_url
+        assert anyio.run(_current, resolved) == (db, "postgres")
+        assert anyio.run(ctx.ensure_database_running)
+    finally:
+        cocoindex.stop()
+    assert "s3cr" not in redact(resolved) and "wrong" not in redact(resolved)
+    assert redact("postgresql://u@h/db?password=pw&sslmode=require") == (
+        "postgresql://u@h/db?password=***&sslmode=require"
+    )
