@@ -62,9 +62,8 @@ from cocod.runtime.setup_apply import (
     apply_drop_plan,
     apply_setup_plan,
     create_writers,
-    has_custom_targets,
     include_staged,
-    read_staged,
+    read_setup_state,
 )
 from cocod.storage import flow_records, internal_schema
 from cocod.storage.pool import Connection
@@ -151,12 +150,8 @@ class FlowExecution:
     ) -> tuple[FlowRecord | None, bool, dict[str, list[Any]]]:
         """The setup record, whether the internal schema is missing, and staged states."""
         pool = await ctx.pool()
-        staged: dict[str, list[Any]] = {}
         async with pool.acquire() as conn:
-            has_schema = await internal_schema.internal_schema_exists(conn, ctx.schema)
-            record = await flow_records.read_flow_record(conn, ctx.schema, self.full_name)
-            if has_schema and has_custom_targets(self.plan, record):
-                staged = await read_staged(conn, ctx.schema, self.full_name)
+            record, has_schema, staged = await read_setup_state(conn, ctx.schema, self.full_name)
         return record, not has_schema, staged
 
     async def plan_setup(self, ctx: LibraryContext) -> FlowSetupPlan:

@@ -124,32 +124,47 @@ def create_writers(
 # every row of the flow, staging included. A staging row that survives means a setup that
 # may have applied that state and did not record it: the next setup or drop passes it to
 # apply_setup_change as one more previous state (v0's "previous states" list).
-# (These two statements belong in cocod.storage.flow_records.)
+# (This SQL belongs in cocod.storage.flow_records.)
 
 STAGING_PREFIX = "staging:"
 
 
-def has_custom_targets(flow_plan: FlowPlan | None, record: FlowRecord | None) -> bool:
-    """Whether staging can matter (Postgres-only flows never pay the extra query)."""
-    if record is not None and any(
-        key.startswith(f"{custom_target.KIND}:") for key in record.targets
-    ):
-        return True
-    return flow_plan is not None and any(
-        not isinstance(e.export.target, Postgres) for e in flow_plan.exports.values()
-    )
+async def read_setup_state(
+    conn: Connection, schema: str, flow_name: str
+) -> tuple[FlowRecord | None, bool, dict[str, list[Any]]]:
+    """The flow's setup record, whether the internal schema exists, and its staged states.
 
-
-async def read_staged(conn: Connection, schema: str, flow_name: str) -> dict[str, list[Any]]:
-    rows = await conn.fetch(
-        f"SELECT resource, state FROM {quote_ident(schema)}.setup_metadata "
-        "WHERE flow_name = $1 AND starts_with(resource, $2)",
-        flow_name,
-        STAGING_PREFIX,
-    )
-    return {
-        r["resource"].removeprefix(STAGING_PREFIX): list(r["state"].get("states", [])) for r in rows
+    One round trip, since this is what every ``setup()`` of an up-to-date flow and every
+    ``update()`` pays: a missing table is the answer "no schema yet", not a second query.
+    """
+    try:
+        rows = await conn.fetch(
+            f"SELECT resource, state FROM {quote_ident(schema)}.setup_metadata "
+            "WHERE flow_name = $1",
+            flow_name,
+        )
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+        return None, False, {}
+    by_resource = {r["resource"]: r["state"] for r in rows}
+    staged = {
+        resource.removeprefix(STAGING_PREFIX): list(state.get("states", []))
+        for resource, state in by_resource.items()
+        if resource.startswith(STAGING_PREFIX)
     }
+    flow = by_resource.get("flow")
+    if flow is None:
+        return None, True, staged
+    record = FlowRecord(
+        flow_id=flow["flow_id"],
+        sources=dict(flow.get("sources", {})),
+        next_source_id=flow.get("next_source_id", 1),
+        targets={
+            resource.removeprefix("target:"): state
+            for resource, state in by_resource.items()
+            if resource.startswith("target:")
+        },
+    )
+    return record, True, staged
 
 
 def include_staged(setup_plan: FlowSetupPlan, staged: dict[str, list[Any]]) -> None:
