@@ -175,8 +175,8 @@ LANGUAGES: tuple[LanguageInfo, ...] = (
     _lang("luau", ".luau"),
     _lang("magik", ".magik"),
     _lang("make", ".mak .make .makefile .mk .mkfile"),
-    # Markdown is split along its headings and blocks by the splitter itself (regexes, not a
-    # grammar: faster, and it is the hot path), so it needs no tree-sitter grammar at run time.
+    # Markdown is split along its tree-sitter (block) grammar, as in v0; ``inline`` and code
+    # blocks are terminal there (cocod.executors.splitting.syntax).
     _lang(
         "markdown",
         ".md .livemd .markdown .mdown .mdwn .mdx .mkd .mkdn .mkdown .ronn .scd .workbook",
