@@ -23,7 +23,9 @@ from cocod.control.protocol import Command, ErrorCode, ProtocolError
 from cocod.daemon.config import parse_instance
 from cocod.daemon.definitions import load_definition_async
 from cocod.daemon.instances import Instance
+from cocod.daemon.metrics import metrics_snapshot
 from cocod.daemon.progress_events import ProgressForwarder
+from cocod.daemon.progress_view import status_fields
 from cocod.daemon.server import Emit
 from cocod.errors import (
     DatabaseUnavailableError,
@@ -89,7 +91,19 @@ class Handlers:
             if name is not None
             else sorted(self.instances.by_name.values(), key=lambda i: i.name)
         )
-        return [self._status_of(i) for i in selected]
+        # The numbers the metrics endpoint serves (`status --json`): the instance's own,
+        # with the daemon process's RSS and CPU beside them.
+        snapshot = metrics_snapshot(self.daemon)
+        return [
+            {
+                **self._status_of(i),
+                "metrics": {
+                    **snapshot["instances"].get(i.name, {}),
+                    "process": snapshot["process"],
+                },
+            }
+            for i in selected
+        ]
 
     def _status_of(self, instance: Instance) -> dict[str, Any]:
         """One instance's status, from memory only (no await: nothing can block it)."""
@@ -119,11 +133,7 @@ class Handlers:
                 out["last_error"] = snapshot["last_error"]
         elif instance.last_update is not None:
             out.update(instance.last_update)
-        progress = getattr(instance, "progress", None)  # ops13's InstanceProgress, once there
-        if progress is not None:
-            from cocod.daemon.progress_view import status_fields
-
-            out.update(status_fields(progress, bool(getattr(instance, "paused", False))))
+        out.update(status_fields(instance.progress, instance.paused))
         if instance.row_counts is not None and instance.row_counts_at is not None:
             out["targets"] = dict(instance.row_counts)
             out["targets_age_s"] = round(max(0.0, time.time() - instance.row_counts_at), 1)
@@ -226,23 +236,12 @@ class Handlers:
         }
 
     async def cmd_pause(self, emit: Emit, name: str) -> Any:
-        instance = self.instances.get(name)
-        await self._pause_control("pause")(name)
-        return {"name": name, "state": str(instance.state), "paused": True}
+        instance = await self.daemon.pause(name)
+        return {"name": name, "state": str(instance.state), "paused": instance.paused}
 
     async def cmd_resume(self, emit: Emit, name: str) -> Any:
-        instance = self.instances.get(name)
-        await self._pause_control("resume")(name)
-        return {"name": name, "state": str(instance.state), "paused": False}
-
-    def _pause_control(self, action: str) -> Any:
-        """``Daemon.pause``/``Daemon.resume`` (ops13's), or a typed refusal without them."""
-        method = getattr(self.daemon, action, None)
-        if method is None:
-            raise ProtocolError(
-                ErrorCode.INTERNAL, f"this daemon cannot {action} instances yet; upgrade cocod"
-            )
-        return method
+        instance = await self.daemon.resume(name)
+        return {"name": name, "state": str(instance.state), "paused": instance.paused}
 
     async def cmd_add(
         self,
@@ -263,13 +262,9 @@ class Handlers:
                     "add: give either a definition (module:factory) or --path for a "
                     "built-in flow, not both",
                 )
-            add_builtin = getattr(self.daemon, "add_builtin", None)  # ops13's, once there
-            if add_builtin is not None:
-                instance = await add_builtin(name, path, flow, live, params)
-                return {"name": name, "state": str(instance.state), **_definition_of(instance)}
-            definition = f"cocod.flows:{flow}"
-            params = {"path": path, "table": builtin_table_name(name), **(params or {})}
-        elif definition is None:
+            instance = await self.daemon.add_builtin(name, path, flow, live, params)
+            return {"name": name, "state": str(instance.state), **_definition_of(instance)}
+        if definition is None:
             raise ProtocolError(
                 ErrorCode.BAD_ARGS,
                 "add: give a definition (module:factory) or --path DIR for a built-in flow",
@@ -324,12 +319,6 @@ def _definition_of(instance: Instance) -> dict[str, Any]:
     return {"definition": instance.config.definition, "params": instance.config.params}
 
 
-def builtin_table_name(instance: str) -> str:
-    """The table of an instance added with ``--path``: its name, lower-cased (instance
-    names are identifiers already, so this is a valid and predictable table name)."""
-    return instance.lower()
-
-
 async def _report(flow: Flow, operation: str) -> str:
     """Run the flow's setup or drop and return what it printed."""
     out = io.StringIO()
@@ -340,4 +329,4 @@ async def _report(flow: Flow, operation: str) -> str:
     return out.getvalue()
 
 
-__all__ = ["READ_ONLY_COMMANDS", "Handlers", "builtin_table_name"]
+__all__ = ["READ_ONLY_COMMANDS", "Handlers"]

@@ -116,6 +116,12 @@ def _value_for(command: str, arg: Arg) -> st.SearchStrategy[Any]:
         right: st.SearchStrategy[Any] = st.text(max_size=40).filter(lambda n: n != INSTANCE)
         if command in KEEPS_INSTANCE:
             right = right | st.just(INSTANCE)
+    elif arg.name == "path":
+        # `add --path` indexes a real folder: never let a case name one ("/", "~"), or the
+        # fuzzed daemon would start indexing the machine.
+        return (st.text(max_size=100).map(lambda t: "not-absolute/" + t) | json_values).filter(
+            lambda v: not (isinstance(v, str) and v.lstrip().startswith(("/", "~")))
+        )
     elif arg.type is int:
         right = st.integers(min_value=-(10**25), max_value=10**25) | st.integers(
             min_value=(arg.min or 0) - 2, max_value=(arg.max or 10) + 2
