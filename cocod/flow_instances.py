@@ -13,17 +13,22 @@ the next deadline, and when it is the least recently used one past ``maxsize``. 
 pinned by ``update``/``drop``/``use`` is never closed under that call: expiry skips it,
 eviction picks another, and ``close(name)`` closes it when the call ends.
 
-Works from threads and from async code (the ``*_async`` methods run the blocking parts in a
-worker thread). ``docs/flow-instances.md`` shows it beside the tutorial's program.
+Works from threads and from async code. The ``*_async`` methods use the flow's own async
+API (``setup_async``/``update_async``/``drop_async``) on the caller's loop and accept an
+async opener; only waiting for another caller's open, and a sync opener, go to a worker
+thread. ``on_close`` tells an owner (the daemon) when a flow was closed, and
+``sweep=False`` leaves expiry to the owner's own loop (``expire()``) instead of a thread.
+``docs/flow-instances.md`` shows it beside the tutorial's program.
 """
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -68,18 +73,23 @@ class FlowInstances(Generic[F]):
 
     def __init__(
         self,
-        opener: Callable[[str], F],
+        opener: Callable[[str], F] | Callable[[str], Awaitable[F]],
         *,
         maxsize: int = 20,
         ttl: float = 600.0,
         setup: bool = True,
         report_to_stdout: bool = False,
+        on_close: Callable[[str, F], None] | None = None,
+        sweep: bool = True,
     ) -> None:
         if maxsize < 1:
             raise ValueError("FlowInstances(maxsize=...) must be at least 1")
         if ttl <= 0:
             raise ValueError("FlowInstances(ttl=...) must be positive (seconds)")
         self._opener = opener
+        self._is_async_opener = inspect.iscoroutinefunction(opener)
+        self._on_close = on_close
+        self._should_sweep = sweep
         self.maxsize = maxsize
         self.ttl = float(ttl)
         self._should_setup = setup
@@ -112,7 +122,8 @@ class FlowInstances(Generic[F]):
             entry.ready.wait()
             if entry.error is not None:
                 raise entry.error
-            # Opened by another caller (or closed meanwhile): look again under the lock.
+            # Opened by another caller, closed meanwhile, or its opener was cancelled:
+            # look again under the lock.
 
     def _touch(self, name: str, entry: _Entry[F], pin: bool) -> F:
         """Mark a ready entry used (lock held)."""
@@ -125,33 +136,88 @@ class FlowInstances(Generic[F]):
         return entry.flow
 
     def _open(self, name: str, entry: _Entry[F], pin: bool) -> F:
+        if self._is_async_opener:
+            self._abandon(name, entry, None)
+            raise TypeError("this FlowInstances has an async opener: use get_async/use_async")
         flow: F | None = None
         try:
-            flow = self._opener(name)
+            flow = self._opener(name)  # type: ignore[assignment]
+            assert flow is not None
             if self._should_setup:
                 flow.setup(report_to_stdout=self._report)
         except BaseException as e:
-            if flow is not None:
-                _close_quietly(name, flow)  # so the next get() can open it again
-            with self._lock:
-                entry.error = e
-                if self._entries.get(name) is entry:
-                    del self._entries[name]
-            entry.ready.set()
+            self._abandon(name, entry, e, flow)
             raise
+        return self._opened(name, entry, flow, pin)
+
+    def _abandon(
+        self, name: str, entry: _Entry[F], error: BaseException | None, flow: F | None = None
+    ) -> None:
+        """An open failed: forget the entry and wake its waiters.
+
+        Waiters get an Exception as their own; after a cancellation (not an Exception, and
+        not theirs to raise) they look again and one of them opens.
+        """
+        if flow is not None:
+            self._close_one(name, flow)  # so the next get() can open it again
+        with self._lock:
+            entry.error = error if isinstance(error, Exception) else None
+            if self._entries.get(name) is entry:
+                del self._entries[name]
+        entry.ready.set()
+
+    def _opened(self, name: str, entry: _Entry[F], flow: F, pin: bool) -> F:
         with self._lock:
             entry.flow = flow
             result = self._touch(name, entry, pin)
             entry.ready.set()
             evicted = self._evict_locked(keep=name)
-            self._start_sweeper_locked()
+            if self._should_sweep:
+                self._start_sweeper_locked()
             self._wake.notify_all()
         self._close_all_of(evicted)
         return result
 
     async def get_async(self, name: str) -> F:
-        """:meth:`get` for async code: waits and opens in a worker thread."""
-        return await anyio.to_thread.run_sync(self.get, name)
+        """:meth:`get` for async code (an async opener and ``setup_async`` run on the loop)."""
+        return await self._acquire_async(name, pin=False)
+
+    async def _acquire_async(self, name: str, *, pin: bool) -> F:
+        while True:
+            with self._lock:
+                entry = self._entries.get(name)
+                if entry is None:
+                    entry = _Entry()
+                    self._entries[name] = entry
+                    is_opener = True
+                else:
+                    is_opener = False
+                    if entry.ready.is_set() and entry.flow is not None:
+                        return self._touch(name, entry, pin)
+            if is_opener:
+                return await self._open_async(name, entry, pin)
+            await anyio.to_thread.run_sync(entry.ready.wait, abandon_on_cancel=True)
+            if entry.error is not None:
+                raise entry.error
+
+    async def _open_async(self, name: str, entry: _Entry[F], pin: bool) -> F:
+        flow: F | None = None
+        try:
+            if self._is_async_opener:
+                flow = await self._opener(name)  # type: ignore[misc]
+            else:
+                flow = await anyio.to_thread.run_sync(self._opener, name)  # type: ignore[arg-type]
+            assert flow is not None
+            if self._should_setup:
+                setup_async = getattr(flow, "setup_async", None)
+                if setup_async is not None:
+                    await setup_async(report_to_stdout=self._report)
+                else:
+                    await anyio.to_thread.run_sync(flow.setup, self._report)
+        except BaseException as e:
+            self._abandon(name, entry, e, flow)  # synchronous: runs even when cancelled
+            raise
+        return self._opened(name, entry, flow, pin)
 
     # -- using ---------------------------------------------------------------------------
     @contextmanager
@@ -188,11 +254,29 @@ class FlowInstances(Generic[F]):
         with self.use(name) as flow:
             flow.drop(report_to_stdout=report_to_stdout)
 
+    @asynccontextmanager
+    async def use_async(self, name: str) -> AsyncIterator[F]:
+        """:meth:`use` for async code."""
+        flow = await self._acquire_async(name, pin=True)
+        try:
+            yield flow
+        finally:
+            self._release(name)
+
     async def update_async(self, name: str, **kwargs: Any) -> Any:
-        return await anyio.to_thread.run_sync(lambda: self.update(name, **kwargs))
+        async with self.use_async(name) as flow:
+            update_async = getattr(flow, "update_async", None)
+            if update_async is not None:
+                return await update_async(**kwargs)
+            return await anyio.to_thread.run_sync(lambda: flow.update(**kwargs))
 
     async def drop_async(self, name: str, *, report_to_stdout: bool = False) -> None:
-        await anyio.to_thread.run_sync(lambda: self.drop(name, report_to_stdout=report_to_stdout))
+        async with self.use_async(name) as flow:
+            drop_async = getattr(flow, "drop_async", None)
+            if drop_async is not None:
+                await drop_async(report_to_stdout=report_to_stdout)
+            else:
+                await anyio.to_thread.run_sync(flow.drop, report_to_stdout)
 
     # -- closing -------------------------------------------------------------------------
     def close(self, name: str) -> None:
@@ -206,7 +290,7 @@ class FlowInstances(Generic[F]):
                 return
             del self._entries[name]
             flow = entry.flow
-        _close_quietly(name, flow)
+        self._close_one(name, flow)
 
     def close_all(self, *, timeout: float = 10.0) -> None:
         """Close every flow (those in use when their call ends) and stop the sweeper.
@@ -290,19 +374,19 @@ class FlowInstances(Generic[F]):
                     self._wake.wait(max(delay, SWEEP_MIN_INTERVAL_S))
             self._close_all_of(expired)
 
-    @staticmethod
-    def _close_all_of(flows: list[tuple[str, F]]) -> None:
+    def _close_all_of(self, flows: list[tuple[str, F]]) -> None:
         for name, flow in flows:
-            _close_quietly(name, flow)
+            self._close_one(name, flow)
 
-
-def _close_quietly(name: str, flow: ManagedFlow) -> None:
-    """Closing is in-process bookkeeping; a failure is logged, never raised into a get()."""
-    try:
-        flow.close()
-        log.debug("flow_instances.closed", name=name)
-    except Exception:
-        log.warning("flow_instances.close_failed", name=name, exc_info=True)
+    def _close_one(self, name: str, flow: F) -> None:
+        """Closing is in-process bookkeeping; a failure is logged, never raised into a get()."""
+        try:
+            flow.close()
+            log.debug("flow_instances.closed", name=name)
+            if self._on_close is not None:
+                self._on_close(name, flow)
+        except Exception:
+            log.warning("flow_instances.close_failed", name=name, exc_info=True)
 
 
 __all__ = ["FlowInstances", "ManagedFlow"]

@@ -209,3 +209,59 @@ def test_a_failing_opener_leaves_nothing_behind(docs: Path, make) -> None:  # ty
         instances.get("foo")
     assert instances.names() == []
     assert instances.get("foo") is not None and calls == ["foo", "foo"]
+
+
+def test_async_opener_native_setup_and_on_close(docs: Path, make, sql: SqlHelper) -> None:  # type: ignore[no-untyped-def]
+    """The daemon's shape: an async opener, setup_async on the loop, its own expiry loop."""
+    closed: list[str] = []
+
+    async def open_async(name: str) -> cocoindex.Flow:
+        OPENED.append(name)
+        return cocoindex.open_flow(f"TextEmbedding_{name}", paragraph_flow(str(docs / name)))
+
+    instances = make(
+        open_async, ttl=0.2, sweep=False, on_close=lambda name, flow: closed.append(name)
+    )
+
+    async def main() -> None:
+        flows = await asyncio.gather(*(instances.get_async("foo") for _ in range(6)))
+        assert len({id(f) for f in flows}) == 1 and OPENED == ["foo"]
+        await instances.update_async("foo")
+        async with instances.use_async("foo"):
+            await asyncio.sleep(0.4)
+            assert instances.expire() == [], "pinned: not expired"
+        await asyncio.sleep(0.4)
+        assert instances.expire() == ["foo"]
+
+    asyncio.run(main())
+    assert closed == ["foo"] and not _is_open("foo")
+    assert sql.fetchval("SELECT count(*) FROM textembedding_foo__paragraphs") == 2
+    with pytest.raises(TypeError, match="get_async"):
+        instances.get("foo")
+
+
+def test_a_cancelled_open_lets_a_waiter_open(docs: Path, make) -> None:  # type: ignore[no-untyped-def]
+    started = threading.Event()
+
+    async def slow_then_fast(name: str) -> cocoindex.Flow:
+        OPENED.append(name)
+        if len(OPENED) == 1:
+            started.set()
+            await asyncio.sleep(30)  # cancelled below
+        return cocoindex.open_flow(f"TextEmbedding_{name}", paragraph_flow(str(docs / name)))
+
+    instances = make(slow_then_fast, setup=False)
+
+    async def main() -> cocoindex.Flow:
+        first = asyncio.ensure_future(instances.get_async("bar"))
+        await asyncio.to_thread(started.wait, 30)
+        waiter = asyncio.ensure_future(instances.get_async("bar"))
+        await asyncio.sleep(0.1)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        return await asyncio.wait_for(waiter, 30)
+
+    flow = asyncio.run(main())
+    assert _is_open("bar") and instances.get_async is not None and OPENED == ["bar", "bar"]
+    assert isinstance(flow, cocoindex.Flow)
