@@ -178,12 +178,18 @@ def test_a_failed_commit_after_mutate_repeats_the_mutation(tmp_path: Path, sql: 
         "MemCommit", memory_flow(tmp_path / "docs", MemoryTarget("m4"), with_table=True)
     )
     flow.setup()
-    sql.execute("ALTER TABLE memcommit__copy ADD CONSTRAINT short CHECK (length(text) < 5)")
+    # Checked at COMMIT, after every write of the transaction (mutate included) succeeded.
+    sql.execute("CREATE TABLE allowed (text text PRIMARY KEY)")
+    sql.execute(
+        "ALTER TABLE memcommit__copy ADD CONSTRAINT known FOREIGN KEY (text) "
+        "REFERENCES allowed (text) DEFERRABLE INITIALLY DEFERRED"
+    )
     info = flow.update()
     assert info.stats["documents"]["num_errors"] == 1
-    assert len(mutations()) >= 1  # it ran, then the Postgres write of the same commit failed
+    assert len(mutations()) >= 1  # mutate ran; the commit that would record it failed
+    assert STORE["m4"] == {"a.md": Entry("a long enough text", 18)}
     assert sql.fetchval("SELECT count(*) FROM cocod.tracking") == 0
-    sql.execute("ALTER TABLE memcommit__copy DROP CONSTRAINT short")
+    sql.execute("ALTER TABLE memcommit__copy DROP CONSTRAINT known")
     CALLS.clear()
     info = flow.update()
     assert info.stats["documents"]["num_insertions"] == 1
