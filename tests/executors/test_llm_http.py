@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import pytest
@@ -284,3 +284,19 @@ def test_an_unknown_embedding_dimension_fails_at_definition(tmp_path: Path, coco
             flow.execution()
     finally:
         flow.close()
+
+
+def test_embed_text_in_a_transform_flow_as_the_v0_examples_query(cocod_db: str, stub: Stub) -> None:
+    """text_embedding's README switch to EmbedText: the shared query-time transform."""
+
+    @cocoindex.transform_flow()
+    def text_to_embedding(
+        text: cocoindex.DataSlice[str],
+    ) -> cocoindex.DataSlice[cocoindex.Vector[float, Literal[4]]]:
+        return text.transform(
+            EmbedText(
+                api_type=LlmApiType.OPENAI, model="m", address=stub.address, output_dimension=4
+            )
+        )
+
+    assert list(text_to_embedding.eval("banana")) == _vector("banana")
