@@ -122,14 +122,21 @@ def _union(regexes: Iterable[re.Pattern[str]]) -> re.Pattern[str] | None:
 
 @dataclass(frozen=True)
 class IgnoreChain:
-    """The rules that apply inside one folder, the most specific first."""
+    """The rules that apply inside one folder, the most specific first.
+
+    ``prefix`` is the source root relative to the repository top ("" or "a/b/"): a key
+    plus it is the path the rules see. It travels with the chain, so a listing that runs
+    while another thread re-discovers the repository stays consistent.
+    """
 
     files: tuple[RulesFile, ...] = ()
+    prefix: str = ""
 
     def with_file(self, rules: RulesFile | None) -> IgnoreChain:
-        return self if rules is None else IgnoreChain((rules, *self.files))
+        return self if rules is None else IgnoreChain((rules, *self.files), self.prefix)
 
     def is_ignored(self, path: str) -> bool:
+        """``path`` is relative to the repository top (folders end with '/')."""
         for rules in self.files:
             decision = rules.decide(path)
             if decision is not None:
@@ -206,7 +213,6 @@ class GitIgnore:
         self.root = os.path.abspath(root)
         self._env = os.environ if env is None else env
         self._cache: dict[str, tuple[Signature, RulesFile | None]] = {}
-        self._prefix = ""
         self._outer = IgnoreChain()
         self.refresh()
 
@@ -237,7 +243,7 @@ class GitIgnore:
                 rules = self._load(rules_path, "", in_tree=False)
                 if rules is not None:
                     files.append(rules)
-        outer = IgnoreChain(tuple(files))
+        outer = IgnoreChain(tuple(files), prefix)
         if prefix and outer.is_ignored(prefix):
             log.info(
                 "source.gitignore_root_ignored",
@@ -245,8 +251,8 @@ class GitIgnore:
                 repository=repo.top,
                 detail="the root is ignored by its repository's rules; only rules inside it apply",
             )
-            prefix, outer = "", IgnoreChain()
-        self._prefix, self._outer = prefix, outer
+            outer = IgnoreChain()
+        self._outer = outer  # one assignment: readers in other threads see old or new
 
     def _load(self, path: str, base: str, *, in_tree: bool) -> RulesFile | None:
         """The compiled file, re-read only when its signature changed (or it is racy).
@@ -286,12 +292,12 @@ class GitIgnore:
         for entry in entries:
             if entry.name == IGNORE_FILE:
                 path = os.path.join(self.root, dir_prefix, IGNORE_FILE)
-                return chain.with_file(self._load(path, self._prefix + dir_prefix, in_tree=True))
+                return chain.with_file(self._load(path, chain.prefix + dir_prefix, in_tree=True))
         return chain
 
     def _chain_inside(self, chain: IgnoreChain, dir_prefix: str) -> IgnoreChain:
         path = os.path.join(self.root, dir_prefix, IGNORE_FILE)
-        return chain.with_file(self._load(path, self._prefix + dir_prefix, in_tree=True))
+        return chain.with_file(self._load(path, chain.prefix + dir_prefix, in_tree=True))
 
     def chain_for(self, dir_key: str) -> IgnoreChain | None:
         """The chain inside folder ``dir_key`` ("" for the root), or None when it or a folder
@@ -311,7 +317,7 @@ class GitIgnore:
         """Is this entry (its parent folder's ``chain`` given) ignored?"""
         if key.rpartition("/")[2] == GIT_DIR:
             return True
-        return chain.is_ignored(self._prefix + key + ("/" if is_dir else ""))
+        return chain.is_ignored(chain.prefix + key + ("/" if is_dir else ""))
 
     def is_dir_ignored(self, key: str) -> bool:
         parent = key.rpartition("/")[0]
@@ -331,7 +337,7 @@ class GitIgnore:
         folder, _, name = key.rpartition("/")
         if name == IGNORE_FILE:
             return folder
-        if not self._prefix and key in (f"{GIT_DIR}/info/exclude", f"{GIT_DIR}/config"):
+        if not self._outer.prefix and key in (f"{GIT_DIR}/info/exclude", f"{GIT_DIR}/config"):
             return ""
         return None
 

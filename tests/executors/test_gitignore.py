@@ -272,3 +272,34 @@ def test_gitignore_module_reads_no_git_binary(tmp_path: Path) -> None:
         assert ignore.is_dir_ignored("build") and not ignore.is_file_ignored("src/main.py")
     finally:
         os.environ["PATH"] = saved
+
+
+def test_follow_symlinks_walk_applies_the_same_rules(tmp_path: Path) -> None:
+    root = make_repo(tmp_path / "repo")
+    os.symlink("src", root / "zsrc")  # a second path to src/: listed once, as src/
+    reader = _reader(root, follow_symlinks=True)
+    assert sorted(reader.list_rows_sync()) == TRACKED
+    assert reader.folders_scanned == 6
+    assert sorted(reader.list_rows_sync(start="docs")) == [
+        k for k in TRACKED if k.startswith("docs/")
+    ]
+
+
+def test_a_linked_worktree_uses_the_main_repositorys_exclude(tmp_path: Path) -> None:
+    main = make_repo(tmp_path / "main")
+    worktree_git = main / ".git" / "worktrees" / "wt"
+    write(worktree_git / "commondir", "../..\n")
+    wt = tmp_path / "wt"
+    write(wt / ".git", f"gitdir: {worktree_git}\n")
+    write(wt / "secret.txt", "excluded by the main repository's info/exclude")
+    write(wt / "kept.md", "kept")
+    reader = _reader(wt)
+    assert sorted(reader.list_rows_sync()) == ["kept.md"]  # nor the .git file
+
+
+def test_a_symlinked_gitignore_is_not_read(tmp_path: Path) -> None:
+    root = make_repo(tmp_path / "repo")
+    write(tmp_path / "elsewhere" / "rules", "*.md\n")
+    os.symlink(tmp_path / "elsewhere" / "rules", root / "src" / ".gitignore")
+    write(root / "src" / "doc.md", "doc")
+    assert "src/doc.md" in _reader(root).list_rows_sync()
