@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cocod as cocoindex
 from tests.cli.apps import clean_env, run_cli, table_rows, write_app
+from tests.conftest import write
 from tests.daemon.harness import DaemonProcess, eventually, instance
+from tests.flows import paragraph_flow
 
 ROWS = [("a.md", 3), ("b.md", 2)]
 
@@ -74,20 +77,23 @@ def test_a_name_that_is_both_app_and_instance_asks_which(tmp_path: Path, databas
 
 
 def test_ls_without_target_lists_the_current_namespace(tmp_path: Path, database_url: str) -> None:
+    # Two flows set up in-process, one in the namespace "team"; the CLI then lists them.
+    docs = str(tmp_path / "docs")
+    write(tmp_path / "docs" / "a.md", "text")
+    for namespace, name in (("", "PlainFlow"), ("team", "SpacedFlow")):
+        spec = cocoindex.DatabaseConnectionSpec(url=database_url)
+        cocoindex.init(cocoindex.Settings(database=spec, app_namespace=namespace))
+        flow = cocoindex.open_flow(name, paragraph_flow(docs))
+        flow.setup()
+        flow.close()
+    cocoindex.stop()
+
     env = clean_env(
         COCOINDEX_DATABASE_URL=database_url, COCOD_SOCKET=str(tmp_path / "no-daemon.sock")
     )
-    first, second = tmp_path / "first", tmp_path / "second"
-    write_app(first, flow="PlainFlow")
-    write_app(second, flow="SpacedFlow")
-    assert run_cli(["setup", "-f", "main.py"], first, env).returncode == 0
-    spaced = {**env, "COCOINDEX_APP_NAMESPACE": "team"}
-    assert run_cli(["setup", "-f", "main.py"], second, spaced).returncode == 0
-
     plain = run_cli(["ls"], tmp_path, env)
     assert plain.returncode == 0, plain.stderr
     assert plain.stdout.splitlines() == ["PlainFlow"]
-    in_team = run_cli(["ls"], tmp_path, spaced)
+    in_team = run_cli(["ls"], tmp_path, {**env, "COCOINDEX_APP_NAMESPACE": "team"})
+    assert in_team.returncode == 0, in_team.stderr
     assert in_team.stdout.splitlines() == ["SpacedFlow"]
-    empty = run_cli(["ls"], tmp_path, {**env, "COCOINDEX_APP_NAMESPACE": "nobody"})
-    assert empty.stdout.strip() == "No persisted flow setups found in the backend."

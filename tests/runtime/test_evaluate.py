@@ -160,10 +160,6 @@ def test_cli_evaluate_writes_v0s_default_folder(tmp_path: Path, database_url: st
     assert (folder / "documents@b.md.yaml").read_text() == (
         "---\nkey:\n  filename: b.md\nexports:\n  counts:\n    - filename: b.md\n      words: 2"
     )
-    named = run_cli(["evaluate", "main.py:CliEval", "-o", "mine"], tmp_path, env)
-    assert named.returncode == 1  # use_cache needs setup, as in v0
-    assert "setup for flow 'CliEval' is not up to date" in named.stderr
-    assert run_cli(["setup", "-f", "main.py"], tmp_path, env).returncode == 0
-    named = run_cli(["evaluate", "main.py:CliEval", "-o", "mine"], tmp_path, env)
+    named = run_cli(["evaluate", "main.py:CliEval", "-o", "mine", "--no-cache"], tmp_path, env)
     assert named.returncode == 0, named.stderr
     assert (tmp_path / "mine" / "documents@a.md.yaml").is_file()
