@@ -270,7 +270,7 @@ def type_of_annotation(annotation: Any) -> ValueType:
             key_type = type_of_annotation(key)
             return ValueType(
                 "KTable",
-                fields=(FieldSchema("key", key_type), *row.fields),
+                fields=(FieldSchema(KEY_FIELD_NAME, key_type), *row.fields),  # v0: "_key"
                 python_type=value,
             )
         return basic("Json")

@@ -90,7 +90,7 @@ def test_structs_and_tables_from_dataclasses_and_named_tuples() -> None:
     rows = type_of_annotation(list[Chunk])
     assert rows.kind == "LTable" and rows.is_table and rows.field("text") is not None
     keyed = type_of_annotation(dict[str, Point])
-    assert keyed.kind == "KTable" and [f.name for f in keyed.fields] == ["key", "x", "y"]
+    assert keyed.kind == "KTable" and [f.name for f in keyed.fields] == ["_key", "x", "y"]
 
 
 def test_unsupported_annotation_is_a_definition_error_naming_it() -> None:
@@ -139,7 +139,7 @@ def test_values_cross_the_function_boundary_both_ways() -> None:
 
     keyed = type_of_annotation(dict[str, Point])
     engine_keyed = to_engine_value({"p": Point(1.0, 2.0)}, keyed)
-    assert engine_keyed == [{"key": "p", "x": 1.0, "y": 2.0}]
+    assert engine_keyed == [{"_key": "p", "x": 1.0, "y": 2.0}]
     assert to_python_value(engine_keyed, dict[str, Point], keyed) == {"p": Point(1.0, 2.0)}
 
     vec = to_engine_value([1, 2], type_of_annotation(Vector[np.float32, Literal[2]]))

@@ -57,6 +57,7 @@ class Record:
     mapping: dict[str, Any]
     payload: cocoindex.Json
     items: list[Item]
+    keyed: dict[str, Inner]
     inner: Inner
     vec: cocoindex.Vector[float, Literal[3]]
     vec32: cocoindex.Vector[np.float32, Literal[4]]
@@ -80,6 +81,7 @@ VALUES: dict[str, Any] = {
     "mapping": {"k": [1, 2, {"x": None}], "s": "v"},
     "payload": [1, "two", {"three": 3.0}],
     "items": [Item("a", datetime.date(2024, 1, 2)), Item("b", datetime.date(2024, 1, 3))],
+    "keyed": {"k1": Inner(1, "one")},
     "inner": Inner(7, "seven"),
     "vec": [1.0, 2.5, -3.0],
     "vec32": np.asarray([0.25, 0.5, 0.75, 1.0], dtype=np.float32),
@@ -103,6 +105,7 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "dict[str, Any]": ("mapping", "jsonb"),
     "cocoindex.Json": ("payload", "jsonb"),
     "list[Struct]": ("items", "jsonb"),
+    "dict[K, Struct]": ("keyed", "jsonb"),
     "Struct": ("inner", "jsonb"),
     "cocoindex.Vector[float, Literal[3]]": ("vec", "vector(3)"),
     "cocoindex.Vector[np.float32, Literal[4]]": ("vec32", "vector(4)"),
@@ -162,6 +165,7 @@ def test_every_v0_type_round_trips_through_postgres(tmp_path: Path, sql: SqlHelp
         {"name": "a", "when": "2024-01-02"},
         {"name": "b", "when": "2024-01-03"},
     ]
+    assert _json(row["keyed"]) == [{"_key": "k1", "a": 1, "b": "one"}]  # v0's KTable JSON
     assert _json(row["inner"]) == {"a": 7, "b": "seven"}
     (vectors,) = sql.fetch("SELECT vec::real[] AS vec, vec32::real[] AS vec32 FROM types__typed")
     assert list(vectors["vec"]) == [1.0, 2.5, -3.0]
