@@ -112,8 +112,9 @@ async def _dump_source(
     limiter = anyio.Semaphore(MAX_CONCURRENT_ROWS)
 
     async def one(key: str, file_name: str) -> None:
-        async with limiter:
+        try:
             document: dict[str, Any] = {"key": dict(zip(key_fields, [key], strict=False))}
+            collected: dict[str, list[dict[str, Any]]] | None = None
             try:
                 row = await runtime.reader.read_row(key)
                 if row is None:
@@ -122,22 +123,28 @@ async def _dump_source(
                 collected = await runtime.evaluator.evaluate(
                     row.value, memo, max_rows_per_collector=cap
                 )
-                document["exports"] = {
-                    e.name: _sorted_rows(e, collected.get(e.export.collector.name, []))
-                    for e in exports
-                }
             except SourceError:
                 raise
             except Exception as e:  # a row's failure is that row's file, as in v0
                 log.warning("evaluate.row_failed", source=name, key=key, error=str(e))
                 document["error"] = f"{type(e).__name__}: {e}"
-            text = dump_yaml(document)
-            await anyio.to_thread.run_sync(
-                (output_dir / file_name).write_text, text, limiter=thread_limiter()
-            )
+
+            def write() -> None:
+                # Sorting and YAML-encoding thousands of vectors is CPU work: a thread.
+                if collected is not None:
+                    document["exports"] = {
+                        e.name: _sorted_rows(e, collected.get(e.export.collector.name, []))
+                        for e in exports
+                    }
+                (output_dir / file_name).write_text(dump_yaml(document))
+
+            await anyio.to_thread.run_sync(write, limiter=thread_limiter())
+        finally:
+            limiter.release()
 
     async with anyio.create_task_group() as tg:
         for key, file_name in zip(keys, file_names, strict=True):
+            await limiter.acquire()  # at most MAX_CONCURRENT_ROWS rows (and tasks) at once
             tg.start_soon(one, key, file_name)
 
 
