@@ -9,6 +9,8 @@ produce for one export; more is that row's error, found while the rows are colle
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 import sys
@@ -28,7 +30,7 @@ from cocod.engine.evaluator import (
     create_runners,
 )
 from cocod.engine.indexer import SourcePassContext, UpdateMode, run_source_pass
-from cocod.engine.plan import FlowPlan, compile_plan
+from cocod.engine.plan import ExportPlan, FlowPlan, compile_plan
 from cocod.engine.setup import (
     FlowRecord,
     FlowSetupPlan,
@@ -114,9 +116,14 @@ class FlowExecution:
     ) -> None:
         self.graph: FlowGraph = record_flow(name, full_name, fl_def)
         self.plan: FlowPlan = compile_plan(self.graph)
-        for export in self.plan.exports.values():
-            # Validate names and types now: a bad table name fails the build, not setup.
-            TARGET_DRIVER.desired_state(full_name, export)
+        # Computed once, here (a worker thread): a bad table name fails the build, not
+        # setup, and a custom connector's get_persistent_key / get_setup_state (user code)
+        # never run on the event loop nor on each setup check.
+        self._desired = {
+            name_: TARGET_DRIVER.desired_state(full_name, export)
+            for name_, export in self.plan.exports.items()
+        }
+        self._driver = dataclasses.replace(TARGET_DRIVER, desired_state=self._desired_state)
         limiter = thread_limiter()
         self.sources: dict[str, _SourceRuntime] = {}
         for name_, sp in self.plan.sources.items():
@@ -135,6 +142,9 @@ class FlowExecution:
             self.sources[name_] = _SourceRuntime(reader, runners, Evaluator(sp.for_each, runners))
         self._store: PostgresStateStore | None = None
         self._store_identity = ""
+
+    def _desired_state(self, full_name: str, export: ExportPlan) -> dict[str, Any]:
+        return copy.deepcopy(self._desired[export.name])  # the planner adds to it
 
     @property
     def full_name(self) -> str:
@@ -157,9 +167,7 @@ class FlowExecution:
     async def plan_setup(self, ctx: LibraryContext) -> FlowSetupPlan:
         """What setup would do; reads the database and changes nothing (not even the plan)."""
         record, needs_schema, staged = await self._read_record(ctx)
-        setup_plan = plan_setup(
-            self.plan, record, TARGET_DRIVER, needs_internal_schema=needs_schema
-        )
+        setup_plan = plan_setup(self.plan, record, self._driver, needs_internal_schema=needs_schema)
         include_staged(setup_plan, staged)
         new_items = [t for t in setup_plan.targets if t.new is not None and t.old is None]
         if new_items:
@@ -206,7 +214,7 @@ class FlowExecution:
 
     async def plan_drop(self, ctx: LibraryContext) -> FlowSetupPlan:
         record, _, staged = await self._read_record(ctx)
-        drop_plan = plan_drop(self.full_name, record, TARGET_DRIVER)
+        drop_plan = plan_drop(self.full_name, record, self._driver)
         include_staged(drop_plan, staged)
         return drop_plan
 
