@@ -66,3 +66,16 @@ def test_v0_app_commands_keep_their_flags() -> None:
     assert (drop.flow_names, drop.force) == (["A", "B"], True)
     assert parser.parse_args(["show", "main.py", "-v"]).verbose is True
     assert parser.parse_args(["ls"]).target is None
+
+
+def test_v0_evaluate_and_the_instance_flag() -> None:
+    parser = build_parser()
+    evaluate = parser.parse_args(["evaluate", "main.py:Flow", "-o", "out", "--no-cache"])
+    assert (evaluate.target, evaluate.output_dir, evaluate.cache) == ("main.py:Flow", "out", False)
+    assert parser.parse_args(["evaluate", "main"]).cache is True  # v0's default
+    assert evaluate.handler == "cocod.cli.app_commands:cmd_evaluate"
+    for command in ("setup", "drop", "update", "ls"):
+        assert parser.parse_args([command, "main", "--instance"]).instance is True
+    assert parser.parse_args(["query", "main", "text", "--instance"]).instance is True
+    assert parser.parse_args(["update", "main"]).instance is False
+    assert parser.parse_args(["update", "main", "--setup"]).setup is True
