@@ -317,9 +317,14 @@ def init(settings: Settings | None = None) -> None:
 def get_context() -> LibraryContext:
     global _context, _context_is_explicit
     with _lock:
-        if _context is None:
-            _quiet_logging_by_default()
-            _context = LibraryContext(_settings_from_fn_or_env())
+        if _context is not None:
+            return _context
+    # The user's settings function runs outside the lock: it may touch the library itself.
+    _quiet_logging_by_default()
+    fresh = LibraryContext(_settings_from_fn_or_env())
+    with _lock:
+        if _context is None:  # another thread may have built one meanwhile: first wins
+            _context = fresh
             _context_is_explicit = False
         return _context
 
