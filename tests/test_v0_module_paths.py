@@ -128,6 +128,9 @@ def test_the_same_objects_as_the_top_level_names() -> None:
     assert cocod.flow.flow_def is cocod.flow_def
     assert cocod.flow.FlowBuilder is cocod.FlowBuilder
     assert cocod.flow.FlowLiveUpdaterOptions is cocod.FlowLiveUpdaterOptions
+    from cocod.runtime.evaluate import EvaluateAndDumpOptions
+
+    assert cocod.flow.EvaluateAndDumpOptions is EvaluateAndDumpOptions
     assert cocod.index.VectorIndexDef is cocod.VectorIndexDef
     assert cocod.query_handler.QueryOutput is cocod.QueryOutput
     assert cocod.typing.Json is cocod.Json

@@ -10,7 +10,6 @@ runtime and the layering of docs/architecture.md holds at import time.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -64,32 +63,11 @@ _LAZY = {
 }
 
 
-@dataclass
-class _PendingEvaluateAndDumpOptions:
-    """v0's options of ``Flow.evaluate_and_dump``, until :mod:`cocod.runtime.evaluate` exists.
-
-    Only used while that module is missing, so ``from cocod.flow import
-    EvaluateAndDumpOptions`` resolves in either state.
-    """
-
-    output_dir: str
-    use_cache: bool = True
-
-
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'cocod.flow' has no attribute {name!r}")
-    try:
-        value = getattr(importlib.import_module(module), name)
-    except ModuleNotFoundError as e:
-        if name != "EvaluateAndDumpOptions" or e.name != module:
-            raise
-        value = _PendingEvaluateAndDumpOptions
-    except AttributeError:
-        if name != "EvaluateAndDumpOptions":
-            raise
-        value = _PendingEvaluateAndDumpOptions
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
