@@ -175,7 +175,7 @@ class Handlers:
         instance = self.instances.get(name)
         await emit({"event": "progress", "stage": "update", "name": name})
         async with self.instances.pinned(name) as flow:
-            async with ProgressForwarder(emit, name).reporting():
+            async with ProgressForwarder(emit, name, also=instance.progress).reporting():
                 info = await flow.update_async(full_reprocess=full_reprocess)
             instance.counted_change_at = None  # recount in the background
         result = {"stats": info.stats, "summary": str(info)}

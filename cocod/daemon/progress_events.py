@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 
 from cocod.daemon.server import Emit
-from cocod.engine.progress import PassProgress, reporting_to
+from cocod.engine.progress import PassProgress, ProgressSink, reporting_to
 
 MIN_INTERVAL_SECONDS = 0.2
 """At most five events a second: enough for a smooth bar, little for the socket."""
@@ -26,15 +26,26 @@ MIN_INTERVAL_SECONDS = 0.2
 class ProgressForwarder:
     """A :class:`~cocod.engine.progress.ProgressSink` that turns passes into events."""
 
-    def __init__(self, emit: Emit, name: str, interval: float = MIN_INTERVAL_SECONDS) -> None:
+    def __init__(
+        self,
+        emit: Emit,
+        name: str,
+        also: ProgressSink | None = None,
+        interval: float = MIN_INTERVAL_SECONDS,
+    ) -> None:
         self._emit = emit
         self._name = name
+        self._also = also
+        """Another sink that sees every report (the instance's, so ``status`` shows the
+        progress of a ``cocod update`` while it runs)."""
         self._interval = interval
         self._pending: dict[str, dict[str, Any]] = {}
         self._changed = anyio.Event()
         self._is_broken = False
 
     def on_progress(self, progress: PassProgress) -> None:
+        if self._also is not None:
+            self._also.on_progress(progress)
         self._pending[progress.source] = progress.as_dict()
         self._changed.set()
 

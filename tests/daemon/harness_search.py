@@ -132,9 +132,12 @@ def slow_factory(params: SlowParams):  # type: ignore[no-untyped-def]
     return define
 
 
-def slow_instance(name: str, folder: Path, table: str, live: bool = False) -> str:
+def slow_instance(
+    name: str, folder: Path, table: str, live: bool = False, delay: float = 0.02
+) -> str:
     return (
         f'[flows.{name}]\ndefinition = "tests.daemon.harness_search:slow_factory"\n'
         f"live = {'true' if live else 'false'}\n"
         f'[flows.{name}.params]\nsource_path = "{folder}"\ntable = "{table}"\n'
+        f"delay = {delay}\n"
     )

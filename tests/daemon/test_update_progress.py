@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import write
-from tests.daemon.harness import COCOD, DaemonProcess
+from tests.daemon.harness import COCOD, DaemonProcess, eventually
 from tests.daemon.harness_search import slow_instance
 
 FILES = 40
@@ -83,6 +83,41 @@ def test_a_progress_bar_under_a_pseudo_terminal(daemon: DaemonProcess) -> None:
     assert "━" in text, text  # the bar itself
     assert f"{FILES}/{FILES}" in text and f"{2 * FILES} chunks" in text, text
     assert "files/s" in text
+
+
+def test_status_shows_the_progress_of_a_running_update(tmp_path: Path, database_url: str) -> None:
+    files = 60
+    for i in range(files):
+        write(tmp_path / "big" / f"doc{i:02}.md", f"paragraph of {i}\n")
+    config = slow_instance("big", tmp_path / "big", "progress_big", delay=0.2)
+    daemon = DaemonProcess(tmp_path, database_url, config).start()
+    try:
+        daemon.cli("setup", "big")
+        update = subprocess.Popen(
+            [*COCOD, "update", "big", "-q"], env=daemon.env, cwd=daemon.workdir
+        )
+        try:
+            status = eventually(
+                lambda: (
+                    "catching up" in ((s := daemon.json("status", "big")[0])["progress_line"] or "")
+                    and s
+                ),
+                "the running update's progress in status",
+                timeout=120,
+            )
+            assert re.fullmatch(
+                rf"catching up \d+ / {files} files(, ETA .+)?", status["progress_line"]
+            )
+            assert status["progress"]["candidates"] == files and not status["progress"]["finished"]
+            assert update.wait(timeout=120) == 0
+        finally:
+            if update.poll() is None:
+                update.kill()
+                update.wait()
+        (after,) = daemon.json("status", "big")
+        assert after["progress"]["finished"] and after["progress_line"] is None
+    finally:
+        daemon.stop()
 
 
 def _run_in_pty(command: list[str], daemon: DaemonProcess) -> bytes:
