@@ -8,6 +8,7 @@ so retries and errors are exercised through real HTTP.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import threading
 from collections.abc import Iterator
@@ -300,3 +301,23 @@ def test_embed_text_in_a_transform_flow_as_the_v0_examples_query(cocod_db: str, 
         )
 
     assert list(text_to_embedding.eval("banana")) == _vector("banana")
+
+
+@dataclasses.dataclass
+class Person:
+    name: str
+    born: datetime.date | None
+    nicknames: list[str]
+
+
+def test_the_json_schema_follows_v0s_openai_options() -> None:
+    from cocod.executors.llm_schema import json_schema
+
+    schema = json_schema(type_of_annotation(Person))
+    assert schema["required"] == ["name", "born", "nicknames"]
+    assert schema["additionalProperties"] is False and "description" not in schema
+    assert schema["properties"]["born"]["type"] == ["string", "null"]
+    assert "YYYY-MM-DD" in schema["properties"]["born"]["description"]
+    assert schema["properties"]["nicknames"] == {"type": "array", "items": {"type": "string"}}
+    with pytest.raises(FlowDefinitionError, match="cannot be asked of an LLM"):
+        json_schema(type_of_annotation(Any))
