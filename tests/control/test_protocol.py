@@ -15,6 +15,7 @@ from cocod.control.protocol import (
     COMMANDS,
     MAX_DEPTH,
     MAX_INT_DIGITS,
+    MAX_LIST_ITEMS,
     ErrorCode,
     ProtocolError,
     encode,
@@ -83,6 +84,42 @@ def test_query_top_outside_its_range_is_bad_args(top: int) -> None:
     for top_ok in (1, 1000):
         ok = {"name": "d", "text": "x", "top": top_ok}
         assert parse_request(json.dumps({"cmd": "query", "args": ok}).encode()).args == ok
+
+
+def request(cmd: str, **args: Any) -> bytes:
+    return json.dumps({"id": 1, "cmd": cmd, "args": args}).encode()
+
+
+def test_a_many_argument_takes_one_value_or_a_bounded_list_of_them() -> None:
+    assert parse_request(request("search", text="x", instance="a")).args["instance"] == "a"
+    listed = parse_request(request("search", text="x", instance=["a", "b"]))
+    assert listed.args["instance"] == ["a", "b"]
+    wrong = refused(request("search", text="x", instance=["a", 3]))
+    assert wrong.code == ErrorCode.BAD_ARGS and "a string or a list of them" in wrong.message
+    nested = refused(request("search", text="x", instance=[["a"]]))
+    assert nested.code == ErrorCode.BAD_ARGS
+    too_many = refused(request("search", text="x", instance=["a"] * (MAX_LIST_ITEMS + 1)))
+    assert too_many.code == ErrorCode.BAD_ARGS and str(MAX_LIST_ITEMS) in too_many.message
+    # Only arguments marked `many` take lists.
+    assert refused(request("status", name=["a"])).code == ErrorCode.BAD_ARGS
+
+
+def test_a_choice_argument_takes_only_its_choices() -> None:
+    for flow in ("code", "text"):
+        assert parse_request(request("add", name="n", path="/p", flow=flow)).args["flow"] == flow
+    error = refused(request("add", name="n", path="/p", flow="poetry"))
+    assert error.code == ErrorCode.BAD_ARGS and "code, text" in error.message
+    # `add` needs no definition now (a built-in flow with --path); the handler checks that
+    # one of the two is given.
+    assert parse_request(request("add", name="n", path="/p")).args == {"name": "n", "path": "/p"}
+
+
+def test_commands_that_run_in_the_client_are_not_served_over_the_socket() -> None:
+    assert COMMANDS["mcp"].runs_in_client
+    error = refused(request("mcp"))
+    assert error.code == ErrorCode.UNKNOWN_COMMAND
+    assert "mcp" not in error.message.split("known: ")[1].split(", ")
+    assert "search" in error.message and "pause" in error.message
 
 
 def test_booleans_are_not_integers() -> None:

@@ -117,3 +117,23 @@ def test_scores_of_different_metrics_are_not_merged(tmp_path: Path, database_url
         assert alone["results"][0]["score"] == pytest.approx(0.0)  # distance to itself
     finally:
         daemon.stop()
+
+
+@pytest.mark.parametrize(
+    ("content", "text", "location", "lines"),
+    [
+        ("a\nb\nc\n", "b\nc", [2, 5], (2, 3)),
+        ("a\nb\nc\n", "b\nc\n", [2, 6], (2, 3)),  # a trailing newline ends the chunk's line
+        ("x\nsame\nsame\n", "same", [7, 11], (3, 3)),  # at the location, not the first match
+        ("x\nsame\nsame\n", "same", [0, 4], (2, 2)),  # the location moved: the first match
+        ("x\nsame\n", "same", [50, 54], (2, 2)),  # out of the file: the first match
+        ("x\nsame\n", "gone", None, None),  # edited away: unknown, never a wrong line
+        ("only", "only", [True, 4], (1, 1)),  # a malformed location is ignored
+    ],
+)
+def test_line_ranges_come_from_the_location_when_it_still_holds_the_text(
+    content: str, text: str, location: Any, lines: tuple[int, int] | None
+) -> None:
+    from cocod.runtime.search import line_range
+
+    assert line_range(content, text, location) == lines
