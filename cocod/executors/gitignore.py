@@ -213,8 +213,9 @@ class GitIgnore:
         self.root = os.path.abspath(root)
         self._env = os.environ if env is None else env
         self._cache: dict[str, tuple[Signature, RulesFile | None]] = {}
-        self._outer = IgnoreChain()
-        self.refresh()
+        self._outer: IgnoreChain | None = None
+        """The rules from outside the root; found on first use (I/O: never in __init__,
+        which may run on an event loop), re-read by each full listing."""
 
     # -- the rules from outside the root ---------------------------------------------
 
@@ -282,7 +283,12 @@ class GitIgnore:
 
     def root_chain(self) -> IgnoreChain:
         """The rules from above the root: what a listing starts with."""
-        return self._outer
+        outer = self._outer
+        if outer is None:
+            self.refresh()
+            outer = self._outer
+            assert outer is not None
+        return outer
 
     def enter_dir(
         self, chain: IgnoreChain, dir_prefix: str, entries: Iterable[os.DirEntry[str]]
@@ -302,7 +308,7 @@ class GitIgnore:
     def chain_for(self, dir_key: str) -> IgnoreChain | None:
         """The chain inside folder ``dir_key`` ("" for the root), or None when it or a folder
         above it is ignored (nothing under it is part of the source)."""
-        chain = self._chain_inside(self._outer, "")
+        chain = self._chain_inside(self.root_chain(), "")
         if not dir_key:
             return chain
         prefix = ""
@@ -337,7 +343,7 @@ class GitIgnore:
         folder, _, name = key.rpartition("/")
         if name == IGNORE_FILE:
             return folder
-        if not self._outer.prefix and key in (f"{GIT_DIR}/info/exclude", f"{GIT_DIR}/config"):
+        if not self.root_chain().prefix and key in (f"{GIT_DIR}/info/exclude", f"{GIT_DIR}/config"):
             return ""
         return None
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 import cocod as cocoindex
 from cocod.daemon.definitions import load_definition
+from cocod.executors.embedder import load_model
 from cocod.flows import DEFAULT_MODEL
 from tests.conftest import SqlHelper
 from tests.flows_builtin.repo import CODE_FILES, hermetic_git, make_working_tree
@@ -17,9 +17,10 @@ from tests.flows_builtin.repo import CODE_FILES, hermetic_git, make_working_tree
 __all__ = ["hermetic_git"]
 
 
-@cocoindex.transform_flow()
-def query_embedding(text: cocoindex.DataSlice[str]) -> cocoindex.DataSlice[NDArray[np.float32]]:
-    return text.transform(cocoindex.functions.SentenceTransformerEmbed(model=DEFAULT_MODEL))
+def query_embedding(text: str) -> NDArray[np.float32]:
+    """The query side, as a search embeds it: the same (shared, already loaded) model."""
+    vector: NDArray[np.float32] = load_model(DEFAULT_MODEL).encode(text)
+    return vector
 
 
 def test_code_flow_with_the_default_model_finds_the_right_file(
@@ -40,7 +41,7 @@ def test_code_flow_with_the_default_model_finds_the_right_file(
         )
         == "vector(384)"
     )
-    vector: Any = query_embedding.eval("a class that greets a person by name")
+    vector = query_embedding("a class that greets a person by name")
     hits = sql.fetch(
         "SELECT filename, start_line, end_line FROM myrepo__chunks "
         "ORDER BY embedding <=> $1::vector LIMIT 1",
