@@ -61,6 +61,11 @@ class Record:
     inner: Inner
     vec: cocoindex.Vector[float, Literal[3]]
     vec32: cocoindex.Vector[np.float32, Literal[4]]
+    offset_moment: cocoindex.OffsetDateTime
+    floats: list[float]
+    words: list[str]
+    either: int | str
+    maybe: str | None
 
 
 VALUES: dict[str, Any] = {
@@ -85,6 +90,11 @@ VALUES: dict[str, Any] = {
     "inner": Inner(7, "seven"),
     "vec": [1.0, 2.5, -3.0],
     "vec32": np.asarray([0.25, 0.5, 0.75, 1.0], dtype=np.float32),
+    "offset_moment": datetime.datetime(2024, 5, 1, 23, 0, tzinfo=PLUS2),
+    "floats": [0.5, 1.5],
+    "words": ["a", "b"],
+    "either": "text this time",
+    "maybe": None,
 }
 
 # Python type as docs/types.md names it → (field, Postgres column type as format_type prints).
@@ -109,6 +119,10 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "Struct": ("inner", "jsonb"),
     "cocoindex.Vector[float, Literal[3]]": ("vec", "vector(3)"),
     "cocoindex.Vector[np.float32, Literal[4]]": ("vec32", "vector(4)"),
+    "cocoindex.OffsetDateTime": ("offset_moment", "timestamp with time zone"),
+    "list[float]` / `cocoindex.Vector[float]": ("floats", "jsonb"),
+    "list[str]": ("words", "jsonb"),
+    "int \\| str": ("either", "jsonb"),
 }
 
 
@@ -167,6 +181,10 @@ def test_every_v0_type_round_trips_through_postgres(tmp_path: Path, sql: SqlHelp
     ]
     assert _json(row["keyed"]) == [{"_key": "k1", "a": 1, "b": "one"}]  # v0's KTable JSON
     assert _json(row["inner"]) == {"a": 7, "b": "seven"}
+    assert row["offset_moment"] == VALUES["offset_moment"]
+    assert _json(row["floats"]) == [0.5, 1.5] and _json(row["words"]) == ["a", "b"]
+    assert _json(row["either"]) == "text this time"
+    assert row["maybe"] is None and columns["maybe"] == "text"
     (vectors,) = sql.fetch("SELECT vec::real[] AS vec, vec32::real[] AS vec32 FROM types__typed")
     assert list(vectors["vec"]) == [1.0, 2.5, -3.0]
     assert list(vectors["vec32"]) == [0.25, 0.5, 0.75, 1.0]
@@ -185,7 +203,7 @@ def test_docs_types_table_matches_what_setup_creates() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "types.md").read_text()
     rows: dict[str, str] = {}
     for line in doc.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
         column = re.search(r"`([^`]+)`", cells[2]) if len(cells) >= 3 else None
         if column and cells[0].startswith("`"):
             rows[cells[0].strip("`")] = column.group(1)
