@@ -49,3 +49,8 @@ def test_code_flow_with_the_default_model_finds_the_right_file(
     )
     assert hits[0]["filename"] == "src/app/main.py"
     assert hits[0]["start_line"] == 1
+    # The flow's own query path (what `cocod query` runs) embeds with the same model.
+    found = flow.query("a class that greets a person by name", top_k=1)
+    top = found.results[0]
+    assert (top["filename"], top["start_line"]) == ("src/app/main.py", 1)
+    assert top["end_line"] >= top["start_line"] and "Greeter" in top["text"]
