@@ -24,13 +24,21 @@ def parse_json(text: str, language: str | None = None) -> Any:
     """Parse ``text``; ``language`` picks a parser among KNOWN_LANGUAGES (JSON otherwise)."""
     del language  # every known language, and the fallback, is JSON
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as e:
         excerpt = text[max(0, e.pos - 20) : e.pos + 20]
         raise RowError(
             f"ParseJson: the text is not valid JSON ({e.msg} at line {e.lineno} column "
             f"{e.colno}, near {excerpt!r}); fix the input or skip it before ParseJson"
         ) from None
+
+
+def _reject_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (v0's serde_json and Postgres' jsonb refuse them)."""
+    raise RowError(
+        f"ParseJson: {name} is not valid JSON (a number must be finite); replace it with "
+        "null or a string before ParseJson"
+    )
 
 
 class ParseJsonDefinition:

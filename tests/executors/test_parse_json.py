@@ -24,6 +24,12 @@ def test_invalid_json_is_a_row_error_that_says_where() -> None:
         parse_json('{"a": 1,\n oops}')
 
 
+@pytest.mark.parametrize("text", ['{"x": NaN}', "[Infinity]", "-Infinity"])
+def test_non_finite_numbers_are_refused_as_v0_does(text: str) -> None:
+    with pytest.raises(RowError, match="not valid JSON"):
+        parse_json(text)
+
+
 def test_parse_json_in_a_flow(tmp_path: Path, sql: SqlHelper) -> None:
     write(tmp_path / "docs" / "good.json", '{"name": "cocod", "tags": ["a", "b"]}')
     write(tmp_path / "docs" / "bad.json", "{nope")
