@@ -317,7 +317,7 @@ class ExtractByLlmExecutor:
         reply = await self._endpoint.post("chat/completions", payload)
         try:
             content = reply["choices"][0]["message"]["content"]
-            value = json.loads(content)
+            value = json.loads(content, parse_constant=_not_json)
         except (KeyError, IndexError, TypeError, ValueError) as e:
             raise LlmResponseError(
                 f"ExtractByLlm: model {self._model!r} did not answer with JSON ({e!r}); "
@@ -332,6 +332,10 @@ class ExtractByLlmExecutor:
                 f"ExtractByLlm: the answer does not fit {self._output.describe()} ({e!r}): "
                 f"{content[:200]!r}"
             ) from None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _image_mime(data: bytes) -> str:
