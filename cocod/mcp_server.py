@@ -21,11 +21,13 @@ the daemon's code and message, so the model can read what to do.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 
+from cocod.cli.progress_display import describe
 from cocod.control.client import ControlClient, DaemonError, DaemonUnavailableError
 
 __all__ = ["INSTALL_HINT", "build_server", "run_mcp"]
@@ -52,12 +54,17 @@ class _Daemon:
         self.socket = socket
 
     async def call(
-        self, cmd: str, args: dict[str, Any], socket_timeout: float | None = 30.0
+        self,
+        cmd: str,
+        args: dict[str, Any],
+        socket_timeout: float | None = 30.0,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> Any:
         from mcp.server.mcpserver.exceptions import ToolError
 
         def call() -> Any:
-            return ControlClient(self.socket, timeout=socket_timeout).call(cmd, args)
+            client = ControlClient(self.socket, timeout=socket_timeout)
+            return client.call(cmd, args, on_event=on_event)
 
         try:
             return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
@@ -69,7 +76,7 @@ class _Daemon:
 
 def build_server(socket: Path) -> Any:
     """The MCPServer with cocod's four tools, talking to the daemon on ``socket``."""
-    from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver import Context, MCPServer
 
     from cocod import __version__
 
@@ -110,16 +117,32 @@ def build_server(socket: Path) -> Any:
         )
         return result
 
-    @server.tool()
-    async def update(name: str, full_reprocess: bool = False) -> dict[str, Any]:
+    async def update(name: str, full_reprocess: bool = False, ctx: Any = None) -> dict[str, Any]:
         """Run one catch-up pass of instance `name` now and return its statistics. Live
-        instances follow their folders by themselves; use this when asked to refresh."""
+        instances follow their folders by themselves; use this when asked to refresh.
+        Progress (files processed of those to process) is reported as it runs."""
         args: dict[str, Any] = {"name": name}
         if full_reprocess:
             args["full_reprocess"] = True
-        result: dict[str, Any] = await daemon.call("update", args, UPDATE_TIMEOUT_SECONDS)
+
+        def on_event(event: dict[str, Any]) -> None:  # in the socket's worker thread
+            if ctx is None or "processed" not in event:
+                return
+            total = event.get("candidates")
+            anyio.from_thread.run(
+                ctx.report_progress,
+                float(event["processed"]),
+                None if total is None else float(total),
+                describe(event),
+            )
+
+        result: dict[str, Any] = await daemon.call("update", args, UPDATE_TIMEOUT_SECONDS, on_event)
         return result
 
+    # The SDK passes the request's Context to a parameter annotated with it; the module
+    # cannot name the class at import time (the SDK is optional), so it is set here.
+    update.__annotations__["ctx"] = Context
+    server.add_tool(update)
     return server
 
 

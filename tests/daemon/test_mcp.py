@@ -43,7 +43,8 @@ def test_an_mcp_client_lists_the_tools_and_searches_through_the_daemon(
     finally:
         daemon.stop()
 
-    tools, hits, listing, status, updated, unknown, maps = outcome
+    tools, hits, listing, status = (outcome[k] for k in ("tools", "hits", "listing", "status"))
+    updated, progress, unknown = outcome["updated"], outcome["progress"], outcome["unknown"]
     assert tools == {"search", "list_instances", "status", "update"}
     best = hits["results"][0]
     assert (best["instance"], best["filename"], best["text"]) == ("notes", "a.md", SECRET)
@@ -52,13 +53,16 @@ def test_an_mcp_client_lists_the_tools_and_searches_through_the_daemon(
     assert {r["name"] for r in listing} == {"notes", "code"}
     assert status[0]["name"] == "notes" and status[0]["state"] == "WATCHING"
     assert updated["name"] == "code" and "stats" in updated
+    # The pass's progress reaches the client as MCP progress notifications.
+    assert progress and progress[-1][:2] == (1.0, 1.0), progress
+    assert "code: 1 / 1 files" in str(progress[-1][2])
     # A daemon error is the tool's error result, with the daemon's code for the model.
     assert unknown.is_error and "unknown_flow" in unknown.content[0].text
     # The server is a thin client: the daemon embeds; no torch (nor asyncpg) here.
-    assert "torch" not in maps and "asyncpg" not in maps
+    assert "torch" not in outcome["maps"] and "asyncpg" not in outcome["maps"]
 
 
-async def _drive_mcp(daemon: DaemonProcess) -> tuple[Any, ...]:
+async def _drive_mcp(daemon: DaemonProcess) -> dict[str, Any]:
     server = StdioServerParameters(
         command=COCOD[0],
         args=[*COCOD[1:], "mcp", "--socket", str(daemon.socket)],
@@ -75,11 +79,28 @@ async def _drive_mcp(daemon: DaemonProcess) -> tuple[Any, ...]:
             hits = structured(await session.call_tool("search", {"query": SECRET, "top": 10}))
             listing = structured(await session.call_tool("list_instances", {}))
             status = structured(await session.call_tool("status", {"name": "notes"}))
-            updated = structured(await session.call_tool("update", {"name": "code"}))
+            progress: list[tuple[float, float | None, str | None]] = []
+
+            async def on_progress(done: float, total: float | None, message: str | None) -> None:
+                progress.append((done, total, message))
+
+            arguments: dict[str, Any] = {"name": "code", "full_reprocess": True}
+            updated = structured(
+                await session.call_tool("update", arguments, progress_callback=on_progress)
+            )
             unknown = await session.call_tool("search", {"query": "x", "instances": ["nope"]})
             (pid,) = [p for p in pids_running(str(daemon.socket)) if _is_mcp(p)]
             maps = loaded_modules_of(pid)
-    return tools, hits, listing, status, updated, unknown, maps
+    return {
+        "tools": tools,
+        "hits": hits,
+        "listing": listing,
+        "status": status,
+        "updated": updated,
+        "progress": progress,
+        "unknown": unknown,
+        "maps": maps,
+    }
 
 
 def _is_mcp(pid: int) -> bool:
