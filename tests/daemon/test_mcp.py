@@ -79,10 +79,12 @@ async def _drive_mcp(daemon: DaemonProcess) -> dict[str, Any]:
             hits = structured(await session.call_tool("search", {"query": SECRET, "top": 10}))
             listing = structured(await session.call_tool("list_instances", {}))
             status = structured(await session.call_tool("status", {"name": "notes"}))
-            progress: list[tuple[float, float | None, str | None]] = []
+            reported: list[tuple[float, float | None, str | None]] = []
 
-            async def on_progress(done: float, total: float | None, message: str | None) -> None:
-                progress.append((done, total, message))
+            async def on_progress(
+                progress: float, total: float | None, message: str | None
+            ) -> None:
+                reported.append((progress, total, message))
 
             arguments: dict[str, Any] = {"name": "code", "full_reprocess": True}
             updated = structured(
@@ -97,7 +99,7 @@ async def _drive_mcp(daemon: DaemonProcess) -> dict[str, Any]:
         "listing": listing,
         "status": status,
         "updated": updated,
-        "progress": progress,
+        "progress": reported,
         "unknown": unknown,
         "maps": maps,
     }
