@@ -230,7 +230,7 @@ class Handlers:
             "query": text,
             "metric": None if metric is None else metric.name.lower(),
             "higher_is_better": metric is None or metric.name != "L2_DISTANCE",
-            "results": session.merged(),
+            "results": await session.merged(),
             "searched": searched,
             "skipped": skipped,
         }

@@ -57,8 +57,8 @@ class SearchSession:
     ctx: LibraryContext
     text: str
     top_k: int
-    hits: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, VectorSimilarityMetric] = field(default_factory=dict)
+    _rows: list[tuple[str, VectorTarget, dict[str, Any]]] = field(default_factory=list)
     _vectors: dict[str, Any] = field(default_factory=dict)
 
     async def add(self, instance: str, execution: FlowExecution) -> int:
@@ -71,9 +71,7 @@ class SearchSession:
             vector = self._vectors[key] = await embed_query(target, self.ctx, self.text)
         rows = await nearest_rows(target, self.ctx, vector, self.top_k)
         self.metrics[instance] = target.metric
-        files: dict[str, str | None] = {}
-        for row in rows:
-            self.hits.append(await self._hit(instance, target, row, files))
+        self._rows.extend((instance, target, row) for row in rows)
         return len(rows)
 
     def mixed_metrics(self) -> MixedMetrics | None:
@@ -85,40 +83,45 @@ class SearchSession:
     def metric(self) -> VectorSimilarityMetric | None:
         return next(iter(self.metrics.values()), None)
 
-    def merged(self) -> list[dict[str, Any]]:
-        """The best ``top_k`` hits of all instances (check :meth:`mixed_metrics` first)."""
+    async def merged(self) -> list[dict[str, Any]]:
+        """The best ``top_k`` hits of all instances (check :meth:`mixed_metrics` first).
+
+        Line ranges are derived only for these, so a search's file reads are bounded by
+        ``top_k`` (each file read once), not by ``top_k`` times the instances searched.
+        """
         is_distance = self.metric() is VectorSimilarityMetric.L2_DISTANCE
         ranked = sorted(
-            self.hits,
-            key=lambda h: (h["score"] if is_distance else -h["score"], h["instance"]),
+            self._rows,
+            key=lambda r: (r[2]["score"] if is_distance else -r[2]["score"], r[0]),
         )
-        return ranked[: self.top_k]
+        files: dict[tuple[str, str], str | None] = {}
+        return [await _hit(i, target, row, files) for i, target, row in ranked[: self.top_k]]
 
-    async def _hit(
-        self,
-        instance: str,
-        target: VectorTarget,
-        row: dict[str, Any],
-        files: dict[str, str | None],
-    ) -> dict[str, Any]:
-        hit: dict[str, Any] = {"instance": instance, "score": row["score"]}
-        for name in STANDARD_FIELDS:
-            hit[name] = row.get(name)
-        hit["fields"] = {k: v for k, v in row.items() if k not in STANDARD_FIELDS and k != "score"}
-        if _is_line(hit["start_line"]) and _is_line(hit["end_line"]):
-            return hit
-        hit["start_line"] = hit["end_line"] = None
-        filename, text = hit["filename"], hit["text"]
-        if not isinstance(filename, str) or not isinstance(text, str) or not text:
-            return hit
-        if filename not in files:
-            files[filename] = await _read_text(target, filename)
-        content = files[filename]
-        if content is not None:
-            lines = line_range(content, text, row.get("location"))
-            if lines is not None:
-                hit["start_line"], hit["end_line"] = lines
+
+async def _hit(
+    instance: str,
+    target: VectorTarget,
+    row: dict[str, Any],
+    files: dict[tuple[str, str], str | None],
+) -> dict[str, Any]:
+    hit: dict[str, Any] = {"instance": instance, "score": row["score"]}
+    for name in STANDARD_FIELDS:
+        hit[name] = row.get(name)
+    hit["fields"] = {k: v for k, v in row.items() if k not in STANDARD_FIELDS and k != "score"}
+    if _is_line(hit["start_line"]) and _is_line(hit["end_line"]):
         return hit
+    hit["start_line"] = hit["end_line"] = None
+    filename, text = hit["filename"], hit["text"]
+    if not isinstance(filename, str) or not isinstance(text, str) or not text:
+        return hit
+    if (instance, filename) not in files:
+        files[instance, filename] = await _read_text(target, filename)
+    content = files[instance, filename]
+    if content is not None:
+        lines = line_range(content, text, row.get("location"))
+        if lines is not None:
+            hit["start_line"], hit["end_line"] = lines
+    return hit
 
 
 def _is_line(value: Any) -> bool:
