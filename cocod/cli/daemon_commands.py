@@ -181,19 +181,25 @@ def _render_status(result: Any) -> None:
 def _render_search(result: Any) -> None:
     """``1. 0.8123  notes  intro.md:12-18`` then a one-line snippet of the chunk."""
     for rank, hit in enumerate(result["results"], 1):
-        where = str(hit.get("filename") or "?")
+        where = _printable(str(hit.get("filename") or "?"))
         if hit.get("start_line") is not None:
             where += f":{hit['start_line']}"
             if hit.get("end_line") not in (None, hit["start_line"]):
                 where += f"-{hit['end_line']}"
         print(f"{rank}. {hit['score']:.4f}  {hit['instance']}  {where}")
-        text = " ".join(str(hit.get("text") or "").split())
+        text = _printable(" ".join(str(hit.get("text") or "").split()))
         if text:
             print(f"   {text[:160]}{'…' if len(text) > 160 else ''}")
     if not result["results"]:
         print("no results" + ("" if result["searched"] else " (no instance could be searched)"))
     for skipped in result.get("skipped", []):
         print(f"(skipped {skipped['name']}: {skipped['reason']})", file=sys.stderr)
+
+
+def _printable(text: str) -> str:
+    """File names and contents are untrusted: no control character (an escape sequence
+    in a file must not reach the terminal)."""
+    return "".join(c if c.isprintable() else "\ufffd" for c in text)
 
 
 def _render_pause(result: Any) -> None:

@@ -83,6 +83,16 @@ def test_search_without_instances_covers_every_indexed_instance(daemon: DaemonPr
     assert human.splitlines()[0].endswith("alpha  guide.md:5-7"), human
     assert "second alpha paragraph spans three lines" in human  # the snippet, on one line
 
+    # A file's contents are untrusted: an escape sequence in it never reaches the terminal.
+    hostile = "red \x1b[31malert\x1b[0m text"
+    write(daemon.workdir / "alpha" / "hostile.md", hostile + "\n")
+    eventually(
+        lambda: any(h["text"] == hostile for h in search(daemon, hostile, "--top", "1")["results"]),
+        "the hostile file to be indexed",
+    )
+    shown = daemon.cli("search", hostile, "--top", "1").stdout
+    assert "\x1b" not in shown and "red \ufffd[31malert" in shown, shown
+
 
 def test_search_refuses_what_it_cannot_search(daemon: DaemonProcess) -> None:
     unknown = daemon.cli("search", "x", "--instance", "alpha,nope", "--json", check=False)
