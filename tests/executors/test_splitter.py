@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 
 from cocod.executors.languages import load_tree_sitter_language, resolve_language
 from cocod.executors.splitter import Chunk, CustomLanguage, RecursiveSplitter, TextPosition
-from cocod.executors.splitting.text import WHITESPACE
+from cocod.executors.splitting.atoms import collect_atoms
+from cocod.executors.splitting.separators import DEFAULT_SEPARATORS
+from cocod.executors.splitting.text import WHITESPACE, Text
 
 REPO = Path(__file__).resolve().parents[2]
 SPLITTER_SOURCES = sorted((REPO / "cocod/executors/splitting").glob("*.py"))
@@ -592,3 +594,19 @@ def test_random_text_invariants(
     check_chunks(text, chunks, chunk_size, overlap=min(chunk_overlap or 0, min_size))
     # Deterministic: the same input gives the same chunks.
     assert splitter.split(text, chunk_size, min_chunk_size, chunk_overlap, language) == chunks
+
+
+def test_dense_atoms_are_packed_to_bound_the_merge(splitter: RecursiveSplitter) -> None:
+    # 200,000 two-letter words: v0 makes every word an atom and its merge looks back over
+    # ~700 atoms per atom; cocod packs such dense runs, so a chunk spans a bounded number.
+    text = "ab cd " * 100_000
+    doc = Text(text)
+    atoms = collect_atoms(doc, None, DEFAULT_SEPARATORS, 500, 2000)
+    assert len(atoms.starts) <= 2 * 32 * doc.nbytes // 2000 + 2, len(atoms.starts)
+    chunks = splitter.split(text, 2000, chunk_overlap=500)
+    check_chunks(text, chunks, 2000, overlap=500)
+    # Ordinary prose is not packed: every sentence-sized piece stays an atom of its own.
+    prose_text = prose(40, 6)
+    prose_atoms = collect_atoms(Text(prose_text), None, DEFAULT_SEPARATORS, 100, 400)
+    pieces = [p for p in re.split(r"[.?!]\s+|\n\n+|\n", prose_text) if p.strip()]
+    assert len(prose_atoms.starts) - 1 == len(pieces)

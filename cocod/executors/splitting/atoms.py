@@ -27,9 +27,12 @@ from typing import Any
 
 from .separators import DEFAULT_SEPARATORS, SeparatorSet
 from .syntax import SyntaxTree
-from .text import LineBreak, Text, line_break_level
+from .text import WHITESPACE, LineBreak, Text, line_break_level
 
 __all__ = ["Atoms", "collect_atoms"]
+
+# More atoms than this starting within one chunk's bytes make a region dense (see coarsen).
+_DENSE_ATOMS = 128
 
 # A stack item: byte range, and either a syntax node or (separators, next separator index).
 _Item = tuple[int, int, Any, SeparatorSet | None, int]
@@ -71,11 +74,27 @@ class Atoms:
         and is cut at ``chunk_size`` bytes if it is too large anyway.
         """
         text = self.text
-        start, end = text.trim(start, end)
-        if start == end:
-            return
         prev_end = self.ends[-1] if self.ends else 0
-        boundary, aligned = text.line_start(prev_end, start)
+        if text.is_ascii:
+            # The hot path, inlined: offsets are characters and bytes alike.
+            s = text.text
+            right = s[start:end].rstrip(WHITESPACE)
+            if not right:
+                return
+            both = right.lstrip(WHITESPACE)
+            start += len(right) - len(both)
+            end = start + len(both)
+            inner = line_break_level(both) if "\n" in both or "\r" in both else 0
+            if s.find("\n", prev_end, start) < 0 and s.find("\r", prev_end, start) < 0:
+                boundary, aligned = 0, start
+            else:
+                boundary, aligned = text.line_start(prev_end, start)
+        else:
+            start, end = text.trim(start, end)
+            if start == end:
+                return
+            inner = line_break_level(text.slice(start, end))
+            boundary, aligned = text.line_start(prev_end, start)
         if end - aligned > self.chunk_size:
             if end - start > self.chunk_size:
                 self._cut(start, end)
@@ -84,7 +103,7 @@ class Atoms:
         self.starts.append(aligned)
         self.ends.append(end)
         self.levels.append(self._lowest)
-        self.inner_breaks.append(line_break_level(text.slice(start, end)))
+        self.inner_breaks.append(inner)
         self.boundary_breaks.append(boundary)
         self._lowest = self._current
 
@@ -113,6 +132,55 @@ class Atoms:
         self.inner_breaks.append(line_break_level(self.text.slice(start, end)))
         self.boundary_breaks.append(line_break_level(self.text.slice(prev_end, start)))
         self._lowest = self._current
+
+    def coarsen(self, chunk_size: int) -> None:
+        """Bound the merge's work where atoms are dense: where more than ``_DENSE_ATOMS``
+        atoms start within ``chunk_size`` bytes (a megabyte of two-letter words, a line of
+        tokens), runs of consecutive atoms there are packed into atoms of up to a 32nd of a
+        chunk.  v0 has no such step (its merge is O(atoms x atoms per chunk), fast in Rust);
+        it never triggers on ordinary prose or code (the corpus and the code samples have at
+        most about 50 atoms per chunk), so there the atoms, and the chunks, are v0's.
+        Call before ``finish``."""
+        starts, ends = self.starts, self.ends
+        m = len(starts)
+        dense_until = 0
+        dense = [False] * m
+        j = 0
+        for i in range(m):
+            limit = starts[i] + chunk_size
+            if j < i:
+                j = i
+            while j < m and starts[j] < limit:
+                j += 1
+            if j - i > _DENSE_ATOMS and j > dense_until:
+                dense_until = j
+            if i < dense_until:
+                dense[i] = True
+        if not any(dense):
+            return
+        pack = max(1, chunk_size // 32)
+        levels, inner, boundary = self.levels, self.inner_breaks, self.boundary_breaks
+        new_starts: list[int] = []
+        new_ends: list[int] = []
+        new_levels: list[int] = []
+        new_inner: list[int] = []
+        new_boundary: list[int] = []
+        k = 0
+        while k < m:
+            first = k
+            inside = inner[k]
+            k += 1
+            if dense[first]:
+                while k < m and dense[k] and ends[k] - starts[first] <= pack:
+                    inside = max(inside, inner[k], boundary[k])
+                    k += 1
+            new_starts.append(starts[first])
+            new_ends.append(ends[k - 1])
+            new_levels.append(levels[first])
+            new_inner.append(inside)
+            new_boundary.append(boundary[first])
+        self.starts, self.ends, self.levels = new_starts, new_ends, new_levels
+        self.inner_breaks, self.boundary_breaks = new_inner, new_boundary
 
     def finish(self) -> None:
         """Append the end sentinel."""
@@ -171,6 +239,15 @@ def _pieces(
     text: Text, separators: SeparatorSet, start: int, end: int, index: int
 ) -> Iterator[_Item]:
     following = index + 1
+    if text.is_ascii and separators.in_place:
+        # The hot path, inlined: no offset conversion, no copy of the range.
+        pos = start
+        for m in separators.patterns[index].finditer(text.text, start, end):
+            yield pos, m.start(), None, separators, following
+            pos = m.end()
+        if pos < end:
+            yield pos, end, None, separators, following
+        return
     for piece_start, piece_end in separators.pieces(text, start, end, index):
         yield piece_start, piece_end, None, separators, following
 
@@ -214,5 +291,6 @@ def collect_atoms(
         else:
             atoms.collect(start, end)
     atoms._current = 0
+    atoms.coarsen(chunk_size)
     atoms.finish()
     return atoms
