@@ -26,7 +26,7 @@ import anyio.abc
 import structlog
 
 from cocod.engine.indexer import UpdateMode
-from cocod.engine.progress import ProgressSink, current_sink, reporting_to
+from cocod.engine.progress import PassProgress, ProgressSink, current_sink, reporting_to
 from cocod.engine.stats import PassCounters, SourceUpdateStats
 from cocod.errors import CocodError, SourceError
 from cocod.runtime.context import LibraryContext
@@ -70,6 +70,25 @@ class StoreHolder:
                 self._store, self._source_ids = await self.execution.open_store(self.ctx)
                 self._generation = generation
             return self._store, self._source_ids[source]
+
+
+class _EndingSink:
+    """Forwards a pass's progress and, once the pass is over however it ended (failed,
+    paused, cancelled), reports it finished: a status line or a progress bar must not
+    show "catching up" for a pass that no longer runs."""
+
+    def __init__(self, inner: ProgressSink) -> None:
+        self.inner = inner
+        self.last: PassProgress | None = None
+
+    def on_progress(self, progress: PassProgress) -> None:
+        self.last = progress
+        self.inner.on_progress(progress)
+
+    def end(self) -> None:
+        if self.last is not None and not self.last.finished:
+            self.last.finished = True
+            self.inner.on_progress(self.last)
 
 
 class SourceLoop:
@@ -161,7 +180,8 @@ class SourceLoop:
         None when a pause interrupted it (the caller gives its work back)."""
         self.passes += 1
         started = time.monotonic()
-        sink = self.progress_sink or current_sink()
+        inner = self.progress_sink or current_sink()
+        sink = None if inner is None else _EndingSink(inner)
         with self.gate.interruptible() as scope:
             try:
                 with reporting_to(sink):
@@ -177,6 +197,9 @@ class SourceLoop:
                 else:
                     self._failed(e, label)
                     return False
+            finally:
+                if sink is not None:
+                    sink.end()
         if scope.cancel_called:
             self.log.info("source.pass_paused", kind=label)
             return None

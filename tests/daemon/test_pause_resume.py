@@ -107,7 +107,11 @@ def test_pause_interrupts_a_long_pass_and_resume_finishes_it(
     try:
         eventually(lambda: count() >= 5, "the first pass to commit rows")
         command(daemon, "pause", name="slow")
-        assert status(daemon, "slow")["state"] == "PAUSED"
+        paused = status(daemon, "slow")
+        assert paused["state"] == "PAUSED"
+        assert paused["progress_line"] is None
+        # The interrupted pass ends (embeddings under way finish first) and says so.
+        eventually(lambda: status(daemon, "slow")["progress"]["finished"], "the pass to end")
         time.sleep(0.8)  # rows whose embedding was under way may still commit
         stopped_at = count()
         assert stopped_at < 120, "the pass finished before the pause could interrupt it"
