@@ -350,8 +350,9 @@ def _from_grammar_wheel(ts_name: str) -> Any:
 def load_tree_sitter_language(info: LanguageInfo) -> Any:
     """The ``tree_sitter.Language`` for ``info``, or ``None`` if no grammar is available offline.
 
-    Cached per process (a grammar load costs a shared-library open); the result is typed
-    ``Any`` because the grammar packages are optional.
+    A per-language ``tree-sitter-<lang>`` wheel wins over tree-sitter-language-pack when both
+    are installed.  Cached per process (a grammar load costs a shared-library open); the
+    result is typed ``Any`` because the grammar packages are optional.
     """
     ts_name = info.tree_sitter_name
     if ts_name is None:
@@ -362,8 +363,11 @@ def load_tree_sitter_language(info: LanguageInfo) -> Any:
     with _grammar_lock:
         cached = _grammar_cache.get(ts_name, _MISSING)
         if cached is _MISSING:
-            cached = _from_language_pack(ts_name)
+            # A per-language wheel first: it can be pinned to the grammar version CocoIndex
+            # v0 links (tree-sitter-python 0.23.6, ...), which gives v0's syntax trees and so
+            # v0's chunks (docs/splitter-parity.md); the language pack's grammars are newer.
+            cached = _from_grammar_wheel(ts_name)
             if cached is None:
-                cached = _from_grammar_wheel(ts_name)
+                cached = _from_language_pack(ts_name)
             _grammar_cache[ts_name] = cached
     return cached

@@ -61,6 +61,9 @@ def merge(
     unset = _UNSET
     heappush, heappop = heapq.heappush, heapq.heappop
 
+    # v0's overlap cost base of each atom's start, computed once.
+    start_bases = [(total - x) * scale // overlap for x in starts] if overlap else []
+
     plan_start = [0]
     plan_prev = [0]
     plan_cost = [0]
@@ -106,7 +109,7 @@ def merge(
                 heappush(heap, (plan_cost[start_idx] + plan_base[start_idx], -start_idx))
                 prev = -heap[0][1]
                 prev_base = plan_base[prev]
-                start_base = (total - start) * scale // overlap
+                start_base = start_bases[start_idx]
                 cost += plan_cost[prev] + scale
                 if prev_base < start_base:
                     cost += prev_base - start_base
