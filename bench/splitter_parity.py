@@ -230,7 +230,8 @@ def main() -> None:
     code = [e for g, e in groups.items() if g.startswith("code:")]
     code_identical = sum(e["identical"] for e in code)
     code_files = sum(e["files"] for e in code)
-    print(f"{'code (all)':<{width}}  identical files: {code_identical} / {code_files}")
+    code_figure = "?" if theirs is None else code_identical
+    print(f"{'code (all)':<{width}}  identical files: {code_figure} / {code_files}")
     print(f"split time: cocod {cocod_s:.2f} s, cocoindex {cocoindex_s:.2f} s (incl. start)")
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
