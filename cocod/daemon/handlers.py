@@ -126,13 +126,16 @@ class Handlers:
                 caught_up=snapshot["caught_up"],
                 stats=snapshot["stats"],
             )
-            for key in ("progress", "database_down"):
-                if key in snapshot:
-                    out[key] = snapshot[key]
+            if "progress" in snapshot:
+                # Per source loop: hints pending, passes run, retry countdown. (`progress`
+                # is the running pass's counts, from the instance's progress sink.)
+                out["sources"] = snapshot["progress"]
+            if "database_down" in snapshot:
+                out["database_down"] = snapshot["database_down"]
             if snapshot["last_error"]:
                 out["last_error"] = snapshot["last_error"]
         elif instance.last_update is not None:
-            out.update(instance.last_update)
+            out.update({k: v for k, v in instance.last_update.items() if k != "progress"})
         out.update(status_fields(instance.progress, instance.paused))
         if instance.row_counts is not None and instance.row_counts_at is not None:
             out["targets"] = dict(instance.row_counts)
