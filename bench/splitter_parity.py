@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import subprocess
 import tempfile
 import time
@@ -118,6 +119,34 @@ def markdown_jobs() -> tuple[str, list[Job]]:
     return source, jobs
 
 
+# Random text from these pieces (separators of every level, markdown markers, CRLF, CJK
+# punctuation, non-ASCII, Unicode spaces), split as plain text and as markdown with random
+# sizes: the rules away from any real document's shape.
+_RANDOM_PIECES = [
+    *"abcdefgh  \n\n\t.,;:-!?#`",
+    *["。", "，", "é", "😀", "—", "\u3000", "```\n", "## ", "\r\n", "\r", "- ", "1. ", "> "],
+]
+
+
+def random_jobs(count: int, seed: int = 7) -> list[Job]:
+    rng = random.Random(seed)
+    jobs = []
+    for k in range(count):
+        text = "".join(rng.choice(_RANDOM_PIECES) for _ in range(rng.randint(0, 400)))
+        chunk_size = rng.randint(5, 120)
+        min_size = rng.randint(0, chunk_size)
+        overlap = rng.choice([0, 0, rng.randint(0, min_size)])
+        language = ("", "markdown")[k % 2]
+        config = {"chunk_size": chunk_size, "min_chunk_size": min_size, "chunk_overlap": overlap}
+        jobs.append(Job(f"random:{language or 'plain'}", f"random-{k}", text, language, config))
+    return jobs
+
+
+def v0_oversize(rows: list[ChunkRow], chunk_size: int) -> bool:
+    """Whether v0 emitted a chunk over ``chunk_size`` (cocod cuts those: a known difference)."""
+    return any(len(row[2].encode("utf-8", "surrogatepass")) > chunk_size for row in rows)
+
+
 def code_jobs() -> list[Job]:
     jobs = [
         Job(f"code:{language}", name, text, language, CODE_CONFIG)
@@ -194,10 +223,12 @@ def main() -> None:
     parser.add_argument("--show-diff", type=int, default=0, help="print N differing files")
     parser.add_argument("--group", default=None, help="only groups starting with this")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--random", type=int, default=400, help="random texts (0: none)")
     args = parser.parse_args()
 
     source, jobs = markdown_jobs()
     jobs += code_jobs()
+    jobs += random_jobs(args.random)
     if args.group:
         jobs = [job for job in jobs if job.group.startswith(args.group)]
     started = time.perf_counter()
@@ -210,12 +241,16 @@ def main() -> None:
     groups: dict[str, dict[str, Any]] = {}
     shown = 0
     for k, job in enumerate(jobs):
-        entry = groups.setdefault(job.group, {"files": 0, "identical": 0, "differing": []})
+        entry = groups.setdefault(
+            job.group, {"files": 0, "identical": 0, "v0_oversize": 0, "differing": []}
+        )
         entry["files"] += 1
         if theirs is None:
             continue
         if ours[k] == theirs[k]:
             entry["identical"] += 1
+        elif v0_oversize(theirs[k], job.config["chunk_size"]):
+            entry["v0_oversize"] += 1
         else:
             entry["differing"].append(job.name)
             if shown < args.show_diff:
@@ -226,8 +261,15 @@ def main() -> None:
     width = max(len(g) for g in groups)
     for name, entry in groups.items():
         figure = "?" if theirs is None else entry["identical"]
-        print(f"{name:<{width}}  identical files: {figure} / {entry['files']}")
+        line = f"{name:<{width}}  identical files: {figure} / {entry['files']}"
+        if entry["v0_oversize"]:
+            line += f" (+{entry['v0_oversize']} where v0 emits a chunk over chunk_size)"
+        print(line)
     code = [e for g, e in groups.items() if g.startswith("code:")]
+    # ``differing`` lists names; keep the JSON short for the random groups.
+    for name, entry in groups.items():
+        if name.startswith("random:"):
+            entry["differing"] = len(entry["differing"])
     code_identical = sum(e["identical"] for e in code)
     code_files = sum(e["files"] for e in code)
     code_figure = "?" if theirs is None else code_identical
