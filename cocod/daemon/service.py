@@ -14,10 +14,9 @@ transaction waiting on someone else's lock), and the embedded Postgres is stoppe
 second SIGINT exits at once. SIGHUP re-reads config.toml and applies the difference
 without touching unchanged instances (:mod:`cocod.daemon.reload`).
 
-Operations the control handlers call live here too: :meth:`Daemon.pause` and
+The daemon also has the operations the control handlers call — :meth:`Daemon.pause`,
 :meth:`Daemon.resume` (persisted in the registry, so a paused instance stays paused after
-a restart) and :meth:`Daemon.add_builtin` (an instance of a built-in flow over a folder,
-its table named after the instance). With ``[daemon] metrics`` set, the metrics server
+a restart) and :meth:`Daemon.add_builtin` — from :mod:`cocod.daemon.operations`. With ``[daemon] metrics`` set, the metrics server
 (:mod:`cocod.daemon.metrics`) starts with the control socket.
 """
 
@@ -35,18 +34,17 @@ import anyio
 import structlog
 from anyio.abc import SocketListener, TaskGroup, TaskStatus
 
-from cocod.control.protocol import ErrorCode, ProtocolError
 from cocod.daemon import early_signals
 from cocod.daemon.activation import take_inherited_socket
 from cocod.daemon.config import DaemonConfig, load_config
 from cocod.daemon.cpu_budget import apply_embed_threads
 from cocod.daemon.database import DatabaseState, DatabaseWatch, retry_delay
-from cocod.daemon.definitions import builtin_instance, load_definition_async
 from cocod.daemon.handlers import Handlers
-from cocod.daemon.instances import Instance, Instances, State
+from cocod.daemon.instances import Instances, State
 from cocod.daemon.metrics import MetricsServer
 from cocod.daemon.monitor import Monitor
 from cocod.daemon.notify import Notifier, watchdog_interval
+from cocod.daemon.operations import InstanceOperations
 from cocod.daemon.registry import RuntimeRegistry
 from cocod.daemon.reload import apply_reload
 from cocod.daemon.restart_check import verify_after_restart
@@ -64,7 +62,7 @@ OVERRUN_GRACE_SECONDS = 1.5
 """Past ``drain_timeout`` by this much, the process leaves without waiting any longer."""
 
 
-class Daemon:
+class Daemon(InstanceOperations):
     def __init__(self, config: DaemonConfig, notifier: Notifier | None = None) -> None:
         self.config = config
         self.notifier = notifier or Notifier()
@@ -248,49 +246,6 @@ class Daemon:
     def cancel_overrun_timer(self) -> None:
         if self._overrun is not None:
             self._overrun.cancel()
-
-    # -- operations the control handlers call -----------------------------------------------
-    async def pause(self, name: str) -> Instance:
-        """Pause a live instance: no pass runs, its watcher keeps collecting hints; kept
-        across restarts. Raises ProtocolError (unknown_flow, bad_args for an on-demand
-        instance) or DatabaseUnavailableError (not persisted, so not paused)."""
-        instance = self.instances.get(name)
-        if not instance.config.live:
-            self.instances.pause(instance)  # raises: nothing to pause
-        await self.registry.set_paused(name, True)
-        self.instances.pause(instance)
-        return instance
-
-    async def resume(self, name: str) -> Instance:
-        """Resume a paused instance: it catches up from the hints collected meanwhile
-        (after a restart, with a full pass). Resuming one that is not paused is a no-op."""
-        instance = self.instances.get(name)
-        await self.registry.set_paused(name, False)
-        self.instances.resume(instance)
-        return instance
-
-    async def add_builtin(
-        self,
-        name: str,
-        path: str | Path,
-        flow: str = "text",
-        live: bool = True,
-        params: dict[str, Any] | None = None,
-    ) -> Instance:
-        """Add (and persist) an instance of ``cocod.flows:<flow>`` over the folder ``path``,
-        writing to a table named after the instance (see :func:`builtin_instance`).
-
-        Raises ProtocolError: flow_exists for a taken name, bad_args for a bad name, flow
-        or folder; FlowDefinitionError when the flow cannot be built with these params."""
-        if name in self.instances.by_name:
-            raise ProtocolError(ErrorCode.FLOW_EXISTS, f"instance {name!r} already exists")
-        config = await anyio.to_thread.run_sync(builtin_instance, name, path, flow, live, params)
-        # Fail now, not in the background, if the definition cannot even be loaded.
-        await load_definition_async(config.definition, config.params, self.config.base_dir, name)
-        if name in self.instances.by_name:  # added by another client meanwhile
-            raise ProtocolError(ErrorCode.FLOW_EXISTS, f"instance {name!r} already exists")
-        await self.registry.add(config)
-        return self.instances.add(config, "runtime")
 
     # -- signals, reload, status -------------------------------------------------------------
     async def _handle_signals(
