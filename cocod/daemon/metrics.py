@@ -10,17 +10,18 @@ stop moving, which is what an alert on them should see). The registry is private
 prometheus-client's global one): what we serve is only what we collect, plus the process'
 RSS and CPU from prometheus-client's process collector.
 
-Families (label ``instance`` on all but the process ones):
+Families (label ``instance`` on all but the process ones and ``cocod_database_up``):
 ``cocod_instance_state{state}`` (1 for the current state), ``cocod_instance_paused``,
 ``cocod_export_rows{export}`` (rows per target table, refreshed in the background),
 ``cocod_files_pending`` (changes not yet committed), ``cocod_last_success_timestamp_seconds``,
 ``cocod_update_duration_seconds`` (histogram of passes), ``cocod_rows_written_total`` and
 ``cocod_rows_deleted_total`` (source rows, i.e. files, whose target rows were written or
-deleted), ``cocod_chunks_embedded_total`` and ``cocod_memo_hits_total`` (calls of memoized
-functions — the embedder — computed and answered from the memo), ``cocod_errors_total{kind}``
-(``row``, ``source``, ``database``, ``pass``), ``cocod_watcher_events_total``,
-``cocod_rescans_total``; ``cocod_database_up``; ``process_resident_memory_bytes``,
-``process_cpu_seconds_total`` and the other ``process_*`` families.
+deleted), ``cocod_chunks_written_total`` (target rows written), ``cocod_chunks_embedded_total``
+and ``cocod_memo_hits_total`` (calls of memoized functions — the embedder — computed, and
+answered from the memo), ``cocod_errors_total{kind}`` (``row``, ``source``, ``database``,
+``pass``), ``cocod_watcher_events_total``, ``cocod_rescans_total``; ``cocod_database_up``;
+``process_resident_memory_bytes``, ``process_cpu_seconds_total`` and the other
+``process_*`` families.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ def _instance_snapshot(instance: Instance) -> dict[str, Any]:
         },
         "rows_written": counters.rows_written,
         "rows_deleted": counters.rows_deleted,
+        "chunks_written": instance.progress.rows_written,
         "chunks_embedded": calls.computed,
         "memo_hits": calls.hits,
         "errors": dict(counters.errors),
@@ -146,6 +148,7 @@ class SnapshotCollector(Collector):
         )
         written = _counter("cocod_rows_written", "Source rows (files) whose rows were written")
         deleted = _counter("cocod_rows_deleted", "Source rows (files) whose rows were deleted")
+        chunks = _counter("cocod_chunks_written", "Target rows (chunks) written")
         embedded = _counter("cocod_chunks_embedded", "Memoized calls computed (embeddings)")
         hits = _counter("cocod_memo_hits", "Memoized calls answered from the memo")
         errors = CounterMetricFamily(
@@ -167,6 +170,7 @@ class SnapshotCollector(Collector):
             durations.add_metric([name], [(le, float(n)) for le, n in d["buckets"]], d["sum"])
             written.add_metric([name], float(i["rows_written"]))
             deleted.add_metric([name], float(i["rows_deleted"]))
+            chunks.add_metric([name], float(i["chunks_written"]))
             embedded.add_metric([name], float(i["chunks_embedded"]))
             hits.add_metric([name], float(i["memo_hits"]))
             for kind in sorted({"row", "source", "database", "pass", *i["errors"]}):
@@ -174,7 +178,7 @@ class SnapshotCollector(Collector):
             events.add_metric([name], float(i["watcher_events"]))
             rescans.add_metric([name], float(i["rescans"]))
         yield from (state, paused, rows, pending, last, durations, written, deleted)
-        yield from (embedded, hits, errors, events, rescans)
+        yield from (chunks, embedded, hits, errors, events, rescans)
 
 
 def _gauge(name: str, documentation: str) -> GaugeMetricFamily:

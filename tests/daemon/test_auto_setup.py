@@ -36,3 +36,4 @@ def test_update_of_a_never_set_up_on_demand_instance_sets_it_up_unless_told_not_
         assert sql.fetchval("SELECT count(*) FROM manual_rows") == 2
     finally:
         assert daemon.stop() == 0
+    assert "metrics.listening" not in daemon.logs()  # metrics are off unless configured

@@ -22,6 +22,7 @@ FAMILIES = (
     "cocod_update_duration_seconds_sum",
     "cocod_rows_written_total",
     "cocod_rows_deleted_total",
+    "cocod_chunks_written_total",
     "cocod_chunks_embedded_total",
     "cocod_memo_hits_total",
     "cocod_errors_total",
@@ -63,6 +64,7 @@ def test_metrics_endpoint_serves_every_family_and_values_move_after_an_edit(
         assert value(before, "process_resident_memory_bytes") > 10_000_000
         assert value(before, "cocod_rows_written_total", instance="one") == 1
         assert value(before, "cocod_chunks_embedded_total", instance="one") == 2
+        assert value(before, "cocod_chunks_written_total", instance="one") == 2
         assert value(before, "cocod_errors_total", instance="one", kind="row") == 0
         assert value(before, "cocod_last_success_timestamp_seconds", instance="one") > (
             time.time() - 300
@@ -86,6 +88,7 @@ def test_metrics_endpoint_serves_every_family_and_values_move_after_an_edit(
         # Only the new paragraphs were embedded; the unchanged one was not embedded again.
         assert value(after, "cocod_chunks_embedded_total", instance="one") == 5
         assert value(after, "cocod_watcher_events_total", instance="one") >= 2
+        assert value(after, "cocod_chunks_written_total", instance="one") >= 4
         assert value(after, "cocod_update_duration_seconds_count", instance="one") > passes
         assert value(after, "cocod_files_pending", instance="one") == 0
 
