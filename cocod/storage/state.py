@@ -303,11 +303,17 @@ class PostgresStateStore:
             for export_name, write in merged.items():
                 await self._writers[export_name].write(conn, write)
             if memo:
-                await conn.executemany(
-                    f"INSERT INTO {self._memo} (flow_id, fp, value) VALUES ($1, $2, $3) "
+                # One statement for the batch's entries (hundreds in an initial index):
+                # the keys of a dict are distinct, as ON CONFLICT DO UPDATE requires.
+                await conn.execute(
+                    f"INSERT INTO {self._memo} (flow_id, fp, value) "
+                    "SELECT $1, u.fp, u.value "
+                    "FROM unnest($2::bytea[], $3::bytea[]) AS u(fp, value) "
                     "ON CONFLICT (flow_id, fp) DO UPDATE "
                     "SET value = EXCLUDED.value, orphaned_at = NULL",
-                    [(self._flow_id, k, v) for k, v in memo.items()],
+                    self._flow_id,
+                    list(memo),
+                    list(memo.values()),
                 )
             if used:
                 # Entries found by lookup are in use again: restart their retention clock.
