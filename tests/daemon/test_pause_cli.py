@@ -28,6 +28,9 @@ def test_pause_and_resume_from_the_command_line(tmp_path: Path, database_url: st
         assert paused.stdout.strip().startswith("alpha: paused"), paused.stdout
         (status,) = daemon.json("status", "alpha")
         assert status["paused"] is True and status["state"] == "PAUSED"
+        # --json carries the numbers the metrics endpoint serves, with the process's.
+        assert status["metrics"]["paused"] is True and status["metrics"]["state"] == "PAUSED"
+        assert status["metrics"]["process"]["rss_bytes"] > 0
         table = daemon.cli("status").stdout
         assert next(line for line in table.splitlines() if line.startswith("alpha")).split()[1] == (
             "PAUSED"
