@@ -267,6 +267,10 @@ class Instances:
         await self.stop(instance)
         if self.by_name.get(instance.name) is instance:
             del self.by_name[instance.name]
+        if instance.origin == "runtime":
+            # `cocod remove` (the registry forgot its pause too); a config instance removed
+            # by a reload keeps its pause for when it comes back, changed or not.
+            self.paused_names.discard(instance.name)
 
     async def _supervise(self, instance: Instance) -> None:
         scope = instance.scope
