@@ -166,7 +166,7 @@ COMMANDS: dict[str, Command] = {
                 Arg(
                     "instance",
                     str,
-                    help="instance to search (repeatable, or a,b; default: every instance "
+                    help="instance to search; a,b for several (default: every instance "
                     "with a vector index)",
                     many=True,
                 ),
