@@ -150,7 +150,17 @@ class LocalFileReader:
         parts = key.split("/")
         if any(self._filter.is_excluded("/".join(parts[: i + 1])) for i in range(len(parts))):
             return True
-        return self._ignore is not None and self._ignore.is_dir_ignored(key)
+        if self._ignore is None or not self._ignore.is_dir_ignored(key):
+            return False
+        # The watcher asks this of deleted paths too, whose kind is unknown: a file the
+        # folder-only rule (``foo/``) does not cover must still reach the engine.
+        return self._is_dir_now(key) or self._ignore.is_file_ignored(key)
+
+    def _is_dir_now(self, key: str) -> bool:
+        try:
+            return stat.S_ISDIR(os.lstat(os.path.join(self.root, key)).st_mode)
+        except OSError:
+            return False
 
     def is_candidate(self, key: str) -> bool:
         """Would a file with this key be listed (patterns and git's rules; the rest is

@@ -303,3 +303,20 @@ def test_a_symlinked_gitignore_is_not_read(tmp_path: Path) -> None:
     os.symlink(tmp_path / "elsewhere" / "rules", root / "src" / ".gitignore")
     write(root / "src" / "doc.md", "doc")
     assert "src/doc.md" in _reader(root).list_rows_sync()
+
+
+def test_a_deleted_file_a_folder_rule_does_not_cover_still_reaches_the_engine(
+    tmp_path: Path,
+) -> None:
+    """The watcher asks is_excluded_dir of deleted paths, whose kind it cannot know."""
+    root = make_repo(tmp_path / "repo")
+    write(root / ".gitignore", "build/\nout/\n")
+    write(root / "out", "a file named like the ignored folder")
+    reader = _reader(root)
+    assert "out" in reader.list_rows_sync()
+    assert not reader.is_excluded_dir("out")  # a file now: its deletion must be seen
+    (root / "out").unlink()
+    assert not reader.is_excluded_dir("out")  # gone: it may have been that file
+    (root / "out").mkdir()
+    assert reader.is_excluded_dir("out")  # a folder: pruned
+    assert reader.is_excluded_dir("build/gone.o")
