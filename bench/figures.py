@@ -25,7 +25,7 @@ def fig_engine(b: Bench) -> None:
             for e in b.engines
         }
         c0 = next(iter(corpora.values()))
-        print(f"\n[engine] {size:,} files, {c0.total_bytes / 1e6:.1f} MB ({c0.n_bases} bases)")
+        b.log(f"[engine] {size:,} files, {c0.total_bytes / 1e6:.1f} MB ({c0.n_bases} bases)")
         flow, table = f"BenchEngine{size}", f"bench_engine_{size}"
         for e in b.order(0):
             r = b.worker(e, "update", flow, table, corpora[e].root)
@@ -34,7 +34,10 @@ def fig_engine(b: Bench) -> None:
             b.record("engine", case, e, "chunks", r["rows"])
             b.record("engine", case, e, "chunks_per_s", r["rows"] / r["update_s"])
             b.record("engine", case, e, "initial_peak_rss_mb", r["peak_rss_mb"])
-            print(f"  {e:<9} initial {r['update_s']:.2f} s, {r['rows']:,} chunks")
+            b.log(
+                f"  {e:<9} initial {r['update_s']:.2f} s, {r['rows']:,} chunks "
+                f"({r['rows'] / r['update_s']:,.0f}/s), peak RSS {r['peak_rss_mb']:.0f} MB"
+            )
         picks = corpus_mod.pick_files(c0, 2 * a.repeats * (1 + a.warm), seed=a.seed, salt=case)
         per = 1 + a.warm
         edits, deletes = picks[: a.repeats * per], picks[a.repeats * per :]
@@ -54,14 +57,17 @@ def fig_engine(b: Bench) -> None:
                     b.record("engine", case, e, f"{step}_setup_s", r["setup_s"])
                     b.record("engine", case, e, f"{step}_warm_s", r["warm_s"])
                     b.record("engine", case, e, f"{step}_peak_rss_mb", r["peak_rss_mb"])
-                    print(
+                    b.log(
                         f"  {e:<9} {step:<6} fresh {r['update_s'] * 1000:7.1f} ms "
                         f"(process {r['process_s']:.2f} s), warm "
                         + ", ".join(f"{w * 1000:.1f}" for w in r["warm_s"])
                         + " ms"
                     )
-        for c in corpora.values():
-            shutil.rmtree(c.root, ignore_errors=True)
+        for e, c in corpora.items():
+            if "live" in a.figures and size in a.live_files:
+                b.kept[(e, size)] = (c, flow, table)  # the live figure watches it next
+            else:
+                shutil.rmtree(c.root, ignore_errors=True)
 
 
 def fig_model(b: Bench) -> None:
@@ -69,21 +75,28 @@ def fig_model(b: Bench) -> None:
     a = b.args
     for size in a.model_files:
         case = str(size)
-        for run in range(a.repeats):
+        for run in range(a.model_repeats):
             for e in b.order(run):
                 c = corpus_mod.build_corpus(
                     b.work / f"model-{e}-{size}-{run}", size, seed=a.seed + run, source=a.corpus
                 )
                 flow, table = f"BenchModel{size}r{run}", f"bench_model_{size}_r{run}"
-                rounds = ["--raw-rounds", str(a.raw_rounds)]
-                r = b.worker(e, "model", flow, table, c.root, *rounds)
-                for k in ("update_s", "chunks_per_s", "raw_texts_per_s", "ratio_to_raw"):
-                    b.record("model", case, e, k, r[k])
+                extra = ["--raw-rounds", str(a.raw_rounds), "--raw-texts", str(a.raw_texts)]
+                r = b.worker(e, "model", flow, table, c.root, *extra)
+                for k in (
+                    "update_s",
+                    "chunks_per_s",
+                    "unique_texts_per_s",
+                    "raw_texts_per_s",
+                    "ratio_to_raw",
+                    "unique_ratio_to_raw",
+                ):
+                    b.record("model", case, e, k, r.get(k))
                 b.record("model", case, e, "peak_rss_mb", r["peak_rss_mb"])
                 b.record("model", case, e, "chunks", r["rows"])
                 b.record("model", case, e, "unique_texts", r["unique_texts"])
-                print(
-                    f"\n[model] {e:<9} {size} files: {r['rows']} chunks in {r['update_s']:.1f} s "
+                b.log(
+                    f"[model] {e:<9} {size} files: {r['rows']} chunks in {r['update_s']:.1f} s "
                     f"= {r['chunks_per_s']:.1f}/s; raw {r['raw_texts_per_s']:.1f}/s "
                     f"({r['ratio_to_raw']:.0%}); peak RSS {r['peak_rss_mb']:.0f} MB"
                 )
@@ -97,11 +110,16 @@ def fig_live(b: Bench) -> None:
     cases.append((f"model-{a.live_model_files}", a.live_model_files, True))
     for run_i, (case, n, model) in enumerate(cases):
         for e in b.order(run_i):
-            c = corpus_mod.build_corpus(
-                b.work / f"live-{e}-{case}", n, seed=a.seed, source=a.corpus
-            )
-            flow = f"BenchLive{case.replace('-', '')}"
-            table = f"bench_live_{case.replace('-', '_')}"
+            kept = None if model else b.kept.pop((e, n), None)
+            if kept is not None:  # indexed by the engine figure: the catch-up is a no-op
+                c, flow, table = kept
+            else:
+                c = corpus_mod.build_corpus(
+                    b.work / f"live-{e}-{case}", n, seed=a.seed, source=a.corpus
+                )
+                flow = f"BenchLive{case.replace('-', '')}"
+                table = f"bench_live_{case.replace('-', '_')}"
+            b.log(f"[live] {e:<9} {case}: watching {n:,} files")
             extra = ["--edits", str(a.live_edits if not model else min(a.live_edits, 10))]
             extra += ["--idle-s", str(a.idle_s), "--refresh-s", str(a.refresh_s)]
             extra += ["--jitter-s", str(a.refresh_s), "--seed", str(a.seed)]
@@ -119,8 +137,8 @@ def fig_live(b: Bench) -> None:
                 if model
                 else (f", burst {r['burst_visible']}/{r['burst_files']} in {r['burst_s']:.2f} s")
             )
-            print(
-                f"\n[live] {e:<9} {case}: p50 {r['p50_ms']:.0f} ms, p95 {r['p95_ms']:.0f} ms, "
+            b.log(
+                f"[live] {e:<9} {case}: p50 {r['p50_ms']:.0f} ms, p95 {r['p95_ms']:.0f} ms, "
                 f"idle CPU {r['idle_cpu_pct']:.2f}%{burst}"
             )
             shutil.rmtree(c.root, ignore_errors=True)
@@ -141,8 +159,8 @@ def fig_status(b: Bench) -> None:
         b.record("status", case, "cocod", f"{cmd}_p50_ms", r[cmd]["p50_ms"])
         b.record("status", case, "cocod", f"{cmd}_p95_ms", r[cmd]["p95_ms"])
     b.figures["status"][case]["cocod"]["reported_targets"] = r["reported_targets"]
-    print(f"\n[status] rows cocod status reports per instance: {r['reported_targets']}")
-    print(
+    b.log(f"[status] rows cocod status reports per instance: {r['reported_targets']}")
+    b.log(
         f"[status] {a.status_rows:,} target rows: cocod status p50 "
         f"{r['status']['p50_ms']:.0f} ms, p95 {r['status']['p95_ms']:.0f} ms"
     )
@@ -169,7 +187,7 @@ def fig_memory(b: Bench) -> None:
                 r = b.worker(e, "memory", flow, table, root, *extra)
             b.record("memory", case, e, "rss_mb", r["rss_mb"])
             b.record("memory", case, e, "peak_rss_mb", r.get("peak_rss_mb"))
-            print(f"\n[memory] {e:<9} {n} live instances: RSS {r['rss_mb']:.0f} MB")
+            b.log(f"[memory] {e:<9} {n} live instances: RSS {r['rss_mb']:.0f} MB")
             shutil.rmtree(root, ignore_errors=True)
 
 

@@ -33,6 +33,8 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("model", "chunks_per_s", "initial index, real model", "chunks/s"),
     ("model", "raw_texts_per_s", "raw encode, same texts", "texts/s"),
     ("model", "ratio_to_raw", "engine / raw encode", "×"),
+    ("model", "unique_texts_per_s", "initial index, unique texts", "texts/s"),
+    ("model", "unique_ratio_to_raw", "engine unique texts / raw encode", "×"),
     ("model", "peak_rss_mb", "initial index, peak RSS", "MB"),
     ("live", "p50_ms", "save-to-visible p50", "ms"),
     ("live", "p95_ms", "save-to-visible p95", "ms"),

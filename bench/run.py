@@ -1,7 +1,10 @@
 """cocod's benchmark entry point: every figure of issue 11, side by side with CocoIndex 0.3.39.
 
-Run: ``.venv/bin/python bench/run.py [--figures engine,model,live,status,memory]
-[--sizes 1000,10000,50000] [--quick] [--corpus builtin|shared]``.
+Run: ``.venv/bin/python bench/run.py [--only engine,model,live,status,memory]
+[--sizes 1000,5000,10000,50000] [--quick] [--corpus builtin|shared]``. Figures may also be
+named by their number in issue 11: 1 model, 2 engine, 3 live, 4 status, 5 memory; figure
+6 (the same workloads through CocoIndex 0.3.39) is the CocoIndex column of every other
+figure (``--engines cocod`` leaves it out).
 
 Why this shape:
 
@@ -48,18 +51,21 @@ from setup_db import BenchPostgres
 
 BENCH = Path(__file__).resolve().parent
 ALL_FIGURES = ("engine", "model", "live", "status", "memory")
+FIGURE_NUMBERS = {"1": "model", "2": "engine", "3": "live", "4": "status", "5": "memory"}
 # Per option: (full run, --quick run).
 DEFAULTS: dict[str, tuple[Any, Any]] = {
-    "sizes": ([1000, 10000, 50000], [200, 1000]),
+    "sizes": ([1000, 5000, 10000, 50000], [200, 1000]),
     "repeats": (3, 1),
-    "warm": (3, 1),
+    "warm": (2, 1),
     "model_files": ([100, 1000], [40]),
-    "raw_rounds": (2, 1),
+    "model_repeats": (1, 1),
+    "raw_rounds": (1, 1),
+    "raw_texts": (384, 64),
     "live_files": ([1000, 50000], [200]),
-    "live_edits": (50, 5),
+    "live_edits": (40, 5),
     "live_model_files": (61, 20),
     "burst": (5000, 100),
-    "idle_s": (20.0, 3.0),
+    "idle_s": (10.0, 3.0),
     "status_rows": (1_000_000, 20_000),
     "status_runs": (30, 5),
     "memory_instances": ([1, 10, 50], [1, 3]),
@@ -89,9 +95,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     p.add_argument(
+        "--only",
         "--figures",
+        dest="figures",
         default=",".join(ALL_FIGURES),
-        help=f"comma list of figures (default all: {','.join(ALL_FIGURES)})",
+        help=f"comma list of figures, by name or issue-11 number (default all: "
+        f"{','.join(ALL_FIGURES)}; 1 model, 2 engine, 3 live, 4 status, 5 memory)",
     )
     p.add_argument("--quick", action="store_true", help="a short smoke run of every figure")
     p.add_argument(
@@ -105,6 +114,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--model-files", type=int_list, help=f"model figure: corpus sizes {_default('model_files')}"
+    )
+    p.add_argument(
+        "--model-repeats",
+        type=int,
+        help=f"model figure: fresh-process runs per size and engine {_default('model_repeats')}",
+    )
+    p.add_argument(
+        "--raw-texts",
+        type=int,
+        help="model figure: unique chunk texts (a seeded sample) the raw encode times "
+        f"{_default('raw_texts')}",
     )
     p.add_argument(
         "--raw-rounds",
@@ -162,7 +182,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key, (full, quick) in DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, quick if args.quick else full)
-    args.figures = [f.strip() for f in args.figures.split(",") if f.strip()]
+    args.figures = [
+        FIGURE_NUMBERS.get(f.strip(), f.strip()) for f in args.figures.split(",") if f.strip()
+    ]
+    if "6" in args.figures:  # figure 6 is the CocoIndex column, not a figure of its own
+        args.figures.remove("6")
+        args.figures = args.figures or list(ALL_FIGURES)
+    args.figures = [f for f in ALL_FIGURES if f in args.figures] + [
+        f for f in args.figures if f not in ALL_FIGURES
+    ]  # the engine figure first: live reuses its indexed corpora
     if unknown := set(args.figures) - set(ALL_FIGURES):
         p.error(f"unknown figures {sorted(unknown)}; choose from {', '.join(ALL_FIGURES)}")
     return args
@@ -215,7 +243,11 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "figures": args.figures,
     }
-    print(f"bench: {meta['command']} ({meta['cpus']} CPUs, load {meta['load_at_start'][0]:.2f})")
+    print(
+        f"bench: {meta['command']} ({meta['cpus']} CPUs, load {meta['load_at_start'][0]:.2f}); "
+        f"figures {', '.join(args.figures)}",
+        flush=True,
+    )
     pg = BenchPostgres(work / "pg")
     bench: Bench | None = None
     try:
@@ -228,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as e:  # one broken figure must not lose the others
                 print(f"\n[{fig}] FAILED: {type(e).__name__}: {e}")
                 bench.figures.setdefault("errors", {})[fig] = f"{type(e).__name__}: {e}"
-            print(f"[{fig}] took {time.perf_counter() - t0:.0f} s", flush=True)
+            bench.log(f"[{fig}] took {time.perf_counter() - t0:.0f} s")
     finally:
         pg.stop()
         shutil.rmtree(work, ignore_errors=True)

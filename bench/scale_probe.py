@@ -1,0 +1,122 @@
+"""cocod alone, fresh processes, one corpus size kept between runs: what grows with N.
+
+Why beside run.py: finding what is O(corpus) in a one-file edit needs the same indexed
+corpus measured (and profiled) many times; building and indexing 50,000 files takes
+minutes, so this keeps the corpus, the Postgres data and the index in ``--workdir`` and
+only re-indexes when they are missing. It is a tool for engineers, not a figure.
+
+    .venv/bin/python bench/scale_probe.py --size 50000 --workdir /tmp/probe50k
+    .venv/bin/python bench/scale_probe.py --size 50000 --workdir /tmp/probe50k \
+        --steps edit --profile /tmp/edit.svg      # py-spy flame graph of one fresh edit
+
+Each step (noop, edit, delete) runs ``bench/worker.py update`` in a fresh process, as
+run.py does, and prints update() and setup() times and per-file cost. ``PYTHONPATH``
+is passed on, so a snapshot of the tree (``git archive``) can be measured while the
+checkout changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import corpus as corpus_mod
+from setup_db import BenchPostgres
+
+BENCH = Path(__file__).resolve().parent
+WORKER = BENCH / "worker.py"
+
+
+def run_worker(
+    pg: BenchPostgres, work: Path, size: int, extra: list[str], profile: str | None
+) -> dict[str, object]:
+    url = pg.url("probe")
+    env = {**os.environ, "COCOD_DATABASE_URL": url, "COCOD_STATE_DIR": str(work / "state")}
+    cmd = [sys.executable, str(WORKER), "update", "--engine", "cocod", "--db-url", url]
+    cmd += ["--flow", f"Probe{size}", "--table", f"probe_{size}"]
+    cmd += ["--source", str(work / "corpus"), *extra]
+    if profile:
+        spy = Path(sys.executable).parent / "py-spy"
+        fmt = {".json": "speedscope", ".txt": "raw"}.get(Path(profile).suffix, "flamegraph")
+        cmd = [str(spy), "record", "-r", "500", "-f", fmt, "-o", profile, "--", *cmd]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
+    if res.returncode != 0 or not lines:
+        raise SystemExit(
+            f"worker failed ({res.returncode}):\n{res.stdout[-3000:]}{res.stderr[-3000:]}"
+        )
+    out: dict[str, object] = json.loads(lines[-1][len("RESULT ") :])
+    out["process_s"] = wall
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--size", type=int, required=True)
+    p.add_argument("--workdir", type=Path, required=True)
+    p.add_argument("--steps", default="noop,edit,delete")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--profile", help="py-spy output of the first step (.svg, .json speedscope, .txt collapsed)"
+    )
+    p.add_argument("--reindex", action="store_true", help="rebuild the corpus and the index")
+    args = p.parse_args()
+    work: Path = args.workdir
+    if args.reindex and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    pg = BenchPostgres(work / "pg")
+    try:
+        marker = work / "indexed"
+        if not marker.exists():
+            c = corpus_mod.build_corpus(work / "corpus", args.size)
+            (work / "files.json").write_text(json.dumps(c.files))
+            pg.create_database("probe")
+            r = run_worker(pg, work, args.size, [], None)
+            rate = int(r["rows"]) / float(r["update_s"])  # type: ignore[arg-type]
+            print(
+                f"initial index: {r['update_s']:.1f} s, {r['rows']:,} chunks, "
+                f"{rate:,.0f} chunks/s, peak RSS {r['peak_rss_mb']:.0f} MB"
+            )
+            marker.write_text("ok")
+        files = json.loads((work / "files.json").read_text())
+        root = work / "corpus"
+        pick = [f for f in files if (root / f).exists()]
+        n = len(pick)
+        profile = args.profile
+        for step in args.steps.split(","):
+            for i in range(args.repeats):
+                rel = pick[(hash((step, i, time.time_ns())) % len(pick))]
+                if step == "edit":
+                    corpus_mod.edit_file(root / rel, f"probe{time.time_ns()}")
+                elif step == "delete":
+                    (root / rel).unlink()
+                    pick.remove(rel)
+                r = run_worker(pg, work, args.size, [], profile)
+                profile = None
+                us = float(r["update_s"]) / n * 1e6  # type: ignore[arg-type]
+                print(
+                    f"{step:<6} update {float(r['update_s']) * 1000:7.1f} ms "  # type: ignore[arg-type]
+                    f"({us:.1f} µs/file), setup {float(r['setup_s']) * 1000:6.1f} ms, "  # type: ignore[arg-type]
+                    f"open {float(r['open_s']) * 1000:6.1f} ms, "  # type: ignore[arg-type]
+                    f"process {float(r['process_s']):.2f} s, peak {r['peak_rss_mb']:.0f} MB",  # type: ignore[arg-type]
+                    flush=True,
+                )
+                n = len(pick)
+    finally:
+        pg.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
