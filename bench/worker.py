@@ -196,8 +196,10 @@ def op_update(args: argparse.Namespace, out: dict[str, Any]) -> None:
         flow = open_flow(args, args.flow, source, args.table)
     with timed(out, "setup_s"):
         flow.setup()
+    cpu0 = time.process_time()
     with timed(out, "update_s"):
         info = flow.update()
+    out["update_cpu_s"] = time.process_time() - cpu0  # this process, all threads
     out["stats"] = str(info)
     out.update(rss_mb())
     warm = []
