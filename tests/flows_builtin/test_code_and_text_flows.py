@@ -119,7 +119,8 @@ def test_params_replace_the_defaults(tmp_path: Path, sql: SqlHelper) -> None:
         "docs/guide.md",
         "node_modules/left-pad/README.md",
     ]
-    assert sql.fetchval("SELECT count(*) FROM docs_only WHERE filename = 'docs/guide.md'") > 1
+    count = sql.fetchval("SELECT count(*) FROM docs_only WHERE filename = 'docs/guide.md'")
+    assert isinstance(count, int) and count > 1
 
 
 def test_the_daemon_loader_builds_them_from_config_params(tmp_path: Path) -> None:
@@ -145,4 +146,4 @@ def test_cocod_flows_is_still_v0s_function(tmp_path: Path, cocod_db: str) -> Non
     repo = make_working_tree(tmp_path / "repo")
     flow = cocoindex.open_flow("listed", text(TextParams(path=str(repo)), embed=tiny))
     assert cocod.flows() == {"listed": flow}
-    assert callable(cocod.flows.code)
+    assert getattr(cocod.flows, "code") is code  # noqa: B009  (mypy sees v0's function)
