@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import overload
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import asyncpg
 import structlog
 
-from cocod.errors import DatabaseError, SettingsError
+from cocod.errors import DatabaseError, DatabaseUnavailableError, SettingsError
 from cocod.flow.naming import validate_app_namespace, validate_sql_identifier
 from cocod.runtime.bridge import bridge
 from cocod.setting import Settings, default_state_dir
@@ -120,10 +121,18 @@ class LibraryContext:
         if self._url is not None:
             return self._url
         async with self._locks()[0]:
+            url = self._url
+            if url is None:
+                url = await anyio.to_thread.run_sync(self._open_database_blocking)
             if self._url is None:
-                await anyio.to_thread.run_sync(self._open_database_blocking)
-            assert self._url is not None
-            return self._url
+                # Released while it started: a shutdown (SIGTERM during start-up). Let the
+                # pending cancellation win; otherwise say so instead of failing an assert.
+                await anyio.lowlevel.checkpoint()
+                raise DatabaseUnavailableError(
+                    "the embedded PostgreSQL was released while it was starting (the library "
+                    "is shutting down); open the database again"
+                )
+            return url
 
     async def pool(self) -> Pool:
         if self._pool is None:
