@@ -14,7 +14,7 @@ from cocod.storage.embedded import EmbeddedPostgres
 
 COCOD = str(Path(sys.executable).with_name("cocod"))
 
-APP_TEMPLATE = '''
+APP_TEMPLATE = """
 import cocod as cocoindex
 {settings}
 
@@ -33,14 +33,14 @@ def words_flow(flow_builder: cocoindex.FlowBuilder, data_scope: cocoindex.DataSc
         doc["words"] = doc["content"].transform(word_count)
         out.collect(filename=doc["filename"], words=doc["words"])
     out.export("counts", cocoindex.targets.Postgres(), primary_key_fields=["filename"])
-'''
+"""
 
-SETTINGS_TEMPLATE = '''
+SETTINGS_TEMPLATE = """
 
 @cocoindex.settings
 def cocoindex_settings() -> cocoindex.Settings:
     return cocoindex.Settings(database=cocoindex.DatabaseConnectionSpec(url={url!r}))
-'''
+"""
 
 
 def write_app(
@@ -59,11 +59,7 @@ def write_app(
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The test process's environment without any database or state settings of ours."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("COCOD_", "COCOINDEX_", "PG"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COCOD_", "COCOINDEX_", "PG"))}
     env.update(extra)
     return env
 

@@ -24,9 +24,7 @@ def second_database(postgres_server: EmbeddedPostgres) -> Iterator[str]:
     admin(postgres_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_dotenv_in_the_current_folder_names_the_database(
-    tmp_path: Path, database_url: str
-) -> None:
+def test_dotenv_in_the_current_folder_names_the_database(tmp_path: Path, database_url: str) -> None:
     write_app(tmp_path, flow="DotEnvFlow")
     (tmp_path / ".env").write_text(f"COCOINDEX_DATABASE_URL={database_url}\n")
     state_dir = tmp_path / "state"  # where an embedded server would go if .env were ignored
