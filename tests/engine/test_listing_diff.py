@@ -121,3 +121,35 @@ def test_reexport_looks_at_every_row(tmp_path: Path, sql: SqlHelper) -> None:
     assert (rec.last()["listed"], rec.last()["candidates"]) == (4, 4)
     assert sql.fetchval("SELECT count(*) FROM diff_re") == 4
     flow.close()
+
+
+def test_odd_names_are_compared_by_their_bytes(tmp_path: Path, sql: SqlHelper) -> None:
+    """Keys travel to the server two ways (ASCII as JSON text, the rest as bytes): names
+    with JSON and list metacharacters, non-ASCII and non-UTF-8 names all round-trip."""
+    docs = tmp_path / "docs"
+    names = ['a,"b\\\n.md', "é/ü.md", "plain.md"]
+    for name in names:
+        _settled(docs / name, f"text of {name}")
+    raw = os.fsencode(docs) + b"/\xff\xfe.md"  # not UTF-8: a lone-surrogate key
+    with open(raw, "wb") as f:
+        f.write(b"bytes name")
+    past = time.time_ns() - 3600 * 10**9
+    os.utime(raw, ns=(past, past))
+    flow = cocoindex.open_flow("DiffNames", paragraph_flow(str(docs), table_name="diff_names"))
+    flow.setup()
+    final, stats = _update(flow)
+    assert (final["listed"], final["candidates"]) == (4, 4)
+    assert stats["num_insertions"] == 4
+
+    final, _ = _update(flow)
+    assert final["candidates"] == 0
+
+    for name in names[:2]:
+        _settled(docs / name, f"new text of {name}")
+    os.utime(raw, ns=(past + 10**9, past + 10**9))
+    final, stats = _update(flow)
+    assert (final["listed"], final["candidates"]) == (4, 3)
+    assert stats["num_updates"] == 2 and stats["num_no_change"] == 2
+    texts = {r["text"] for r in sql.fetch("SELECT text FROM diff_names")}
+    assert {f"new text of {n}" for n in names[:2]} <= texts
+    flow.close()
