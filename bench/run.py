@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from figures import FIGURES
 from harness import COCOINDEX_PYTHON, REPO_ROOT, Bench
+from must_show import must_show_lines
 from report import print_table, write_plots
 from setup_db import BenchPostgres
 
@@ -274,8 +275,10 @@ def main(argv: list[str] | None = None) -> int:
             json.loads((out_dir / "results.json").read_text()), results
         )
     table = print_table(results)
+    checks = "\n".join(must_show_lines(results))
+    print("\n" + checks)
     shown = "\n".join(f"$ {c}" for c in commands)
-    (out_dir / "table.txt").write_text(f"{shown}\n\n{table}\n")
+    (out_dir / "table.txt").write_text(f"{shown}\n\n{table}\n\n{checks}\n")
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     print(f"\nwrote {out_dir / 'results.json'} and {out_dir / 'table.txt'}")
     write_plots(out_dir / "results.json", out_dir, COCOINDEX_PYTHON)
