@@ -12,7 +12,29 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cocod import functions, op, sources, storages, targets, typing, utils
+    from cocod import (
+        auth_registry,
+        flow,
+        flow_instances,
+        functions,
+        index,
+        lib,
+        llm,
+        op,
+        query_handler,
+        setting,
+        sources,
+        storages,
+        targets,
+        typing,
+        utils,
+    )
+    from cocod.auth_registry import (
+        AuthEntryReference,
+        add_auth_entry,
+        add_transient_auth_entry,
+        ref_auth_entry,
+    )
     from cocod.engine.stats import IndexUpdateInfo
     from cocod.flow.builder import DataCollector, DataScope, DataSlice, FlowBuilder
     from cocod.flow.graph import GeneratedField
@@ -34,7 +56,11 @@ if TYPE_CHECKING:
         Range,
         Vector,
     )
+    from cocod.flow_instances import FlowInstances
+    from cocod.lib import start_server
+    from cocod.llm import LlmApiType, LlmSpec
     from cocod.runtime.context import get_app_namespace, init, settings, stop
+    from cocod.runtime.evaluate import EvaluateAndDumpOptions
     from cocod.runtime.flow import (
         Flow,
         add_flow_def,
@@ -66,9 +92,35 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _SUBMODULES = frozenset(
-    {"errors", "functions", "op", "sources", "storages", "targets", "typing", "utils"}
+    {
+        "auth_registry",
+        "errors",
+        "flow",
+        "flow_instances",
+        "functions",
+        "index",
+        "lib",
+        "llm",
+        "op",
+        "query_handler",
+        "setting",
+        "sources",
+        "storages",
+        "targets",
+        "typing",
+        "utils",
+    }
 )
 _LAZY = {
+    "AuthEntryReference": "cocod.auth_registry",
+    "add_auth_entry": "cocod.auth_registry",
+    "add_transient_auth_entry": "cocod.auth_registry",
+    "ref_auth_entry": "cocod.auth_registry",
+    "EvaluateAndDumpOptions": "cocod.runtime.evaluate",
+    "FlowInstances": "cocod.flow_instances",
+    "start_server": "cocod.lib",
+    "LlmApiType": "cocod.llm",
+    "LlmSpec": "cocod.llm",
     "IndexUpdateInfo": "cocod.engine.stats",
     "DataCollector": "cocod.flow.builder",
     "DataScope": "cocod.flow.builder",
@@ -136,14 +188,17 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AuthEntryReference",
     "DataCollector",
     "DataScope",
     "DataSlice",
     "DatabaseConnectionSpec",
+    "EvaluateAndDumpOptions",
     "Float32",
     "Float64",
     "Flow",
     "FlowBuilder",
+    "FlowInstances",
     "FlowLiveUpdater",
     "FlowLiveUpdaterOptions",
     "FlowUpdaterStatusUpdates",
@@ -156,6 +211,8 @@ __all__ = [
     "Int64",
     "IvfFlatVectorIndexMethod",
     "Json",
+    "LlmApiType",
+    "LlmSpec",
     "LocalDateTime",
     "OffsetDateTime",
     "QueryHandlerResultFields",
@@ -168,22 +225,34 @@ __all__ = [
     "Vector",
     "VectorIndexDef",
     "VectorSimilarityMetric",
+    "add_auth_entry",
     "add_flow_def",
+    "add_transient_auth_entry",
+    "auth_registry",
     "drop_all_flows",
     "ensure_all_flows_built",
+    "flow",
     "flow_by_name",
     "flow_def",
+    "flow_instances",
     "flow_names",
     "flows",
     "functions",
     "get_app_namespace",
+    "index",
     "init",
+    "lib",
+    "llm",
     "op",
     "open_flow",
+    "query_handler",
+    "ref_auth_entry",
     "remove_flow",
+    "setting",
     "settings",
     "setup_all_flows",
     "sources",
+    "start_server",
     "stop",
     "storages",
     "targets",

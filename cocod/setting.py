@@ -123,3 +123,20 @@ class ServerSettings:
 
     address: str = "127.0.0.1:49344"
     cors_origins: list[str] | None = field(default=None)
+
+
+def get_app_namespace(*, trailing_delimiter: str | None = None) -> str:
+    """v0's ``cocoindex.setting.get_app_namespace``: the current app namespace.
+
+    Defined here as in v0 and answered by the library context (imported when called, as
+    the context itself imports this module).
+    """
+    from cocod.runtime.context import get_app_namespace as current
+
+    return current(trailing_delimiter=trailing_delimiter)
+
+
+def split_app_namespace(full_name: str, delimiter: str) -> tuple[str, str]:
+    """Split ``"ns<delimiter>name"`` into ``("ns", "name")``; no delimiter: ``("", full_name)``."""
+    namespace, found, name = full_name.partition(delimiter)
+    return (namespace, name) if found else ("", full_name)

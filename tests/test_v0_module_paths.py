@@ -110,12 +110,12 @@ def test_from_v0_module_import_name_resolves(module: str, name: str) -> None:
     assert namespace[name] is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cocod.setting has no get_app_namespace/split_app_namespace yet (requested)",
-)
-def test_setting_get_app_namespace_resolves() -> None:
-    from cocod.setting import get_app_namespace  # type: ignore[attr-defined]  # noqa: F401
+def test_setting_app_namespace_helpers() -> None:
+    from cocod.setting import get_app_namespace, split_app_namespace
+
+    assert callable(get_app_namespace)
+    assert split_app_namespace("Team.Docs", ".") == ("Team", "Docs")
+    assert split_app_namespace("Docs", ".") == ("", "Docs")
 
 
 def test_the_same_objects_as_the_top_level_names() -> None:
