@@ -206,14 +206,82 @@ def _combine(regexes: Sequence[str]) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{r})" for r in regexes) or "(?!)")
 
 
+_SUFFIX_LITERAL = re.compile(r"[^*?\[\]{},\\!]")
+
+
+def suffix_form(pattern: str) -> tuple[str, bool] | None:
+    """``*`` + a literal tail → (tail, False); ``*`` + a tail whose every ASCII letter is
+    a two-case class (``*.[mM][dD]``) → (lower-case tail, True); otherwise None.
+
+    Since ``*`` matches anything ('/' included), such a pattern matches exactly the paths
+    that end with the tail. Matching hundreds of them (the built-in code flow's one per
+    extension) as one regex costs ~300 µs a path, as ``str.endswith`` a few µs.
+    """
+    if len(pattern) < 2 or pattern[0] != "*" or pattern[1] == "*":
+        return None
+    literal: list[str] = []
+    folded: list[str] = []
+    has_class = has_letter = False
+    i = 1
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "[":
+            pair = pattern[i + 1 : i + 3]
+            if (
+                pattern[i + 3 : i + 4] != "]"
+                or len(pair) != 2
+                or not pair.isascii()
+                or not pair.isalpha()
+                or pair[0].lower() != pair[1].lower()
+                or pair[0] == pair[1]
+            ):
+                return None
+            folded.append(pair[0].lower())
+            has_class = True
+            i += 4
+            continue
+        if not _SUFFIX_LITERAL.fullmatch(c):
+            return None
+        if c.isascii() and c.isalpha():
+            has_letter = True
+        literal.append(c)
+        folded.append(c)
+        i += 1
+    if not has_class:
+        return "".join(literal), False
+    if has_letter:
+        return None  # a literal letter beside case classes: left to the regex
+    return "".join(folded), True
+
+
 class PatternSet:
-    """Several patterns matched as one (any of them), compiled once into one regex."""
+    """Several patterns matched as one (any of them): suffix-form patterns by
+    ``str.endswith`` (:func:`suffix_form`), the rest compiled once into one regex."""
 
     def __init__(self, patterns: Sequence[str], knob: str) -> None:
-        self.patterns = [compile_glob(p, knob) for p in patterns]
+        exact: list[str] = []
+        folded: dict[int, set[str]] = {}
+        others: list[str] = []
+        for p in patterns:
+            form = suffix_form(p)
+            if form is None:
+                others.append(p)
+            elif form[1]:
+                folded.setdefault(len(form[0]), set()).add(form[0])
+            else:
+                exact.append(form[0])
+        self.patterns = [compile_glob(p, knob) for p in others]
         self._regex = _combine([p.regex.pattern for p in self.patterns])
+        self._exact = tuple(exact)
+        self._folded = sorted(folded.items())
 
     def matches(self, path: str) -> bool:
+        if self._exact and path.endswith(self._exact):
+            return True
+        for length, tails in self._folded:
+            tail = path[-length:]
+            if len(tail) == length and tail.isascii() and tail.lower() in tails:
+                return True
         return self._regex.fullmatch(path) is not None
 
 

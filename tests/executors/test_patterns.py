@@ -164,3 +164,26 @@ def test_hidden_files_are_not_special(tmp_path: Path) -> None:
     reader = LocalFileReader(LocalFile(path=str(tmp_path), included_patterns=["*"]))
     assert sorted(reader.list_rows_sync()) == [".env", "a/.hidden.md"]
     assert os.path.exists(tmp_path / ".env")
+
+
+SUFFIX_PATTERNS = ["*.md", "*.[pP][yY]", "*/README", "*.min.js", "*.[hH].[iI][nN]", "*.c++"]
+NOT_SUFFIX = ["*.[pP]y", "*.[ab]", "**.md", "*", "*\\,x", "*.{a,b}", "*.[!x]"]
+
+
+def test_suffix_form_patterns_match_as_their_regex_does() -> None:
+    """The endswith fast path (hundreds of extension globs) agrees with the regex on every
+    path, including case, '/' and non-ASCII endings."""
+    from cocod.executors.patterns import PatternSet, suffix_form
+
+    assert all(suffix_form(p) is not None for p in SUFFIX_PATTERNS)
+    assert all(suffix_form(p) is None for p in NOT_SUFFIX)
+    paths = [
+        "a.md", "A.MD", "x/y.Md", "md", ".md", "a.py", "a.PY", "a.Py", "b/a.pyc", "README",
+        "src/README", "src/README.md", "x.min.js", "x.MIN.JS", "a.h.in", "a.H.IN", "a.c++",
+        "a.C++", "é.py", "a.p\u0130", "a.\u212ay", "x/.py", "x.md\n",
+    ]  # fmt: skip
+    fast = PatternSet(SUFFIX_PATTERNS, "included_patterns")
+    assert fast.patterns == []  # all on the fast path
+    for path in paths:
+        expected = any(compile_glob(p).matches(path) for p in SUFFIX_PATTERNS)
+        assert fast.matches(path) == expected, path
