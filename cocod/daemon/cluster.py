@@ -1,0 +1,428 @@
+"""Ownership of live instances across daemons that share one PostgreSQL.
+
+PostgreSQL is the whole coordination engine; nothing here talks to another daemon:
+
+* **Membership.** Each daemon has a row in ``cocod.daemons``
+  (:mod:`cocod.daemon.cluster_table`), refreshed every ``lease_timeout / 3``. The live rows
+  (heartbeat younger than ``lease_timeout``) and their weights give each daemon its fair
+  share: ``ceil(live instances × weight / total weight)``.
+* **Ownership.** A daemon owns a live instance while it holds the flow's lease
+  (:mod:`cocod.storage.leases`: a session advisory lock on a dedicated connection and an
+  epoch that fences every write). The others keep the instance as STANDBY — no watcher,
+  no pass — and :meth:`Cluster.take` polls ``try_acquire`` with capped, jittered backoff,
+  woken early by ``NOTIFY cocod_cluster`` when an owner hands an instance back.
+* **Failover.** A killed owner's session ends and PostgreSQL drops its lock at once: the
+  next poll takes it. A *stopped* owner (SIGSTOP, a frozen VM) keeps its session, so a
+  standby checks the lease row's heartbeat and the owner daemon's: both older than
+  ``lease_timeout`` → it ends that session with ``pg_terminate_backend`` and takes the
+  lease; the new epoch makes every later write of the old owner fail (the fence).
+  Leases held by a CLI or library process (``holder_kind`` other than ``daemon``) are
+  never ended this way: they have no daemon heartbeat to judge them by.
+* **Balance.** An owner above its share hands one instance back at a time, only between
+  passes (:meth:`Cluster.hand_over_when_due`), so a daemon joining takes its share within
+  about two heartbeats.
+
+Each owned instance holds one dedicated connection (its lease) and each standby opens a
+short-lived one per poll; see docs/scale-out.md for the limits that follow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import asyncpg
+import structlog
+from anyio.abc import TaskStatus
+
+from cocod.daemon.cluster_table import DaemonRow, DaemonsTable
+from cocod.errors import CocodError
+from cocod.storage.leases import (
+    LEASE_CLASSID,
+    Connector,
+    FlowLease,
+    LeaseHolder,
+    LeaseLostError,
+    resolve_flow_id,
+    try_acquire,
+)
+from cocod.storage.pool import Pool
+
+log = structlog.get_logger(__name__)
+
+NOTIFY_CHANNEL = "cocod_cluster"
+"""``NOTIFY`` channel: ``lease`` when an instance is handed back, ``registry`` on add/remove."""
+DEREGISTER_DEADLINE_S = 3.0
+FIRST_POLL_S = 0.1
+REGISTRY_MIN_GAP_S = 0.1
+
+
+class NotOwnerError(CocodError):
+    """A command that writes an instance reached a daemon that does not own it."""
+
+    def __init__(self, message: str, owner: LeaseHolder | None = None) -> None:
+        super().__init__(message)
+        self.owner = owner
+
+
+class OwnershipLost(Exception):
+    """The instance's lease was lost or handed over: its updater must stop now."""
+
+
+def fair_share(instances: int, weight: int, total_weight: int) -> int:
+    """At most this many of ``instances`` for a daemon of ``weight`` (ceil, so the shares
+    of all live daemons cover every instance)."""
+    if instances <= 0:
+        return 0
+    return math.ceil(instances * weight / max(total_weight, weight, 1))
+
+
+class Cluster:
+    """This daemon's membership, its owned leases and the standby polls."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        connector: Connector,
+        schema: str,
+        *,
+        lease_timeout: float,
+        weight: int,
+        version: str,
+    ) -> None:
+        self.pool = pool
+        self.connector = connector
+        self.schema = schema
+        self.lease_timeout = lease_timeout
+        self.weight = weight
+        self.version = version
+        self.daemon_id = uuid.uuid4().hex[:12]
+        self.holder = LeaseHolder(socket.gethostname(), os.getpid(), self.daemon_id, "daemon")
+        self.table = DaemonsTable(schema)
+        self.members: list[DaemonRow] = []
+        """The live daemons at the last heartbeat (this one included)."""
+        self.owners: dict[str, LeaseHolder] = {}
+        """Instance name → who held its lease at the last heartbeat (for ``status``)."""
+        self.count_instances: Callable[[], int] = lambda: 0
+        """How many live instances exist (the daemon sets it: its registry's count)."""
+        self.on_registry_changed: Callable[[], Awaitable[None]] = _nothing
+        """Called on a ``registry`` notification and at every heartbeat (the periodic
+        re-read that also covers a missed notification)."""
+        self._owned: dict[str, FlowLease] = {}
+        self._taking: set[str] = set()
+        self._flow_ids: dict[str, int] = {}
+        self._wake = anyio.Event()
+        self._registry_changed = anyio.Event()
+        self._listen_conn: asyncpg.Connection | None = None
+
+    @property
+    def interval(self) -> float:
+        return self.lease_timeout / 3
+
+    # -- membership ----------------------------------------------------------------------
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Register, then heartbeat until cancelled; the row is deleted on the way out."""
+        row = (self.daemon_id, self.holder.host, self.holder.pid, self.weight, self.version)
+        async with self.pool.acquire() as conn:
+            await self.table.ensure(conn)
+            await self.table.register(conn, *row)
+        await self._listen()
+        log.info("cluster.joined", daemon=self.daemon_id, weight=self.weight)
+        try:
+            await self._beat(row)
+            task_status.started()
+            next_beat = anyio.current_time() + self.interval
+            while True:
+                changed = self._registry_changed
+                with anyio.move_on_after(max(0.0, next_beat - anyio.current_time())):
+                    await changed.wait()
+                if changed.is_set():
+                    # Another daemon added or removed an instance: re-read now (at most
+                    # every REGISTRY_MIN_GAP_S, however many notifications arrive).
+                    self._registry_changed = anyio.Event()
+                    await self.on_registry_changed()
+                    await anyio.sleep(REGISTRY_MIN_GAP_S)
+                    continue
+                await self._beat(row)
+                next_beat = anyio.current_time() + self.interval * random.uniform(0.9, 1.0)
+        finally:
+            with anyio.move_on_after(DEREGISTER_DEADLINE_S, shield=True):
+                await self._leave()
+
+    async def _beat(self, row: tuple[str, str, int, int, str]) -> None:
+        try:
+            async with self.pool.acquire() as conn:
+                everyone = await self.table.heartbeat(conn, row, self.lease_timeout)
+                self.owners = await self._read_owners(conn)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, CocodError) as e:
+            # The database supervisor handles outages; the leases' own sessions tell
+            # their owners. Keep the last picture and try again next beat.
+            log.warning("cluster.heartbeat_failed", error=f"{type(e).__name__}: {e}")
+            return
+        before = self.fair_share()
+        self.members = [m for m in everyone if m.is_live(self.lease_timeout)]
+        if all(m.daemon_id != self.daemon_id for m in self.members):
+            self.members.append(next(m for m in everyone if m.daemon_id == self.daemon_id))
+        for lease in list(self._owned.values()):
+            # A lost one is marked so; its instance task sees ``lost`` and stands by.
+            with contextlib.suppress(LeaseLostError):
+                await lease.heartbeat()
+        if self.fair_share() != before:
+            log.info("cluster.share", share=self.fair_share(), daemons=len(self.members))
+        await self.on_registry_changed()
+        self._poke()
+
+    async def _read_owners(self, conn: Any) -> dict[str, LeaseHolder]:
+        if not self._flow_ids:
+            return {}
+        names = {flow_id: name for name, flow_id in self._flow_ids.items()}
+        try:
+            rows = await conn.fetch(
+                "SELECT le.flow_id, le.holder_host, le.holder_pid, le.holder_daemon, "
+                f"le.holder_kind FROM {_leases(self.schema)} le WHERE le.flow_id = ANY($2) "
+                f"AND EXISTS ({_LOCK_OF_FLOW})",
+                LEASE_CLASSID,
+                list(names),
+            )
+        except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+            return {}
+        return {
+            names[r[0]]: LeaseHolder(r[1], int(r[2]), r[3], r[4]) for r in rows if r[0] in names
+        }
+
+    async def _listen(self) -> None:
+        """LISTEN on a connection of its own (a pooled one would lose it when returned)."""
+
+        def callback(conn: object, pid: object, channel: object, payload: object) -> None:
+            del conn, pid, channel
+            if payload == "registry":
+                self._registry_changed.set()
+            self._poke()
+
+        try:
+            conn = await _connect(self.connector)
+            await conn.add_listener(NOTIFY_CHANNEL, callback)
+        except (OSError, asyncpg.PostgresError, CocodError) as e:
+            log.warning("cluster.listen_failed", error=str(e))  # polls alone still work
+            return
+        self._listen_conn = conn
+
+    async def _leave(self) -> None:
+        try:
+            async with self.pool.acquire() as conn:
+                await self.table.deregister(conn, self.daemon_id)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, CocodError) as e:
+            log.warning("cluster.leave_failed", error=str(e))  # swept later by the others
+        if self._listen_conn is not None:
+            self._listen_conn.terminate()
+        log.info("cluster.left", daemon=self.daemon_id)
+
+    async def notify(self, payload: str) -> None:
+        """Wake the other daemons (``lease``: an instance is free; ``registry``: re-read)."""
+        try:
+            async with self.pool.acquire() as conn:
+                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, payload)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, CocodError) as e:
+            log.debug("cluster.notify_failed", error=str(e))  # they poll anyway
+
+    def _poke(self) -> None:
+        self._wake.set()
+        self._wake = anyio.Event()
+
+    # -- shares ----------------------------------------------------------------------------
+    def total_weight(self) -> int:
+        total = sum(m.weight for m in self.members if m.daemon_id != self.daemon_id)
+        return total + self.weight
+
+    def fair_share(self) -> int:
+        return fair_share(self.count_instances(), self.weight, self.total_weight())
+
+    def owned_count(self) -> int:
+        return len(self._owned)
+
+    def owns(self, name: str) -> bool:
+        lease = self._owned.get(name)
+        return lease is not None and lease.is_held
+
+    def owner_of(self, name: str) -> LeaseHolder | None:
+        """Who owns ``name``: this daemon, or the holder seen at the last heartbeat."""
+        if self.owns(name):
+            return self.holder
+        return self.owners.get(name)
+
+    def _has_room(self) -> bool:
+        return len(self._owned) + len(self._taking) < self.fair_share()
+
+    # -- taking and handing back -----------------------------------------------------------
+    async def take(
+        self, name: str, flow_name: str, set_up: Callable[[], Awaitable[None]]
+    ) -> FlowLease:
+        """Wait (STANDBY) until this daemon may own ``name`` and holds its lease.
+
+        ``set_up`` runs when the flow has no setup yet (so no flow id to lock): setup is
+        idempotent and takes the lease itself while it writes.
+        """
+        attempt = 0
+        while True:
+            if self._has_room():
+                self._taking.add(name)
+                try:
+                    lease = await self._try_take(name, flow_name, set_up)
+                finally:
+                    self._taking.discard(name)
+                if lease is not None:
+                    self._owned[name] = lease
+                    self.owners[name] = self.holder
+                    log.info("cluster.owned", instance=name, epoch=lease.epoch)
+                    return lease
+            delay = min(self.interval, FIRST_POLL_S * 2.0 ** min(attempt, 16))
+            attempt += 1
+            wake = self._wake
+            with anyio.move_on_after(delay * random.uniform(0.5, 1.0)):
+                await wake.wait()
+
+    async def _try_take(
+        self, name: str, flow_name: str, set_up: Callable[[], Awaitable[None]]
+    ) -> FlowLease | None:
+        flow_id = self._flow_ids.get(name)
+        if flow_id is None:
+            async with self.pool.acquire() as conn:
+                flow_id = await resolve_flow_id(conn, self.schema, flow_name)
+            if flow_id is None:
+                await set_up()
+                async with self.pool.acquire() as conn:
+                    flow_id = await resolve_flow_id(conn, self.schema, flow_name)
+            if flow_id is None:
+                return None
+            self._flow_ids[name] = flow_id
+        lease = await try_acquire(self.connector, flow_id, self.holder, schema=self.schema)
+        if lease is None and await self._end_stale_owner(name, flow_id):
+            lease = await try_acquire(self.connector, flow_id, self.holder, schema=self.schema)
+        return lease
+
+    async def _end_stale_owner(self, name: str, flow_id: int) -> bool:
+        """End the lease session of a daemon that stopped heartbeating (SIGSTOP, frozen
+        host), so its lock frees now rather than when its TCP connection times out."""
+        try:
+            async with self.pool.acquire() as conn:
+                row = await conn.fetchrow(
+                    _STALE_SQL.format(leases=_leases(self.schema), daemons=self.table.table),
+                    LEASE_CLASSID,
+                    flow_id,
+                    self.lease_timeout,
+                )
+                if row is None:
+                    return False
+                ended = await conn.fetchval("SELECT pg_terminate_backend($1, 1000)", row[0])
+        except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+            return False
+        log.warning(
+            "cluster.stale_owner_ended",
+            instance=name,
+            owner=f"host {row[1]} pid {row[2]} (daemon {row[3]})",
+            lease_age_s=round(float(row[4]), 1),
+            ended=bool(ended),
+        )
+        return bool(ended)
+
+    def claim_hand_over(self, name: str) -> bool:
+        """True (and ``name`` no longer counts as owned) when this daemon is above its
+        share and should give ``name`` back; synchronous, so tasks cannot both claim."""
+        if name not in self._owned or len(self._owned) <= self.fair_share():
+            return False
+        if len(self.members) < 2:
+            return False
+        del self._owned[name]
+        log.info("cluster.hand_over", instance=name, share=self.fair_share())
+        return True
+
+    async def hand_over_when_due(self, name: str, is_between_passes: Callable[[], bool]) -> None:
+        """Return once ``name`` should be handed over and no pass of it is running."""
+        while True:
+            wake = self._wake
+            with anyio.move_on_after(self.interval * random.uniform(0.5, 1.0)):
+                await wake.wait()
+            if is_between_passes() and self.claim_hand_over(name):
+                return
+
+    async def release(self, name: str, lease: FlowLease) -> None:
+        """Give the lease back and tell the standbys (bounded by the lease's deadline)."""
+        if self._owned.get(name) is lease:
+            del self._owned[name]
+        await lease.release()
+        if self.owners.get(name) == self.holder:
+            del self.owners[name]
+        await self.notify("lease")
+
+
+async def watch_lease(lease: FlowLease) -> None:
+    """Raise :class:`OwnershipLost` when the lease is lost (run beside the updater)."""
+    await lease.lost.wait()
+    raise OwnershipLost(lease.lost_reason or "the lease was lost")
+
+
+def not_owner(name: str, owner: LeaseHolder | None) -> NotOwnerError:
+    who = owner.describe() if owner is not None else "no daemon yet (it is being taken over)"
+    return NotOwnerError(
+        f"instance {name!r} is owned by {who}, not by this daemon; send the command to that "
+        "daemon's socket (`cocod --socket PATH ...` on its host), or wait for `cocod status` "
+        "to show this daemon as its owner",
+        owner,
+    )
+
+
+def _leases(schema: str) -> str:
+    from cocod.flow.naming import quote_ident
+
+    return f"{quote_ident(schema)}.leases"
+
+
+_LOCK_OF_FLOW = (
+    "SELECT 1 FROM pg_locks lk WHERE lk.locktype = 'advisory' "
+    "AND lk.classid = $1::int::oid AND lk.objid = le.flow_id::oid AND lk.objsubid = 2 "
+    "AND lk.granted AND lk.database = (SELECT oid FROM pg_database "
+    "WHERE datname = current_database())"
+)
+
+_STALE_SQL = (
+    "SELECT lk.pid, le.holder_host, le.holder_pid, le.holder_daemon, "
+    "extract(epoch FROM now() - le.heartbeat_at)::float8 "
+    "FROM {leases} le JOIN pg_locks lk ON lk.locktype = 'advisory' "
+    "AND lk.classid = $1::int::oid AND lk.objid = le.flow_id::oid AND lk.objsubid = 2 "
+    "AND lk.granted AND lk.database = (SELECT oid FROM pg_database "
+    "WHERE datname = current_database()) "
+    "LEFT JOIN {daemons} d ON d.daemon_id = le.holder_daemon "
+    "WHERE le.flow_id = $2 AND le.holder_kind = 'daemon' "
+    "AND le.heartbeat_at < now() - make_interval(secs => $3) "
+    "AND (d.heartbeat IS NULL OR d.heartbeat < now() - make_interval(secs => $3))"
+)
+
+
+async def _connect(connector: Connector) -> asyncpg.Connection:
+    if isinstance(connector, str):
+        from cocod.storage.pool import connect
+
+        return await connect(connector)
+    return await connector()
+
+
+async def _nothing() -> None:
+    return None
+
+
+__all__ = [
+    "NOTIFY_CHANNEL",
+    "Cluster",
+    "NotOwnerError",
+    "OwnershipLost",
+    "fair_share",
+    "not_owner",
+    "watch_lease",
+]

@@ -1,0 +1,116 @@
+"""The ``cocod.daemons`` table: which daemons share this database, and since when.
+
+Each daemon registers one row at start-up and refreshes its ``heartbeat`` every
+``lease_timeout / 3``; a clean shutdown deletes it. A row whose heartbeat is older than
+``lease_timeout`` is a daemon that died (SIGKILL, a lost host) or stopped (SIGSTOP): it
+counts for nobody's fair share, and a standby may end the lease sessions it left behind.
+Rows dead for long are swept by whichever daemon heartbeats next. The ``version`` column
+is there for rolling upgrades: ``status`` can show which daemons run which release.
+
+PostgreSQL's own clock (``now()``) is the only clock compared, so skewed host clocks do
+not matter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from cocod.flow.naming import quote_ident
+from cocod.storage.pool import Connection
+
+SWEEP_AFTER_TIMEOUTS = 20
+"""A row silent for this many lease timeouts is deleted (its daemon is long gone)."""
+
+
+@dataclass(frozen=True)
+class DaemonRow:
+    """One registered daemon, as the table says."""
+
+    daemon_id: str
+    host: str
+    pid: int
+    started: datetime
+    weight: int
+    version: str
+    age_s: float
+    """Seconds since its last heartbeat, by the database's clock."""
+
+    def is_live(self, lease_timeout: float) -> bool:
+        return self.age_s <= lease_timeout
+
+    def describe(self) -> str:
+        return f"host {self.host} pid {self.pid} (daemon {self.daemon_id})"
+
+
+class DaemonsTable:
+    """SQL on ``<schema>.daemons``; every method takes the connection to run on."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        self.table = f"{quote_ident(schema)}.daemons"
+
+    async def ensure(self, conn: Connection) -> None:
+        """Create it once, however many daemons start together on a fresh database."""
+        if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", self.table):
+            return
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.table)
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.table} (daemon_id text PRIMARY KEY, "
+                "host text NOT NULL, pid integer NOT NULL, "
+                "started timestamptz NOT NULL DEFAULT now(), "
+                "heartbeat timestamptz NOT NULL DEFAULT now(), "
+                "weight integer NOT NULL, version text NOT NULL)"
+            )
+
+    async def register(
+        self, conn: Connection, daemon_id: str, host: str, pid: int, weight: int, version: str
+    ) -> None:
+        await conn.execute(
+            f"INSERT INTO {self.table} (daemon_id, host, pid, weight, version) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (daemon_id) DO UPDATE SET "
+            "heartbeat = now(), weight = EXCLUDED.weight, version = EXCLUDED.version",
+            daemon_id,
+            host,
+            pid,
+            weight,
+            version,
+        )
+
+    async def heartbeat(
+        self, conn: Connection, row: tuple[str, str, int, int, str], lease_timeout: float
+    ) -> list[DaemonRow]:
+        """Refresh our row (re-inserting it if a sweep took it) and read everyone's."""
+        await self.register(conn, *row)
+        await conn.execute(
+            f"DELETE FROM {self.table} WHERE heartbeat < now() - make_interval(secs => $1)",
+            lease_timeout * SWEEP_AFTER_TIMEOUTS,
+        )
+        return await self.read(conn)
+
+    async def read(self, conn: Connection) -> list[DaemonRow]:
+        rows = await conn.fetch(
+            "SELECT daemon_id, host, pid, started, weight, version, "
+            f"extract(epoch FROM now() - heartbeat)::float8 AS age FROM {self.table} "
+            "ORDER BY started, daemon_id"
+        )
+        return [
+            DaemonRow(
+                r["daemon_id"],
+                r["host"],
+                int(r["pid"]),
+                r["started"],
+                int(r["weight"]),
+                r["version"],
+                float(r["age"]),
+            )
+            for r in rows
+        ]
+
+    async def deregister(self, conn: Connection, daemon_id: str) -> None:
+        await conn.execute(f"DELETE FROM {self.table} WHERE daemon_id = $1", daemon_id)
+
+
+__all__ = ["DaemonRow", "DaemonsTable"]

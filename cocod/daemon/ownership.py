@@ -1,0 +1,79 @@
+"""One live instance under cluster ownership: STANDBY until owned, then run, then give back.
+
+:func:`run_owned` is what the instance supervisor runs instead of the bare live run when
+the daemon is a cluster member. While another daemon owns the instance it is STANDBY: no
+flow is open, no watcher runs (a standby on shared storage costs the file server
+nothing). Once :meth:`~cocod.daemon.cluster.Cluster.take` returns the lease, the live run
+starts with the lease registered for its passes (each write transaction is fenced by its
+epoch) and two watchers beside it:
+
+* the lease's ``lost`` event (its session died, a heartbeat failed, or a newer epoch
+  fenced a write) → :class:`~cocod.daemon.cluster.OwnershipLost`: the updater is cancelled
+  and the instance goes back to STANDBY (not counted as a failure);
+* the balance: when this daemon is above its share, the instance is handed over between
+  two passes, never during one.
+
+Whatever ends the run, the lease is released within its own deadline (shielded), and the
+standbys are woken by a notification, so a SIGTERM drain hands over at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
+
+
+import anyio
+import structlog
+
+from cocod.daemon.cluster import Cluster, OwnershipLost, watch_lease
+from cocod.daemon.instance_state import Instance
+from cocod.storage.leases import RELEASE_DEADLINE_S, FlowLease
+
+log = structlog.get_logger(__name__)
+
+HoldForPasses = Callable[[str, FlowLease], contextlib.AbstractContextManager[None]]
+"""Registers the lease so the instance's passes (and setup) write under it, not a new one."""
+
+
+@contextlib.contextmanager
+def _no_registration(flow_name: str, lease: FlowLease) -> Iterator[None]:
+    del flow_name, lease
+    yield
+
+
+async def run_owned(
+    instance: Instance,
+    cluster: Cluster,
+    flow_name: str,
+    *,
+    standby: Callable[[], None],
+    set_up: Callable[[], Awaitable[None]],
+    run_live: Callable[[], Awaitable[None]],
+    hold_for_passes: HoldForPasses = _no_registration,
+) -> None:
+    """Run ``instance`` while this daemon owns it; raises OwnershipLost when it stops
+    owning it (the supervisor then calls this again: STANDBY, poll, maybe own again)."""
+    standby()
+    lease = await cluster.take(instance.name, flow_name, set_up)
+    try:
+        with hold_for_passes(flow_name, lease):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch_lease, lease)
+                tg.start_soon(_hand_over, cluster, instance)
+                await run_live()
+    finally:
+        with anyio.move_on_after(RELEASE_DEADLINE_S + 1.0, shield=True):
+            await cluster.release(instance.name, lease)
+
+
+async def _hand_over(cluster: Cluster, instance: Instance) -> None:
+    def is_between_passes() -> bool:
+        return instance.updater is not None and instance.progress.running() is None
+
+    await cluster.hand_over_when_due(instance.name, is_between_passes)
+    log.info("instance.handed_over", instance=instance.name)
+    raise OwnershipLost("handed over to balance the daemons' shares")
+
+
+__all__ = ["HoldForPasses", "run_owned"]
