@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator
 
-
 import anyio
 import structlog
 
