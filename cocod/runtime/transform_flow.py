@@ -8,9 +8,12 @@ with no database, so a query is embedded exactly as the indexed chunks were.
 from __future__ import annotations
 
 import inspect
+import threading
 import typing
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
+
+import anyio
 
 from cocod.engine.evaluator import Evaluator, RowMemo, create_runners
 from cocod.errors import FlowDefinitionError
@@ -49,12 +52,19 @@ class TransformFlow(Generic[T]):
             else Any
         )
         self._compiled: tuple[Evaluator, Scope, str, ValueType] | None = None
+        self._compile_lock = threading.Lock()
 
     def __call__(self, *args: Any, **kwargs: Any) -> DataSlice[T]:
         """Inside a flow definition: apply the ops to the given slices."""
         return self._fn(*args, **kwargs)
 
     def _compile(self) -> tuple[Evaluator, Scope, str, ValueType]:
+        """Build the transient flow once: runs the user's function and prepares its ops
+        (which may load a model), so it is called in a worker thread, never on the loop."""
+        with self._compile_lock:
+            return self._compile_locked()
+
+    def _compile_locked(self) -> tuple[Evaluator, Scope, str, ValueType]:
         if self._compiled is None:
             graph = FlowGraph(name=self.name, full_name=self.name, root=Scope(None, "_"))
             recorder = _Recorder(graph)
@@ -82,7 +92,10 @@ class TransformFlow(Generic[T]):
         return self._compiled
 
     async def _eval(self, *args: Any) -> T:
-        evaluator, body, output, output_type = self._compile()
+        compiled = self._compiled
+        if compiled is None:
+            compiled = await anyio.to_thread.run_sync(self._compile)
+        evaluator, body, output, output_type = compiled
         if len(args) != len(self._params):
             raise TypeError(
                 f"transform flow {self.name} takes {len(self._params)} arguments, got {len(args)}"
