@@ -1,0 +1,181 @@
+"""Several daemons on one database: one owner per instance, failover, fencing, balance.
+
+Real ``cocod serve`` subprocesses share the test database (the embedded server reached by
+URL); every target carries a write log (the lease holder and epoch of each written row),
+so "no two writers at once" is read from the database, not inferred from logs.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SqlHelper, write
+from tests.daemon.harness import eventually
+from tests.daemon.harness_cluster import (
+    LEASE_TIMEOUT_S,
+    Member,
+    assert_one_writer_at_a_time,
+    cluster_config,
+    each_owned_once,
+    install_write_log,
+    spawn_member,
+    stop_all,
+    wait_answering,
+    write_log,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _flows(root: Path, count: int) -> list[tuple[str, Path, str]]:
+    flows = []
+    for i in range(count):
+        folder = root / f"src{i}"
+        folder.mkdir(parents=True)
+        flows.append((f"f{i}", folder, f"t{i}"))
+    return flows
+
+
+def _rows(sql: SqlHelper, table: str) -> list[tuple[str, int]]:
+    found = sql.fetch(f'SELECT filename, index FROM "{table}" ORDER BY filename, index')
+    return [(r["filename"], r["index"]) for r in found]
+
+
+def _expected(folder: Path) -> list[tuple[str, int]]:
+    rows = []
+    for path in sorted(folder.iterdir()):
+        parts = [p for p in (p.strip() for p in path.read_text().split("\n\n")) if p]
+        rows.extend((path.name, i) for i in range(len(parts)))
+    return sorted(rows)
+
+
+def _start(root: Path, url: str, flows: list[tuple[str, Path, str]], n: int) -> list[Member]:
+    text = cluster_config(flows)
+    members = [spawn_member(root, i, url, text) for i in range(n)]
+    wait_answering(members)
+    return members
+
+
+def _ready(sql: SqlHelper, members: list[Member], flows: list[tuple[str, Path, str]]) -> None:
+    """Every instance owned once and its table created; then the write logs go in."""
+    names = [name for name, _, _ in flows]
+    eventually(lambda: each_owned_once(members, names), "one owner per instance", 60)
+    for _, _, table in flows:
+        eventually(
+            lambda t=table: sql.fetchval("SELECT to_regclass($1) IS NOT NULL", t),  # type: ignore[misc]
+            f"table {table}",
+            30,
+        )
+        install_write_log(sql, table)
+
+
+def test_one_owner_each_kill_moves_instances_and_a_newcomer_takes_its_share(
+    tmp_path: Path, sql: SqlHelper
+) -> None:
+    flows = _flows(tmp_path, 6)
+    members = _start(tmp_path, sql.url, flows, 3)
+    try:
+        _ready(sql, members, flows)
+        owners = each_owned_once(members, [n for n, _, _ in flows])
+        assert owners is not None
+        per_daemon = sorted(list(owners.values()).count(m.pid) for m in members)
+        assert per_daemon == [2, 2, 2], owners  # each its fair share of 6 / 3
+
+        for _, folder, _ in flows:
+            write(folder / "a.md", "one\n\ntwo")
+            write(folder / "b.md", "three")
+        for _, folder, table in flows:
+            eventually(lambda f=folder, t=table: _rows(sql, t) == _expected(f), f"{table} indexed")  # type: ignore[misc]
+
+        victim = next(m for m in members if m.pid == owners["f0"])
+        orphaned = [(n, f, t) for n, f, t in flows if owners[n] == victim.pid]
+        victim.kill()
+        killed_at = time.monotonic()
+        for _, folder, _ in orphaned:
+            write(folder / "c.md", "four\n\nfive\n\nsix")
+            write(folder / "a.md", "one changed")
+        survivors = [m for m in members if m is not victim]
+        names = [n for n, _, _ in flows]
+        moved = eventually(lambda: each_owned_once(survivors, names), "survivors to own all", 60)
+        for _, folder, table in orphaned:
+            eventually(
+                lambda f=folder, t=table: _rows(sql, t) == _expected(f), f"{table} caught up"
+            )  # type: ignore[misc]
+        failover_s = time.monotonic() - killed_at
+        # lease_timeout + one pass, with room for a loaded 2-core CI machine.
+        assert failover_s < LEASE_TIMEOUT_S + 20, failover_s
+        assert all(moved[n] != victim.pid for n in names)
+        for _, folder, table in flows:
+            assert _rows(sql, table) == _expected(folder)  # 0 lost; the key makes 0 dup
+            assert_one_writer_at_a_time(write_log(sql, table))
+
+        newcomer = spawn_member(tmp_path, 9, sql.url, cluster_config(flows))
+        members.append(newcomer)
+        wait_answering([newcomer])
+        everyone = [*survivors, newcomer]
+
+        def newcomer_has_its_share() -> bool:
+            owned = each_owned_once(everyone, names)
+            return owned is not None and list(owned.values()).count(newcomer.pid) >= 1
+
+        # The survivors own 3 each; with the newcomer the share is 6 / 3 = 2: both hand
+        # one over, between passes.
+        eventually(newcomer_has_its_share, "the newcomer to take a share", 6 * LEASE_TIMEOUT_S)
+        for _, folder, _ in flows:
+            write(folder / "d.md", "seven")
+        for _, folder, table in flows:
+            eventually(
+                lambda f=folder, t=table: _rows(sql, t) == _expected(f), f"{table} after join"
+            )  # type: ignore[misc]
+            assert_one_writer_at_a_time(write_log(sql, table))
+    finally:
+        stop_all(members)
+
+
+def test_a_stopped_owner_is_fenced_after_the_new_owner_writes(
+    tmp_path: Path, sql: SqlHelper
+) -> None:
+    flows = _flows(tmp_path, 3)
+    members = _start(tmp_path, sql.url, flows, 3)
+    stopped: Member | None = None
+    try:
+        _ready(sql, members, flows)
+        owners = each_owned_once(members, [n for n, _, _ in flows])
+        assert owners is not None
+        name, folder, table = flows[0]
+        write(folder / "a.md", "one\n\ntwo")
+        eventually(lambda: _rows(sql, table) == _expected(folder), "first rows")
+        stopped = next(m for m in members if m.pid == owners[name])
+        stopped.process.signal(signal.SIGSTOP)
+        # Changes while it is frozen: its watcher queues them for when it wakes.
+        write(folder / "b.md", "three\n\nfour")
+        others = [m for m in members if m is not stopped]
+
+        def taken_over() -> bool:
+            return any(name in m.owned() for m in others)
+
+        eventually(taken_over, "a standby to take over", LEASE_TIMEOUT_S * 6)
+        eventually(lambda: _rows(sql, table) == _expected(folder), "the new owner's rows")
+        log = write_log(sql, table)
+        old_epoch = min(e for _, e in log if e is not None)
+        new_epoch = max(e for _, e in log if e is not None)
+        assert new_epoch > old_epoch
+        stopped.process.signal(signal.SIGCONT)
+        write(folder / "c.md", "five")  # both may try; only the owner may write
+        eventually(lambda: _rows(sql, table) == _expected(folder), "rows after the wake-up")
+        time.sleep(LEASE_TIMEOUT_S / 2)  # room for a late write by the old owner
+        log = write_log(sql, table)
+        first_new = next(i for i, (_, e) in enumerate(log) if e == new_epoch)
+        late = [e for _, e in log[first_new:] if e is not None and e < new_epoch]
+        assert not late, f"the stopped owner wrote after the new owner: {log}"
+        assert_one_writer_at_a_time(log)
+        assert _rows(sql, table) == _expected(folder)
+        eventually(lambda: name not in stopped.owned(), "the old owner to stand by", 30)
+    finally:
+        if stopped is not None and stopped.process.process is not None:
+            stopped.process.signal(signal.SIGCONT)
+        stop_all(members)
