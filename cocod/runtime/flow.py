@@ -222,19 +222,24 @@ class Flow:
     # -- what the flow holds ----------------------------------------------------------------
     async def _row_counts(self) -> dict[str, int | None]:
         from cocod.executors import postgres_target
+        from cocod.ops.targets import Postgres
 
         ctx = get_context()
         execution = await self.execution_async()
         states = {
             name: postgres_target.desired_state(execution.full_name, export)
             for name, export in execution.plan.exports.items()
+            if isinstance(export.export.target, Postgres)
         }
         pool = await ctx.pool()
         async with pool.acquire() as conn:
             by_table = await postgres_target.row_count_estimates(conn, states.values())
+        # A custom target's rows live in the user's storage: not counted (None).
         return {
-            name: by_table.get(postgres_target.table_of(state).display)
-            for name, state in states.items()
+            name: by_table.get(postgres_target.table_of(states[name]).display)
+            if name in states
+            else None
+            for name in execution.plan.exports
         }
 
     async def row_counts_async(self) -> dict[str, int | None]:

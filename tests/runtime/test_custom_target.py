@@ -15,6 +15,7 @@ import pytest
 
 import cocod as cocoindex
 from cocod.errors import FlowDefinitionError, SetupError
+from cocod.runtime.bridge import bridge
 from tests.conftest import SqlHelper, write
 
 STORE: dict[str, dict[str, Any]] = {}
@@ -311,3 +312,18 @@ def test_a_state_an_interrupted_setup_applied_is_a_previous_state(
     assert [("setup", ("st", v2, MemoryTarget("st")))] == CALLS
     flow.setup(report_to_stdout=True)
     assert "No setup changes to apply" in capsys.readouterr().out
+
+
+def test_verify_and_row_counts_name_a_custom_target_instead_of_failing(tmp_path: Path) -> None:
+    """cocod cannot read a connector's storage back: verify says so, counts give None."""
+    from cocod.runtime.verify import verify
+
+    write(tmp_path / "docs" / "a.md", "alpha")
+    flow = cocoindex.open_flow("MemVerify", memory_flow(tmp_path / "docs", MemoryTarget("v1")))
+    flow.setup()
+    flow.update()
+    report = verify(flow)
+    assert any("custom target, not verified" in note for note in report.notes), report.notes
+    counts = bridge.run(flow.row_counts_async())
+    assert counts and set(counts.values()) == {None}, counts
+    flow.drop()

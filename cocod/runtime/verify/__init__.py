@@ -96,7 +96,7 @@ async def _scan(execution: FlowExecution, ctx: LibraryContext, progress: Progres
     async with execution.coordination.setup_lock.read():
         setup_plan = await _current_setup(execution, ctx)
         assert setup_plan.old_record is not None
-        checks = export_checks(execution, setup_plan)
+        checks = export_checks(execution, setup_plan, report.notes)
         flow_id = setup_plan.old_record.flow_id
         try:
             # One snapshot for tracking and every table: a pass commits both together.

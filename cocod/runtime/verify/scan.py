@@ -31,6 +31,8 @@ from cocod.engine.plan import ExportPlan
 from cocod.engine.setup import USER_MANAGED, FlowSetupPlan
 from cocod.engine.values import from_json_value, key_to_json_text
 from cocod.errors import RowError, SourceError
+from cocod.executors import custom_target
+from cocod.executors.local_file import LocalFileReader
 from cocod.executors.postgres_target import TargetTable, table_of
 from cocod.flow.naming import quote_ident
 from cocod.flow.types import ValueType
@@ -97,10 +99,18 @@ def key_text_of(raw: Any) -> str:
     return bytes(raw).decode("utf-8", "surrogateescape")
 
 
-def export_checks(execution: FlowExecution, setup_plan: FlowSetupPlan) -> dict[str, ExportCheck]:
+def export_checks(
+    execution: FlowExecution, setup_plan: FlowSetupPlan, notes: list[str] | None = None
+) -> dict[str, ExportCheck]:
+    """The Postgres exports to compare with tracking. A custom target's storage is the
+    user's connector's, which cocod cannot read back: it is named in ``notes`` instead."""
     out: dict[str, ExportCheck] = {}
     for item in setup_plan.targets:
         if item.new is None or item.export_name is None:
+            continue
+        if custom_target.is_custom_state(item.new):
+            if notes is not None:
+                notes.append(f"export {item.export_name}: custom target, not verified")
             continue
         out[item.export_name] = ExportCheck(
             plan=execution.plan.exports[item.export_name],
@@ -306,6 +316,9 @@ def _as_array(value: Any) -> Any:
 async def check_files(execution: FlowExecution, scan: Scan, progress: Progress | None) -> None:
     """Every source's files against its tracking: new, changed, rewritten in place, gone."""
     for name, runtime in execution.sources.items():
+        if not isinstance(runtime.reader, LocalFileReader):
+            scan.report.notes.append(f"source {name}: custom source, files not checked")
+            continue
         try:
             listed = await runtime.reader.list_rows()
         except SourceError as e:
