@@ -22,6 +22,9 @@ code (``cocod.daemon.server.ERROR_CODES``, documented in docs/daemon.md).
     ├── SourceError                         a source could not be listed (missing root, permissions)
     ├── RowError                            one source row failed; the others continue
     │   └── DuplicateKeyError               one source row produced the same primary key twice
+    ├── LeaseError                          the flow's single-writer lease (cocod.storage.leases)
+    │   ├── FlowBusyError                   another process writes the flow (it is named)
+    │   └── LeaseLostError                  this process lost the lease; nothing more is written
     ├── FlowClosedError (also RuntimeError) a closed Flow was used
     ├── ProtocolError                       the daemon refuses a control request (has a code)
     ├── DaemonUnavailableError              no daemon answers on the control socket
@@ -92,6 +95,27 @@ class RowError(CocodError):
 
 class DuplicateKeyError(RowError):
     """One source row collected two rows with the same primary key for one export."""
+
+
+class LeaseError(CocodError):
+    """The single-writer lease of a flow instance (see :mod:`cocod.storage.leases`)."""
+
+
+class FlowBusyError(LeaseError):
+    """Another process holds the flow's lease, and this one would not wait (longer).
+
+    ``holder`` is the :class:`~cocod.storage.leases.LeaseHolder` the lease row names, or
+    None when it could not be read; the message names it too.
+    """
+
+    def __init__(self, message: str, holder: Any = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class LeaseLostError(LeaseError):
+    """This process lost the flow's lease (its session ended, or another process took the
+    flow over): the write that found out was rolled back, and nothing more is written."""
 
 
 class FlowClosedError(CocodError, RuntimeError):

@@ -52,7 +52,7 @@ import anyio
 import asyncpg
 import structlog
 
-from cocod.errors import CocodError
+from cocod.errors import FlowBusyError, LeaseError, LeaseLostError, SetupOutOfDateError
 from cocod.flow.naming import quote_ident
 from cocod.storage.pool import Connection, connect, map_asyncpg_errors
 
@@ -66,22 +66,6 @@ HEARTBEAT_TIMEOUT_S = 5.0
 POLL_FIRST_S = 0.05
 POLL_CAP_S = 1.0
 """Waiting for a busy lease polls with capped exponential backoff and jitter."""
-
-
-class LeaseError(CocodError):
-    """Base of the single-writer lease errors (moves to cocod.errors with its tree)."""
-
-
-class FlowBusyError(LeaseError):
-    """Another process holds the flow's lease and this one would not (or no longer) wait."""
-
-    def __init__(self, message: str, holder: LeaseHolder | None = None) -> None:
-        super().__init__(message)
-        self.holder = holder
-
-
-class LeaseLostError(LeaseError):
-    """This process no longer holds the flow's lease; the write was rolled back."""
 
 
 @dataclass(frozen=True)
@@ -304,8 +288,6 @@ async def _flow_id_of(conn: asyncpg.Connection, schema: str, flow: str | int) ->
         return flow
     flow_id = await resolve_flow_id(conn, schema, flow)
     if flow_id is None:
-        from cocod.errors import SetupOutOfDateError
-
         raise SetupOutOfDateError(
             f"flow {flow!r} has no setup yet, so it has no lease to take; run `cocod setup` "
             "(or Flow.setup()) first"
