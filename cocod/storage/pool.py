@@ -181,10 +181,27 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         "jsonb", encoder=_dumps, decoder=json.loads, schema="pg_catalog", format="text"
     )
     has_vector = await conn.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'vector'")
+    if not has_vector:
+        has_vector = await _create_vector_extension(conn)
     if has_vector:
         from pgvector.asyncpg import register_vector
 
         await register_vector(conn)
+
+
+async def _create_vector_extension(conn: asyncpg.Connection) -> bool:
+    """Create pgvector on the pool's first connection (it must exist before the codecs
+    register); a database where we may not create it works without vectors."""
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        return True
+    except asyncpg.UniqueViolationError:
+        return True  # another connection created it at the same moment
+    except asyncpg.PostgresError as e:
+        if isinstance(e, _UNAVAILABLE_POSTGRES_ERRORS):
+            raise
+        log.warning("database.no_pgvector", error=str(e))
+        return False
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -278,8 +295,11 @@ async def ensure_vector_extension(url: str, *, connect_timeout: float = CONNECT_
 async def open_pool(
     url: str, *, min_size: int = 1, max_size: int = 10, connect_timeout: float = CONNECT_TIMEOUT
 ) -> Pool:
-    """Open the pool (a :class:`MappedPool`); each connection attempt times out."""
-    await ensure_vector_extension(url, connect_timeout=connect_timeout)
+    """Open the pool (a :class:`MappedPool`); each connection attempt times out.
+
+    pgvector is created by the first connection's initialiser when missing, rather than
+    on a connection of its own: one connection less per process start.
+    """
     dsn, connect_kwargs = connect_arguments(url)
     pool = MappedPool(
         dsn,

@@ -189,3 +189,27 @@ def test_a_closed_pool_is_unavailable(database_url: str) -> None:
             await pool.acquire()
 
     _with_pool(database_url, body)
+
+
+def test_the_pool_creates_pgvector_on_a_fresh_database(database_url: str) -> None:
+    """The first connection's initialiser creates the extension and registers its codec."""
+    import numpy as np
+
+    async def main() -> tuple[int, list[float]]:
+        before = await asyncpg.connect(database_url)
+        try:
+            await before.execute("DROP EXTENSION IF EXISTS vector")
+        finally:
+            await before.close()
+        pool = await open_pool(database_url, min_size=2, max_size=2)
+        try:
+            async with pool.acquire() as conn:
+                count = await conn.fetchval(
+                    "SELECT count(*) FROM pg_extension WHERE extname = 'vector'"
+                )
+                value = await conn.fetchval("SELECT $1::vector", np.array([1.0, 2.0]))
+            return int(count), [float(x) for x in value.to_list()]
+        finally:
+            await pool.close()
+
+    assert run(main) == (1, [1.0, 2.0])
