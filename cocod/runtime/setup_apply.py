@@ -7,6 +7,11 @@ record is written and committed: a failure rolls back everything cocod recorded,
 crash after it leaves the old record, so the next setup calls it again (v0 asks
 ``apply_setup_change`` to be idempotent). It is never skipped and recorded as done.
 
+Every transaction here runs the flow lease's fence first (``lease.check``, see
+:mod:`cocod.storage.leases`): a setup or drop whose process lost the lease rolls back.
+A custom target's ``apply_setup_change`` runs after that check, inside the transaction,
+so it too is skipped by a process that lost the lease before it started.
+
 Targets are dispatched by kind: :data:`TARGET_DRIVER` gives the planner the Postgres or
 the custom functions for each export and each recorded state, and :func:`create_writer`
 the writer each export's rows go through.
@@ -41,6 +46,7 @@ from cocod.flow.naming import quote_ident
 from cocod.ops.targets import Postgres
 from cocod.runtime.context import LibraryContext
 from cocod.storage import flow_records, internal_schema
+from cocod.storage.leases import FlowLease
 from cocod.storage.pool import Connection
 from cocod.storage.state import TargetWriter
 
@@ -175,7 +181,18 @@ def include_staged(setup_plan: FlowSetupPlan, staged: dict[str, list[Any]]) -> N
             item.change = custom_target.plan_target_change(item.old, item.new, staged[item.key])
 
 
-async def _stage(ctx: LibraryContext, flow_name: str, items: list[TargetItem], pool: Any) -> None:
+async def _fence(conn: Connection, lease: FlowLease | None) -> None:
+    if lease is not None:
+        await lease.check(conn)
+
+
+async def _stage(
+    ctx: LibraryContext,
+    flow_name: str,
+    items: list[TargetItem],
+    pool: Any,
+    lease: FlowLease | None = None,
+) -> None:
     rows = [
         (flow_name, f"{STAGING_PREFIX}{item.key}", {"states": [item.change.current]})
         for item in items
@@ -188,6 +205,7 @@ async def _stage(ctx: LibraryContext, flow_name: str, items: list[TargetItem], p
     s = quote_ident(ctx.schema)
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL synchronous_commit = on")
+        await _fence(conn, lease)
         await conn.executemany(
             f"INSERT INTO {s}.setup_metadata AS m (flow_name, resource, state) "
             "VALUES ($1, $2, $3) ON CONFLICT (flow_name, resource) DO UPDATE SET state = "
@@ -210,8 +228,10 @@ async def apply_setup_plan(
     *,
     out: TextIO | None,
     limiter: anyio.CapacityLimiter | None = None,
+    lease: FlowLease | None = None,
 ) -> None:
-    """Apply a setup plan in one transaction (Postgres DDL is transactional)."""
+    """Apply a setup plan in one transaction (Postgres DDL is transactional), fenced by
+    ``lease``; a new flow gets the lease's id (the one reserved for it)."""
     pool = await ctx.pool()
     name = setup_plan.flow_name
     _say(
@@ -225,15 +245,19 @@ async def apply_setup_plan(
             # Its own transaction, under an advisory lock: instances set up together on a
             # fresh database must not race on CREATE TABLE.
             await internal_schema.ensure_internal_schema(conn, ctx.schema)
-        await _stage(ctx, name, setup_plan.targets, pool)
+        await _stage(ctx, name, setup_plan.targets, pool, lease)
         async with pool.acquire() as conn, conn.transaction():
             # Rows commit asynchronously (a crash redoes them); setup must not: a server
             # crash right after setup() returned would lose the tables it reported created.
             await conn.execute("SET LOCAL synchronous_commit = on")
+            await _fence(conn, lease)
             record = setup_plan.old_record
-            flow_id = (
-                record.flow_id if record else await flow_records.allocate_flow_id(conn, ctx.schema)
-            )
+            if record is not None:
+                flow_id = record.flow_id
+            elif lease is not None:
+                flow_id = lease.flow_id
+            else:
+                flow_id = await flow_records.allocate_flow_id(conn, ctx.schema)
             for item in setup_plan.targets:
                 if item.change.status in (READY, USER_MANAGED):
                     continue
@@ -294,6 +318,7 @@ async def apply_drop_plan(
     *,
     out: TextIO | None,
     limiter: anyio.CapacityLimiter | None = None,
+    lease: FlowLease | None = None,
 ) -> None:
     pool = await ctx.pool()
     record = drop_plan.old_record
@@ -305,6 +330,7 @@ async def apply_drop_plan(
     try:
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SET LOCAL synchronous_commit = on")  # as setup: durable
+            await _fence(conn, lease)
             for item in drop_plan.targets:
                 _say(out, f"{item.description}:")
                 for action in item.change.actions:
