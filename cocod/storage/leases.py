@@ -268,6 +268,34 @@ async def resolve_flow_id(conn: Connection, schema: str, flow_full_name: str) ->
     return None if found is None else int(found)
 
 
+async def reserve_flow_id(conn: Connection, schema: str, flow_full_name: str) -> int:
+    """The flow's internal id: its setup record's, else one reserved for its first setup.
+
+    The lease is keyed by this id, so it must exist before a first setup takes the
+    lease: processes setting up one new flow together all read back the same reserved id
+    (``ON CONFLICT DO NOTHING``), so they take the same lease. The reservation is a
+    ``flow_id`` resource row in ``setup_metadata``; the setup record that replaces the
+    flow's rows, or drop, removes it. Needs the internal schema.
+    """
+    found = await resolve_flow_id(conn, schema, flow_full_name)
+    if found is not None:
+        return found
+    s = quote_ident(schema)
+    await conn.execute(
+        f"INSERT INTO {s}.setup_metadata (flow_name, resource, state) "
+        "SELECT $1, 'flow_id', jsonb_build_object('flow_id', nextval($2::regclass)) "
+        "ON CONFLICT (flow_name, resource) DO NOTHING",
+        flow_full_name,
+        f"{s}.flow_id_seq",
+    )
+    reserved = await resolve_flow_id(conn, schema, flow_full_name)
+    if reserved is None:  # dropped between the two statements: a drop cannot race a setup
+        raise SetupOutOfDateError(  # under one lease, so this is another process's drop
+            f"flow {flow_full_name!r} was dropped while its first setup started; run setup again"
+        )
+    return reserved
+
+
 async def _try_take(
     conn: asyncpg.Connection, schema: str, flow_id: int, holder: LeaseHolder
 ) -> int | None:
@@ -419,6 +447,8 @@ __all__ = [
     "acquire",
     "current_holder",
     "ensure_leases_table",
+    "leases_table_statement",
+    "reserve_flow_id",
     "resolve_flow_id",
     "try_acquire",
 ]
