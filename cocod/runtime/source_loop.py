@@ -346,9 +346,13 @@ class SourceLoop:
                 await self.wakeup.wait()
 
     def _on_hints(self, hints: ChangeHints) -> None:
-        self.counters.watcher_events += len(hints.keys) + len(hints.dirs) + int(hints.rescan)
+        self.counters.watcher_events += (
+            len(hints.keys) + len(hints.dirs) + int(hints.rescan) + int(hints.full_pass)
+        )
         self.pending.update(hints.keys)
         self.pending_dirs.update(hints.dirs)
+        if hints.full_pass:
+            self.needs_full_pass = True  # after any backoff: an edit is not a recovery
         if hints.rescan:
             self.needs_full_pass = True
             self.retry_at = None  # the root is back (or watched again): try now

@@ -11,7 +11,11 @@ registration off the loop.
 Events are hints, never facts: each batch is classified in a worker thread (``stat`` can
 block on network file systems) into file keys, folder keys (a folder created or moved in:
 list just it) and "rescan" (the root came back, the watch failed, or a name could not be
-decoded at the root). The consumer re-checks every key against the file system.
+decoded at the root). The consumer re-checks every key against the file system. With git
+rules on (``LocalFile(respect_gitignore=True)``), a changed rules file hints what its
+rules cover: a nested ``.gitignore`` its folder, the root's ``.gitignore`` or
+``.git/info/exclude`` a full pass, so newly ignored files lose their rows and newly
+unignored ones are indexed without waiting for the periodic rescan.
 
 The root itself is watched by identity: a root deleted and re-created is a new directory
 that the old watch never sees, so its (device, inode) is polled; a vanished root is polled
@@ -53,9 +57,12 @@ class ChangeHints:
     keys: set[str] = field(default_factory=set)
     dirs: set[str] = field(default_factory=set)
     rescan: bool = False
+    """The watch was (re)established or lost track: whatever happened was not seen."""
+    full_pass: bool = False
+    """The rules of the whole source changed (the root's ``.gitignore``): list it all."""
 
     def __bool__(self) -> bool:
-        return bool(self.keys or self.dirs or self.rescan)
+        return bool(self.keys or self.dirs or self.rescan or self.full_pass)
 
 
 HintSink = Callable[[ChangeHints], None]
@@ -238,6 +245,11 @@ def classify_changes(
         key = reader.key_of(path)
         if key is None:
             continue
+        scope = reader.ignore_scope_of(key)
+        if scope == "":
+            hints.full_pass = True
+        elif scope is not None:
+            hints.dirs.add(scope)  # a nested .gitignore: what is in its folder may change
         if os.path.isdir(path):
             if not reader.is_excluded_dir(key):
                 hints.dirs.add(key)  # a folder created or moved in: list just it

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 import cocod as cocoindex
+from cocod.executors.local_file import LocalFileReader
+from cocod.runtime.watcher import classify_changes
 from tests.conftest import SqlHelper, write
 from tests.flows import EMBED_CALLS, paragraph_flow, paragraphs_of
 
@@ -191,3 +193,27 @@ def test_an_updater_started_paused_runs_its_catch_up_pass_on_resume(
     finally:
         updater.abort()
         updater.wait()
+
+
+# -- git rules files --------------------------------------------------------------------------
+def test_a_changed_gitignore_hints_what_its_rules_cover(tmp_path: Path) -> None:
+    """Its own folder for a nested .gitignore, a full pass for the root's; nothing when
+    git rules are off (a .gitignore is then just a file)."""
+    root = tmp_path / "repo"
+    (root / ".git" / "info").mkdir(parents=True)
+    write(root / ".gitignore", "build/\n")
+    write(root / "docs" / ".gitignore", "drafts/\n")
+    write(root / ".git" / "info" / "exclude", "")
+    reader = LocalFileReader(cocoindex.sources.LocalFile(path=str(root), respect_gitignore=True))
+
+    def hints(*relative: str) -> tuple[set[str], bool]:
+        changes = [(2, str(root / r)) for r in relative]
+        got = classify_changes(reader, str(root), changes)
+        return got.dirs, got.full_pass
+
+    assert hints("docs/.gitignore") == ({"docs"}, False)
+    assert hints(".gitignore") == (set(), True)
+    assert hints(".git/info/exclude") == (set(), True)
+    assert hints("docs/readme.md") == (set(), False)
+    plain = LocalFileReader(cocoindex.sources.LocalFile(path=str(root)))
+    assert not classify_changes(plain, str(root), [(2, str(root / ".gitignore"))]).full_pass
