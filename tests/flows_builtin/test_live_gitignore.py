@@ -63,11 +63,6 @@ def test_changes_in_ignored_folders_are_not_indexed(live: LiveRepo) -> None:
     live.wait_for([*CODE_FILES, "src/app/new.py"], "edits in and out of ignored folders")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs cocod/runtime/watcher.py classify_changes to call "
-    "LocalFileReader.ignore_scope_of(key) (see docs/built-in-flows.md)",
-)
 def test_editing_gitignore_re_evaluates_the_source_live(live: LiveRepo) -> None:
     (live.repo / ".gitignore").write_text("*.log\n")
     live.wait_for([*CODE_FILES, *BUILD_FILES], "unignoring build/")
