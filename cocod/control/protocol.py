@@ -70,6 +70,7 @@ class ErrorCode:
     DATABASE_ERROR = "database_error"
     BAD_CONFIG = "bad_config"
     SHUTTING_DOWN = "shutting_down"
+    NOT_OWNER = "not_owner"
     INTERNAL = "internal"
 
 

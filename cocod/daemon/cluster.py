@@ -62,6 +62,8 @@ NOTIFY_CHANNEL = "cocod_cluster"
 DEREGISTER_DEADLINE_S = 3.0
 FIRST_POLL_S = 0.1
 REGISTRY_MIN_GAP_S = 0.1
+FIRST_SETUP_CLASSID = 0x636F6373
+"""Advisory lock class ('cocs') serialising the first setup of a flow across daemons."""
 
 
 class NotOwnerError(CocodError):
@@ -293,12 +295,7 @@ class Cluster:
     ) -> FlowLease | None:
         flow_id = self._flow_ids.get(name)
         if flow_id is None:
-            async with self.pool.acquire() as conn:
-                flow_id = await resolve_flow_id(conn, self.schema, flow_name)
-            if flow_id is None:
-                await set_up()
-                async with self.pool.acquire() as conn:
-                    flow_id = await resolve_flow_id(conn, self.schema, flow_name)
+            flow_id = await self._flow_id(flow_name, set_up)
             if flow_id is None:
                 return None
             self._flow_ids[name] = flow_id
@@ -306,6 +303,24 @@ class Cluster:
         if lease is None and await self._end_stale_owner(name, flow_id):
             lease = await try_acquire(self.connector, flow_id, self.holder, schema=self.schema)
         return lease
+
+    async def _flow_id(self, flow_name: str, set_up: Callable[[], Awaitable[None]]) -> int | None:
+        """The flow's id, setting the flow up first when it has none. Daemons starting
+        together would each reserve an id and race to create the same tables, so the
+        first setup runs under a cluster-wide lock and the id is re-read under it."""
+        async with self.pool.acquire() as conn:
+            flow_id = await resolve_flow_id(conn, self.schema, flow_name)
+            if flow_id is not None:
+                return flow_id
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock($1, hashtext($2))", FIRST_SETUP_CLASSID, flow_name
+                )
+                flow_id = await resolve_flow_id(conn, self.schema, flow_name)
+                if flow_id is None:
+                    await set_up()
+                    flow_id = await resolve_flow_id(conn, self.schema, flow_name)
+        return flow_id
 
     async def _end_stale_owner(self, name: str, flow_id: int) -> bool:
         """End the lease session of a daemon that stopped heartbeating (SIGSTOP, frozen
@@ -333,15 +348,42 @@ class Cluster:
         return bool(ended)
 
     def claim_hand_over(self, name: str) -> bool:
-        """True (and ``name`` no longer counts as owned) when this daemon is above its
-        share and should give ``name`` back; synchronous, so tasks cannot both claim."""
-        if name not in self._owned or len(self._owned) <= self.fair_share():
+        """True (and ``name`` no longer counts as owned) when this daemon should give
+        ``name`` back; synchronous, so two of its tasks cannot both claim one release.
+
+        Above its ceil share it always gives back. Above its floor share it gives back
+        only while some live daemon is below *its* floor (a newcomer) and this daemon is
+        the one furthest above its floor (ties: the lowest id), so one instance moves per
+        need instead of every owner shedding one at once.
+        """
+        mine = len(self._owned)
+        if name not in self._owned or len(self.members) < 2:
             return False
-        if len(self.members) < 2:
+        if mine <= self.fair_share() and not self._should_feed_newcomer(mine):
             return False
         del self._owned[name]
-        log.info("cluster.hand_over", instance=name, share=self.fair_share())
+        log.info("cluster.hand_over", instance=name, owned=mine, share=self.fair_share())
         return True
+
+    def _should_feed_newcomer(self, mine: int) -> bool:
+        n, total = self.count_instances(), self.total_weight()
+        counts: dict[str, int] = {}
+        for holder in self.owners.values():
+            if holder.daemon_id is not None:
+                counts[holder.daemon_id] = counts.get(holder.daemon_id, 0) + 1
+        counts[self.daemon_id] = mine
+
+        def surplus(member_id: str, weight: int) -> int:
+            return counts.get(member_id, 0) - (n * weight) // max(total, 1)
+
+        if surplus(self.daemon_id, self.weight) <= 0:
+            return False
+        if not any(surplus(m.daemon_id, m.weight) < 0 for m in self.members):
+            return False
+        richest = max(
+            self.members, key=lambda m: (surplus(m.daemon_id, m.weight), _neg(m.daemon_id))
+        )
+        return richest.daemon_id == self.daemon_id
 
     async def hand_over_when_due(self, name: str, is_between_passes: Callable[[], bool]) -> None:
         """Return once ``name`` should be handed over and no pass of it is running."""
@@ -411,6 +453,11 @@ async def _connect(connector: Connector) -> asyncpg.Connection:
 
         return await connect(connector)
     return await connector()
+
+
+def _neg(text: str) -> tuple[int, ...]:
+    """A key that orders strings backwards (so ``max`` picks the lowest id on ties)."""
+    return tuple(-ord(c) for c in text)
 
 
 async def _nothing() -> None:

@@ -11,9 +11,11 @@ range, durations > 0) and an error names the file, the key and the value.
 
 ``[daemon] metrics = "127.0.0.1:9464"`` serves Prometheus metrics there (off unless set;
 port 0 picks a free port, logged as ``metrics.listening``); ``[daemon] embed_threads = N``
-caps the threads the embedding model computes with. ``[flows.NAME] auto_setup = false``
-makes an on-demand instance wait for an explicit ``cocod setup`` instead of being set up
-when the daemon opens it.
+caps the threads the embedding model computes with. ``[daemon] lease_timeout = "15s"``
+is how long a silent daemon still owns its instances (daemons sharing a database:
+docs/scale-out.md) and ``weight = 1`` its relative share of them.
+``[flows.NAME] auto_setup = false`` makes an on-demand instance wait for an explicit
+``cocod setup`` instead of being set up when the daemon opens it.
 """
 
 from __future__ import annotations
@@ -93,6 +95,11 @@ class DaemonConfig:
     flows: dict[str, InstanceConfig] = field(default_factory=dict)
     metrics: MetricsAddress | None = None
     embed_threads: int | None = None
+    lease_timeout: float = 15.0
+    """A daemon whose heartbeat is older than this owns nothing any more (its instances
+    may be taken over); it heartbeats every third of it."""
+    weight: int = 1
+    """Its relative share of the live instances among the daemons sharing the database."""
 
 
 def find_config_file(explicit: str | None, env: Mapping[str, str] | None = None) -> Path | None:
@@ -143,6 +150,8 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Daem
                 "drain_timeout",
                 "metrics",
                 "embed_threads",
+                "lease_timeout",
+                "weight",
             },
         ),
         ("database", database, {"url"}),
@@ -189,6 +198,10 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Daem
         embed_threads=_int(daemon, "embed_threads", where, 1)
         if "embed_threads" in daemon
         else None,
+        lease_timeout=parse_duration(
+            daemon.get("lease_timeout", 15), f"{where}: [daemon] lease_timeout"
+        ),
+        weight=_int(daemon, "weight", where, 1),
     )
     for name, body in flows.items():
         config.flows[name] = parse_instance(name, body, f"{where}: flows.{name}", resolve)

@@ -116,6 +116,7 @@ class Handlers:
             "last_error": instance.last_error,
             "params": instance.config.params,
             "database": self._database_state(),
+            "owner": self._owner_of(instance),
         }
         if instance.updater is not None:
             snapshot = instance.updater.snapshot()
@@ -141,6 +142,16 @@ class Handlers:
             out["targets"] = dict(instance.row_counts)
             out["targets_age_s"] = round(max(0.0, time.time() - instance.row_counts_at), 1)
         return out
+
+    def _owner_of(self, instance: Instance) -> dict[str, Any] | None:
+        """Who owns a live instance (host, pid, daemon id), as of the last heartbeat."""
+        cluster = self.instances.cluster
+        if cluster is None or not instance.config.live:
+            return None
+        owner = cluster.owner_of(instance.name)
+        if owner is None:
+            return None
+        return {"host": owner.host, "pid": owner.pid, "daemon_id": owner.daemon_id}
 
     async def cmd_open(self, emit: Emit, name: str) -> Any:
         instance = self.instances.get(name)
@@ -197,7 +208,7 @@ class Handlers:
         return {"name": name, **report.to_dict(), "describe": report.describe()}
 
     async def cmd_query(self, emit: Emit, name: str, text: str, top: int = 5) -> Any:
-        async with self.instances.pinned(name) as flow:
+        async with self.instances.pinned(name, writes=False) as flow:
             output = await flow.query_async(text, top_k=top)
         return {"name": name, "results": output.results}
 
@@ -216,7 +227,7 @@ class Handlers:
         skipped: list[dict[str, str]] = []
         for name in names:
             try:
-                async with self.instances.pinned(name) as flow:
+                async with self.instances.pinned(name, writes=False) as flow:
                     await session.add(name, await flow.execution_async())
                 searched.append(name)
             except (FlowDefinitionError, SetupError, ProtocolError) as e:

@@ -28,8 +28,9 @@ class State(enum.StrEnum):
     failed attempts, FAILED after MAX_FAILURES of them; STOPPING while its task winds
     down; OPEN for an open on-demand instance; DATABASE_DOWN while the database cannot be
     reached (the updater keeps its pending hints; nothing spins); PAUSED while a live
-    instance is paused by a command (persisted; its watcher still collects hints).
-    Reserved for later: STANDBY (another daemon sharing the database owns the instance).
+    instance is paused by a command (persisted; its watcher still collects hints);
+    STANDBY while another daemon sharing the database owns the instance (no flow is open,
+    nothing watches: this daemon polls for the lease and takes over when it frees).
     """
 
     STOPPED = "STOPPED"
@@ -42,6 +43,7 @@ class State(enum.StrEnum):
     FAILED = "FAILED"
     DATABASE_DOWN = "DATABASE_DOWN"
     PAUSED = "PAUSED"
+    STANDBY = "STANDBY"
 
 
 RUNNING = (State.CATCHING_UP, State.WATCHING)

@@ -19,6 +19,12 @@ and its hints but runs no pass, and shows PAUSED; its updater is created paused 
 restart, so its catch-up pass runs on resume. Each instance's passes report progress to
 its :class:`~cocod.daemon.progress_view.InstanceProgress`, and its counters outlive its
 updater and flow (retired into the instance when they close) so metrics stay monotonic.
+
+When daemons share the database (:mod:`cocod.daemon.cluster`), a live instance runs only
+while this daemon holds its lease (:func:`cocod.daemon.ownership.run_owned`); otherwise it
+is STANDBY: no flow open, no watcher. Losing or handing over the lease is not a failure:
+the instance goes back to STANDBY. Commands that write a STANDBY instance are answered
+``not_owner`` naming the owner; reads (query, search) open a flow for just that command.
 """
 
 from __future__ import annotations
@@ -35,12 +41,15 @@ import structlog
 from anyio.abc import TaskGroup
 
 from cocod.control.protocol import ErrorCode, ProtocolError
+from cocod.daemon.cluster import Cluster, OwnershipLost, not_owner
 from cocod.daemon.config import InstanceConfig
 from cocod.daemon.cpu_budget import limit_torch_threads
 from cocod.daemon.database import retry_delay
 from cocod.daemon.definitions import load_definition_async
 from cocod.daemon.instance_state import RUNNING, Instance, State
+from cocod.daemon.ownership import run_owned
 from cocod.errors import CocodError, DatabaseUnavailableError
+from cocod.runtime import context
 from cocod.runtime.flow import Flow, open_flow
 from cocod.runtime.live_updater import FlowLiveUpdaterOptions
 
@@ -74,6 +83,8 @@ class Instances:
         self.on_state_change: Callable[[], None] = lambda: None
         self.on_database_unavailable: Callable[[str], None] = lambda reason: None
         self.wait_database_up: Callable[[], Awaitable[None]] = _nothing
+        self.cluster: Cluster | None = None
+        """Set when this daemon is a cluster member: live instances run only when owned."""
 
     def bind(self, tg: TaskGroup) -> None:
         self._tg = tg
@@ -166,19 +177,23 @@ class Instances:
         return flow
 
     @contextlib.asynccontextmanager
-    async def pinned(self, name: str) -> AsyncIterator[Flow]:
+    async def pinned(self, name: str, *, writes: bool = True) -> AsyncIterator[Flow]:
         """The instance's flow for one command; it is not reaped or evicted meanwhile.
 
         An on-demand instance is opened if needed (and stays open until idle). A stopped
         live instance gets a flow of its own for just this command (setup, drop, update
-        while it is closed), closed afterwards.
+        while it is closed), closed afterwards; so does a STANDBY one for a command that
+        only reads (``writes=False``), while one that writes is refused ``not_owner``.
         """
         instance = self.get(name)
         instance.pins += 1
         try:
+            if instance.state is State.STANDBY and writes:
+                owner = self.cluster.owner_of(name) if self.cluster is not None else None
+                raise not_owner(name, owner)
             if instance.flow is not None or not instance.config.live:
                 yield await self._ensure_open(instance)
-            elif instance.scope is None:
+            elif instance.scope is None or instance.state is State.STANDBY:
                 flow = await self.open_flow(instance)
                 try:
                     yield flow
@@ -280,10 +295,15 @@ class Instances:
             with scope:
                 while True:
                     try:
-                        await self._run_live(instance)
+                        await self._run(instance)
                         return
                     except Exception as group:
                         e = _leaf(group)
+                        if isinstance(e, OwnershipLost):
+                            # Not a failure: another daemon owns it now, or will.
+                            log.info("instance.ownership_ended", reason=str(e))
+                            self._teardown(instance)
+                            continue
                         instance.last_error = f"{type(e).__name__}: {e}"
                         self._teardown(instance)
                         instance.started.set()
@@ -365,6 +385,33 @@ class Instances:
             caught_up = updater is not None and bool(updater.snapshot().get("caught_up"))
             self._set_state(instance, State.WATCHING if caught_up else State.CATCHING_UP)
         log.info("instance.resumed", instance=instance.name)
+
+    async def _run(self, instance: Instance) -> None:
+        if self.cluster is None or not instance.config.live:
+            await self._run_live(instance)
+            return
+        namespace = context.get_app_namespace(trailing_delimiter=".")
+        await run_owned(
+            instance,
+            self.cluster,
+            f"{namespace}{instance.name}",
+            standby=lambda: self._stand_by(instance),
+            set_up=lambda: self._first_setup(instance),
+            run_live=lambda: self._run_live(instance),
+        )
+
+    def _stand_by(self, instance: Instance) -> None:
+        self._set_state(instance, State.STANDBY)
+        instance.started.set()  # READY does not wait for another daemon's instances
+
+    async def _first_setup(self, instance: Instance) -> None:
+        """A flow never set up has no id to lock yet: set it up (idempotent; setup holds
+        the flow's lease while it writes), from a flow opened just for that."""
+        flow = await self.open_flow(instance)
+        try:
+            await flow.setup_async()
+        finally:
+            flow.close()
 
     async def _run_live(self, instance: Instance) -> None:
         self._set_state(instance, State.STARTING)

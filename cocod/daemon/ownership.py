@@ -27,6 +27,7 @@ import structlog
 
 from cocod.daemon.cluster import Cluster, OwnershipLost, watch_lease
 from cocod.daemon.instance_state import Instance
+from cocod.runtime.coordination import coordination_for
 from cocod.storage.leases import RELEASE_DEADLINE_S, FlowLease
 
 log = structlog.get_logger(__name__)
@@ -36,9 +37,16 @@ HoldForPasses = Callable[[str, FlowLease], contextlib.AbstractContextManager[Non
 
 
 @contextlib.contextmanager
-def _no_registration(flow_name: str, lease: FlowLease) -> Iterator[None]:
-    del flow_name, lease
-    yield
+def hold_in_coordination(flow_name: str, lease: FlowLease) -> Iterator[None]:
+    """The process-wide registration (:attr:`FlowCoordination.held_lease`): every pass,
+    setup and drop of the flow in this process writes under the owner's lease."""
+    coordination = coordination_for(flow_name)
+    coordination.held_lease = lease
+    try:
+        yield
+    finally:
+        if coordination.held_lease is lease:
+            coordination.held_lease = None
 
 
 async def run_owned(
@@ -49,7 +57,7 @@ async def run_owned(
     standby: Callable[[], None],
     set_up: Callable[[], Awaitable[None]],
     run_live: Callable[[], Awaitable[None]],
-    hold_for_passes: HoldForPasses = _no_registration,
+    hold_for_passes: HoldForPasses = hold_in_coordination,
 ) -> None:
     """Run ``instance`` while this daemon owns it; raises OwnershipLost when it stops
     owning it (the supervisor then calls this again: STANDBY, poll, maybe own again)."""
@@ -75,4 +83,4 @@ async def _hand_over(cluster: Cluster, instance: Instance) -> None:
     raise OwnershipLost("handed over to balance the daemons' shares")
 
 
-__all__ = ["HoldForPasses", "run_owned"]
+__all__ = ["HoldForPasses", "hold_in_coordination", "run_owned"]

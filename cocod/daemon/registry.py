@@ -2,7 +2,9 @@
 (``cocod add``) and which instances are paused (``cocod pause``).
 
 Both live beside the flows' own state in the internal schema, so daemons that share the
-database agree on them, and a paused instance stays paused after a restart.
+database agree on them, and a paused instance stays paused after a restart. Adding or
+removing an instance notifies the other daemons (``NOTIFY cocod_cluster, 'registry'``,
+delivered when the change commits), which re-read the registry.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import asyncpg
 
 from cocod.daemon.config import InstanceConfig
 from cocod.flow.naming import quote_ident
+
+NOTIFY_CHANNEL = "cocod_cluster"
+"""The cluster's channel (:data:`cocod.daemon.cluster.NOTIFY_CHANNEL`, kept import-free)."""
 
 
 class RuntimeRegistry:
@@ -54,7 +59,8 @@ class RuntimeRegistry:
         }
 
     async def add(self, instance: InstanceConfig) -> None:
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_notify($1, 'registry')", NOTIFY_CHANNEL)
             await conn.execute(
                 f"INSERT INTO {self._table} (name, definition, params, live, auto_setup) "
                 "VALUES ($1, $2, $3, $4, $5)",
@@ -67,6 +73,7 @@ class RuntimeRegistry:
 
     async def remove(self, name: str) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_notify($1, 'registry')", NOTIFY_CHANNEL)
             await conn.execute(f"DELETE FROM {self._table} WHERE name = $1", name)
             await conn.execute(f"DELETE FROM {self._paused} WHERE name = $1", name)
 

@@ -26,6 +26,7 @@ from cocod.control.protocol import (
     encode,
     parse_request,
 )
+from cocod.daemon.cluster import NotOwnerError
 from cocod.errors import (
     CocodError,
     DatabaseError,
@@ -150,6 +151,7 @@ async def _handle_line(line: bytes, dispatch: Dispatch, send: Emit) -> None:
 
 ERROR_CODES: tuple[tuple[type[BaseException], str | None], ...] = (
     (ProtocolError, None),  # None: the error carries its own code
+    (NotOwnerError, ErrorCode.NOT_OWNER),
     (SetupOutOfDateError, ErrorCode.SETUP_REQUIRED),
     (DatabaseUnavailableError, ErrorCode.DATABASE_UNAVAILABLE),
     (DatabaseError, ErrorCode.DATABASE_ERROR),

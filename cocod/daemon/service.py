@@ -16,8 +16,16 @@ without touching unchanged instances (:mod:`cocod.daemon.reload`).
 
 The daemon also has the operations the control handlers call — :meth:`Daemon.pause`,
 :meth:`Daemon.resume` (persisted in the registry, so a paused instance stays paused after
-a restart) and :meth:`Daemon.add_builtin` — from :mod:`cocod.daemon.operations`. With ``[daemon] metrics`` set, the metrics server
-(:mod:`cocod.daemon.metrics`) starts with the control socket.
+a restart) and :meth:`Daemon.add_builtin` — from :mod:`cocod.daemon.operations`. With
+``[daemon] metrics`` set, the metrics server (:mod:`cocod.daemon.metrics`) starts with
+the control socket.
+
+Every daemon is a member of its database's cluster (:mod:`cocod.daemon.cluster`): it
+registers and heartbeats in ``cocod.daemons`` from before its instances start, so its
+first fair share already counts the daemons that are up; instances added or removed on
+another daemon are picked up from the registry (a notification, and every heartbeat). A
+drain releases every lease as its instance stops, then deregisters, so the other daemons
+take over at once.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from anyio.abc import SocketListener, TaskGroup, TaskStatus
 
 from cocod.daemon import early_signals
 from cocod.daemon.activation import take_inherited_socket
+from cocod.daemon.cluster import DEREGISTER_DEADLINE_S, Cluster
 from cocod.daemon.config import DaemonConfig, load_config
 from cocod.daemon.cpu_budget import apply_embed_threads
 from cocod.daemon.database import DatabaseState, DatabaseWatch, retry_delay
@@ -52,6 +61,7 @@ from cocod.daemon.server import open_listener, serve_control
 from cocod.errors import DatabaseUnavailableError
 from cocod.runtime import context
 from cocod.runtime.bridge import bridge
+from cocod.runtime.coordination import set_process_holder
 from cocod.setting import DatabaseConnectionSpec, Settings
 
 log = structlog.get_logger(__name__)
@@ -91,6 +101,9 @@ class Daemon(InstanceOperations):
         self._tg: TaskGroup | None = None
         self._instances_changed = anyio.Event()
         self.metrics = MetricsServer(self, config.metrics) if config.metrics else None
+        self.cluster: Cluster | None = None
+        self._cluster_scope: anyio.CancelScope | None = None
+        self._cluster_left: anyio.Event
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -140,6 +153,7 @@ class Daemon(InstanceOperations):
         self.registry = await self._open_registry()
         self.instances.paused_names = await self.registry.load_paused()
         self.instances.bind(tg)
+        await self._join_cluster(tg)
         for instance_config in self.config.flows.values():
             self.instances.add(instance_config, "config")
         for name, instance_config in (await self.registry.load()).items():
@@ -164,6 +178,59 @@ class Daemon(InstanceOperations):
         if (interval := watchdog_interval()) is not None:
             await tg.start(self._watchdog, interval)
         await self._wait_instances_started()
+
+    async def _join_cluster(self, tg: TaskGroup) -> None:
+        from cocod import __version__
+
+        ctx = context.get_context()
+        cluster = Cluster(
+            await ctx.pool(),
+            await ctx.open_database(),
+            ctx.schema,
+            lease_timeout=self.config.lease_timeout,
+            weight=self.config.weight,
+            version=__version__,
+        )
+        cluster.count_instances = lambda: sum(
+            i.config.live for i in self.instances.by_name.values()
+        )
+        cluster.on_registry_changed = self._sync_registry
+        self._cluster_left = anyio.Event()
+        self.cluster = cluster
+        self.instances.cluster = cluster
+        # Leases this process takes beyond its owned instances (an on-demand instance's
+        # `cocod update`) name this daemon too.
+        set_process_holder(cluster.holder)
+        await tg.start(self._serve_cluster, cluster)
+
+    async def _serve_cluster(
+        self, cluster: Cluster, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            with anyio.CancelScope() as self._cluster_scope:
+                await cluster.serve(task_status=task_status)
+        finally:
+            self._cluster_left.set()
+
+    async def _sync_registry(self) -> None:
+        """Instances another daemon added or removed (``cocod add`` on any daemon)."""
+        if self.is_draining or not self._is_ready:
+            return
+        known = {n for n, i in self.instances.by_name.items() if i.origin == "runtime"}
+        try:
+            loaded = await self.registry.load()
+        except Exception as e:  # an outage: the database supervisor handles it
+            log.debug("daemon.registry_sync_failed", error=f"{type(e).__name__}: {e}")
+            return
+        for name, instance_config in loaded.items():
+            if name not in self.instances.by_name and name not in self.config.flows:
+                log.info("instance.added_elsewhere", instance=name)
+                self.instances.add(instance_config, "runtime")
+        for name in known - set(loaded):
+            instance = self.instances.by_name.get(name)
+            if instance is not None and instance.origin == "runtime":
+                log.info("instance.removed_elsewhere", instance=name)
+                await self.instances.remove(instance)
 
     async def _open_registry(self) -> RuntimeRegistry:
         """Start or reach the database, then the registry; a database that is not up yet
@@ -209,6 +276,12 @@ class Daemon(InstanceOperations):
                     tg.start_soon(self.instances.stop, instance)
         if scope.cancelled_caught:
             log.warning("daemon.drain_timeout", seconds=self.config.drain_timeout)
+        # Every lease is released (its instance stopped): now leave the cluster, while the
+        # pool still works (the member deletes its row on its way out, within a deadline).
+        if self._cluster_scope is not None:
+            self._cluster_scope.cancel()
+            with anyio.move_on_after(min(DEREGISTER_DEADLINE_S, self._budget_left())):
+                await self._cluster_left.wait()
 
     async def _close(self) -> None:
         """Release everything; each step gets what is left of the budget."""

@@ -19,6 +19,7 @@ from tests.conftest import SqlHelper
 from tests.daemon.harness import DaemonProcess, eventually, instance
 
 LEASE_TIMEOUT_S = 3.0
+NOT_OWNED = frozenset({"STANDBY", "STOPPED", "STOPPING", "BACKOFF", "FAILED"})
 
 
 def cluster_config(flows: Iterable[tuple[str, Path, str]], *, weight: int = 1) -> str:
@@ -48,12 +49,16 @@ class Member:
         return self.process.process is not None and self.process.process.poll() is None
 
     def statuses(self) -> dict[str, dict[str, Any]]:
-        reply = self.process.request("status", timeout=10.0)
+        try:
+            reply = self.process.request("status", timeout=10.0)
+        except OSError as e:  # busy or restarting: the caller's `eventually` asks again
+            raise AssertionError(f"status did not answer: {e}") from e
         assert reply["ok"], reply
         return {s["name"]: s for s in reply["result"]}
 
     def owned(self) -> set[str]:
-        return {n for n, s in self.statuses().items() if s.get("owner", {}).get("pid") == self.pid}
+        """The instances this daemon runs (their state is neither STANDBY nor stopped)."""
+        return {n for n, s in self.statuses().items() if s["state"] not in NOT_OWNED}
 
     def kill(self) -> None:
         self.process.signal(signal.SIGKILL)
@@ -71,12 +76,13 @@ def spawn_member(root: Path, index: int, database_url: str, config_text: str) ->
 
 
 def wait_answering(members: Iterable[Member], timeout: float = 60.0) -> None:
+    def answers(member: Member) -> bool:
+        if not member.is_running:
+            raise RuntimeError(f"a daemon exited; its log:\n{member.process.logs()[-3000:]}")
+        return member.process.cli("ping", check=False).returncode == 0
+
     for member in members:
-        eventually(
-            lambda m=member: m.process.cli("ping", check=False).returncode == 0,  # type: ignore[misc]
-            "a daemon to answer",
-            timeout,
-        )
+        eventually(lambda m=member: answers(m), "a daemon to answer", timeout)  # type: ignore[misc]
 
 
 def owner_map(members: Iterable[Member]) -> dict[str, set[int]]:

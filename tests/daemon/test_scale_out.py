@@ -60,10 +60,24 @@ def _start(root: Path, url: str, flows: list[tuple[str, Path, str]], n: int) -> 
     return members
 
 
-def _ready(sql: SqlHelper, members: list[Member], flows: list[tuple[str, Path, str]]) -> None:
-    """Every instance owned once and its table created; then the write logs go in."""
+def _balanced(members: list[Member], names: list[str]) -> dict[str, int] | None:
+    """Instance → owner pid once each has one owner and each daemon its fair share."""
+    owners = each_owned_once(members, names)
+    if owners is None:
+        return None
+    counts = sorted(list(owners.values()).count(m.pid) for m in members if m.is_running)
+    share = len(names) / len(counts)
+    return (
+        owners if counts[0] >= int(share) and counts[-1] <= -(-len(names) // len(counts)) else None
+    )
+
+
+def _ready(
+    sql: SqlHelper, members: list[Member], flows: list[tuple[str, Path, str]]
+) -> dict[str, int]:
+    """Every instance owned once, shares balanced, tables created; then the write logs."""
     names = [name for name, _, _ in flows]
-    eventually(lambda: each_owned_once(members, names), "one owner per instance", 60)
+    owners: dict[str, int] = eventually(lambda: _balanced(members, names), "balanced owners", 60)
     for _, _, table in flows:
         eventually(
             lambda t=table: sql.fetchval("SELECT to_regclass($1) IS NOT NULL", t),  # type: ignore[misc]
@@ -71,6 +85,7 @@ def _ready(sql: SqlHelper, members: list[Member], flows: list[tuple[str, Path, s
             30,
         )
         install_write_log(sql, table)
+    return owners
 
 
 def test_one_owner_each_kill_moves_instances_and_a_newcomer_takes_its_share(
@@ -79,9 +94,7 @@ def test_one_owner_each_kill_moves_instances_and_a_newcomer_takes_its_share(
     flows = _flows(tmp_path, 6)
     members = _start(tmp_path, sql.url, flows, 3)
     try:
-        _ready(sql, members, flows)
-        owners = each_owned_once(members, [n for n, _, _ in flows])
-        assert owners is not None
+        owners = _ready(sql, members, flows)
         per_daemon = sorted(list(owners.values()).count(m.pid) for m in members)
         assert per_daemon == [2, 2, 2], owners  # each its fair share of 6 / 3
 
@@ -93,6 +106,7 @@ def test_one_owner_each_kill_moves_instances_and_a_newcomer_takes_its_share(
 
         victim = next(m for m in members if m.pid == owners["f0"])
         orphaned = [(n, f, t) for n, f, t in flows if owners[n] == victim.pid]
+        victim_pid = victim.pid
         victim.kill()
         killed_at = time.monotonic()
         for _, folder, _ in orphaned:
@@ -108,7 +122,7 @@ def test_one_owner_each_kill_moves_instances_and_a_newcomer_takes_its_share(
         failover_s = time.monotonic() - killed_at
         # lease_timeout + one pass, with room for a loaded 2-core CI machine.
         assert failover_s < LEASE_TIMEOUT_S + 20, failover_s
-        assert all(moved[n] != victim.pid for n in names)
+        assert all(moved[n] != victim_pid for n in names)
         for _, folder, table in flows:
             assert _rows(sql, table) == _expected(folder)  # 0 lost; the key makes 0 dup
             assert_one_writer_at_a_time(write_log(sql, table))
@@ -143,9 +157,7 @@ def test_a_stopped_owner_is_fenced_after_the_new_owner_writes(
     members = _start(tmp_path, sql.url, flows, 3)
     stopped: Member | None = None
     try:
-        _ready(sql, members, flows)
-        owners = each_owned_once(members, [n for n, _, _ in flows])
-        assert owners is not None
+        owners = _ready(sql, members, flows)
         name, folder, table = flows[0]
         write(folder / "a.md", "one\n\ntwo")
         eventually(lambda: _rows(sql, table) == _expected(folder), "first rows")
