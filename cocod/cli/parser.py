@@ -184,7 +184,14 @@ def _add_daemon_command(
         elif arg.type is int:
             p.add_argument(flag, dest=arg.name, type=int, metavar="N", help=_help(arg))
         elif arg.type is str:
-            p.add_argument(flag, dest=arg.name, help=_help(arg))
+            p.add_argument(
+                flag,
+                dest=arg.name,
+                action="append" if arg.many else "store",
+                choices=arg.choices,
+                metavar=arg.name.upper(),
+                help=_help(arg),
+            )
         elif extras is None:
             raise TypeError(f"{command.name}: no command-line form for argument {arg.name!r}")
         for option, kwargs in extras or ():

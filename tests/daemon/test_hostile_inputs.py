@@ -137,7 +137,7 @@ def test_status_shows_pending_work_while_a_burst_of_2000_files_is_caught_up(
     def done() -> bool:
         (status,) = daemon.json("status", "left")
         figures = [status.get("pending_changes", 0)] + [
-            p.get("pending", 0) for p in status.get("progress", {}).values()
+            p.get("pending", 0) for p in status.get("sources", {}).values()
         ]
         seen.append(max(figures))
         return sql.fetchval("SELECT count(DISTINCT filename) FROM left_rows") == 2001
