@@ -114,6 +114,9 @@ class Cluster:
         """Instance name → who held its lease at the last heartbeat (for ``status``)."""
         self.count_instances: Callable[[], int] = lambda: 0
         """How many live instances exist (the daemon sets it: its registry's count)."""
+        self.instance_flows: Callable[[], dict[str, str]] = dict
+        """Live instance name → full flow name (the daemon sets it), so ``status`` can
+        name the owner of instances this daemon has not tried to take yet."""
         self.on_registry_changed: Callable[[], Awaitable[None]] = _nothing
         """Called on a ``registry`` notification and at every heartbeat (the periodic
         re-read that also covers a missed notification)."""
@@ -182,6 +185,11 @@ class Cluster:
         self._poke()
 
     async def _read_owners(self, conn: Any) -> dict[str, LeaseHolder]:
+        for name, flow_name in self.instance_flows().items():
+            if name not in self._flow_ids:
+                flow_id = await resolve_flow_id(conn, self.schema, flow_name)
+                if flow_id is not None:
+                    self._flow_ids[name] = flow_id
         if not self._flow_ids:
             return {}
         names = {flow_id: name for name, flow_id in self._flow_ids.items()}

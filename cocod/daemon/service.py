@@ -194,6 +194,11 @@ class Daemon(InstanceOperations):
         cluster.count_instances = lambda: sum(
             i.config.live for i in self.instances.by_name.values()
         )
+        cluster.instance_flows = lambda: {
+            name: context.get_app_namespace(trailing_delimiter=".") + name
+            for name, i in self.instances.by_name.items()
+            if i.config.live
+        }
         cluster.on_registry_changed = self._sync_registry
         self._cluster_left = anyio.Event()
         self.cluster = cluster

@@ -93,10 +93,7 @@ def owner_map(members: Iterable[Member]) -> dict[str, set[int]]:
             continue
         for name, status in member.statuses().items():
             owners.setdefault(name, set())
-            if (
-                status["state"] not in ("STANDBY", "STOPPED")
-                and status.get("owner", {}).get("pid") == member.pid
-            ):
+            if status["state"] not in NOT_OWNED:
                 owners[name].add(member.pid)
     return owners
 

@@ -98,6 +98,22 @@ def test_one_owner_each_kill_moves_instances_and_a_newcomer_takes_its_share(
         per_daemon = sorted(list(owners.values()).count(m.pid) for m in members)
         assert per_daemon == [2, 2, 2], owners  # each its fair share of 6 / 3
 
+        def status_names_the_owners() -> bool:
+            return all(
+                status["owner"] is not None and status["owner"]["pid"] == owners[name]
+                for member in members
+                for name, status in member.statuses().items()
+            )
+
+        # Every daemon's `status` names each instance's owner (host, pid), standbys too.
+        eventually(status_names_the_owners, "status to name the owners", 10)
+        some_standby = next(m for m in members if m.pid != owners["f0"])
+        refused = some_standby.process.request("update", name="f0")
+        assert refused["error"]["code"] == "not_owner", refused
+        assert f"pid {owners['f0']}" in refused["error"]["message"]
+        owner = next(m for m in members if m.pid == owners["f0"])
+        assert owner.process.request("update", timeout=30.0, name="f0")["ok"]
+
         for _, folder, _ in flows:
             write(folder / "a.md", "one\n\ntwo")
             write(folder / "b.md", "three")
