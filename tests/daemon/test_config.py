@@ -43,6 +43,10 @@ ENV: dict[str, str] = {"COCOD_STATE_DIR": "/state"}
         ('metrics = "127.0.0.1:70000"', ["metrics", "70000", "0 to 65535"]),
         ("embed_threads = 0", ["embed_threads", "0", "1 or more"]),
         ('embed_threads = "2"', ["embed_threads", "'2'", "integer"]),
+        ('lease_timeout = "0s"', ["lease_timeout", "'0s'", "longer than zero"]),
+        ('lease_timeout = "later"', ["lease_timeout", "'later'", "not a duration"]),
+        ("weight = 0", ["weight", "0", "1 or more"]),
+        ("weight = 1.5", ["weight", "1.5", "integer"]),
     ],
 )
 def test_invalid_daemon_values_name_the_file_the_key_and_the_value(
@@ -81,6 +85,13 @@ def test_valid_values_and_defaults(tmp_path: Path) -> None:
     defaults = load_config(None, ENV)
     assert (defaults.drain_timeout, defaults.idle_ttl, defaults.max_open_flows) == (20, 600, 20)
     assert parse_duration("250ms", "x") == 0.25
+
+
+def test_lease_timeout_and_weight_of_a_cluster_member(tmp_path: Path) -> None:
+    config = load_config(_config(tmp_path, '[daemon]\nlease_timeout = "3s"\nweight = 4\n'), ENV)
+    assert (config.lease_timeout, config.weight) == (3.0, 4)
+    defaults = load_config(None, ENV)
+    assert (defaults.lease_timeout, defaults.weight) == (15.0, 1)
 
 
 def test_environment_beats_the_file_for_socket_and_database(tmp_path: Path) -> None:
