@@ -21,7 +21,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from cocod.engine.interfaces import RowCommit, StateStore
 from cocod.engine.stats import SourceUpdateStats
-from cocod.errors import DatabaseUnavailableError, RowError
+from cocod.errors import DatabaseUnavailableError, LeaseError, RowError
 
 MAX_ROWS_PER_TRANSACTION = 64
 BATCH_COMMIT_ATTEMPTS = 4
@@ -129,6 +129,8 @@ async def commit_batch(
     try:
         await commit_with_retries(store, [p.commit for p in batch], BATCH_COMMIT_ATTEMPTS, logger)
         done = batch
+    except LeaseError:
+        raise  # another process owns the flow now: stop the pass, write nothing more
     except Exception as e:
         if store.is_unavailable_error(e):
             # Nothing will commit row by row either: stop the pass. Its rows are still

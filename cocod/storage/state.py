@@ -11,7 +11,7 @@ only at marked entries. No process ever scans the whole memo.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import anyio
@@ -27,6 +27,10 @@ HINTS_PER_QUERY = 4096
 """Hinted keys per tracking lookup; each key is two index range scans."""
 MEMO_GC_DEADLINE_S = 30.0
 """Memo collection is housekeeping: never hold a shutdown for longer than this."""
+
+
+Fence = Callable[[Connection], Awaitable[None]]
+"""Checked at the start of a write transaction; raises when this process may not write."""
 
 
 class TargetWriter(Protocol):
@@ -111,10 +115,14 @@ class PostgresStateStore:
         schema: str,
         flow_id: int,
         writers: Mapping[str, TargetWriter],
+        fence: Fence | None = None,
     ) -> None:
         self._pool = pool
         self._flow_id = flow_id
         self._writers = writers
+        self._fence = fence
+        """Run first in every write transaction (a lease's check, cocod.storage.leases):
+        raising rolls the transaction back before anything is written."""
         s = quote_ident(schema)
         self._tracking = f"{s}.tracking"
         self._memo = f"{s}.memo"
@@ -334,6 +342,8 @@ class PostgresStateStore:
         }
         released = {k for c in commits for k in c.released_memo_keys}
         async with self._pool.acquire() as conn, conn.transaction():
+            if self._fence is not None:
+                await self._fence(conn)
             for export_name, write in merged.items():
                 await self._writers[export_name].write(conn, write)
             if memo:
@@ -410,6 +420,8 @@ class PostgresStateStore:
         )
         unreferenced = _unreferenced(self._memo, self._tracking)
         async with self._pool.acquire() as conn, conn.transaction():
+            if self._fence is not None:
+                await self._fence(conn)
             status = await conn.execute(
                 f"DELETE FROM {self._memo} WHERE {old_mark} AND {unreferenced}",
                 self._flow_id,
