@@ -42,7 +42,7 @@ import asyncpg
 import structlog
 from anyio.abc import TaskStatus
 
-from cocod.daemon.cluster_table import DaemonRow, DaemonsTable
+from cocod.daemon.cluster_table import MEMBER_CLASSID, DaemonRow, DaemonsTable
 from cocod.errors import CocodError
 from cocod.storage.leases import (
     LEASE_CLASSID,
@@ -162,6 +162,9 @@ class Cluster:
                 await self._leave()
 
     async def _beat(self, row: tuple[str, str, int, int, str]) -> None:
+        if self._listen_conn is None or self._listen_conn.is_closed():
+            self._listen_conn = None
+            await self._listen()
         try:
             async with self.pool.acquire() as conn:
                 everyone = await self.table.heartbeat(conn, row, self.lease_timeout)
@@ -216,11 +219,19 @@ class Cluster:
                 self._registry_changed.set()
             self._poke()
 
+        conn: asyncpg.Connection | None = None
         try:
             conn = await _connect(self.connector)
             await conn.add_listener(NOTIFY_CHANNEL, callback)
-        except (OSError, asyncpg.PostgresError, CocodError) as e:
-            log.warning("cluster.listen_failed", error=str(e))  # polls alone still work
+            await conn.execute(
+                "SELECT pg_advisory_lock($1, hashtext($2))", MEMBER_CLASSID, self.daemon_id
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, CocodError) as e:
+            # Polls alone still work; the others see this daemon as dead until the next
+            # beat reconnects (they may take instances whose leases are free meanwhile).
+            log.warning("cluster.listen_failed", error=str(e))
+            if conn is not None:
+                conn.terminate()
             return
         self._listen_conn = conn
 

@@ -1,7 +1,10 @@
 """The ``cocod.daemons`` table: which daemons share this database, and since when.
 
 Each daemon registers one row at start-up and refreshes its ``heartbeat`` every
-``lease_timeout / 3``; a clean shutdown deletes it. A row whose heartbeat is older than
+``lease_timeout / 3``; a clean shutdown deletes it. It also holds a session advisory lock
+keyed by its id (:data:`MEMBER_CLASSID`) on its LISTEN connection, so a killed daemon (its
+sessions end with it) is seen dead at the next heartbeat of the others, not a whole
+``lease_timeout`` later: ``alive`` in :class:`DaemonRow`. A row whose heartbeat is older than
 ``lease_timeout`` is a daemon that died (SIGKILL, a lost host) or stopped (SIGSTOP): it
 counts for nobody's fair share, and a standby may end the lease sessions it left behind.
 Rows dead for long are swept by whichever daemon heartbeats next. The ``version`` column
@@ -19,6 +22,8 @@ from datetime import datetime
 from cocod.flow.naming import quote_ident
 from cocod.storage.pool import Connection
 
+MEMBER_CLASSID = 0x636F636D
+"""First key of a daemon's membership lock ('cocm'); the second is hashtext(daemon_id)."""
 SWEEP_AFTER_TIMEOUTS = 20
 """A row silent for this many lease timeouts is deleted (its daemon is long gone)."""
 
@@ -35,9 +40,11 @@ class DaemonRow:
     version: str
     age_s: float
     """Seconds since its last heartbeat, by the database's clock."""
+    alive: bool
+    """Its membership lock is held: its session is there (it may still be stopped)."""
 
     def is_live(self, lease_timeout: float) -> bool:
-        return self.age_s <= lease_timeout
+        return self.alive and self.age_s <= lease_timeout
 
     def describe(self) -> str:
         return f"host {self.host} pid {self.pid} (daemon {self.daemon_id})"
@@ -93,8 +100,12 @@ class DaemonsTable:
     async def read(self, conn: Connection) -> list[DaemonRow]:
         rows = await conn.fetch(
             "SELECT daemon_id, host, pid, started, weight, version, "
-            f"extract(epoch FROM now() - heartbeat)::float8 AS age FROM {self.table} "
-            "ORDER BY started, daemon_id"
+            "extract(epoch FROM now() - heartbeat)::float8 AS age, EXISTS (SELECT 1 "
+            "FROM pg_locks lk WHERE lk.locktype = 'advisory' AND lk.classid = $1::int::oid "
+            "AND lk.objid = hashtext(d.daemon_id)::oid AND lk.objsubid = 2 AND lk.granted "
+            "AND lk.database = (SELECT oid FROM pg_database WHERE datname = "
+            f"current_database())) AS alive FROM {self.table} d ORDER BY started, daemon_id",
+            MEMBER_CLASSID,
         )
         return [
             DaemonRow(
@@ -105,6 +116,7 @@ class DaemonsTable:
                 int(r["weight"]),
                 r["version"],
                 float(r["age"]),
+                bool(r["alive"]),
             )
             for r in rows
         ]
@@ -113,4 +125,4 @@ class DaemonsTable:
         await conn.execute(f"DELETE FROM {self.table} WHERE daemon_id = $1", daemon_id)
 
 
-__all__ = ["DaemonRow", "DaemonsTable"]
+__all__ = ["MEMBER_CLASSID", "DaemonRow", "DaemonsTable"]

@@ -22,10 +22,15 @@ LEASE_TIMEOUT_S = 3.0
 NOT_OWNED = frozenset({"STANDBY", "STOPPED", "STOPPING", "BACKOFF", "FAILED"})
 
 
-def cluster_config(flows: Iterable[tuple[str, Path, str]], *, weight: int = 1) -> str:
+def cluster_config(
+    flows: Iterable[tuple[str, Path, str]],
+    *,
+    weight: int = 1,
+    lease_timeout: float = LEASE_TIMEOUT_S,
+) -> str:
     """config.toml of one member: a short lease, and the given ``(name, folder, table)``."""
     text = (
-        f'[daemon]\nlease_timeout = "{LEASE_TIMEOUT_S:g}s"\nweight = {weight}\n'
+        f'[daemon]\nlease_timeout = "{lease_timeout:g}s"\nweight = {weight}\n'
         'drain_timeout = "10s"\n'
     )
     for name, folder, table in flows:
