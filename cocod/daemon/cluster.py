@@ -45,7 +45,6 @@ from anyio.abc import TaskStatus
 from cocod.daemon.cluster_table import MEMBER_CLASSID, DaemonRow, DaemonsTable
 from cocod.errors import CocodError
 from cocod.storage.leases import (
-    LEASE_CLASSID,
     Connector,
     FlowLease,
     LeaseHolder,
@@ -64,18 +63,6 @@ FIRST_POLL_S = 0.1
 REGISTRY_MIN_GAP_S = 0.1
 FIRST_SETUP_CLASSID = 0x636F6373
 """Advisory lock class ('cocs') serialising the first setup of a flow across daemons."""
-
-
-class NotOwnerError(CocodError):
-    """A command that writes an instance reached a daemon that does not own it."""
-
-    def __init__(self, message: str, owner: LeaseHolder | None = None) -> None:
-        super().__init__(message)
-        self.owner = owner
-
-
-class OwnershipLost(Exception):
-    """The instance's lease was lost or handed over: its updater must stop now."""
 
 
 def fair_share(instances: int, weight: int, total_weight: int) -> int:
@@ -135,9 +122,20 @@ class Cluster:
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Register, then heartbeat until cancelled; the row is deleted on the way out."""
         row = (self.daemon_id, self.holder.host, self.holder.pid, self.weight, self.version)
-        async with self.pool.acquire() as conn:
-            await self.table.ensure(conn)
-            await self.table.register(conn, *row)
+        failures = 0
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    await self.table.ensure(conn)
+                    await self.table.register(conn, *row)
+                break
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, CocodError) as e:
+                # The database went away right after start-up reached it: wait, not exit.
+                failures += 1
+                delay = min(self.interval * 2.0 ** min(failures - 1, 8), 30.0)
+                delay *= random.uniform(0.5, 1.0)
+                log.warning("cluster.join_failed", error=str(e), retry_in=round(delay, 2))
+                await anyio.sleep(delay)
         await self._listen()
         log.info("cluster.joined", daemon=self.daemon_id, weight=self.weight)
         try:
@@ -196,19 +194,8 @@ class Cluster:
         if not self._flow_ids:
             return {}
         names = {flow_id: name for name, flow_id in self._flow_ids.items()}
-        try:
-            rows = await conn.fetch(
-                "SELECT le.flow_id, le.holder_host, le.holder_pid, le.holder_daemon, "
-                f"le.holder_kind FROM {_leases(self.schema)} le WHERE le.flow_id = ANY($2) "
-                f"AND EXISTS ({_LOCK_OF_FLOW})",
-                LEASE_CLASSID,
-                list(names),
-            )
-        except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
-            return {}
-        return {
-            names[r[0]]: LeaseHolder(r[1], int(r[2]), r[3], r[4]) for r in rows if r[0] in names
-        }
+        holders = await self.table.lease_holders(conn, list(names))
+        return {names[flow_id]: holder for flow_id, holder in holders.items() if flow_id in names}
 
     async def _listen(self) -> None:
         """LISTEN on a connection of its own (a pooled one would lose it when returned)."""
@@ -344,27 +331,19 @@ class Cluster:
     async def _end_stale_owner(self, name: str, flow_id: int) -> bool:
         """End the lease session of a daemon that stopped heartbeating (SIGSTOP, frozen
         host), so its lock frees now rather than when its TCP connection times out."""
-        try:
-            async with self.pool.acquire() as conn:
-                row = await conn.fetchrow(
-                    _STALE_SQL.format(leases=_leases(self.schema), daemons=self.table.table),
-                    LEASE_CLASSID,
-                    flow_id,
-                    self.lease_timeout,
-                )
-                if row is None:
-                    return False
-                ended = await conn.fetchval("SELECT pg_terminate_backend($1, 1000)", row[0])
-        except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
-            return False
+        async with self.pool.acquire() as conn:
+            stale = await self.table.stale_lease_session(conn, flow_id, self.lease_timeout)
+            if stale is None:
+                return False
+            ended = await self.table.end_session(conn, stale.backend_pid)
         log.warning(
             "cluster.stale_owner_ended",
             instance=name,
-            owner=f"host {row[1]} pid {row[2]} (daemon {row[3]})",
-            lease_age_s=round(float(row[4]), 1),
-            ended=bool(ended),
+            owner=stale.holder.describe(),
+            lease_age_s=round(stale.lease_age_s, 1),
+            ended=ended,
         )
-        return bool(ended)
+        return ended
 
     def claim_hand_over(self, name: str) -> bool:
         """True (and ``name`` no longer counts as owned) when this daemon should give
@@ -423,49 +402,6 @@ class Cluster:
         await self.notify("lease")
 
 
-async def watch_lease(lease: FlowLease) -> None:
-    """Raise :class:`OwnershipLost` when the lease is lost (run beside the updater)."""
-    await lease.lost.wait()
-    raise OwnershipLost(lease.lost_reason or "the lease was lost")
-
-
-def not_owner(name: str, owner: LeaseHolder | None) -> NotOwnerError:
-    who = owner.describe() if owner is not None else "no daemon yet (it is being taken over)"
-    return NotOwnerError(
-        f"instance {name!r} is owned by {who}, not by this daemon; send the command to that "
-        "daemon's socket (`cocod --socket PATH ...` on its host), or wait for `cocod status` "
-        "to show this daemon as its owner",
-        owner,
-    )
-
-
-def _leases(schema: str) -> str:
-    from cocod.flow.naming import quote_ident
-
-    return f"{quote_ident(schema)}.leases"
-
-
-_LOCK_OF_FLOW = (
-    "SELECT 1 FROM pg_locks lk WHERE lk.locktype = 'advisory' "
-    "AND lk.classid = $1::int::oid AND lk.objid = le.flow_id::oid AND lk.objsubid = 2 "
-    "AND lk.granted AND lk.database = (SELECT oid FROM pg_database "
-    "WHERE datname = current_database())"
-)
-
-_STALE_SQL = (
-    "SELECT lk.pid, le.holder_host, le.holder_pid, le.holder_daemon, "
-    "extract(epoch FROM now() - le.heartbeat_at)::float8 "
-    "FROM {leases} le JOIN pg_locks lk ON lk.locktype = 'advisory' "
-    "AND lk.classid = $1::int::oid AND lk.objid = le.flow_id::oid AND lk.objsubid = 2 "
-    "AND lk.granted AND lk.database = (SELECT oid FROM pg_database "
-    "WHERE datname = current_database()) "
-    "LEFT JOIN {daemons} d ON d.daemon_id = le.holder_daemon "
-    "WHERE le.flow_id = $2 AND le.holder_kind = 'daemon' "
-    "AND le.heartbeat_at < now() - make_interval(secs => $3) "
-    "AND (d.heartbeat IS NULL OR d.heartbeat < now() - make_interval(secs => $3))"
-)
-
-
 async def _connect(connector: Connector) -> asyncpg.Connection:
     if isinstance(connector, str):
         from cocod.storage.pool import connect
@@ -486,9 +422,5 @@ async def _nothing() -> None:
 __all__ = [
     "NOTIFY_CHANNEL",
     "Cluster",
-    "NotOwnerError",
-    "OwnershipLost",
     "fair_share",
-    "not_owner",
-    "watch_lease",
 ]

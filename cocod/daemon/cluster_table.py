@@ -1,4 +1,5 @@
-"""The ``cocod.daemons`` table: which daemons share this database, and since when.
+"""The ``cocod.daemons`` table (which daemons share this database, and since when), and
+the cluster's reads of the lease rows (who holds what, whose session is stale).
 
 Each daemon registers one row at start-up and refreshes its ``heartbeat`` every
 ``lease_timeout / 3``; a clean shutdown deletes it. It also holds a session advisory lock
@@ -19,7 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
+
 from cocod.flow.naming import quote_ident
+from cocod.storage.leases import LEASE_CLASSID, LeaseHolder
 from cocod.storage.pool import Connection
 
 MEMBER_CLASSID = 0x636F636D
@@ -50,12 +54,23 @@ class DaemonRow:
         return f"host {self.host} pid {self.pid} (daemon {self.daemon_id})"
 
 
+@dataclass(frozen=True)
+class StaleLease:
+    """A daemon's lease session whose lease and daemon heartbeats are both too old."""
+
+    backend_pid: int
+    holder: LeaseHolder
+    lease_age_s: float
+
+
 class DaemonsTable:
-    """SQL on ``<schema>.daemons``; every method takes the connection to run on."""
+    """SQL on ``<schema>.daemons`` and what the cluster reads of ``<schema>.leases``; every
+    method takes the connection to run on."""
 
     def __init__(self, schema: str) -> None:
         self.schema = schema
         self.table = f"{quote_ident(schema)}.daemons"
+        self.leases = f"{quote_ident(schema)}.leases"
 
     async def ensure(self, conn: Connection) -> None:
         """Create it once, however many daemons start together on a fresh database."""
@@ -124,5 +139,55 @@ class DaemonsTable:
     async def deregister(self, conn: Connection, daemon_id: str) -> None:
         await conn.execute(f"DELETE FROM {self.table} WHERE daemon_id = $1", daemon_id)
 
+    # -- the leases, as the cluster reads them ---------------------------------------------
+    async def lease_holders(self, conn: Connection, flow_ids: list[int]) -> dict[int, LeaseHolder]:
+        """Who holds each flow's lease now (its row, where its lock is granted)."""
+        try:
+            rows = await conn.fetch(
+                "SELECT le.flow_id, le.holder_host, le.holder_pid, le.holder_daemon, "
+                f"le.holder_kind FROM {self.leases} le JOIN pg_locks lk ON {_LOCK_OF_LEASE} "
+                "WHERE le.flow_id = ANY($2)",
+                LEASE_CLASSID,
+                flow_ids,
+            )
+        except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+            return {}
+        return {int(r[0]): LeaseHolder(r[1], int(r[2]), r[3], r[4]) for r in rows}
 
-__all__ = ["MEMBER_CLASSID", "DaemonRow", "DaemonsTable"]
+    async def stale_lease_session(
+        self, conn: Connection, flow_id: int, lease_timeout: float
+    ) -> StaleLease | None:
+        """The backend holding ``flow_id``'s lease when it is a daemon's and both its
+        lease heartbeat and its daemon's heartbeat are older than ``lease_timeout``."""
+        try:
+            row = await conn.fetchrow(
+                "SELECT lk.pid, le.holder_host, le.holder_pid, le.holder_daemon, "
+                "extract(epoch FROM now() - le.heartbeat_at)::float8 "
+                f"FROM {self.leases} le JOIN pg_locks lk ON {_LOCK_OF_LEASE} "
+                f"LEFT JOIN {self.table} d ON d.daemon_id = le.holder_daemon "
+                "WHERE le.flow_id = $2 AND le.holder_kind = 'daemon' "
+                "AND le.heartbeat_at < now() - make_interval(secs => $3) "
+                "AND (d.heartbeat IS NULL OR d.heartbeat < now() - make_interval(secs => $3))",
+                LEASE_CLASSID,
+                flow_id,
+                lease_timeout,
+            )
+        except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+            return None
+        if row is None:
+            return None
+        return StaleLease(int(row[0]), LeaseHolder(row[1], int(row[2]), row[3], "daemon"), row[4])
+
+    async def end_session(self, conn: Connection, backend_pid: int) -> bool:
+        """``pg_terminate_backend``, waiting up to a second for the session to be gone."""
+        return bool(await conn.fetchval("SELECT pg_terminate_backend($1, 1000)", backend_pid))
+
+
+_LOCK_OF_LEASE = (
+    "lk.locktype = 'advisory' AND lk.classid = $1::int::oid AND lk.objid = le.flow_id::oid "
+    "AND lk.objsubid = 2 AND lk.granted AND lk.database = (SELECT oid FROM pg_database "
+    "WHERE datname = current_database())"
+)
+
+
+__all__ = ["MEMBER_CLASSID", "DaemonRow", "DaemonsTable", "StaleLease"]

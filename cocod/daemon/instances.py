@@ -41,13 +41,13 @@ import structlog
 from anyio.abc import TaskGroup
 
 from cocod.control.protocol import ErrorCode, ProtocolError
-from cocod.daemon.cluster import Cluster, OwnershipLost, not_owner
+from cocod.daemon.cluster import Cluster
 from cocod.daemon.config import InstanceConfig
 from cocod.daemon.cpu_budget import limit_torch_threads
 from cocod.daemon.database import retry_delay
 from cocod.daemon.definitions import load_definition_async
 from cocod.daemon.instance_state import RUNNING, Instance, State
-from cocod.daemon.ownership import run_owned
+from cocod.daemon.ownership import OwnershipLost, not_owner, run_owned
 from cocod.errors import CocodError, DatabaseUnavailableError
 from cocod.runtime import context
 from cocod.runtime.flow import Flow, open_flow

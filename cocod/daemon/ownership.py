@@ -25,12 +25,42 @@ from collections.abc import Awaitable, Callable, Iterator
 import anyio
 import structlog
 
-from cocod.daemon.cluster import Cluster, OwnershipLost, watch_lease
+from cocod.daemon.cluster import Cluster
 from cocod.daemon.instance_state import Instance
+from cocod.errors import CocodError
 from cocod.runtime.coordination import coordination_for
-from cocod.storage.leases import RELEASE_DEADLINE_S, FlowLease
+from cocod.storage.leases import RELEASE_DEADLINE_S, FlowLease, LeaseHolder
 
 log = structlog.get_logger(__name__)
+
+
+class NotOwnerError(CocodError):
+    """A command that writes an instance reached a daemon that does not own it."""
+
+    def __init__(self, message: str, owner: LeaseHolder | None = None) -> None:
+        super().__init__(message)
+        self.owner = owner
+
+
+class OwnershipLost(Exception):
+    """The instance's lease was lost or handed over: its updater must stop now."""
+
+
+async def watch_lease(lease: FlowLease) -> None:
+    """Raise :class:`OwnershipLost` when the lease is lost (run beside the updater)."""
+    await lease.lost.wait()
+    raise OwnershipLost(lease.lost_reason or "the lease was lost")
+
+
+def not_owner(name: str, owner: LeaseHolder | None) -> NotOwnerError:
+    who = owner.describe() if owner is not None else "no daemon yet (it is being taken over)"
+    return NotOwnerError(
+        f"instance {name!r} is owned by {who}, not by this daemon; send the command to that "
+        "daemon's socket (`cocod --socket PATH ...` on its host), or wait for `cocod status` "
+        "to show this daemon as its owner",
+        owner,
+    )
+
 
 HoldForPasses = Callable[[str, FlowLease], contextlib.AbstractContextManager[None]]
 """Registers the lease so the instance's passes (and setup) write under it, not a new one."""
@@ -83,4 +113,12 @@ async def _hand_over(cluster: Cluster, instance: Instance) -> None:
     raise OwnershipLost("handed over to balance the daemons' shares")
 
 
-__all__ = ["HoldForPasses", "hold_in_coordination", "run_owned"]
+__all__ = [
+    "HoldForPasses",
+    "NotOwnerError",
+    "OwnershipLost",
+    "hold_in_coordination",
+    "not_owner",
+    "run_owned",
+    "watch_lease",
+]

@@ -26,7 +26,7 @@ from cocod.control.protocol import (
     encode,
     parse_request,
 )
-from cocod.daemon.cluster import NotOwnerError
+from cocod.daemon.ownership import NotOwnerError
 from cocod.errors import (
     CocodError,
     DatabaseError,
