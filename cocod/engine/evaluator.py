@@ -92,6 +92,10 @@ class FunctionRunner:
         self._recent: OrderedDict[bytes, bytes] = OrderedDict()
         self._batcher: Batcher | None = None
         self.num_calls = 0
+        self.num_memo_hits = 0
+        """Calls answered from the memo (this pass, the recent cache or the store, or another
+        row's computation of the same inputs) instead of running the function: the daemon's
+        hit-rate metric, beside ``num_calls``."""
 
     async def _get_executor(self) -> FunctionExecutor:
         if self._executor is None:
@@ -190,6 +194,7 @@ class FunctionRunner:
         for k, promise in waiting.items():
             known[k] = await promise.wait()
             memo.new_entries[k] = known[k]
+        self.num_memo_hits += len(keys) - len(mine)
 
         def decode_all() -> None:
             decoded: dict[bytes, Any] = {}

@@ -126,3 +126,23 @@ def test_failing_memo_encode_does_not_hang_later_passes(tmp_path: Path, sql: Sql
     started = time.monotonic()
     assert flow.update().stats["docs"]["num_errors"] == 1
     assert time.monotonic() - started < 60
+
+
+def _memo_hits(flow: cocoindex.Flow) -> int:
+    built = flow._execution
+    assert built is not None
+    return sum(r.num_memo_hits for s in built.sources.values() for r in s.runners.values())
+
+
+def test_memo_hits_are_counted_for_unchanged_chunks_of_a_changed_file(
+    tmp_path: Path, sql: SqlHelper
+) -> None:
+    docs = tmp_path / "docs"
+    write(docs / "a.md", "kept one\n\nkept two\n\nold tail")
+    flow = cocoindex.open_flow("Hits", paragraph_flow(str(docs), table_name="hits"))
+    flow.setup()
+    flow.update()
+    first = _memo_hits(flow)
+    write(docs / "a.md", "kept one\n\nkept two\n\nnew tail")
+    assert _calls_during(flow.update) == ["new tail"]
+    assert _memo_hits(flow) - first == 2  # the two unchanged paragraphs came from the memo
