@@ -44,11 +44,13 @@ from anyio.abc import TaskStatus
 
 from cocod.daemon.cluster_table import MEMBER_CLASSID, DaemonRow, DaemonsTable
 from cocod.errors import CocodError
+from cocod.storage.internal_schema import ensure_internal_schema
 from cocod.storage.leases import (
     Connector,
     FlowLease,
     LeaseHolder,
     LeaseLostError,
+    reserve_flow_id,
     resolve_flow_id,
     try_acquire,
 )
@@ -61,8 +63,6 @@ NOTIFY_CHANNEL = "cocod_cluster"
 DEREGISTER_DEADLINE_S = 3.0
 FIRST_POLL_S = 0.1
 REGISTRY_MIN_GAP_S = 0.1
-FIRST_SETUP_CLASSID = 0x636F6373
-"""Advisory lock class ('cocs') serialising the first setup of a flow across daemons."""
 
 
 def fair_share(instances: int, weight: int, total_weight: int) -> int:
@@ -269,20 +269,15 @@ class Cluster:
         return len(self._owned) + len(self._taking) < self.fair_share()
 
     # -- taking and handing back -----------------------------------------------------------
-    async def take(
-        self, name: str, flow_name: str, set_up: Callable[[], Awaitable[None]]
-    ) -> FlowLease:
-        """Wait (STANDBY) until this daemon may own ``name`` and holds its lease.
-
-        ``set_up`` runs when the flow has no setup yet (so no flow id to lock): setup is
-        idempotent and takes the lease itself while it writes.
-        """
+    async def take(self, name: str, flow_name: str) -> FlowLease:
+        """Wait (STANDBY) until this daemon may own ``name`` and holds its lease (a flow
+        never set up is keyed by its reserved id; its owner then sets it up)."""
         attempt = 0
         while True:
             if self._has_room():
                 self._taking.add(name)
                 try:
-                    lease = await self._try_take(name, flow_name, set_up)
+                    lease = await self._try_take(name, flow_name)
                 finally:
                     self._taking.discard(name)
                 if lease is not None:
@@ -296,37 +291,25 @@ class Cluster:
             with anyio.move_on_after(delay * random.uniform(0.5, 1.0)):
                 await wake.wait()
 
-    async def _try_take(
-        self, name: str, flow_name: str, set_up: Callable[[], Awaitable[None]]
-    ) -> FlowLease | None:
+    async def _try_take(self, name: str, flow_name: str) -> FlowLease | None:
         flow_id = self._flow_ids.get(name)
         if flow_id is None:
-            flow_id = await self._flow_id(flow_name, set_up)
-            if flow_id is None:
-                return None
-            self._flow_ids[name] = flow_id
+            flow_id = self._flow_ids[name] = await self._flow_id(flow_name)
         lease = await try_acquire(self.connector, flow_id, self.holder, schema=self.schema)
         if lease is None and await self._end_stale_owner(name, flow_id):
             lease = await try_acquire(self.connector, flow_id, self.holder, schema=self.schema)
         return lease
 
-    async def _flow_id(self, flow_name: str, set_up: Callable[[], Awaitable[None]]) -> int | None:
-        """The flow's id, setting the flow up first when it has none. Daemons starting
-        together would each reserve an id and race to create the same tables, so the
-        first setup runs under a cluster-wide lock and the id is re-read under it."""
+    async def _flow_id(self, flow_name: str) -> int:
+        """The flow's id: its setup record's, or the one reserved for its first setup
+        (every daemon reads back the same reservation, so they contend for one lease and
+        only the owner sets the flow up)."""
         async with self.pool.acquire() as conn:
             flow_id = await resolve_flow_id(conn, self.schema, flow_name)
             if flow_id is not None:
                 return flow_id
-            async with conn.transaction():
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock($1, hashtext($2))", FIRST_SETUP_CLASSID, flow_name
-                )
-                flow_id = await resolve_flow_id(conn, self.schema, flow_name)
-                if flow_id is None:
-                    await set_up()
-                    flow_id = await resolve_flow_id(conn, self.schema, flow_name)
-        return flow_id
+            await ensure_internal_schema(conn, self.schema)
+            return await reserve_flow_id(conn, self.schema, flow_name)
 
     async def _end_stale_owner(self, name: str, flow_id: int) -> bool:
         """End the lease session of a daemon that stopped heartbeating (SIGSTOP, frozen

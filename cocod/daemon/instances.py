@@ -396,22 +396,12 @@ class Instances:
             self.cluster,
             f"{namespace}{instance.name}",
             standby=lambda: self._stand_by(instance),
-            set_up=lambda: self._first_setup(instance),
             run_live=lambda: self._run_live(instance),
         )
 
     def _stand_by(self, instance: Instance) -> None:
         self._set_state(instance, State.STANDBY)
         instance.started.set()  # READY does not wait for another daemon's instances
-
-    async def _first_setup(self, instance: Instance) -> None:
-        """A flow never set up has no id to lock yet: set it up (idempotent; setup holds
-        the flow's lease while it writes), from a flow opened just for that."""
-        flow = await self.open_flow(instance)
-        try:
-            await flow.setup_async()
-        finally:
-            flow.close()
 
     async def _run_live(self, instance: Instance) -> None:
         self._set_state(instance, State.STARTING)

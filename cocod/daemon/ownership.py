@@ -8,7 +8,7 @@ starts with the lease registered for its passes (each write transaction is fence
 epoch) and two watchers beside it:
 
 * the lease's ``lost`` event (its session died, a heartbeat failed, or a newer epoch
-  fenced a write) → :class:`~cocod.daemon.cluster.OwnershipLost`: the updater is cancelled
+  fenced a write) → :class:`OwnershipLost`: the updater is cancelled
   and the instance goes back to STANDBY (not counted as a failure);
 * the balance: when this daemon is above its share, the instance is handed over between
   two passes, never during one.
@@ -85,14 +85,13 @@ async def run_owned(
     flow_name: str,
     *,
     standby: Callable[[], None],
-    set_up: Callable[[], Awaitable[None]],
     run_live: Callable[[], Awaitable[None]],
     hold_for_passes: HoldForPasses = hold_in_coordination,
 ) -> None:
     """Run ``instance`` while this daemon owns it; raises OwnershipLost when it stops
     owning it (the supervisor then calls this again: STANDBY, poll, maybe own again)."""
     standby()
-    lease = await cluster.take(instance.name, flow_name, set_up)
+    lease = await cluster.take(instance.name, flow_name)
     try:
         with hold_for_passes(flow_name, lease):
             async with anyio.create_task_group() as tg:

@@ -20,7 +20,7 @@ a restart) and :meth:`Daemon.add_builtin` — from :mod:`cocod.daemon.operations
 ``[daemon] metrics`` set, the metrics server (:mod:`cocod.daemon.metrics`) starts with
 the control socket.
 
-Every daemon is a member of its database's cluster (:mod:`cocod.daemon.cluster`): it
+Every daemon is a member of its database's cluster (:mod:`cocod.daemon.membership`): it
 registers and heartbeats in ``cocod.daemons`` from before its instances start, so its
 first fair share already counts the daemons that are up; instances added or removed on
 another daemon are picked up from the registry (a notification, and every heartbeat). A
@@ -44,12 +44,12 @@ from anyio.abc import SocketListener, TaskGroup, TaskStatus
 
 from cocod.daemon import early_signals
 from cocod.daemon.activation import take_inherited_socket
-from cocod.daemon.cluster import DEREGISTER_DEADLINE_S, Cluster
 from cocod.daemon.config import DaemonConfig, load_config
 from cocod.daemon.cpu_budget import apply_embed_threads
 from cocod.daemon.database import DatabaseState, DatabaseWatch, retry_delay
 from cocod.daemon.handlers import Handlers
 from cocod.daemon.instances import Instances, State
+from cocod.daemon.membership import Membership
 from cocod.daemon.metrics import MetricsServer
 from cocod.daemon.monitor import Monitor
 from cocod.daemon.notify import Notifier, watchdog_interval
@@ -61,7 +61,6 @@ from cocod.daemon.server import open_listener, serve_control
 from cocod.errors import DatabaseUnavailableError
 from cocod.runtime import context
 from cocod.runtime.bridge import bridge
-from cocod.runtime.coordination import set_process_holder
 from cocod.setting import DatabaseConnectionSpec, Settings
 
 log = structlog.get_logger(__name__)
@@ -101,9 +100,11 @@ class Daemon(InstanceOperations):
         self._tg: TaskGroup | None = None
         self._instances_changed = anyio.Event()
         self.metrics = MetricsServer(self, config.metrics) if config.metrics else None
-        self.cluster: Cluster | None = None
-        self._cluster_scope: anyio.CancelScope | None = None
-        self._cluster_left: anyio.Event
+        self.membership = Membership(self)
+
+    @property
+    def is_ready(self) -> bool:
+        return self._is_ready
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -153,7 +154,7 @@ class Daemon(InstanceOperations):
         self.registry = await self._open_registry()
         self.instances.paused_names = await self.registry.load_paused()
         self.instances.bind(tg)
-        await self._join_cluster(tg)
+        await self.membership.join(tg)
         for instance_config in self.config.flows.values():
             self.instances.add(instance_config, "config")
         for name, instance_config in (await self.registry.load()).items():
@@ -178,64 +179,6 @@ class Daemon(InstanceOperations):
         if (interval := watchdog_interval()) is not None:
             await tg.start(self._watchdog, interval)
         await self._wait_instances_started()
-
-    async def _join_cluster(self, tg: TaskGroup) -> None:
-        from cocod import __version__
-
-        ctx = context.get_context()
-        cluster = Cluster(
-            await ctx.pool(),
-            await ctx.open_database(),
-            ctx.schema,
-            lease_timeout=self.config.lease_timeout,
-            weight=self.config.weight,
-            version=__version__,
-        )
-        cluster.count_instances = lambda: sum(
-            i.config.live for i in self.instances.by_name.values()
-        )
-        cluster.instance_flows = lambda: {
-            name: context.get_app_namespace(trailing_delimiter=".") + name
-            for name, i in self.instances.by_name.items()
-            if i.config.live
-        }
-        cluster.on_registry_changed = self._sync_registry
-        self._cluster_left = anyio.Event()
-        self.cluster = cluster
-        self.instances.cluster = cluster
-        # Leases this process takes beyond its owned instances (an on-demand instance's
-        # `cocod update`) name this daemon too.
-        set_process_holder(cluster.holder)
-        await tg.start(self._serve_cluster, cluster)
-
-    async def _serve_cluster(
-        self, cluster: Cluster, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        try:
-            with anyio.CancelScope() as self._cluster_scope:
-                await cluster.serve(task_status=task_status)
-        finally:
-            self._cluster_left.set()
-
-    async def _sync_registry(self) -> None:
-        """Instances another daemon added or removed (``cocod add`` on any daemon)."""
-        if self.is_draining or not self._is_ready:
-            return
-        known = {n for n, i in self.instances.by_name.items() if i.origin == "runtime"}
-        try:
-            loaded = await self.registry.load()
-        except Exception as e:  # an outage: the database supervisor handles it
-            log.debug("daemon.registry_sync_failed", error=f"{type(e).__name__}: {e}")
-            return
-        for name, instance_config in loaded.items():
-            if name not in self.instances.by_name and name not in self.config.flows:
-                log.info("instance.added_elsewhere", instance=name)
-                self.instances.add(instance_config, "runtime")
-        for name in known - set(loaded):
-            instance = self.instances.by_name.get(name)
-            if instance is not None and instance.origin == "runtime":
-                log.info("instance.removed_elsewhere", instance=name)
-                await self.instances.remove(instance)
 
     async def _open_registry(self) -> RuntimeRegistry:
         """Start or reach the database, then the registry; a database that is not up yet
@@ -283,10 +226,7 @@ class Daemon(InstanceOperations):
             log.warning("daemon.drain_timeout", seconds=self.config.drain_timeout)
         # Every lease is released (its instance stopped): now leave the cluster, while the
         # pool still works (the member deletes its row on its way out, within a deadline).
-        if self._cluster_scope is not None:
-            self._cluster_scope.cancel()
-            with anyio.move_on_after(min(DEREGISTER_DEADLINE_S, self._budget_left())):
-                await self._cluster_left.wait()
+        await self.membership.leave(self._budget_left())
 
     async def _close(self) -> None:
         """Release everything; each step gets what is left of the budget."""
