@@ -254,16 +254,50 @@ def suffix_form(pattern: str) -> tuple[str, bool] | None:
     return "".join(folded), True
 
 
+_LITERAL_NAME = re.compile(r"[^*?\[\]{},\\!/]+")
+
+
+def name_form(pattern: str) -> str | None:
+    """``**/name`` with a literal ``name`` (no '/', no glob characters) → ``name``; else None.
+
+    ``**/`` is "nothing, or anything ending in '/'", so such a pattern matches exactly the
+    paths whose last component is ``name``: one frozenset lookup on the entry's name.
+    """
+    if not pattern.startswith("**/"):
+        return None
+    name = pattern[3:]
+    return name if _LITERAL_NAME.fullmatch(name) else None
+
+
+def _without_recursive_prefix(pattern: str) -> str:
+    """``**/*tail`` → ``*tail``: ``**/`` may match nothing and ``*`` crosses '/', so both
+    match exactly the paths ending with ``tail`` (``**/*.py`` is ``*.py``)."""
+    if pattern.startswith("**/*") and not pattern.startswith("**/**"):
+        return pattern[3:]
+    return pattern
+
+
 class PatternSet:
     """Several patterns matched as one (any of them): suffix-form patterns by
-    ``str.endswith`` (:func:`suffix_form`), the rest compiled once into one regex."""
+    ``str.endswith`` (:func:`suffix_form`), ``**/name`` by a set of names
+    (:func:`name_form`), the rest compiled once into one regex.
+
+    ``name_only`` says every pattern is decided by the last path component alone (no tail
+    holds a '/', no general pattern is left): the walk then tests an entry's name before it
+    builds the relative path, with :meth:`matches_name`.
+    """
 
     def __init__(self, patterns: Sequence[str], knob: str) -> None:
         exact: list[str] = []
         folded: dict[int, set[str]] = {}
+        names: set[str] = set()
         others: list[str] = []
         for p in patterns:
-            form = suffix_form(p)
+            name = name_form(p)
+            if name is not None:
+                names.add(name)
+                continue
+            form = suffix_form(_without_recursive_prefix(p))
             if form is None:
                 others.append(p)
             elif form[1]:
@@ -274,9 +308,16 @@ class PatternSet:
         self._regex = _combine([p.regex.pattern for p in self.patterns])
         self._exact = tuple(exact)
         self._folded = sorted(folded.items())
+        self._names = frozenset(names)
+        self.name_only = not others and not any(
+            "/" in t for t in [*exact, *(t for _, ts in self._folded for t in ts)]
+        )
+        self.is_empty = not patterns
 
     def matches(self, path: str) -> bool:
         if self._exact and path.endswith(self._exact):
+            return True
+        if self._names and path[path.rfind("/") + 1 :] in self._names:
             return True
         for length, tails in self._folded:
             tail = path[-length:]
@@ -284,14 +325,33 @@ class PatternSet:
                 return True
         return self._regex.fullmatch(path) is not None
 
+    def matches_name(self, name: str) -> bool:
+        """:meth:`matches` for any path whose last component is ``name`` (``name_only``)."""
+        if self._exact and name.endswith(self._exact):
+            return True
+        if name in self._names:
+            return True
+        for length, tails in self._folded:
+            tail = name[-length:]
+            if len(tail) == length and tail.isascii() and tail.lower() in tails:
+                return True
+        return False
+
 
 class PathFilter:
     """v0's PatternMatcher: a folder is pruned when an exclude matches it; a file is in when
-    (no includes, or one matches) and no exclude matches. Patterns see the relative key."""
+    (no includes, or one matches) and no exclude matches. Patterns see the relative key.
+
+    ``name_only``: both sets are decided by a file's name alone, so
+    :meth:`is_included_name` may stand for :meth:`is_included_file`.
+    """
 
     def __init__(self, included: Sequence[str] | None, excluded: Sequence[str] | None) -> None:
         self._included = None if included is None else PatternSet(included, "included_patterns")
         self._excluded = PatternSet(excluded or (), "excluded_patterns")
+        self.name_only = self._excluded.name_only and (
+            self._included is None or self._included.name_only
+        )
 
     def is_excluded(self, rel: str) -> bool:
         return self._excluded.matches(rel)
@@ -300,3 +360,9 @@ class PathFilter:
         if self.is_excluded(rel):
             return False
         return self._included is None or self._included.matches(rel)
+
+    def is_included_name(self, name: str) -> bool:
+        """:meth:`is_included_file` for a file called ``name`` in any folder (``name_only``)."""
+        if not self._excluded.is_empty and self._excluded.matches_name(name):
+            return False
+        return self._included is None or self._included.matches_name(name)
