@@ -20,8 +20,6 @@ def _load_env(args: argparse.Namespace) -> int | None:
     explicit: str | None = args.env_file
     if explicit is None and args.command == "serve":
         return None
-    from dotenv import find_dotenv, load_dotenv
-
     if explicit is not None:
         path = os.path.abspath(explicit)
         if not os.path.isfile(path):
@@ -32,9 +30,12 @@ def _load_env(args: argparse.Namespace) -> int | None:
             )
             return 2
     else:
-        path = find_dotenv(usecwd=True)
-        if not path:
+        found = _find_env_file(os.getcwd())
+        if found is None:
             return None
+        path = found
+    from dotenv import load_dotenv  # only when there is a file: keeps `cocod status` quick
+
     try:
         loaded = load_dotenv(dotenv_path=path, override=False)
     except OSError as e:
@@ -45,6 +46,19 @@ def _load_env(args: argparse.Namespace) -> int | None:
     if loaded and not getattr(args, "quiet", False):
         print(f"Loaded environment variables from: {path}", file=sys.stderr)
     return None
+
+
+def _find_env_file(start: str) -> str | None:
+    """The nearest ``.env`` in ``start`` or a folder above it (python-dotenv's search)."""
+    folder = os.path.abspath(start)
+    while True:
+        candidate = os.path.join(folder, ".env")
+        if os.path.isfile(candidate):
+            return candidate
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
 
 
 SETUP_FLAG_DEPRECATED = (
