@@ -1,18 +1,29 @@
-"""Library commands in v0's shape: setup, update, drop, ls, show on an APP_TARGET."""
+"""Library commands in v0's shape: setup, update, drop, ls, show on an APP_TARGET.
+
+setup, drop and update write a flow only under its lease (one writer per flow instance,
+see cocod.storage.leases). When another process holds it (a daemon that owns the flow
+holds it for as long as it owns it), they say on stderr whom they wait for, once, and
+wait: for as long as it takes, or ``COCOD_LEASE_WAIT_SECONDS``; with ``--no-wait`` they
+fail at once, naming the holder.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Callable
 
 from cocod.engine.indexer import UpdateMode
-from cocod.errors import AppLoadError
+from cocod.errors import AppLoadError, SettingsError
 from cocod.flow.graph import CollectOp, ForEachOp, Scope, TransformOp
 from cocod.runtime import context
 from cocod.runtime.app_loader import load_app, split_flow_specifier
 from cocod.runtime.bridge import bridge
+from cocod.runtime.coordination import set_process_holder
 from cocod.runtime.flow import Flow, flows
 from cocod.storage import flow_records as internal
+from cocod.storage.leases import LeaseHolder
 
 
 def _select_flows(spec: str) -> list[Flow]:
@@ -28,6 +39,39 @@ def _select_flows(spec: str) -> list[Flow]:
             f"flow {flow_name!r} is not defined in {target!r} (defined: {', '.join(registered)})"
         )
     return [registered[flow_name]]
+
+
+LEASE_WAIT_KNOB = "COCOD_LEASE_WAIT_SECONDS"
+
+
+def _lease_wait(args: argparse.Namespace) -> float | None:
+    """How long to wait for a flow another process writes: 0 with ``--no-wait``, else
+    ``COCOD_LEASE_WAIT_SECONDS``, else as long as it takes (None). This process is the
+    "cli" holder in the lease rows it writes."""
+    set_process_holder(LeaseHolder.this_process("cli"))
+    if getattr(args, "no_wait", False):
+        return 0.0
+    raw = os.environ.get(LEASE_WAIT_KNOB, "").strip()
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise SettingsError(f"{LEASE_WAIT_KNOB}={raw!r} is not a number of seconds") from None
+    if not seconds >= 0:
+        raise SettingsError(f"{LEASE_WAIT_KNOB} must be 0 or more (it is {raw})")
+    return seconds
+
+
+def _say_waiting(flow_name: str) -> Callable[[LeaseHolder], None]:
+    def say(holder: LeaseHolder) -> None:
+        print(
+            f"cocod: waiting for flow {flow_name!r}: held by {holder.describe()}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return say
 
 
 def _confirm(question: str, force: bool) -> bool:
@@ -52,7 +96,12 @@ def _say_database(ctx: context.LibraryContext, *, quiet: bool) -> None:
 
 
 def _setup_flows(
-    selected: list[Flow], force: bool, *, quiet: bool = False, always_show: bool = True
+    selected: list[Flow],
+    force: bool,
+    *,
+    quiet: bool = False,
+    always_show: bool = True,
+    lease_wait: float | None = None,
 ) -> bool:
     ctx = context.get_context()
     pending = []
@@ -73,11 +122,19 @@ def _setup_flows(
     if not _confirm("Changes need to be pushed. Continue?", force):
         return False
     for fl in pending:
-        bridge.run(fl.execution().setup(ctx, out=None if quiet else sys.stdout, show_plan=False))
+        bridge.run(
+            fl.execution().setup(
+                ctx,
+                out=None if quiet else sys.stdout,
+                show_plan=False,
+                lease_wait=lease_wait,
+                on_lease_wait=_say_waiting(fl.name),
+            )
+        )
     return True
 
 
-def _drop_flows(selected: list[Flow], force: bool) -> bool:
+def _drop_flows(selected: list[Flow], force: bool, lease_wait: float | None = None) -> bool:
     ctx = context.get_context()
     pending = []
     for fl in selected:
@@ -91,16 +148,25 @@ def _drop_flows(selected: list[Flow], force: bool) -> bool:
     if not _confirm("The flows above will be dropped with their data. Continue?", force):
         return False
     for fl in pending:
-        bridge.run(fl.execution().drop(ctx, out=sys.stdout, show_plan=False))
+        bridge.run(
+            fl.execution().drop(
+                ctx,
+                out=sys.stdout,
+                show_plan=False,
+                lease_wait=lease_wait,
+                on_lease_wait=_say_waiting(fl.name),
+            )
+        )
     return True
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
     selected = _select_flows(args.target)
+    wait = _lease_wait(args)
     _say_database(context.get_context(), quiet=False)
-    if args.reset and not _drop_flows(selected, args.force):
+    if args.reset and not _drop_flows(selected, args.force, wait):
         return 1
-    return 0 if _setup_flows(selected, args.force) else 1
+    return 0 if _setup_flows(selected, args.force, lease_wait=wait) else 1
 
 
 def cmd_drop(args: argparse.Namespace) -> int:
@@ -110,15 +176,16 @@ def cmd_drop(args: argparse.Namespace) -> int:
         for unknown in sorted(names - {f.name for f in selected}):
             print(f"warning: flow {unknown!r} is not defined; ignored", file=sys.stderr)
         selected = [f for f in selected if f.name in names]
-    return 0 if _drop_flows(selected, args.force) else 1
+    return 0 if _drop_flows(selected, args.force, _lease_wait(args)) else 1
 
 
 def cmd_update(args: argparse.Namespace) -> int:
     selected = _select_flows(args.target)
+    wait = _lease_wait(args)
     _say_database(context.get_context(), quiet=args.quiet)
-    if args.reset and not _drop_flows(selected, args.force):
+    if args.reset and not _drop_flows(selected, args.force, wait):
         return 1
-    if not _setup_flows(selected, args.force, quiet=args.quiet, always_show=False):
+    if not _setup_flows(selected, args.force, quiet=args.quiet, always_show=False, lease_wait=wait):
         return 1
     mode = (
         UpdateMode.FULL_REPROCESS
@@ -131,7 +198,15 @@ def cmd_update(args: argparse.Namespace) -> int:
         return _run_live(selected, mode, quiet=args.quiet)
     ctx = context.get_context()
     for fl in selected:
-        bridge.run(fl.execution().update(ctx, mode, print_stats=not args.quiet))
+        bridge.run(
+            fl.execution().update(
+                ctx,
+                mode,
+                print_stats=not args.quiet,
+                lease_wait=wait,
+                on_lease_wait=_say_waiting(fl.name),
+            )
+        )
     return 0
 
 

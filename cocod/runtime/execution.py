@@ -3,6 +3,10 @@
 Everything here runs on the bridge loop. :class:`FlowExecution` is created once per Flow
 object (the definition runs once) and reused by setup, drop and update.
 
+Every pass, setup and drop writes under the flow's lease (one writer per flow instance
+across processes, see :mod:`cocod.storage.leases`): :meth:`FlowExecution.writing`
+gives the lease this process writes under, taking one when it has none.
+
 ``COCOD_MAX_ROWS_PER_SOURCE_ROW`` (default 100,000) bounds the rows one source row may
 produce for one export; more is that row's error, found while the rows are collected.
 """
@@ -15,6 +19,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -58,6 +63,7 @@ from cocod.flow.graph import FlowGraph
 from cocod.ops.sources import LocalFile
 from cocod.runtime.context import LibraryContext
 from cocod.runtime.coordination import FlowCoordination, coordination_for
+from cocod.runtime.leasing import OnWait, take_lease
 from cocod.runtime.setup_apply import (
     POSTGRES_DRIVER,
     TARGET_DRIVER,
@@ -67,11 +73,15 @@ from cocod.runtime.setup_apply import (
     include_staged,
     read_setup_state,
 )
-from cocod.storage import flow_records, internal_schema
+from cocod.storage import flow_records, internal_schema, leases
+from cocod.storage.leases import FlowLease
 from cocod.storage.pool import Connection
 from cocod.storage.state import PostgresStateStore, is_unavailable_error
 
 log = structlog.get_logger(__name__)
+
+LEASE_ID_ATTEMPTS = 3
+"""Setup/drop re-take the lease when the flow's id changed while they waited for it."""
 
 _THREAD_LIMITER: anyio.CapacityLimiter | None = None
 
@@ -154,6 +164,34 @@ class FlowExecution:
     def coordination(self) -> FlowCoordination:
         return coordination_for(self.full_name)
 
+    # -- the lease --------------------------------------------------------------------------
+    def writing(
+        self,
+        ctx: LibraryContext,
+        flow_id: int | None = None,
+        *,
+        wait: float | None = None,
+        on_wait: OnWait | None = None,
+    ) -> AbstractAsyncContextManager[FlowLease]:
+        """The lease to write this flow under for a block: the owner's (``held_lease``),
+        the one this process already writes under, or one taken now (by ``flow_id``, else
+        by name), waiting up to ``wait`` s (None: as long as it takes) and telling
+        ``on_wait`` whom it waits for; FlowBusyError names the holder when ``wait`` ends."""
+        target: str | int = self.full_name if flow_id is None else flow_id
+
+        async def take() -> FlowLease:
+            return await take_lease(ctx, target, self.full_name, wait=wait, on_wait=on_wait)
+
+        return self.coordination.lease(take)
+
+    async def lease_flow_id(self, ctx: LibraryContext) -> int:
+        """The id the flow's lease is keyed by: its setup record's, or one reserved for its
+        first setup (so processes setting up one new flow together take one lease)."""
+        pool = await ctx.pool()
+        async with pool.acquire() as conn:
+            await internal_schema.ensure_internal_schema(conn, ctx.schema)
+            return await leases.reserve_flow_id(conn, ctx.schema, self.full_name)
+
     # -- setup / drop ---------------------------------------------------------------------
     async def _read_record(
         self, ctx: LibraryContext
@@ -219,33 +257,98 @@ class FlowExecution:
         return drop_plan
 
     async def setup(
-        self, ctx: LibraryContext, *, out: TextIO | None = None, show_plan: bool = True
+        self,
+        ctx: LibraryContext,
+        *,
+        out: TextIO | None = None,
+        show_plan: bool = True,
+        lease_wait: float | None = None,
+        on_lease_wait: OnWait | None = None,
     ) -> FlowSetupPlan:
         async with self.coordination.setup_lock.write():
             setup_plan = await self.plan_setup(ctx)
             if out is not None and show_plan:
                 out.write("Setup status:\n\n" + setup_plan.render(ctx.schema) + "\n\n")
-            if not setup_plan.has_changes:
-                if out is not None:
-                    out.write("No setup changes to apply.\n")
-                return setup_plan
-            await apply_setup_plan(ctx, setup_plan, self.plan, out=out, limiter=thread_limiter())
-            self.coordination.generation += 1
+            # An up-to-date flow costs no lease: only a setup that changes something takes it.
+            for _ in range(LEASE_ID_ATTEMPTS if setup_plan.has_changes else 0):
+                flow_id = await self.lease_flow_id(ctx)
+                async with self.writing(
+                    ctx, flow_id, wait=lease_wait, on_wait=on_lease_wait
+                ) as lease:
+                    setup_plan = await self.plan_setup(ctx)  # another process may have done it
+                    record = setup_plan.old_record
+                    if record is not None and record.flow_id != lease.flow_id:
+                        continue  # set up meanwhile under another id: take that id's lease
+                    if setup_plan.has_changes:
+                        await self._apply_setup(ctx, setup_plan, out, lease)
+                        return setup_plan
+                break
+            else:
+                if setup_plan.has_changes:
+                    raise SetupError(
+                        f"setup of flow {self.full_name!r}: its id kept changing while it "
+                        "waited for the flow's lease (other processes set it up and dropped "
+                        "it); run setup again"
+                    )
+            if out is not None:
+                out.write("No setup changes to apply.\n")
             return setup_plan
 
+    async def _apply_setup(
+        self, ctx: LibraryContext, setup_plan: FlowSetupPlan, out: TextIO | None, lease: FlowLease
+    ) -> None:
+        try:
+            await apply_setup_plan(
+                ctx, setup_plan, self.plan, out=out, limiter=thread_limiter(), lease=lease
+            )
+        except BaseException:
+            if setup_plan.old_record is None:  # nothing recorded: neither is its reserved id
+                await self._forget_reserved_id(ctx)
+            raise
+        self.coordination.generation += 1
+
+    async def _forget_reserved_id(self, ctx: LibraryContext) -> None:
+        """Best effort, bounded: a reservation left behind only costs one row."""
+        with anyio.move_on_after(5.0, shield=True):
+            try:
+                pool = await ctx.pool()
+                async with pool.acquire() as conn:
+                    await leases.forget_reserved_flow_id(conn, ctx.schema, self.full_name)
+            except CocodError as e:
+                log.warning("flow.setup.reservation_kept", flow=self.full_name, error=str(e))
+
     async def drop(
-        self, ctx: LibraryContext, *, out: TextIO | None = None, show_plan: bool = True
+        self,
+        ctx: LibraryContext,
+        *,
+        out: TextIO | None = None,
+        show_plan: bool = True,
+        lease_wait: float | None = None,
+        on_lease_wait: OnWait | None = None,
     ) -> FlowSetupPlan:
         async with self.coordination.setup_lock.write():
             drop_plan = await self.plan_drop(ctx)
             if out is not None and show_plan:
                 out.write("Drop status:\n\n" + drop_plan.render(ctx.schema) + "\n\n")
-            if not drop_plan.has_changes:
-                if out is not None:
-                    out.write("No flows need to be dropped.\n")
-                return drop_plan
-            await apply_drop_plan(ctx, drop_plan, out=out, limiter=thread_limiter())
-            self.coordination.generation += 1
+            for _ in range(LEASE_ID_ATTEMPTS):
+                record = drop_plan.old_record
+                if record is None or not drop_plan.has_changes:
+                    break
+                async with self.writing(
+                    ctx, record.flow_id, wait=lease_wait, on_wait=on_lease_wait
+                ) as lease:
+                    drop_plan = await self.plan_drop(ctx)  # another process may have done it
+                    now = drop_plan.old_record
+                    if now is not None and now.flow_id != lease.flow_id:
+                        continue  # dropped and set up again meanwhile: take the new id's lease
+                    if drop_plan.has_changes:
+                        await apply_drop_plan(
+                            ctx, drop_plan, out=out, limiter=thread_limiter(), lease=lease
+                        )
+                        self.coordination.generation += 1
+                        return drop_plan
+            if out is not None:
+                out.write("No flows need to be dropped.\n")
             return drop_plan
 
     # -- update ---------------------------------------------------------------------------
@@ -284,6 +387,20 @@ class FlowExecution:
         *,
         print_stats: bool = False,
         max_concurrent_rows: int | None = None,
+        lease_wait: float | None = None,
+        on_lease_wait: OnWait | None = None,
+    ) -> IndexUpdateInfo:
+        """One pass over every source, under the flow's lease for all of it (taken first,
+        so the setup it checks is the one it writes under)."""
+        async with self.writing(ctx, wait=lease_wait, on_wait=on_lease_wait):
+            return await self._update(ctx, mode, print_stats, max_concurrent_rows)
+
+    async def _update(
+        self,
+        ctx: LibraryContext,
+        mode: UpdateMode,
+        print_stats: bool,
+        max_concurrent_rows: int | None,
     ) -> IndexUpdateInfo:
         store, source_ids = await self.open_store(ctx)
         info = IndexUpdateInfo({name: SourceUpdateStats() for name in self.sources})
@@ -327,14 +444,24 @@ class FlowExecution:
     ) -> SourceUpdateStats:
         runtime = self.sources[name]
         coordination = self.coordination
-        async with coordination.setup_lock.read(), coordination.source_lock(name):
+        async with (
+            coordination.setup_lock.read(),
+            coordination.source_lock(name),
+            self.writing(ctx) as lease,
+        ):
+            if lease.flow_id != store.flow_id:
+                coordination.generation += 1  # live updaters reopen their store
+                raise SetupOutOfDateError(
+                    f"flow {self.full_name!r} was dropped and set up again by another process "
+                    "while this one had it open; the next pass reopens it"
+                )
             pass_ctx = SourcePassContext(
                 flow_name=self.full_name,
                 plan=self.plan,
                 source=self.plan.sources[name],
                 source_id=source_id,
                 reader=runtime.reader,
-                store=store,
+                store=store.with_fence(lease.check),
                 evaluator=runtime.evaluator,
                 runners=runtime.runners,
                 max_concurrent_rows=max_concurrent_rows or 16,

@@ -7,6 +7,7 @@ no identifier-length limits on flow names, and dropping a flow is a few DELETEs.
     setup_metadata (flow_name, resource) → state jsonb      what setup last applied
     tracking (flow_id, source_id, source_key bytea)         one row per processed source row
     memo (flow_id, fp) → value bytea                         memoized function results
+    leases (flow_id) → epoch, holder                         the flow's writer (storage.leases)
 
 Source keys are stored as the file name's own bytes (``key.encode('utf-8',
 'surrogateescape')``, what ``os.fsencode`` gives): Postgres text cannot hold the lone
@@ -17,6 +18,7 @@ under a folder are one range scan of the primary key with no collation in the wa
 from __future__ import annotations
 
 from cocod.flow.naming import quote_ident
+from cocod.storage.leases import leases_table_statement
 from cocod.storage.pool import Connection
 
 INTERNAL_SCHEMA_LOCK_KEY = 0x636F636F642D31
@@ -59,6 +61,9 @@ def internal_schema_statements(schema: str) -> list[str]:
             PRIMARY KEY (flow_id, fp))""",
         f"CREATE INDEX IF NOT EXISTS memo_orphans ON {s}.memo (flow_id, orphaned_at) "
         "WHERE orphaned_at IS NOT NULL",
+        # A database set up before leases existed gets this table from the first lease
+        # taken on it (cocod.storage.leases.ensure_leases_table).
+        leases_table_statement(schema),
     ]
 
 

@@ -296,6 +296,15 @@ async def reserve_flow_id(conn: Connection, schema: str, flow_full_name: str) ->
     return reserved
 
 
+async def forget_reserved_flow_id(conn: Connection, schema: str, flow_full_name: str) -> None:
+    """Remove a reservation a failed first setup leaves (its record was never written)."""
+    await conn.execute(
+        f"DELETE FROM {quote_ident(schema)}.setup_metadata "
+        "WHERE flow_name = $1 AND resource = 'flow_id'",
+        flow_full_name,
+    )
+
+
 async def _try_take(
     conn: asyncpg.Connection, schema: str, flow_id: int, holder: LeaseHolder
 ) -> int | None:
@@ -317,8 +326,8 @@ async def _flow_id_of(conn: asyncpg.Connection, schema: str, flow: str | int) ->
     flow_id = await resolve_flow_id(conn, schema, flow)
     if flow_id is None:
         raise SetupOutOfDateError(
-            f"flow {flow!r} has no setup yet, so it has no lease to take; run `cocod setup` "
-            "(or Flow.setup()) first"
+            f"setup for flow {flow!r} is not up to date (it has none yet, so no lease to "
+            "take); run `cocod setup` (or Flow.setup()) first"
         )
     return flow_id
 
@@ -447,6 +456,7 @@ __all__ = [
     "acquire",
     "current_holder",
     "ensure_leases_table",
+    "forget_reserved_flow_id",
     "leases_table_statement",
     "reserve_flow_id",
     "resolve_flow_id",

@@ -10,6 +10,7 @@ only at marked entries. No process ever scans the whole memo.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
@@ -163,6 +164,18 @@ class PostgresStateStore:
             "OR t.ordinal_mtime_ns IS DISTINCT FROM l.mtime "
             "OR t.ordinal_size IS DISTINCT FROM l.size OR t.logic_fp IS DISTINCT FROM $9"
         )
+
+    @property
+    def flow_id(self) -> int:
+        return self._flow_id
+
+    def with_fence(self, fence: Fence) -> PostgresStateStore:
+        """This store with ``fence`` (a lease's ``check``) run first in each write
+        transaction; it shares the lookup batching and the writers, so each pass keeps
+        the lease it started under whatever lease a later pass takes."""
+        view = copy.copy(self)
+        view._fence = fence
+        return view
 
     def is_transient_error(self, error: BaseException) -> bool:
         return is_transient_error(error)
