@@ -59,10 +59,11 @@ from cocod.storage.pool import Pool
 log = structlog.get_logger(__name__)
 
 NOTIFY_CHANNEL = "cocod_cluster"
-"""``NOTIFY`` channel: ``lease`` when an instance is handed back, ``registry`` on add/remove."""
+"""``NOTIFY`` channel: ``lease`` (an instance was handed back), ``left`` (a daemon
+deregistered), ``registry`` (an instance was added or removed)."""
 DEREGISTER_DEADLINE_S = 3.0
 FIRST_POLL_S = 0.1
-REGISTRY_MIN_GAP_S = 0.1
+LOOP_MIN_GAP_S = 0.1
 
 
 def fair_share(instances: int, weight: int, total_weight: int) -> int:
@@ -111,7 +112,9 @@ class Cluster:
         self._taking: set[str] = set()
         self._flow_ids: dict[str, int] = {}
         self._wake = anyio.Event()
-        self._registry_changed = anyio.Event()
+        self._loop_wake = anyio.Event()
+        self._registry_pending = False
+        self._beat_pending = False
         self._listen_conn: asyncpg.Connection | None = None
 
     @property
@@ -143,18 +146,21 @@ class Cluster:
             task_status.started()
             next_beat = anyio.current_time() + self.interval
             while True:
-                changed = self._registry_changed
+                woken = self._loop_wake
                 with anyio.move_on_after(max(0.0, next_beat - anyio.current_time())):
-                    await changed.wait()
-                if changed.is_set():
-                    # Another daemon added or removed an instance: re-read now (at most
-                    # every REGISTRY_MIN_GAP_S, however many notifications arrive).
-                    self._registry_changed = anyio.Event()
+                    await woken.wait()
+                self._loop_wake = anyio.Event()
+                if self._registry_pending:
+                    # Another daemon added or removed an instance: re-read now.
+                    self._registry_pending = False
                     await self.on_registry_changed()
-                    await anyio.sleep(REGISTRY_MIN_GAP_S)
-                    continue
-                await self._beat(row)
-                next_beat = anyio.current_time() + self.interval * random.uniform(0.9, 1.0)
+                if self._beat_pending or anyio.current_time() >= next_beat:
+                    # A daemon left or handed an instance back: shares changed now.
+                    self._beat_pending = False
+                    await self._beat(row)
+                    next_beat = anyio.current_time() + self.interval * random.uniform(0.9, 1.0)
+                # However many notifications arrive, the loop runs at most this often.
+                await anyio.sleep(LOOP_MIN_GAP_S)
         finally:
             with anyio.move_on_after(DEREGISTER_DEADLINE_S, shield=True):
                 await self._leave()
@@ -203,7 +209,10 @@ class Cluster:
         def callback(conn: object, pid: object, channel: object, payload: object) -> None:
             del conn, pid, channel
             if payload == "registry":
-                self._registry_changed.set()
+                self._registry_pending = True
+            else:
+                self._beat_pending = True
+            self._loop_wake.set()
             self._poke()
 
         conn: asyncpg.Connection | None = None
@@ -226,6 +235,8 @@ class Cluster:
         try:
             async with self.pool.acquire() as conn:
                 await self.table.deregister(conn, self.daemon_id)
+                # The others recompute their shares now, not at their next heartbeat.
+                await conn.execute("SELECT pg_notify($1, 'left')", NOTIFY_CHANNEL)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, CocodError) as e:
             log.warning("cluster.leave_failed", error=str(e))  # swept later by the others
         if self._listen_conn is not None:

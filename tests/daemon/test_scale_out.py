@@ -40,7 +40,9 @@ def _flows(root: Path, count: int) -> list[tuple[str, Path, str]]:
     return flows
 
 
-def _rows(sql: SqlHelper, table: str) -> list[tuple[str, int]]:
+def _rows(sql: SqlHelper, table: str) -> list[tuple[str, int]] | None:
+    if not sql.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
+        return None  # not set up yet
     found = sql.fetch(f'SELECT filename, index FROM "{table}" ORDER BY filename, index')
     return [(r["filename"], r["index"]) for r in found]
 
@@ -162,6 +164,30 @@ def test_one_owner_each_kill_moves_instances_and_a_newcomer_takes_its_share(
                 lambda f=folder, t=table: _rows(sql, t) == _expected(f), f"{table} after join"
             )  # type: ignore[misc]
             assert_one_writer_at_a_time(write_log(sql, table))
+
+        # `add` on one daemon: every daemon sees the instance, and one of them owns it.
+        extra = tmp_path / "src_added"
+        write(extra / "a.md", "added\n\nlater")
+        added = newcomer.process.request(
+            "add",
+            timeout=30.0,
+            name="added",
+            definition="tests.daemon.flows:factory",
+            params={"source_path": str(extra), "table": "t_added"},
+        )
+        assert added["ok"], added
+        names.append("added")
+        eventually(
+            lambda: all("added" in m.statuses() for m in everyone), "every daemon to see it", 30
+        )
+        eventually(lambda: each_owned_once(everyone, names), "the added instance owned once", 30)
+        eventually(lambda: _rows(sql, "t_added") == _expected(extra), "the added instance's rows")
+
+        # SIGTERM hands over at once: the drained daemon's instances move to the others.
+        leaving = survivors[0]
+        leaving.process.stop()
+        stayed = [survivors[1], newcomer]
+        eventually(lambda: each_owned_once(stayed, names), "a drain to hand over", 30)
     finally:
         stop_all(members)
 
