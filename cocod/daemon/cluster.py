@@ -64,6 +64,8 @@ deregistered), ``registry`` (an instance was added or removed)."""
 DEREGISTER_DEADLINE_S = 3.0
 FIRST_POLL_S = 0.1
 LOOP_MIN_GAP_S = 0.1
+HAND_OVER_GRACE_BEATS = 3
+"""A daemon leaves an instance it handed over to the others for this many heartbeats."""
 
 
 def fair_share(instances: int, weight: int, total_weight: int) -> int:
@@ -110,6 +112,8 @@ class Cluster:
         re-read that also covers a missed notification)."""
         self._owned: dict[str, FlowLease] = {}
         self._taking: set[str] = set()
+        self._handed_over: dict[str, float] = {}
+        """Instance → until when this daemon does not try to take back what it gave."""
         self._flow_ids: dict[str, int] = {}
         self._wake = anyio.Event()
         self._loop_wake = anyio.Event()
@@ -181,7 +185,8 @@ class Cluster:
         before = self.fair_share()
         self.members = [m for m in everyone if m.is_live(self.lease_timeout)]
         if all(m.daemon_id != self.daemon_id for m in self.members):
-            self.members.append(next(m for m in everyone if m.daemon_id == self.daemon_id))
+            mine = [m for m in everyone if m.daemon_id == self.daemon_id]
+            self.members.extend(mine[:1])
         for lease in list(self._owned.values()):
             # A lost one is marked so; its instance task sees ``lost`` and stands by.
             with contextlib.suppress(LeaseLostError):
@@ -285,7 +290,10 @@ class Cluster:
         never set up is keyed by its reserved id; its owner then sets it up)."""
         attempt = 0
         while True:
-            if self._has_room():
+            # Just handed over: leave it to the daemon it was handed to for a while.
+            handed_until = self._handed_over.get(name, 0.0)
+            if anyio.current_time() >= handed_until and self._has_room():
+                self._handed_over.pop(name, None)
                 self._taking.add(name)
                 try:
                     lease = await self._try_take(name, flow_name)
@@ -354,6 +362,7 @@ class Cluster:
         if mine <= self.fair_share() and not self._should_feed_newcomer(mine):
             return False
         del self._owned[name]
+        self._handed_over[name] = anyio.current_time() + HAND_OVER_GRACE_BEATS * self.interval
         log.info("cluster.hand_over", instance=name, owned=mine, share=self.fair_share())
         return True
 

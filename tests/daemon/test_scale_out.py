@@ -122,6 +122,28 @@ def test_one_owner_each_kill_moves_instances_and_a_newcomer_takes_its_share(
         for _, folder, table in flows:
             eventually(lambda f=folder, t=table: _rows(sql, t) == _expected(f), f"{table} indexed")  # type: ignore[misc]
 
+        # A fourth daemon joins: shares of 6 over 4 are 2, 2, 1, 1, so one owner hands
+        # an instance over (between passes) and the newcomer takes it.
+        newcomer = spawn_member(tmp_path, 3, sql.url, cluster_config(flows))
+        members.append(newcomer)
+        wait_answering([newcomer])
+        names = [n for n, _, _ in flows]
+
+        def newcomer_has_its_share() -> dict[str, int] | None:
+            owned = _balanced(members, names)
+            return owned if owned and newcomer.pid in owned.values() else None
+
+        joined_at = time.monotonic()
+        owners = eventually(newcomer_has_its_share, "the newcomer's share", 10 * LEASE_TIMEOUT_S)
+        # Two lease periods, with room for a loaded 2-core CI machine.
+        assert time.monotonic() - joined_at < 2 * LEASE_TIMEOUT_S + 15
+        for _, folder, _ in flows:
+            write(folder / "d.md", "seven")
+        for _, folder, table in flows:
+            eventually(
+                lambda f=folder, t=table: _rows(sql, t) == _expected(f), f"{table} after join"
+            )  # type: ignore[misc]
+
         victim = next(m for m in members if m.pid == owners["f0"])
         orphaned = [(n, f, t) for n, f, t in flows if owners[n] == victim.pid]
         victim_pid = victim.pid
@@ -130,9 +152,8 @@ def test_one_owner_each_kill_moves_instances_and_a_newcomer_takes_its_share(
         for _, folder, _ in orphaned:
             write(folder / "c.md", "four\n\nfive\n\nsix")
             write(folder / "a.md", "one changed")
-        survivors = [m for m in members if m is not victim]
-        names = [n for n, _, _ in flows]
-        moved = eventually(lambda: each_owned_once(survivors, names), "survivors to own all", 60)
+        everyone = [m for m in members if m is not victim]
+        moved = eventually(lambda: each_owned_once(everyone, names), "survivors to own all", 60)
         for _, folder, table in orphaned:
             eventually(
                 lambda f=folder, t=table: _rows(sql, t) == _expected(f), f"{table} caught up"
@@ -145,30 +166,10 @@ def test_one_owner_each_kill_moves_instances_and_a_newcomer_takes_its_share(
             assert _rows(sql, table) == _expected(folder)  # 0 lost; the key makes 0 dup
             assert_one_writer_at_a_time(write_log(sql, table))
 
-        newcomer = spawn_member(tmp_path, 9, sql.url, cluster_config(flows))
-        members.append(newcomer)
-        wait_answering([newcomer])
-        everyone = [*survivors, newcomer]
-
-        def newcomer_has_its_share() -> bool:
-            owned = each_owned_once(everyone, names)
-            return owned is not None and list(owned.values()).count(newcomer.pid) >= 1
-
-        # The survivors own 3 each; with the newcomer the share is 6 / 3 = 2: both hand
-        # one over, between passes.
-        eventually(newcomer_has_its_share, "the newcomer to take a share", 6 * LEASE_TIMEOUT_S)
-        for _, folder, _ in flows:
-            write(folder / "d.md", "seven")
-        for _, folder, table in flows:
-            eventually(
-                lambda f=folder, t=table: _rows(sql, t) == _expected(f), f"{table} after join"
-            )  # type: ignore[misc]
-            assert_one_writer_at_a_time(write_log(sql, table))
-
         # `add` on one daemon: every daemon sees the instance, and one of them owns it.
         extra = tmp_path / "src_added"
         write(extra / "a.md", "added\n\nlater")
-        added = newcomer.process.request(
+        added = everyone[-1].process.request(
             "add",
             timeout=30.0,
             name="added",
@@ -184,9 +185,9 @@ def test_one_owner_each_kill_moves_instances_and_a_newcomer_takes_its_share(
         eventually(lambda: _rows(sql, "t_added") == _expected(extra), "the added instance's rows")
 
         # SIGTERM hands over at once: the drained daemon's instances move to the others.
-        leaving = survivors[0]
+        leaving = everyone[0]
         leaving.process.stop()
-        stayed = [survivors[1], newcomer]
+        stayed = everyone[1:]
         eventually(lambda: each_owned_once(stayed, names), "a drain to hand over", 30)
     finally:
         stop_all(members)
