@@ -1,4 +1,4 @@
-"""Row writes: prepared upsert/delete statements and per-column value conversion.
+"""Row writes: one batched upsert and delete per table, and per-column value conversion.
 
 Text that Postgres cannot hold (the lone surrogates of a file name that is not UTF-8) is
 written with those bytes escaped (``caf\\xe9.md``), the same way every time, so the row's
@@ -7,6 +7,7 @@ key still matches on update and delete. A naive datetime in a ``timestamptz`` co
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import asyncpg
@@ -21,7 +22,14 @@ from cocod.flow.types import ValueType, as_utc_if_naive
 
 
 class TableWriter:
-    """Prepared upsert/delete statements for one table, and value conversion per column."""
+    """One upsert and one delete statement per table, each taking a whole batch.
+
+    Rows travel as one array parameter per column and come back as rows through
+    ``unnest``: a batch of any size is one round trip and one statement execution, where
+    ``executemany`` runs the statement once per row. Array elements must not be Python
+    sequences (asyncpg would read a list as a nested array), so jsonb values are sent as
+    JSON text and cast, and vectors as pgvector objects.
+    """
 
     def __init__(self, state: dict[str, Any], export: ExportPlan) -> None:
         table = table_of(state)
@@ -34,12 +42,12 @@ class TableWriter:
                 strict=True,
             )
         )
-        sql_types = dict(map(tuple, state["key_columns"] + state["value_columns"]))
+        sql_types: dict[str, str] = dict(map(tuple, state["key_columns"] + state["value_columns"]))
         self.columns = self.keys + self.values
         self._converters = [_converter(types[c], sql_types[c]) for c in self.columns]
         self._key_converters = self._converters[: len(self.keys)]
+        n_keys = len(self.keys)
         cols = ", ".join(quote_ident(c) for c in self.columns)
-        params = ", ".join(f"${i + 1}" for i in range(len(self.columns)))
         conflict = ", ".join(quote_ident(k) for k in self.keys)
         if self.values:
             updates = ", ".join(
@@ -49,33 +57,72 @@ class TableWriter:
         else:
             on_conflict = "DO NOTHING"
         self.upsert_sql = (
-            f"INSERT INTO {table.qualified} ({cols}) VALUES ({params}) "
+            f"INSERT INTO {table.qualified} ({cols}) "
+            f"{_unnest_select([sql_types[c] for c in self.columns])} "
             f"ON CONFLICT ({conflict}) {on_conflict}"
         )
-        where = " AND ".join(f"{quote_ident(k)} = ${i + 1}" for i, k in enumerate(self.keys))
-        self.delete_sql = f"DELETE FROM {table.qualified} WHERE {where}"
+        self.delete_sql = (
+            f"DELETE FROM {table.qualified} WHERE ({conflict}) IN "
+            f"({_unnest_select([sql_types[c] for c in self.keys])})"
+        )
+        self._n_keys = n_keys
 
     async def write(
         self, conn: asyncpg.Connection | PoolConnectionProxy, write: ExportWrite
     ) -> None:
         if write.deletes:
-            await conn.executemany(
-                self.delete_sql,
-                [
-                    [conv(v) for conv, v in zip(self._key_converters, key, strict=True)]
-                    for key in write.deletes
-                ],
-            )
+            key_convs = self._key_converters
+            keys = [
+                [conv(v) for conv, v in zip(key_convs, key, strict=True)] for key in write.deletes
+            ]
+            await conn.execute(self.delete_sql, *_columns_of(_last_per_key(keys, self._n_keys)))
         if write.upserts:
             convs = self._converters
             columns = self.columns
-            await conn.executemany(
-                self.upsert_sql,
-                [
-                    [conv(row.get(c)) for conv, c in zip(convs, columns, strict=True)]
-                    for row in write.upserts
-                ],
-            )
+            rows = [
+                [conv(row.get(c)) for conv, c in zip(convs, columns, strict=True)]
+                for row in write.upserts
+            ]
+            # ON CONFLICT cannot update one row twice in a statement: the last write wins,
+            # as it did when each row was its own statement.
+            await conn.execute(self.upsert_sql, *_columns_of(_last_per_key(rows, self._n_keys)))
+
+
+def _array_type(column_sql: str) -> str:
+    """The array parameter type carrying a column: ``vector(8)`` → ``vector[]`` (the
+    column's typmod checks the dimension on insert); jsonb travels as ``text[]``."""
+    if column_sql == "jsonb":
+        return "text[]"
+    return column_sql.split("(", 1)[0] + "[]"
+
+
+def _unnest_select(column_sqls: list[str]) -> str:
+    """``SELECT c0, c1::jsonb, … FROM unnest($1::t0[], …) AS u(c0, …)``: rows from arrays."""
+    arrays = ", ".join(f"${i + 1}::{_array_type(t)}" for i, t in enumerate(column_sqls))
+    names = ", ".join(f"c{i}" for i in range(len(column_sqls)))
+    select = ", ".join(
+        f"c{i}::jsonb" if t == "jsonb" else f"c{i}" for i, t in enumerate(column_sqls)
+    )
+    return f"SELECT {select} FROM unnest({arrays}) AS u({names})"
+
+
+def _last_per_key(rows: list[list[Any]], n_keys: int) -> list[list[Any]]:
+    """The rows with only the last one of each key (rarely more than one: a no-op)."""
+    seen: dict[Any, int] = {}
+    for i, row in enumerate(rows):
+        key = tuple(row[:n_keys])
+        try:
+            seen[key] = i
+        except TypeError:  # an unhashable key value: compare by its printed form
+            seen[repr(key)] = i
+    if len(seen) == len(rows):
+        return rows
+    return [rows[i] for i in sorted(seen.values())]
+
+
+def _columns_of(rows: list[list[Any]]) -> list[list[Any]]:
+    """Rows → one list per column, the arrays ``unnest`` turns back into rows."""
+    return [list(col) for col in zip(*rows, strict=True)]
 
 
 def storable_text(value: str) -> str:
@@ -97,9 +144,16 @@ def storable_text(value: str) -> str:
 
 
 def _converter(vtype: ValueType, column_sql: str) -> Any:
+    """The value as its column's array element: JSON text for jsonb, a pgvector object for
+    a vector (never a list, which an array parameter would read as a nested array)."""
     kind = vtype.kind
     if column_sql == "jsonb":
-        return lambda v: None if v is None else strip_nul(to_json_value(v, vtype))
+        return lambda v: None if v is None else _json_text(strip_nul(to_json_value(v, vtype)))
+    if column_sql.startswith(("vector(", "halfvec(")):
+        from pgvector import HalfVector, Vector  # numpy: only for tables with vectors
+
+        cls = Vector if column_sql.startswith("vector(") else HalfVector
+        return lambda v: v if v is None or isinstance(v, cls) else cls(v)
     if kind == "Str":
         return lambda v: storable_text(v) if isinstance(v, str) else v
     if kind == "Range":
@@ -107,6 +161,10 @@ def _converter(vtype: ValueType, column_sql: str) -> Any:
     if kind == "OffsetDateTime":
         return as_utc_if_naive
     return lambda v: v
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def strip_nul(value: Any) -> Any:
