@@ -4,8 +4,9 @@
 config and library context, runs it as one of the daemon's tasks (started before the
 instances, so the first fair share already counts the daemons that are up), and leaves it
 at the end of a drain — after every instance released its lease, while the pool still
-works. It also re-reads the registry when another daemon adds or removes an instance
-(``cocod add`` on any daemon), on a notification and at every heartbeat.
+works. It also re-reads the registry when another daemon adds, removes, pauses or resumes an
+instance (``cocod add`` on any daemon), on a notification and at every heartbeat, so
+``cocod pause`` reaches the owner whichever daemon it was sent to.
 """
 
 from __future__ import annotations
@@ -86,8 +87,10 @@ class Membership:
         # Only instances known before the read may be removed for missing from it: one
         # added here meanwhile (by a command) is not in that read yet.
         known = {n for n, i in instances.by_name.items() if i.origin == "runtime"}
+        was_paused = {n: i.paused for n, i in instances.by_name.items() if i.config.live}
         try:
             loaded = await daemon.registry.load()
+            paused = await daemon.registry.load_paused()
         except Exception as e:  # an outage: the database supervisor handles it
             log.debug("daemon.registry_sync_failed", error=f"{type(e).__name__}: {e}")
             return
@@ -95,6 +98,14 @@ class Membership:
             if name not in instances.by_name and name not in daemon.config.flows:
                 log.info("instance.added_elsewhere", instance=name)
                 instances.add(instance_config, "runtime")
+        for name, before in was_paused.items():
+            instance = instances.by_name.get(name)
+            # Paused or resumed on another daemon (not here while we read: that wins).
+            if instance is None or instance.paused != before or before == (name in paused):
+                continue
+            event = "instance.resumed_elsewhere" if before else "instance.paused_elsewhere"
+            log.info(event, instance=name)
+            (instances.pause if not before else instances.resume)(instance)
         for name in known - set(loaded):
             instance = instances.by_name.get(name)
             if instance is not None and instance.origin == "runtime":

@@ -2,9 +2,10 @@
 (``cocod add``) and which instances are paused (``cocod pause``).
 
 Both live beside the flows' own state in the internal schema, so daemons that share the
-database agree on them, and a paused instance stays paused after a restart. Adding or
-removing an instance notifies the other daemons (``NOTIFY cocod_cluster, 'registry'``,
-delivered when the change commits), which re-read the registry.
+database agree on them, and a paused instance stays paused after a restart. Adding,
+removing, pausing or resuming an instance notifies the other daemons
+(``NOTIFY cocod_cluster, 'registry'``, delivered when the change commits), which re-read
+the registry.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ class RuntimeRegistry:
         return {r["name"] for r in rows}
 
     async def set_paused(self, name: str, paused: bool) -> None:
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_notify($1, 'registry')", NOTIFY_CHANNEL)
             if paused:
                 await conn.execute(
                     f"INSERT INTO {self._paused} (name) VALUES ($1) ON CONFLICT DO NOTHING", name

@@ -184,6 +184,18 @@ def test_one_owner_each_kill_moves_instances_and_a_newcomer_takes_its_share(
         eventually(lambda: each_owned_once(everyone, names), "the added instance owned once", 30)
         eventually(lambda: _rows(sql, "t_added") == _expected(extra), "the added instance's rows")
 
+        # `pause` sent to a standby reaches the owner (through the registry).
+        owned_now = each_owned_once(everyone, names)
+        assert owned_now is not None
+        owner_of_f1 = next(m for m in everyone if m.pid == owned_now["f1"])
+        standby_of_f1 = next(m for m in everyone if m is not owner_of_f1)
+        assert standby_of_f1.process.request("pause", name="f1")["ok"]
+        eventually(lambda: owner_of_f1.statuses()["f1"]["state"] == "PAUSED", "the owner to pause")
+        assert standby_of_f1.process.request("resume", name="f1")["ok"]
+        eventually(
+            lambda: owner_of_f1.statuses()["f1"]["state"] == "WATCHING", "the owner to resume"
+        )
+
         # SIGTERM hands over at once: the drained daemon's instances move to the others.
         leaving = everyone[0]
         leaving.process.stop()
