@@ -163,6 +163,7 @@ def list_plain(walk: Walk, start_path: str, start_prefix: str) -> dict[str, Ordi
     """
     out: dict[str, Ordinal] = {}
     filt = walk.filter
+    suffixes = filt.name_suffixes
     by_name = filt.is_included_name if filt.name_only else None
     by_path = filt.is_included_file
     ignore = walk.ignore
@@ -184,7 +185,10 @@ def list_plain(walk: Walk, start_path: str, start_prefix: str) -> dict[str, Ordi
                         if not walk.skips_dir(rel, chain):
                             stack.append((os.path.join(dir_path, name), rel + "/", chain))
                         continue
-                    if by_name is not None and not by_name(name):
+                    if suffixes is not None:
+                        if not name.endswith(suffixes):
+                            continue
+                    elif by_name is not None and not by_name(name):
                         continue
                     if not entry.is_file(follow_symlinks=False):
                         if entry.is_symlink():

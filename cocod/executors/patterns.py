@@ -313,6 +313,9 @@ class PatternSet:
             "/" in t for t in [*exact, *(t for _, ts in self._folded for t in ts)]
         )
         self.is_empty = not patterns
+        self.suffixes_only = bool(exact) and not (others or folded or names)
+        """Only literal tails: ``matches`` is one ``endswith(suffixes)``."""
+        self.suffixes = self._exact
 
     def matches(self, path: str) -> bool:
         if self._exact and path.endswith(self._exact):
@@ -352,6 +355,14 @@ class PathFilter:
         self.name_only = self._excluded.name_only and (
             self._included is None or self._included.name_only
         )
+        inc = self._included
+        self.name_suffixes = (
+            inc.suffixes
+            if inc is not None and inc.suffixes_only and self._excluded.is_empty
+            else None
+        )
+        """Set when a file is in exactly when its name ends with one of these (``*.md``,
+        ``**/*.py``, no excludes): the walk's test is then one ``str.endswith``."""
 
     def is_excluded(self, rel: str) -> bool:
         return self._excluded.matches(rel)

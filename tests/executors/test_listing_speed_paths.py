@@ -101,3 +101,18 @@ def test_walk_reports_the_root_and_keeps_mtimes_and_sizes(tmp_path: Path) -> Non
     assert "link.md" not in rows  # symlinks are not followed by default
     with pytest.raises(SourceError):
         LocalFileReader(LocalFile(path=str(tmp_path / "missing"))).list_rows_sync()
+
+
+def test_suffix_only_filters_are_one_endswith() -> None:
+    assert PathFilter(["*.md", "**/*.py"], None).name_suffixes == (".md", ".py")
+    assert PathFilter(["*.md"], ["**/skip.md"]).name_suffixes is None  # excludes: the general test
+    assert PathFilter(["*.md", "**/node_modules"], None).name_suffixes is None
+    assert PathFilter(None, None).name_suffixes is None  # everything: no test at all
+
+
+def test_walk_with_suffix_patterns_lists_what_path_patterns_list(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    fast = _listed(tmp_path, ["*.md", "**/*.py"], None)
+    slow = _listed(tmp_path, ["{*.m[d],**/*.p[y]}"], None)
+    assert fast == slow
+    assert len(fast) == 5 * 3  # a.md, skip.md, b.py in each of five folders
