@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import resource
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +71,27 @@ def test_buffered_reads_give_the_same_tree_as_parsing_bytes() -> None:
             assert tree is not None
             direct = tree_sitter.Parser(grammar).parse(encoded)
             assert _shape(tree.root) == _shape(direct.root_node), (language, repeat)
+
+
+def test_threads_parsing_at_once_get_their_own_documents_trees() -> None:
+    """Each thread reads through its own buffer: parses racing in threads see only their own
+    document (the splitter may serve several threads, see ``RecursiveSplitter``)."""
+    info = resolve_language("python")
+    assert info is not None
+    grammar = load_tree_sitter_language(info)
+    documents = [
+        (f"def f{i}(x):\n    return '{'é' * i}' + x\n\n" * (50 + 40 * i)).encode() for i in range(8)
+    ]
+    expected = [_shape(tree_sitter.Parser(grammar).parse(d).root_node) for d in documents]
+
+    def work(k: int) -> bool:
+        for _ in range(5):
+            for j in range(len(documents)):
+                index = (j + k) % len(documents)
+                tree = syntax.parse(info, documents[index])
+                if tree is None or _shape(tree.root) != expected[index]:
+                    return False
+        return True
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert all(pool.map(work, range(4)))

@@ -88,7 +88,8 @@ class _Reader:
         self._document = b""
         self._steps = 0
         self._budget = 0
-        self.parser_by_grammar: dict[int, Any] = {}
+        # id(grammar) -> (grammar, parser); the grammar is kept so that its id is never reused.
+        self.parser_by_grammar: dict[int, tuple[Any, Any]] = {}
         # Bound once: a bound method made per call would be a new object per parse.
         self.read = self._read
         self.progress = self._progress
@@ -142,10 +143,11 @@ def _parse(grammar: Any, encoded: bytes) -> Any:
     is reused (a cancelled parse is reset before the next one).
     """
     reader = _thread_reader()
-    parser = reader.parser_by_grammar.get(id(grammar))
-    if parser is None:
+    entry = reader.parser_by_grammar.get(id(grammar))
+    if entry is None:
         tree_sitter: Any = importlib.import_module("tree_sitter")
-        parser = reader.parser_by_grammar[id(grammar)] = tree_sitter.Parser(grammar)
+        entry = reader.parser_by_grammar[id(grammar)] = (grammar, tree_sitter.Parser(grammar))
+    parser = entry[1]
     reader.start(encoded, _PARSE_BASE_STEPS + len(encoded) // _PARSE_BYTES_PER_STEP)
     try:
         return parser.parse(reader.read, progress_callback=reader.progress)
