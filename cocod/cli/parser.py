@@ -188,7 +188,6 @@ def _add_daemon_command(
                 flag,
                 dest=arg.name,
                 action="append" if arg.many else "store",
-                choices=arg.choices,
                 metavar=arg.name.upper(),
                 help=_help(arg),
             )
