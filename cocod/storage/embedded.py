@@ -63,6 +63,7 @@ SERVER_USER_AS_ROOT = "embedded_postgres"
 SOCKET_PATH_LIMIT = 107
 """Longest Unix socket path Linux accepts (``sun_path`` is 108 bytes with its NUL)."""
 SOCKET_NAME = ".s.PGSQL.5432"
+MAX_CONNECTIONS = 400
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
 LOCK_TIMEOUT_SECONDS = 120.0
@@ -244,7 +245,13 @@ class _Server:
             self.clear_dead_server(running)
         self.initdb_if_needed()
         self.socket_dir = choose_socket_dir(self.state_dir, self.pgdata, self.user)
-        options = f"-h '' -k {shlex.quote(str(self.socket_dir))} -c unix_socket_permissions=0700"
+        # Each live instance a daemon owns holds one lease session besides the pool's
+        # connections (docs/scale-out.md), so PostgreSQL's default of 100 would cap one
+        # daemon at about 85 instances.
+        options = (
+            f"-h '' -k {shlex.quote(str(self.socket_dir))} -c unix_socket_permissions=0700 "
+            f"-c max_connections={MAX_CONNECTIONS}"
+        )
         seconds = str(int(START_TIMEOUT_SECONDS))
         self.run_tool("pg_ctl", ["-w", "-t", seconds, "-l", "log", "-o", options, "start"])
         log.info("embedded_postgres.started", data_dir=str(self.pgdata))
