@@ -164,6 +164,9 @@ def _render_status(result: Any) -> None:
     for r in result:
         targets = r.get("targets") or {}
         state = r["state"] + (" (paused)" if r.get("paused") and r["state"] != "PAUSED" else "")
+        owner = r.get("owner")
+        if r["state"] == "STANDBY" and owner:
+            state += f" (owner {owner.get('host')} pid {owner.get('pid')})"
         rows.append(
             (
                 r["name"],
