@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="APP_TARGET|INSTANCE")
     p.add_argument("-f", "--force", action="store_true", help="apply without asking")
     p.add_argument("--reset", action="store_true", help="drop the flows first")
+    _add_no_wait_flag(p)
     _add_instance_flag(p)
     p.set_defaults(handler=APP + "cmd_setup", daemon_handler=DAEMON + "cmd_setup")
 
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="APP_TARGET|INSTANCE")
     p.add_argument("flow_names", nargs="*")
     p.add_argument("-f", "--force", action="store_true")
+    _add_no_wait_flag(p)
     _add_instance_flag(p)
     p.set_defaults(handler=APP + "cmd_drop", daemon_handler=DAEMON + "cmd_drop")
 
@@ -109,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reset", action="store_true", help="drop the flows first")
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    _add_no_wait_flag(p)
     _add_instance_flag(p)
     p.set_defaults(handler=APP + "cmd_update", daemon_handler=DAEMON + "cmd_update")
 
@@ -153,6 +156,15 @@ def build_parser() -> argparse.ArgumentParser:
         if command.name not in APP_COMMANDS:
             _add_daemon_command(sub, command, daemon)
     return parser
+
+
+def _add_no_wait_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="fail at once, naming the holder, when another process writes the flow "
+        "(default: wait; COCOD_LEASE_WAIT_SECONDS bounds the wait)",
+    )
 
 
 def _add_daemon_command(

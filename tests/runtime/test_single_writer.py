@@ -365,6 +365,17 @@ def test_a_one_shot_update_waits_for_the_holder_and_names_it(
     )
     holder.start()
     assert started.wait(30)
+    refused = subprocess.run(
+        [*COCOD, "update", "app.py", "--no-wait"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0
+    assert "host-x" in refused.stderr and "4242" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
     run = subprocess.Popen(
         [*COCOD, "update", "app.py"],
         cwd=tmp_path,
