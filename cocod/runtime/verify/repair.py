@@ -81,9 +81,12 @@ async def _repair_tables(
     if not checks:
         return
     pool = await ctx.pool()
-    async with execution.coordination.setup_lock.write():
+    # Under the flow's lease like every other write: another process owning the flow
+    # makes this wait (or fail naming it), and a lost lease writes nothing.
+    async with execution.writing(ctx) as lease, execution.coordination.setup_lock.write():
         try:
             async with pool.acquire() as conn, conn.transaction():
+                await lease.check(conn)
                 for check in checks:
                     statements: list[str] = []
                     if check.exists and not check.key_columns_ok:
@@ -116,12 +119,17 @@ async def _delete_orphans(
     assert setup_plan.old_record is not None
     flow_id = setup_plan.old_record.flow_id
     pool = await ctx.pool()
-    async with coordination.setup_lock.read(), AsyncExitStack() as locks:
+    async with (
+        execution.writing(ctx, flow_id) as lease,
+        coordination.setup_lock.read(),
+        AsyncExitStack() as locks,
+    ):
         for name in sorted(execution.sources):
             await locks.enter_async_context(coordination.source_lock(name))
         for attempt in range(ORPHAN_DELETE_ATTEMPTS):
             try:
                 async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+                    await lease.check(conn)
                     checks = export_checks(execution, setup_plan)
                     await compare_tables(
                         conn,
