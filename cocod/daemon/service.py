@@ -269,13 +269,18 @@ class Daemon(InstanceOperations):
     async def _handle_signals(
         self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        with anyio.open_signal_receiver(*early_signals.SIGNALS) as signals:
-            task_status.started()
-            for signum in self.early_signals:
-                await self._on_signal(signum)
-            self.early_signals.clear()
-            async for signum in signals:
-                await self._on_signal(signum)
+        try:
+            with anyio.open_signal_receiver(*early_signals.SIGNALS) as signals:
+                task_status.started()
+                for signum in self.early_signals:
+                    await self._on_signal(signum)
+                self.early_signals.clear()
+                async for signum in signals:
+                    await self._on_signal(signum)
+        finally:
+            # Cancelled when the drain begins: from here until exit, a repeated SIGTERM
+            # (systemd, the harness) must not kill the drain half-way.
+            early_signals.hold_while_draining(lambda: _force_exit(130))
 
     async def _on_signal(self, signum: int) -> None:
         if signum == signal.SIGHUP:
@@ -388,12 +393,14 @@ def run_daemon(config_path: Path | None) -> int:
     # point may have called hold() already, before importing this module.
     early_signals.hold()
     log.info("daemon.starting", pid=os.getpid(), at=time.time())
+    exit_code = 1
     try:
         config = load_config(config_path)
         daemon = Daemon(config)
         daemon.early_signals = early_signals.caught()
         if signal.SIGTERM in daemon.early_signals or signal.SIGINT in daemon.early_signals:
             log.info("daemon.startup_cancelled")
+            exit_code = 0
             return 0
         try:
             anyio.run(daemon.serve)
@@ -401,8 +408,9 @@ def run_daemon(config_path: Path | None) -> int:
             raise _leaf(group) from None
         finally:
             daemon.cancel_overrun_timer()
+        exit_code = 0
     finally:
-        early_signals.release()
+        early_signals.exit_at_once_on_signal(exit_code)
     return 0
 
 
