@@ -54,7 +54,7 @@ from cocod.errors import (
     SetupOutOfDateError,
     SourceError,
 )
-from cocod.executors import custom_target, postgres_target
+from cocod.executors import custom_target, postgres
 from cocod.executors import functions as _builtin_functions  # noqa: F401  (registers ops)
 from cocod.executors.custom_source import CustomSourceReader, is_custom_source
 from cocod.executors.local_file import LocalFileReader
@@ -233,12 +233,12 @@ class FlowExecution:
         """Refuse a table that exists but that cocod did not create, unless adopted."""
         items = [t for t in items if t.new is not None and not custom_target.is_custom_state(t.new)]
         states = [t.new for t in items if t.new is not None and not t.new.get("setup_by_user")]
-        existing = await postgres_target.existing_tables(conn, states)
+        existing = await postgres.existing_tables(conn, states)
         for item in items:
             state = item.new
-            if state is None or postgres_target.table_of(state).setup_key not in existing:
+            if state is None or postgres.table_of(state).setup_key not in existing:
                 continue
-            table = postgres_target.table_of(state).display
+            table = postgres.table_of(state).display
             spec = self.plan.exports[item.export_name].export.target if item.export_name else None
             if not getattr(spec, "adopt_existing", False):
                 raise SetupError(

@@ -221,24 +221,22 @@ class Flow:
 
     # -- what the flow holds ----------------------------------------------------------------
     async def _row_counts(self) -> dict[str, int | None]:
-        from cocod.executors import postgres_target
+        from cocod.executors import postgres
         from cocod.ops.targets import Postgres
 
         ctx = get_context()
         execution = await self.execution_async()
         states = {
-            name: postgres_target.desired_state(execution.full_name, export)
+            name: postgres.desired_state(execution.full_name, export)
             for name, export in execution.plan.exports.items()
             if isinstance(export.export.target, Postgres)
         }
         pool = await ctx.pool()
         async with pool.acquire() as conn:
-            by_table = await postgres_target.row_count_estimates(conn, states.values())
+            by_table = await postgres.row_count_estimates(conn, states.values())
         # A custom target's rows live in the user's storage: not counted (None).
         return {
-            name: by_table.get(postgres_target.table_of(states[name]).display)
-            if name in states
-            else None
+            name: by_table.get(postgres.table_of(states[name]).display) if name in states else None
             for name in execution.plan.exports
         }
 

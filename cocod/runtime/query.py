@@ -17,7 +17,7 @@ import numpy as np
 from cocod.engine.evaluator import FunctionRunner, RowMemo
 from cocod.engine.plan import ExportPlan
 from cocod.errors import FlowDefinitionError, SetupOutOfDateError
-from cocod.executors import postgres_target
+from cocod.executors import postgres
 from cocod.executors.local_file import LocalFileReader
 from cocod.flow.graph import CollectOp, FieldRef, ForEachOp, Scope, TransformOp
 from cocod.flow.index import VectorIndexDef, VectorSimilarityMetric
@@ -86,7 +86,7 @@ class VectorTarget:
     export: ExportPlan
     index: VectorIndexDef
     runner: FunctionRunner
-    table: postgres_target.TargetTable
+    table: postgres.TargetTable
     columns: list[str]
     """The export's columns other than the vector, in key-then-value order."""
 
@@ -130,7 +130,7 @@ def resolve_vector_target(execution: FlowExecution, export_name: str | None = No
             f"cannot tell how {export.name}.{index.field_name} was embedded (it must be collected "
             "straight from a one-argument transform such as SentenceTransformerEmbed)"
         )
-    table = postgres_target.resolve_table(execution.full_name, export)
+    table = postgres.resolve_table(execution.full_name, export)
     columns = [c for c in [*export.key_fields, *export.value_fields] if c != index.field_name]
     return VectorTarget(execution, export, index, _runner_for(execution, producer), table, columns)
 
@@ -150,7 +150,7 @@ async def nearest_rows(
     pool = await ctx.pool()
     async with pool.acquire() as conn:
         try:
-            rows = await postgres_target.similarity_search(
+            rows = await postgres.similarity_search(
                 conn,
                 target.table,
                 target.columns,

@@ -41,7 +41,7 @@ from cocod.engine.setup import (
 )
 from cocod.engine.values import key_from_json_text
 from cocod.errors import DatabaseError, DatabaseUnavailableError, SetupError
-from cocod.executors import custom_target, postgres_target
+from cocod.executors import custom_target, postgres
 from cocod.flow.naming import quote_ident
 from cocod.ops.targets import Postgres
 from cocod.runtime.context import LibraryContext
@@ -54,25 +54,25 @@ log = structlog.get_logger(__name__)
 
 
 def _postgres_key(state: dict[str, Any]) -> str:
-    return f"Postgres:{postgres_target.table_of(state).setup_key}"
+    return f"Postgres:{postgres.table_of(state).setup_key}"
 
 
 def _postgres_describe(state: dict[str, Any]) -> str:
-    return f"Postgres table {postgres_target.table_of(state).display}"
+    return f"Postgres table {postgres.table_of(state).display}"
 
 
 POSTGRES_DRIVER = TargetDriver(
-    desired_state=postgres_target.desired_state,
+    desired_state=postgres.desired_state,
     setup_key=_postgres_key,
     describe=_postgres_describe,
-    plan_change=postgres_target.plan_target_change,
+    plan_change=postgres.plan_target_change,
 )
 
 
 def _desired_state(full_name: str, export: ExportPlan) -> dict[str, Any]:
     spec = export.export.target
     if isinstance(spec, Postgres):
-        return postgres_target.desired_state(full_name, export)
+        return postgres.desired_state(full_name, export)
     # A spec of any other class needs its connector (the error says how to register one).
     return custom_target.desired_state(full_name, export)
 
@@ -93,7 +93,7 @@ def _plan_change(old: dict[str, Any] | None, new: dict[str, Any] | None) -> Targ
     state = new if new is not None else old
     if state is not None and custom_target.is_custom_state(state):
         return custom_target.plan_target_change(old, new)
-    return postgres_target.plan_target_change(old, new)
+    return postgres.plan_target_change(old, new)
 
 
 TARGET_DRIVER = TargetDriver(
@@ -110,7 +110,7 @@ def create_writer(
 ) -> TargetWriter:
     if custom_target.is_custom_state(state):
         return custom_target.CustomTargetWriter(state, export, limiter)
-    return postgres_target.TableWriter(state, export)
+    return postgres.TableWriter(state, export)
 
 
 def create_writers(
@@ -370,14 +370,14 @@ async def _delete_adopted_rows(
     state = item.old
     if state is None or custom_target.is_custom_state(state):
         return
-    if not postgres_target.is_adopted(state):
+    if not postgres.is_adopted(state):
         return
     signature = target_signature(item.key, state)
     entries = await flow_records.tracked_target_keys(
         conn, ctx.schema, flow_id, str(state.get("export", ""))
     )
     keys = [k for e in entries if e.get("target") == signature for k in e.get("keys", {})]
-    await postgres_target.delete_recorded_rows(conn, state, keys)
+    await postgres.delete_recorded_rows(conn, state, keys)
 
 
 def _say(out: TextIO | None, line: str) -> None:

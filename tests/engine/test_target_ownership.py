@@ -13,7 +13,7 @@ import cocod as cocoindex
 from cocod.engine.indexer import UpdateMode
 from cocod.engine.setup import FlowRecord, apply_export_versions, plan_setup
 from cocod.errors import FlowDefinitionError, SetupError
-from cocod.executors.postgres_target import row_count_estimates
+from cocod.executors.postgres import row_count_estimates
 from cocod.runtime.execution import POSTGRES_DRIVER, FlowExecution
 from tests.conftest import SqlHelper, write
 from tests.flows import paragraph_flow, tiny_embed

@@ -1,7 +1,5 @@
 """The Postgres target: desired table state (``table``), DDL to reach it (``ddl``), row
 writes (``writer``) and every other statement on target tables (``statements``).
-
-:mod:`cocod.executors.postgres_target` re-exports the same names for existing imports.
 """
 
 from __future__ import annotations

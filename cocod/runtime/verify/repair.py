@@ -26,9 +26,9 @@ import asyncpg
 from cocod.engine.indexer import UpdateMode
 from cocod.engine.setup import FlowSetupPlan
 from cocod.errors import DatabaseError
+from cocod.executors.postgres import statements as target_sql
 from cocod.runtime.context import LibraryContext
 from cocod.runtime.execution import FlowExecution
-from cocod.runtime.verify import target_sql
 from cocod.runtime.verify.report import RepairSummary, VerifyReport
 from cocod.runtime.verify.scan import Progress, Scan, call_progress, compare_tables, export_checks
 

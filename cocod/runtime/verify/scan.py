@@ -33,11 +33,11 @@ from cocod.engine.values import from_json_value, key_to_json_text
 from cocod.errors import RowError, SourceError
 from cocod.executors import custom_target
 from cocod.executors.local_file import LocalFileReader
-from cocod.executors.postgres_target import TargetTable, table_of
+from cocod.executors.postgres import TargetTable, table_of
+from cocod.executors.postgres import statements as target_sql
 from cocod.flow.naming import quote_ident
 from cocod.flow.types import ValueType
 from cocod.runtime.execution import FlowExecution
-from cocod.runtime.verify import target_sql
 from cocod.runtime.verify.report import VerifyReport
 from cocod.storage.pool import Connection
 
