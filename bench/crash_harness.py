@@ -41,6 +41,11 @@ import numpy as np
 import cocod as cocoindex
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script, bench/ is sys.path[0], not the repository
+    sys.path.insert(0, str(ROOT))
+
+from bench.paragraph_flow import FlowDefinition, paragraph_flow  # noqa: E402
+
 EMBED_LOG_ENV = "CRASH_HARNESS_EMBED_LOG"
 INSTANCES = ("alpha", "beta")
 WORDS = [
@@ -92,29 +97,14 @@ class Params:
     generation: int = 0  # bumped by the harness to make a reload restart the instance
 
 
-def factory(params: Params) -> Callable[[cocoindex.FlowBuilder, cocoindex.DataScope], None]:
-    def define(fb: cocoindex.FlowBuilder, scope: cocoindex.DataScope) -> None:
-        scope["documents"] = fb.add_source(
-            cocoindex.sources.LocalFile(path=params.source_path, included_patterns=["*.md"])
-        )
-        out = scope.add_collector()
-        with scope["documents"].row() as doc:
-            doc["paragraphs"] = doc["content"].transform(harness_split)
-            with doc["paragraphs"].row() as para:
-                para["embedding"] = para["text"].transform(harness_embed)
-                out.collect(
-                    filename=doc["filename"],
-                    index=para["index"],
-                    text=para["text"],
-                    embedding=para["embedding"],
-                )
-        out.export(
-            "paragraphs",
-            cocoindex.targets.Postgres(table_name=params.table),
-            primary_key_fields=["filename", "index"],
-        )
-
-    return define
+def factory(params: Params) -> FlowDefinition:
+    return paragraph_flow(
+        params.source_path,
+        params.table,
+        split=harness_split,
+        embed=harness_embed,
+        included=["*.md"],
+    )
 
 
 # -- the workload ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 import cocod as cocoindex
+from bench.paragraph_flow import FlowDefinition, paragraph_flow
 from tests.conftest import write
 from tests.daemon.harness import DaemonProcess
 from tests.flows import split_paragraphs, tiny_vector
@@ -48,27 +49,10 @@ class SlowParams:
     table: str
 
 
-def slow_factory(params: SlowParams):  # type: ignore[no-untyped-def]
-    def define(fb: cocoindex.FlowBuilder, scope: cocoindex.DataScope) -> None:
-        scope["documents"] = fb.add_source(cocoindex.sources.LocalFile(path=params.source_path))
-        out = scope.add_collector()
-        with scope["documents"].row() as doc:
-            doc["paragraphs"] = doc["content"].transform(split_paragraphs)
-            with doc["paragraphs"].row() as para:
-                para["embedding"] = para["text"].transform(slow_embed)
-                out.collect(
-                    filename=doc["filename"],
-                    index=para["index"],
-                    text=para["text"],
-                    embedding=para["embedding"],
-                )
-        out.export(
-            "paragraphs",
-            cocoindex.targets.Postgres(table_name=params.table),
-            primary_key_fields=["filename", "index"],
-        )
-
-    return define
+def slow_factory(params: SlowParams) -> FlowDefinition:
+    return paragraph_flow(
+        params.source_path, params.table, split=split_paragraphs, embed=slow_embed
+    )
 
 
 def threads_factory(params: SlowParams):  # type: ignore[no-untyped-def]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cocod as cocoindex
+from bench.paragraph_flow import FlowDefinition, paragraph_flow
 from tests.flows import Paragraph, paragraphs_of, tiny_embed
 
 METRICS = {
@@ -96,7 +97,7 @@ class SlowParams:
     delay: float = 0.02
 
 
-def slow_factory(params: SlowParams):  # type: ignore[no-untyped-def]
+def slow_factory(params: SlowParams) -> FlowDefinition:
     """The paragraph flow, each file's split slowed by ``delay`` seconds, so an update
     of a few dozen files lasts long enough to report progress several times."""
 
@@ -105,31 +106,13 @@ def slow_factory(params: SlowParams):  # type: ignore[no-untyped-def]
         time.sleep(params.delay)
         return paragraphs_of(content)
 
-    def define(fb: cocoindex.FlowBuilder, scope: cocoindex.DataScope) -> None:
-        scope["documents"] = fb.add_source(cocoindex.sources.LocalFile(path=params.source_path))
-        out = scope.add_collector()
-        with scope["documents"].row() as doc:
-            doc["paragraphs"] = doc["content"].transform(slow_paragraphs)
-            with doc["paragraphs"].row() as para:
-                para["embedding"] = para["text"].transform(tiny_embed)
-                out.collect(
-                    filename=doc["filename"],
-                    index=para["index"],
-                    text=para["text"],
-                    embedding=para["embedding"],
-                )
-        out.export(
-            "paragraphs",
-            cocoindex.targets.Postgres(table_name=params.table),
-            primary_key_fields=["filename", "index"],
-            vector_indexes=[
-                cocoindex.VectorIndexDef(
-                    "embedding", cocoindex.VectorSimilarityMetric.COSINE_SIMILARITY
-                )
-            ],
-        )
-
-    return define
+    return paragraph_flow(
+        params.source_path,
+        params.table,
+        split=slow_paragraphs,
+        embed=tiny_embed,
+        metric=cocoindex.VectorSimilarityMetric.COSINE_SIMILARITY,
+    )
 
 
 def slow_instance(
