@@ -42,7 +42,8 @@ import asyncpg
 import structlog
 from anyio.abc import TaskStatus
 
-from cocod.daemon.cluster_table import MEMBER_CLASSID, DaemonRow, DaemonsTable
+from cocod.daemon.cluster_listen import ClusterListener
+from cocod.daemon.cluster_table import DaemonRow, DaemonsTable
 from cocod.errors import CocodError
 from cocod.storage.internal_schema import ensure_internal_schema
 from cocod.storage.leases import (
@@ -119,7 +120,9 @@ class Cluster:
         self._loop_wake = anyio.Event()
         self._registry_pending = False
         self._beat_pending = False
-        self._listen_conn: asyncpg.Connection | None = None
+        self.listener = ClusterListener(connector, self.daemon_id)
+        """LISTEN (``cocod_cluster`` and the channels others add) and the membership lock."""
+        self.listener.channels[NOTIFY_CHANNEL] = self._on_cluster_notify
 
     @property
     def interval(self) -> float:
@@ -143,7 +146,7 @@ class Cluster:
                 delay *= random.uniform(0.5, 1.0)
                 log.warning("cluster.join_failed", error=str(e), retry_in=round(delay, 2))
                 await anyio.sleep(delay)
-        await self._listen()
+        await self.listener.open()
         log.info("cluster.joined", daemon=self.daemon_id, weight=self.weight)
         try:
             await self._beat(row)
@@ -170,9 +173,8 @@ class Cluster:
                 await self._leave()
 
     async def _beat(self, row: tuple[str, str, int, int, str]) -> None:
-        if self._listen_conn is None or self._listen_conn.is_closed():
-            self._listen_conn = None
-            await self._listen()
+        if not self.listener.is_open:
+            await self.listener.open()
         try:
             async with self.pool.acquire() as conn:
                 everyone = await self.table.heartbeat(conn, row, self.lease_timeout)
@@ -208,33 +210,13 @@ class Cluster:
         holders = await self.table.lease_holders(conn, list(names))
         return {names[flow_id]: holder for flow_id, holder in holders.items() if flow_id in names}
 
-    async def _listen(self) -> None:
-        """LISTEN on a connection of its own (a pooled one would lose it when returned)."""
-
-        def callback(conn: object, pid: object, channel: object, payload: object) -> None:
-            del conn, pid, channel
-            if payload == "registry":
-                self._registry_pending = True
-            else:
-                self._beat_pending = True
-            self._loop_wake.set()
-            self._poke()
-
-        conn: asyncpg.Connection | None = None
-        try:
-            conn = await _connect(self.connector)
-            await conn.add_listener(NOTIFY_CHANNEL, callback)
-            await conn.execute(
-                "SELECT pg_advisory_lock($1, hashtext($2))", MEMBER_CLASSID, self.daemon_id
-            )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, CocodError) as e:
-            # Polls alone still work; the others see this daemon as dead until the next
-            # beat reconnects (they may take instances whose leases are free meanwhile).
-            log.warning("cluster.listen_failed", error=str(e))
-            if conn is not None:
-                conn.terminate()
-            return
-        self._listen_conn = conn
+    def _on_cluster_notify(self, payload: str) -> None:
+        if payload == "registry":
+            self._registry_pending = True
+        else:
+            self._beat_pending = True
+        self._loop_wake.set()
+        self._poke()
 
     async def _leave(self) -> None:
         try:
@@ -244,8 +226,7 @@ class Cluster:
                 await conn.execute("SELECT pg_notify($1, 'left')", NOTIFY_CHANNEL)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, CocodError) as e:
             log.warning("cluster.leave_failed", error=str(e))  # swept later by the others
-        if self._listen_conn is not None:
-            self._listen_conn.terminate()
+        self.listener.close()
         log.info("cluster.left", daemon=self.daemon_id)
 
     async def notify(self, payload: str) -> None:
@@ -403,14 +384,6 @@ class Cluster:
         if self.owners.get(name) == self.holder:
             del self.owners[name]
         await self.notify("lease")
-
-
-async def _connect(connector: Connector) -> asyncpg.Connection:
-    if isinstance(connector, str):
-        from cocod.storage.pool import connect
-
-        return await connect(connector)
-    return await connector()
 
 
 def _neg(text: str) -> tuple[int, ...]:

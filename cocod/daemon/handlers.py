@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from cocod.control.protocol import Command, ErrorCode, ProtocolError
 from cocod.daemon.config import parse_instance
 from cocod.daemon.definitions import load_definition_async
+from cocod.daemon.instance_state import State
 from cocod.daemon.instances import Instance
 from cocod.daemon.metrics import metrics_snapshot
 from cocod.daemon.progress_events import ProgressForwarder
@@ -186,6 +187,18 @@ class Handlers:
         return {"name": name, "report": report, "state": str(instance.state)}
 
     async def cmd_update(self, emit: Emit, name: str, full_reprocess: bool = False) -> Any:
+        instance = self.instances.get(name)
+        forwarding = self.daemon.membership.forwarding
+        if instance.state is State.STANDBY and forwarding is not None:
+            # Another daemon owns it: that one runs the update, under its own lease
+            # (docs/scale-out.md, "Commands and the owner").
+            return await forwarding.forward(
+                name, "update", {"full_reprocess": full_reprocess}, emit
+            )
+        return await self.update_here(emit, name, full_reprocess)
+
+    async def update_here(self, emit: Emit, name: str, full_reprocess: bool = False) -> Any:
+        """``update`` run by this daemon: sent here, or forwarded here by a standby."""
         instance = self.instances.get(name)
         await emit({"event": "progress", "stage": "update", "name": name})
         async with self.instances.pinned(name) as flow:

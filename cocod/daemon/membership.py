@@ -7,17 +7,25 @@ at the end of a drain — after every instance released its lease, while the poo
 works. It also re-reads the registry when another daemon adds, removes, pauses or resumes an
 instance (``cocod add`` on any daemon), on a notification and at every heartbeat, so
 ``cocod pause`` reaches the owner whichever daemon it was sent to.
+
+Beside the cluster it runs the daemon's :class:`~cocod.daemon.forwarding.Forwarding`:
+``cocod update NAME`` sent to this daemon while another owns ``NAME`` is forwarded to the
+owner, and the requests other daemons forward for the instances this one owns run here,
+through the same handler as a local command.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from cocod.control.protocol import ErrorCode, ProtocolError
 from cocod.daemon.cluster import DEREGISTER_DEADLINE_S, Cluster
+from cocod.daemon.forwarding import Forwarding
+from cocod.daemon.instance_state import State
 from cocod.runtime import context
 from cocod.runtime.coordination import set_process_holder
 
@@ -31,6 +39,7 @@ class Membership:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.cluster: Cluster | None = None
+        self.forwarding: Forwarding | None = None
         self._scope: anyio.CancelScope | None = None
         self._left = anyio.Event()
 
@@ -49,9 +58,7 @@ class Membership:
         )
         cluster.count_instances = lambda: sum(i.config.live for i in instances.by_name.values())
         cluster.instance_flows = lambda: {
-            name: context.get_app_namespace(trailing_delimiter=".") + name
-            for name, i in instances.by_name.items()
-            if i.config.live
+            name: _flow_name(name) for name, i in instances.by_name.items() if i.config.live
         }
         cluster.on_registry_changed = self.sync_registry
         self.cluster = cluster
@@ -59,8 +66,40 @@ class Membership:
         # Leases this process takes beyond its owned instances (an on-demand instance's
         # `cocod update`) name this daemon too.
         set_process_holder(cluster.holder)
+        # Before the cluster opens its LISTEN connection: it listens on this one's channel.
+        self.forwarding = Forwarding(
+            cluster,
+            servable=self._servable,
+            flow_name_of=_flow_name,
+            run=self._run_forwarded,
+            is_serving=lambda: not daemon.is_draining,
+        )
         await tg.start(self._serve, cluster)
+        await tg.start(self.forwarding.serve)
         return cluster
+
+    def _servable(self) -> dict[str, str]:
+        """Flow name → instance, for the owned instances whose flow is open (a command
+        can run on them now, as it would if it had been sent here)."""
+        cluster = self.cluster
+        if cluster is None:
+            return {}
+        return {
+            _flow_name(name): name
+            for name, i in self.daemon.instances.by_name.items()
+            if i.config.live
+            and i.flow is not None
+            and i.state is not State.STANDBY
+            and cluster.owns(name)
+        }
+
+    async def _run_forwarded(self, name: str, command: str, args: dict[str, Any]) -> Any:
+        """A request another daemon forwarded: the local handler runs it (no progress
+        events: they would have nowhere to go)."""
+        if command != "update":
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{command!r} is not forwarded")
+        handlers = self.daemon.handlers
+        return await handlers.update_here(_no_events, name, bool(args.get("full_reprocess")))
 
     async def _serve(
         self, cluster: Cluster, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -111,6 +150,14 @@ class Membership:
             if instance is not None and instance.origin == "runtime":
                 log.info("instance.removed_elsewhere", instance=name)
                 await instances.remove(instance)
+
+
+def _flow_name(name: str) -> str:
+    return context.get_app_namespace(trailing_delimiter=".") + name
+
+
+async def _no_events(event: dict[str, Any]) -> None:
+    del event
 
 
 __all__ = ["Membership"]

@@ -110,7 +110,11 @@ def test_one_owner_each_kill_moves_instances_and_a_newcomer_takes_its_share(
         # Every daemon's `status` names each instance's owner (host, pid), standbys too.
         eventually(status_names_the_owners, "status to name the owners", 10)
         some_standby = next(m for m in members if m.pid != owners["f0"])
-        refused = some_standby.process.request("update", name="f0")
+        # `update` sent to a standby is forwarded to the owner (tests/daemon/test_forwarding.py);
+        # the other writing commands are refused, naming the owner.
+        forwarded = some_standby.process.request("update", timeout=30.0, name="f0")
+        assert forwarded["ok"] and forwarded["result"]["served_by"]["pid"] == owners["f0"]
+        refused = some_standby.process.request("setup", timeout=30.0, name="f0")
         assert refused["error"]["code"] == "not_owner", refused
         assert f"pid {owners['f0']}" in refused["error"]["message"]
         owner = next(m for m in members if m.pid == owners["f0"])

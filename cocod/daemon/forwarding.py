@@ -1,0 +1,309 @@
+"""``cocod update NAME`` sent to a standby: forwarded to the owner through the database.
+
+Why through the database: the daemons never talk to each other (PostgreSQL is the whole
+coordination engine), and the database already knows who owns what. A standby that
+receives a writing command inserts a row in ``cocod.cluster_requests``
+(:mod:`cocod.daemon.forwarding_table`) and ``NOTIFY``\\ s; the owner's :meth:`Forwarding.serve`
+picks it (``FOR UPDATE SKIP LOCKED``: served once), runs it exactly as a local command
+(the same handler, under the owner's own lease), writes the reply (the result, or the
+error's wire code and message) and ``NOTIFY``\\ s back. The requester waits on the
+notification, with a poll (capped exponential backoff with jitter, up to
+:data:`POLL_CAP_S`) for a lost one.
+
+Failover while it waits. A request is picked by the flow, not by a daemon, so a pending
+request goes to whoever owns the instance next — this daemon included, once it owns it
+(its own server then runs it locally). A running one whose server dies (its membership
+lock gone, or its heartbeat older than ``lease_timeout``) is queued again; so is one whose
+server lost the lease meanwhile (it answers ``not_owner``). Updates are idempotent, so
+running one again after a half-done attempt is safe. It ends, whatever happens:
+
+* nobody picks it within ``pick_timeout`` (``2 × lease_timeout + 30 s``: an owner that does
+  not serve forwarded commands, such as an older cocod) → :class:`ForwardingTimeoutError`
+  naming the owner, and the request is withdrawn so nobody runs it later;
+* requeued :data:`MAX_REQUEUES` times, or running past :data:`FORWARD_DEADLINE_S` → the same.
+
+Only ``update`` is forwarded; ``setup``, ``drop`` and ``verify`` on a standby are refused
+``not_owner`` (they are rare and operator-driven: send them to the owner's socket).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import asyncpg
+import structlog
+from anyio.abc import TaskStatus
+
+from cocod.control.protocol import ErrorCode, ProtocolError
+from cocod.daemon.cluster import Cluster
+from cocod.daemon.forwarding_table import PickedRequest, RequestsTable, RequestState
+from cocod.daemon.ownership import NotOwnerError
+from cocod.daemon.server import Emit, error_reply_of
+from cocod.errors import CocodError, LeaseLostError
+from cocod.runtime.coordination import Backoff
+
+log = structlog.get_logger(__name__)
+
+REQUESTS_CHANNEL = "cocod_requests"
+"""``NOTIFY`` channel: ``request`` (a request was queued), ``reply:<id>`` (it finished)."""
+FIRST_POLL_S = 0.05
+POLL_CAP_S = 1.0
+MAX_REQUEUES = 5
+FORWARD_DEADLINE_S = 6 * 3600.0
+"""A forwarded command still running after this long is given up (by its requester)."""
+REPLY_DEADLINE_S = 10.0
+"""The owner tries this long to record a reply (then the requester sees it as lost)."""
+WITHDRAW_DEADLINE_S = 2.0
+CLEAN_UP_EVERY_S = 60.0
+SERVER_MIN_GAP_S = 0.05
+
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, CocodError)
+
+RunCommand = Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]]
+"""(instance, command, args) → the command's result, run here as a local command."""
+
+
+class ForwardingTimeoutError(NotOwnerError):
+    """A forwarded command no owner answered in time (wire code ``not_owner``)."""
+
+
+class Forwarding:
+    """This daemon's side of forwarding: it serves requests for the instances it owns and
+    forwards the commands it receives for the instances it holds as STANDBY."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        *,
+        servable: Callable[[], dict[str, str]],
+        flow_name_of: Callable[[str], str],
+        run: RunCommand,
+        is_serving: Callable[[], bool] = lambda: True,
+        pick_timeout: float | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.table = RequestsTable(cluster.schema)
+        self.servable = servable
+        """Flow full name → instance name, for the instances this daemon can serve now."""
+        self.flow_name_of = flow_name_of
+        self.run = run
+        self.is_serving = is_serving
+        """False while the daemon drains: nothing more is picked, failures are given back."""
+        self.pick_timeout = (
+            2 * cluster.lease_timeout + 30.0 if pick_timeout is None else pick_timeout
+        )
+        self._wake = anyio.Event()
+        self._replies: dict[int, anyio.Event] = {}
+        self._table_ready = False
+        cluster.listener.channels[REQUESTS_CHANNEL] = self._on_notify
+
+    def _on_notify(self, payload: str) -> None:
+        if payload == "request":
+            self._wake.set()
+        elif payload.startswith("reply:"):
+            event = self._replies.get(int(payload[6:] or 0))
+            if event is not None:
+                event.set()
+
+    async def _ensure_table(self, conn: Any) -> None:
+        if not self._table_ready:
+            await self.table.ensure(conn)
+            self._table_ready = True
+
+    async def _notify(self, conn: Any, payload: str) -> None:
+        await conn.execute("SELECT pg_notify($1, $2)", REQUESTS_CHANNEL, payload)
+
+    # -- the owner's side ----------------------------------------------------------------
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Pick and run requests for the instances this daemon owns, until cancelled;
+        woken by ``NOTIFY``, and polling every ``lease_timeout / 3`` for a lost one."""
+        backoff = Backoff(first=self.cluster.interval, cap=30.0)
+        next_clean_up = anyio.current_time()
+        async with anyio.create_task_group() as tg:
+            task_status.started()
+            while True:
+                wake = self._wake
+                with anyio.move_on_after(self.cluster.interval * random.uniform(0.5, 1.0)):
+                    await wake.wait()
+                self._wake = anyio.Event()
+                try:
+                    for request in await self._pick():
+                        tg.start_soon(self._serve_one, request)
+                    if anyio.current_time() >= next_clean_up:
+                        next_clean_up = anyio.current_time() + CLEAN_UP_EVERY_S
+                        await self._clean_up()
+                    backoff.reset()
+                except _DB_ERRORS as e:
+                    # The database supervisor handles outages; requests wait in their rows.
+                    delay = backoff.next_delay()
+                    log.warning("forward.poll_failed", error=str(e), retry_in=round(delay, 2))
+                    await anyio.sleep(delay)
+                # However many notifications arrive, the loop runs at most this often.
+                await anyio.sleep(SERVER_MIN_GAP_S)
+
+    async def _pick(self) -> list[PickedRequest]:
+        if not self.is_serving():
+            return []
+        flows = self.servable()
+        if not flows:
+            return []
+        async with self.cluster.pool.acquire() as conn:
+            await self._ensure_table(conn)
+            return await self.table.pick(conn, list(flows), self.cluster.daemon_id)
+
+    async def _clean_up(self) -> None:
+        async with self.cluster.pool.acquire() as conn:
+            await self._ensure_table(conn)
+            deleted = await self.table.clean_up(conn)
+        if deleted:
+            log.debug("forward.cleaned_up", rows=deleted)
+
+    async def _serve_one(self, request: PickedRequest) -> None:
+        log.info(
+            "forward.serving", request=request.id, instance=request.instance, cmd=request.command
+        )
+        reply: dict[str, Any] | None = None
+        error: tuple[str, str] | None = None
+        give_back = False
+        try:
+            reply = await self.run(request.instance, request.command, request.args)
+            holder = self.cluster.holder
+            reply["served_by"] = {
+                "host": holder.host,
+                "pid": holder.pid,
+                "daemon_id": holder.daemon_id,
+            }
+        except Exception as e:
+            code, message = error_reply_of(e)
+            if _is_ownership_error(e):
+                code = ErrorCode.NOT_OWNER  # the requester queues it again for the new owner
+            give_back = not self.is_serving()  # draining: the next owner runs it
+            error = (code, message)
+            log.info("forward.failed", request=request.id, code=code, give_back=give_back)
+        with anyio.move_on_after(REPLY_DEADLINE_S, shield=True):
+            backoff = Backoff(first=0.1, cap=2.0)
+            while True:
+                try:
+                    async with self.cluster.pool.acquire() as conn:
+                        if give_back:
+                            await self.table.requeue(conn, request.id, "running")
+                            await self._notify(conn, "request")
+                        else:
+                            await self.table.finish(
+                                conn, request.id, self.cluster.daemon_id, reply=reply, error=error
+                            )
+                            await self._notify(conn, f"reply:{request.id}")
+                    return
+                except _DB_ERRORS as e:
+                    log.warning("forward.reply_failed", request=request.id, error=str(e))
+                    await anyio.sleep(backoff.next_delay())
+
+    # -- the standby's side --------------------------------------------------------------
+    async def forward(
+        self, instance: str, command: str, args: dict[str, Any], emit: Emit | None = None
+    ) -> dict[str, Any]:
+        """Have the owner of ``instance`` run ``command``; its result, or its error."""
+        async with self.cluster.pool.acquire() as conn:
+            await self._ensure_table(conn)
+            request_id = await self.table.insert(
+                conn, instance, self.flow_name_of(instance), command, args, self.cluster.daemon_id
+            )
+            await self._notify(conn, "request")
+        owner = self.cluster.owner_of(instance)
+        log.info(
+            "forward.sent",
+            request=request_id,
+            instance=instance,
+            cmd=command,
+            owner=None if owner is None else owner.describe(),
+        )
+        if emit is not None:
+            who = None if owner is None else owner.describe()
+            await emit({"event": "progress", "stage": "forwarded", "name": instance, "owner": who})
+        try:
+            return await self._wait(request_id, instance, command)
+        except BaseException:
+            with anyio.move_on_after(WITHDRAW_DEADLINE_S, shield=True):
+                await self._withdraw(request_id)
+            raise
+        finally:
+            self._replies.pop(request_id, None)
+
+    async def _withdraw(self, request_id: int) -> bool:
+        try:
+            async with self.cluster.pool.acquire() as conn:
+                return await self.table.withdraw(conn, request_id)
+        except _DB_ERRORS as e:
+            log.debug("forward.withdraw_failed", request=request_id, error=str(e))
+            return False
+
+    async def _wait(self, request_id: int, instance: str, command: str) -> dict[str, Any]:
+        deadline = anyio.current_time() + FORWARD_DEADLINE_S
+        requeues = attempt = 0
+        last_state = ""
+        while True:
+            woken = self._replies[request_id] = anyio.Event()  # before the read: no gap
+            async with self.cluster.pool.acquire() as conn:
+                state = await self.table.read(conn, request_id, self.cluster.lease_timeout)
+                if state.state != last_state:
+                    last_state, attempt = state.state, 0
+                if state.state == "done":
+                    return state.reply or {}
+                again = _requeue_from(state)
+                if again is not None:
+                    if requeues >= MAX_REQUEUES:
+                        raise self._timeout(instance, command, f"after {requeues} retries")
+                    requeues += 1
+                    log.warning(
+                        "forward.requeued", request=request_id, was=again, by=state.served_by
+                    )
+                    await self.table.requeue(conn, request_id, again)
+                    await self._notify(conn, "request")
+                    continue
+            if state.state == "failed":
+                raise ProtocolError(state.error_code or ErrorCode.INTERNAL, state.error or "")
+            if state.state == "withdrawn":
+                raise self._timeout(instance, command, "it was withdrawn")
+            now = anyio.current_time()
+            too_long = state.state == "pending" and state.queued_age_s > self.pick_timeout
+            if too_long or now >= deadline:
+                if state.state != "pending" or await self._withdraw(request_id):
+                    limit = self.pick_timeout if too_long else FORWARD_DEADLINE_S
+                    raise self._timeout(instance, command, f"within {limit:g} s")
+                continue  # picked just now: follow it
+            delay = min(POLL_CAP_S, FIRST_POLL_S * 2.0 ** min(attempt, 16))
+            attempt += 1
+            with anyio.move_on_after(min(delay * random.uniform(0.5, 1.0), deadline - now)):
+                await woken.wait()
+
+    def _timeout(self, instance: str, command: str, why: str) -> ForwardingTimeoutError:
+        owner = self.cluster.owner_of(instance)
+        who = "no daemon (it is being taken over)" if owner is None else owner.describe()
+        return ForwardingTimeoutError(
+            f"`{command} {instance}` was forwarded to the instance's owner, {who}, which did "
+            f"not answer ({why}); it may run an older cocod that does not serve forwarded "
+            "commands, or be stuck: send the command to that daemon's socket "
+            "(`cocod --socket PATH ...` on its host), or check `cocod status` there",
+            owner,
+        )
+
+
+def _requeue_from(state: RequestState) -> str | None:
+    """The state to queue the request again from, when its server cannot finish it."""
+    if state.state == "running" and not state.server_is_live:
+        return "running"  # its server died (or froze past the lease timeout)
+    if state.state == "failed" and state.error_code == ErrorCode.NOT_OWNER:
+        return "failed"  # its server lost the instance meanwhile
+    return None
+
+
+def _is_ownership_error(error: BaseException) -> bool:
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return isinstance(error, NotOwnerError | LeaseLostError)
+
+
+__all__ = ["REQUESTS_CHANNEL", "Forwarding", "ForwardingTimeoutError"]

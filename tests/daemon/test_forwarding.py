@@ -1,0 +1,190 @@
+"""`cocod update NAME` sent to a standby daemon runs on the owner (forwarded through the
+database), and still completes when the owner is killed while the standby waits.
+
+Real ``cocod serve`` subprocesses share the test database; a write log on the target
+records which lease holder (daemon id) and epoch wrote each row, so "the owner did the
+writes" is read from the database.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import SqlHelper, write
+from tests.daemon.harness import COCOD, eventually
+from tests.daemon.harness_cluster import (
+    LEASE_TIMEOUT_S,
+    Member,
+    assert_one_writer_at_a_time,
+    each_owned_once,
+    install_write_log,
+    spawn_member,
+    stop_all,
+    wait_answering,
+    write_log,
+)
+from tests.daemon.harness_search import slow_instance
+from tests.flows import paragraphs_of
+
+pytestmark = pytest.mark.timeout(180)
+
+TABLE = "docs_rows"
+
+
+def _config(folder: Path, delay: float) -> str:
+    return (
+        f'[daemon]\nlease_timeout = "{LEASE_TIMEOUT_S:g}s"\nweight = 1\n'
+        'drain_timeout = "10s"\n' + slow_instance("docs", folder, TABLE, True, delay)
+    )
+
+
+def _expected(folder: Path) -> set[tuple[str, int]]:
+    return {
+        (path.name, p.index) for path in folder.iterdir() for p in paragraphs_of(path.read_text())
+    }
+
+
+def _rows(sql: SqlHelper) -> set[tuple[str, int]]:
+    if not sql.fetchval("SELECT to_regclass($1) IS NOT NULL", TABLE):
+        return set()
+    return {(r[0], r[1]) for r in sql.fetch(f"SELECT filename, index FROM {TABLE}")}
+
+
+def _start_pair(tmp_path: Path, sql: SqlHelper, folder: Path, delay: float) -> list[Member]:
+    members = [spawn_member(tmp_path, i, sql.url, _config(folder, delay)) for i in range(2)]
+    wait_answering(members)
+    return members
+
+
+def _owner_and_standby(
+    members: list[Member], sql: SqlHelper, folder: Path
+) -> tuple[Member, Member]:
+    """Once the instance has one owner, that owner caught up and the standby names it."""
+    owners = eventually(lambda: each_owned_once(members, ["docs"]), "one owner", 60)
+    owner = next(m for m in members if m.pid == owners["docs"])
+    standby = next(m for m in members if m is not owner)
+    eventually(lambda: _rows(sql) == _expected(folder), "the owner's catch-up", 60)
+
+    def standby_names_owner() -> bool:
+        status = standby.statuses()["docs"]
+        return status["state"] == "STANDBY" and status["owner"]["pid"] == owner.pid
+
+    eventually(standby_names_owner, "the standby to name the owner", 30)
+    return owner, standby
+
+
+def _pause(owner: Member, standby: Member) -> None:
+    """No live pass: only the forwarded update writes (the pause reaches both)."""
+    assert owner.process.request("pause", name="docs")["ok"]
+    eventually(lambda: owner.statuses()["docs"]["state"] == "PAUSED", "the owner to pause")
+    eventually(lambda: standby.statuses()["docs"]["paused"], "the standby to see the pause")
+
+
+def _daemon_id(sql: SqlHelper, pid: int) -> str:
+    return str(sql.fetchval("SELECT daemon_id FROM cocod.daemons WHERE pid = $1", pid))
+
+
+def _update_json(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert result.returncode == 0, result.stdout + result.stderr
+    parsed: dict[str, Any] = json.loads(result.stdout)
+    return parsed
+
+
+def test_update_sent_to_a_standby_runs_on_the_owner(tmp_path: Path, sql: SqlHelper) -> None:
+    folder = tmp_path / "docs"
+    write(folder / "a.md", "one\n\ntwo")
+    members = _start_pair(tmp_path, sql, folder, delay=0.0)
+    try:
+        owner, standby = _owner_and_standby(members, sql, folder)
+        install_write_log(sql, TABLE)
+        _pause(owner, standby)
+        write(folder / "b.md", "three\n\nfour")
+        write(folder / "a.md", "one changed")
+
+        # The real CLI, against the standby's socket.
+        result = _update_json(standby.process.cli("update", "docs", "--json", check=False))
+        assert result["served_by"]["pid"] == owner.pid, result
+        assert _rows(sql) == _expected(folder)
+        log = write_log(sql, TABLE)
+        assert log, "the forwarded update wrote nothing"
+        owner_id = _daemon_id(sql, owner.pid)
+        assert {writer for writer, _ in log} == {owner_id}, log
+        epoch = sql.fetchval("SELECT epoch FROM cocod.leases WHERE holder_pid = $1", owner.pid)
+        assert {e for _, e in log} == {epoch}  # under the owner's lease, not a new one
+
+        # --full-reprocess is forwarded too: every row is recomputed, by the owner.
+        before = len(log)
+        full = _update_json(
+            standby.process.cli("update", "docs", "--full-reprocess", "--json", check=False)
+        )
+        assert full["served_by"]["pid"] == owner.pid
+        rewritten = write_log(sql, TABLE)[before:]
+        assert rewritten, full  # recomputed rows are written again
+        assert {w for w, _ in rewritten} == {owner_id}
+
+        # The request rows say who asked and who served.
+        rows = sql.fetch("SELECT state, served_by, from_daemon FROM cocod.cluster_requests")
+        standby_id = _daemon_id(sql, standby.pid)
+        assert {(r[0], r[1], r[2]) for r in rows} == {("done", owner_id, standby_id)}
+    finally:
+        stop_all(members)
+
+
+def test_a_forwarded_update_survives_its_owner_being_killed(tmp_path: Path, sql: SqlHelper) -> None:
+    folder = tmp_path / "docs"
+    write(folder / "seed.md", "seed")
+    members = _start_pair(tmp_path, sql, folder, delay=0.25)
+    try:
+        owner, standby = _owner_and_standby(members, sql, folder)
+        install_write_log(sql, TABLE)
+        _pause(owner, standby)
+        for i in range(24):
+            write(folder / f"f{i:02}.md", f"file {i} alpha\n\nfile {i} beta")
+        started = time.monotonic()
+        update = subprocess.Popen(
+            [*COCOD, "update", "docs", "--json"],
+            env=standby.process.env,
+            cwd=standby.process.workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            owner_id = _daemon_id(sql, owner.pid)
+            # The owner is running it (and wrote some of it): kill it mid-update.
+            eventually(
+                lambda: sql.fetchval(
+                    "SELECT count(*) FROM cocod.cluster_requests WHERE state = 'running' "
+                    "AND served_by = $1",
+                    owner_id,
+                ),
+                "the owner to pick the request",
+                60,
+            )
+            eventually(lambda: write_log(sql, TABLE), "the owner's first write", 30)
+            owner.kill()
+            out, err = update.communicate(timeout=90)
+        finally:
+            if update.poll() is None:
+                update.kill()
+                update.wait()
+        elapsed = time.monotonic() - started
+        assert update.returncode == 0, out + err
+        result = json.loads(out)
+        assert result["served_by"]["pid"] == standby.pid, result  # it became the owner
+        assert _rows(sql) == _expected(folder)
+        log = write_log(sql, TABLE)
+        assert_one_writer_at_a_time(log)
+        standby_id = _daemon_id(sql, standby.pid)
+        assert log[0][0] == owner_id and log[-1][0] == standby_id, log
+        # Failover (≤ lease_timeout) plus the rest of the update, with room for a loaded
+        # 2-core machine; never the forwarding deadline.
+        assert elapsed < 80, elapsed
+    finally:
+        stop_all(members)
