@@ -141,8 +141,12 @@ class LibraryContext:
                 if self._pool is None:
                     db = self.settings.database
                     max_size = db.max_connections if db else 10
-                    min_size = min(db.min_connections if db else 1, max_size)
-                    self._pool = await open_pool(url, min_size=min_size, max_size=max_size)
+                    # One connection now, the others when work asks for them (up to
+                    # max_size): a one-shot `cocod update` uses one, and opening
+                    # min_connections (5 by default) cost each fresh process four more
+                    # backends and their codec set-up. Like v0's pool, which opens its
+                    # minimum in the background rather than before the first query.
+                    self._pool = await open_pool(url, min_size=1, max_size=max_size)
         return self._pool
 
     async def ensure_database_running(self) -> bool:

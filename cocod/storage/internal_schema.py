@@ -95,6 +95,27 @@ async def _layout(conn: Connection, schema: str) -> tuple[str | None, bool]:
     return (None if found is None else str(found)), bool(row is not None and row[1])
 
 
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+async def _is_layout_current(conn: Connection, schema: str) -> bool:
+    """:func:`_layout` is ``("bytea", True)``, answered in one round trip.
+
+    Every fresh process's first pass asks this. A statement without parameters goes
+    through the simple query protocol (no prepare: one round trip instead of two), and its
+    status says how many rows matched: ``SELECT 1`` when current, ``SELECT 0`` when not.
+    """
+    s = quote_ident(schema)
+    status = await conn.execute(
+        "SELECT 1 WHERE (SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+        f"WHERE attrelid = to_regclass({_literal(f'{s}.tracking')}) "
+        "AND attname = 'source_key' AND NOT attisdropped) = 'bytea' "
+        f"AND to_regclass({_literal(f'{s}.tracking_ordinals')}) IS NOT NULL"
+    )
+    return status == "SELECT 1"
+
+
 async def ensure_internal_schema(conn: Connection, schema: str) -> bool:
     """Create or migrate the internal tables once, however many processes start together.
 
@@ -104,7 +125,7 @@ async def ensure_internal_schema(conn: Connection, schema: str) -> bool:
     set up before an index was added gets it here (a short write lock on tracking).
     Returns whether this call changed anything.
     """
-    if await _layout(conn, schema) == ("bytea", True):
+    if await _is_layout_current(conn, schema):
         return False
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", INTERNAL_SCHEMA_LOCK_KEY)

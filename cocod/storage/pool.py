@@ -171,21 +171,42 @@ class MappedPool(asyncpg.Pool):
             await super().close()
 
 
+SESSION_SETUP = "SET synchronous_commit = off; SET jit = off"
+"""Run once per pooled connection, both in one simple-protocol message (one round trip).
+
+``synchronous_commit = off``: each row's target writes and tracking commit in one
+transaction, so a transaction lost in a crash before its WAL reached disk is simply redone
+by the next pass; the index stays consistent either way, and not waiting for the flush per
+commit makes bulk indexing much faster (setup and drop turn it back on for their own
+transactions). ``jit = off``: cocod's statements are short, and compiling a plan is paid
+per statement (a full pass's listing diff crosses the default cost threshold at tens of
+thousands of files); it also spares each asyncpg type introspection the statement that
+restores the setting. A SET rather than startup-packet ``server_settings``, which
+PgBouncer refuses for parameters it does not know."""
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    # Each row's target writes and tracking commit in one transaction, so a transaction
-    # lost in a crash before its WAL reached disk is simply redone by the next pass: the
-    # index stays consistent either way, and not waiting for the flush per commit makes
-    # bulk indexing much faster.
-    await conn.execute("SET synchronous_commit = off")
+    """Codecs for jsonb and, when pgvector is there, its types.
+
+    The vector codecs are registered first and the extension looked up only when that
+    fails, so an ordinary connection costs the codec look-ups and nothing more.
+    """
+    await conn.execute(SESSION_SETUP)
     await conn.set_type_codec(
         "jsonb", encoder=_dumps, decoder=json.loads, schema="pg_catalog", format="text"
     )
+    from pgvector.asyncpg import register_vector
+
+    try:
+        await register_vector(conn)
+        return
+    except ValueError as e:  # "unknown type: public.vector": not installed (here)
+        if not str(e).startswith("unknown type"):
+            raise
     has_vector = await conn.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'vector'")
     if not has_vector:
         has_vector = await _create_vector_extension(conn)
-    if has_vector:
-        from pgvector.asyncpg import register_vector
-
+    if has_vector:  # created now (or installed outside public: that raises, as it did)
         await register_vector(conn)
 
 

@@ -148,16 +148,23 @@ class PostgresStateStore:
             "AND source_key >= h.lo AND source_key < h.hi OFFSET 0) AS t"
         )
         # (key, is listed): listed keys that are new or whose ordinal or logic changed,
-        # and tracked keys the listing no longer has. ASCII keys arrive as one JSON text
-        # and their ordinals as two comma lists (parsed by the server in C); the others
-        # as small arrays of their bytes.
+        # and tracked keys the listing no longer has. Keys arrive as two JSON texts (ASCII
+        # keys as they are, the others as the hex of their bytes) and their ordinals as
+        # comma lists, all parsed by the server in C. No parameter is an array: asyncpg
+        # looks up an array type's codec in the catalog (three more round trips) the
+        # first time a connection uses it, which a fresh process's pass would pay here.
+        listing = (
+            "SELECT {key} AS key, u.m AS mtime, u.s AS size FROM unnest("
+            "ARRAY(SELECT json_array_elements_text(${k}::json)), "
+            "string_to_array(${m}, ',')::int8[], string_to_array(${s}, ',')::int8[]) "
+            "AS u(k, m, s)"
+        )
         self.diff_listing_sql = (
             "SELECT coalesce(l.key, t.source_key), l.key IS NOT NULL FROM ("
-            "SELECT convert_to(u.k, 'UTF8') AS key, u.m AS mtime, u.s AS size FROM unnest("
-            "ARRAY(SELECT json_array_elements_text($3::json)), "
-            "string_to_array($4, ',')::int8[], string_to_array($5, ',')::int8[]) AS u(k, m, s) "
-            "UNION ALL SELECT * FROM unnest($6::bytea[], $7::int8[], $8::int8[])) AS l "
-            "FULL JOIN (SELECT source_key, ordinal_mtime_ns, ordinal_size, logic_fp "
+            + listing.format(key="convert_to(u.k, 'UTF8')", k=3, m=4, s=5)
+            + " UNION ALL "
+            + listing.format(key="decode(u.k, 'hex')", k=6, m=7, s=8)
+            + ") AS l FULL JOIN (SELECT source_key, ordinal_mtime_ns, ordinal_size, logic_fp "
             f"FROM {self._tracking} WHERE flow_id = $1 AND source_id = $2) AS t "
             "ON t.source_key = l.key "
             "WHERE l.key IS NULL OR t.source_key IS NULL "
@@ -254,7 +261,7 @@ class PostgresStateStore:
         ascii_keys: list[str] = []
         mtimes: list[int] = []
         sizes: list[int] = []
-        other_keys: list[bytes] = []
+        other_keys: list[str] = []
         other_mtimes: list[int] = []
         other_sizes: list[int] = []
         unstorable: list[str] = []
@@ -265,7 +272,7 @@ class PostgresStateStore:
                 sizes.append(size)
                 continue
             try:
-                other_keys.append(key.encode("utf-8", "surrogateescape"))
+                other_keys.append(key.encode("utf-8", "surrogateescape").hex())
             except UnicodeEncodeError:
                 unstorable.append(key)  # never tracked: processing reports its error
                 continue
@@ -275,9 +282,9 @@ class PostgresStateStore:
             json.dumps(ascii_keys),
             ",".join(map(str, mtimes)),
             ",".join(map(str, sizes)),
-            other_keys,
-            other_mtimes,
-            other_sizes,
+            json.dumps(other_keys),
+            ",".join(map(str, other_mtimes)),
+            ",".join(map(str, other_sizes)),
         ]
         return args, unstorable
 
@@ -432,18 +439,17 @@ class PostgresStateStore:
             "AND orphaned_at <= now() - make_interval(secs => $2)"
         )
         unreferenced = _unreferenced(self._memo, self._tracking)
+        # One statement: the old marks nobody references go, the others are cleared (two
+        # disjoint sets of rows, so both parts can share the statement's snapshot). A
+        # fresh process's pass pays its prepare once instead of two statements' prepares.
+        collect = (
+            f"WITH gone AS (DELETE FROM {self._memo} WHERE {old_mark} AND {unreferenced} "
+            f"RETURNING 1), kept AS (UPDATE {self._memo} SET orphaned_at = NULL "
+            f"WHERE {old_mark} AND NOT {unreferenced} RETURNING 1) "
+            "SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM kept)"
+        )
         async with self._pool.acquire() as conn, conn.transaction():
             if self._fence is not None:
                 await self._fence(conn)
-            status = await conn.execute(
-                f"DELETE FROM {self._memo} WHERE {old_mark} AND {unreferenced}",
-                self._flow_id,
-                retention_seconds,
-            )
-            await conn.execute(
-                f"UPDATE {self._memo} SET orphaned_at = NULL WHERE {old_mark} "
-                f"AND NOT {unreferenced}",
-                self._flow_id,
-                retention_seconds,
-            )
-        return int(status.split()[-1])
+            row = await conn.fetchrow(collect, self._flow_id, retention_seconds)
+        return int(row[0]) if row is not None else 0
