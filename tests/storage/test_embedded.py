@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from cocod.storage.embedded import SOCKET_NAME, ServerUser, server_user, start_embedded_postgres
+from cocod.storage.embedded import start_embedded_postgres
 from cocod.storage.embedded_proc import is_postmaster, read_postmaster, wait_until
+from cocod.storage.embedded_user import SOCKET_NAME, ServerUser, server_user
 
 is_root = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not is_root, reason="checks what other users can reach")
