@@ -3,7 +3,8 @@
 Calls record ops into a :class:`~cocod.flow.graph.FlowGraph`. Transforms are type-checked
 at the call, like v0. A transform's result is *pending* until it is assigned to a field
 (which names it) or used (which gives it a generated name), so ``scope["x"] = s.transform(f)``
-records exactly one op, named ``x``.
+records exactly one op, named ``x``. Whether the calls are consistent (scopes, collector
+schemas, exports) is decided by :mod:`cocod.flow.rules`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from cocod.flow.graph import (
     CollectOp,
     Collector,
     ConstantInput,
-    Export,
     FieldRef,
     FlowGraph,
     ForEachOp,
@@ -29,18 +29,15 @@ from cocod.flow.graph import (
     TransformOp,
 )
 from cocod.flow.index import FtsIndexDef, VectorIndexDef, VectorSimilarityMetric
-from cocod.flow.naming import snake_case, validate_field_name, validate_target_name
+from cocod.flow.naming import snake_case, validate_field_name
+from cocod.flow.rules import add_export, deepest_scope, function_of, merge_collected_fields
 from cocod.flow.specs import (
     AnalyzedFunction,
     ArgSchema,
-    FunctionDefinition,
-    FunctionSpec,
     SourceSpec,
     TargetSpec,
-    function_definition_for,
 )
 from cocod.flow.types import (
-    KEY_KINDS,
     ValueType,
     table,
     type_of_constant,
@@ -74,19 +71,6 @@ class _PendingTransform:
 @dataclass
 class _PendingSource:
     source: Source
-
-
-def function_of(fn: Any) -> tuple[FunctionDefinition, Any]:
-    """Resolve what users pass to ``transform``: a spec instance or a decorated function."""
-    resolver = getattr(fn, "_cocod_function", None)
-    if resolver is not None:
-        definition, spec = resolver()
-        return definition, spec
-    if isinstance(fn, FunctionSpec):
-        return function_definition_for(fn), fn
-    raise FlowDefinitionError(
-        f"transform() expects a function spec or a @cocod.op.function, got {fn!r}"
-    )
 
 
 class DataSlice(Generic[T]):
@@ -201,19 +185,6 @@ def _input_of(recorder: _Recorder, value: Any) -> Input:
     return ConstantInput(value, type_of_constant(value))
 
 
-def _deepest_scope(inputs: Sequence[Input], what: str) -> Scope:
-    scopes = [i.scope for i in inputs if isinstance(i, FieldRef)]
-    if not scopes:
-        raise FlowDefinitionError(f"{what} needs at least one DataSlice input")
-    deepest = max(scopes, key=lambda s: s.depth)
-    for s in scopes:
-        if not deepest.is_descendant_of(s):
-            raise FlowDefinitionError(
-                f"{what} mixes fields of unrelated scopes {s.label!r} and {deepest.label!r}"
-            )
-    return deepest
-
-
 def _transform(
     recorder: _Recorder, fn_spec: Any, args: Sequence[Any], kwargs: dict[str, Any]
 ) -> DataSlice[Any]:
@@ -229,7 +200,7 @@ def _transform(
         [_arg_schema(i) for i in arg_inputs],
         {k: _arg_schema(i) for k, i in kwarg_inputs.items()},
     )
-    scope = _deepest_scope(all_inputs, f"transform {analyzed.kind}")
+    scope = deepest_scope(all_inputs, f"transform {analyzed.kind}")
     prefix = snake_case(analyzed.kind)
     pending = _PendingTransform(analyzed, arg_inputs, kwarg_inputs, scope, prefix)
     return DataSlice(recorder, pending=pending, value_type=analyzed.output_type)
@@ -317,40 +288,14 @@ class DataCollector:
             values.append((name, inp))
             field_types[name] = inp.type
         inputs = [v for _, v in values if not isinstance(v, GeneratedField)]
-        scope = _deepest_scope(inputs, f"collect into {collector.name!r}")
+        scope = deepest_scope(inputs, f"collect into {collector.name!r}")
         if not scope.is_descendant_of(collector.owner):
             raise FlowDefinitionError(
                 f"collector {collector.name!r} belongs to scope {collector.owner.label!r}; "
                 f"it cannot collect from scope {scope.label!r}"
             )
-        self._merge_schema(field_types, uuid_fields[0] if uuid_fields else None)
+        merge_collected_fields(collector, field_types, uuid_fields[0] if uuid_fields else None)
         scope.ops.append(CollectOp(collector, values))
-
-    def _merge_schema(self, field_types: dict[str, ValueType], uuid_field: str | None) -> None:
-        collector = self._collector
-        if collector.uuid_field is not None and uuid_field not in (None, collector.uuid_field):
-            raise FlowDefinitionError(
-                f"collector {collector.name!r} already generates UUIDs in field "
-                f"{collector.uuid_field!r}"
-            )
-        collector.uuid_field = collector.uuid_field or uuid_field
-        first = collector.num_collects == 0
-        for name, vtype in field_types.items():
-            existing = collector.fields.get(name)
-            if existing is None:
-                collector.fields[name] = vtype if first else vtype.with_nullable()
-            elif existing.with_nullable(False) != vtype.with_nullable(False):
-                raise FlowDefinitionError(
-                    f"collector {collector.name!r} field {name!r} was collected as "
-                    f"{existing.describe()} and now as {vtype.describe()}"
-                )
-            elif vtype.nullable and not existing.nullable:
-                collector.fields[name] = existing.with_nullable()
-        if not first:
-            for name, vtype in list(collector.fields.items()):
-                if name not in field_types:
-                    collector.fields[name] = vtype.with_nullable()
-        collector.num_collects += 1
 
     def export(
         self,
@@ -365,61 +310,18 @@ class DataCollector:
         vector_index: Sequence[tuple[str, VectorSimilarityMetric]] = (),
         setup_by_user: bool = False,
     ) -> None:
-        validate_target_name(target_name)
-        collector = self._collector
-        graph = self._recorder.graph
-        if collector.owner.parent is not None:
-            raise FlowDefinitionError(
-                f"export {target_name!r}: only collectors of the root scope can be exported"
-            )
-        if not isinstance(target_spec, TargetSpec):
-            raise FlowDefinitionError(
-                f"export {target_name!r}: {target_spec!r} is not a target spec"
-            )
-        if any(e.name == target_name for e in graph.exports):
-            raise FlowDefinitionError(f"export {target_name!r} is defined twice")
-        pk = tuple(primary_key_fields)
-        if not pk:
-            raise FlowDefinitionError(f"export {target_name!r} needs primary_key_fields")
-        for key in pk:
-            ftype = collector.fields.get(key)
-            if ftype is None:
-                raise FlowDefinitionError(
-                    f"export {target_name!r}: primary key field {key!r} is not collected "
-                    f"(collected: {', '.join(collector.fields) or 'nothing'})"
-                )
-            if not _is_key_type(ftype):
-                raise FlowDefinitionError(
-                    f"export {target_name!r}: primary key field {key!r} has type "
-                    f"{ftype.describe()}, which cannot be a key"
-                )
-        indexes = tuple(vector_indexes) or tuple(
-            VectorIndexDef(field_name=f, metric=m) for f, m in vector_index
+        add_export(
+            self._recorder.graph,
+            self._collector,
+            target_name,
+            target_spec,
+            primary_key_fields=primary_key_fields,
+            attachments=attachments,
+            vector_indexes=vector_indexes,
+            fts_indexes=fts_indexes,
+            vector_index=vector_index,
+            setup_by_user=setup_by_user,
         )
-        for index in indexes:
-            if index.field_name not in collector.fields:
-                raise FlowDefinitionError(
-                    f"export {target_name!r}: vector index field {index.field_name!r} "
-                    "is not collected"
-                )
-        graph.exports.append(
-            Export(
-                name=target_name,
-                collector=collector,
-                target=target_spec,
-                primary_key_fields=pk,
-                vector_indexes=indexes,
-                fts_indexes=tuple(fts_indexes),
-                setup_by_user=setup_by_user,
-                attachments=tuple(attachments),
-            )
-        )
-
-
-def _is_key_type(vtype: ValueType) -> bool:
-    if vtype.kind == "Struct":
-        return all(_is_key_type(f.type) for f in vtype.fields)
-    return vtype.kind in KEY_KINDS
 
 
 class FlowBuilder:
