@@ -15,14 +15,20 @@ eviction picks another, and ``close(name)`` closes it when the call ends.
 
 Works from threads and from async code. The ``*_async`` methods use the flow's own async
 API (``setup_async``/``update_async``/``drop_async``) on the caller's loop and accept an
-async opener; only waiting for another caller's open, and a sync opener, go to a worker
-thread. ``on_close`` tells an owner (the daemon) when a flow was closed, and
-``sweep=False`` leaves expiry to the owner's own loop (``expire()``) instead of a thread.
+async opener; only a sync opener goes to a worker thread. An async caller waiting for
+another caller's open holds no thread: the opener wakes it through its event loop (a
+waiter parked in a worker thread would hold a token of anyio's default limiter, and
+enough of them would starve the opener's own ``to_thread`` calls). ``on_close`` tells an
+owner (the daemon) when a flow was closed and why, and ``sweep=False`` leaves expiry to the
+owner's own loop (``expire()``, ``next_expiry()``) instead of a thread.
 ``docs/flow-instances.md`` shows it beside the tutorial's program.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import enum
 import inspect
 import threading
 import time
@@ -53,6 +59,19 @@ class ManagedFlow(Protocol):
 F = TypeVar("F", bound=ManagedFlow)
 
 
+class CloseReason(enum.StrEnum):
+    """Why a flow was closed (the third argument of ``on_close``)."""
+
+    EXPIRED = "expired"
+    """Idle for ``ttl`` seconds."""
+    EVICTED = "evicted"
+    """The least recently used idle flow past ``maxsize``."""
+    CLOSED = "closed"
+    """``close(name)`` or ``close_all()`` (maybe deferred until its call ended)."""
+    ABANDONED = "abandoned"
+    """Its open failed or was cancelled after the opener returned it (setup raised)."""
+
+
 @dataclass
 class _Entry(Generic[F]):
     ready: threading.Event = field(default_factory=threading.Event)
@@ -61,6 +80,8 @@ class _Entry(Generic[F]):
     last_used: float = 0.0
     pins: int = 0
     close_when_released: bool = False
+    wakers: list[Callable[[], None]] = field(default_factory=list)
+    """Async waiters of an entry still opening (each wakes one event loop's waiter)."""
 
 
 class FlowInstances(Generic[F]):
@@ -79,7 +100,7 @@ class FlowInstances(Generic[F]):
         ttl: float = 600.0,
         setup: bool = True,
         report_to_stdout: bool = False,
-        on_close: Callable[[str, F], None] | None = None,
+        on_close: Callable[[str, F, CloseReason], None] | None = None,
         sweep: bool = True,
     ) -> None:
         if maxsize < 1:
@@ -99,6 +120,8 @@ class FlowInstances(Generic[F]):
         self._wake = threading.Condition(self._lock)
         self._sweeper: threading.Thread | None = None
         self._is_stopping = False
+        self.opens = 0
+        """Flows opened so far (an open that failed is not counted)."""
 
     # -- getting -------------------------------------------------------------------------
     def get(self, name: str) -> F:
@@ -159,23 +182,25 @@ class FlowInstances(Generic[F]):
         not theirs to raise) they look again and one of them opens.
         """
         if flow is not None:
-            self._close_one(name, flow)  # so the next get() can open it again
+            # So the next get() can open it again.
+            self._close_one(name, flow, CloseReason.ABANDONED)
         with self._lock:
             entry.error = error if isinstance(error, Exception) else None
             if self._entries.get(name) is entry:
                 del self._entries[name]
-        entry.ready.set()
+            _set_ready_locked(entry)
 
     def _opened(self, name: str, entry: _Entry[F], flow: F, pin: bool) -> F:
         with self._lock:
             entry.flow = flow
+            self.opens += 1
             result = self._touch(name, entry, pin)
-            entry.ready.set()
+            _set_ready_locked(entry)
             evicted = self._evict_locked(keep=name)
             if self._should_sweep:
                 self._start_sweeper_locked()
             self._wake.notify_all()
-        self._close_all_of(evicted)
+        self._close_all_of(evicted, CloseReason.EVICTED)
         return result
 
     async def get_async(self, name: str) -> F:
@@ -184,6 +209,8 @@ class FlowInstances(Generic[F]):
 
     async def _acquire_async(self, name: str, *, pin: bool) -> F:
         while True:
+            woken: asyncio.Event | None = None
+            wake: Callable[[], None] | None = None
             with self._lock:
                 entry = self._entries.get(name)
                 if entry is None:
@@ -194,9 +221,21 @@ class FlowInstances(Generic[F]):
                     is_opener = False
                     if entry.ready.is_set() and entry.flow is not None:
                         return self._touch(name, entry, pin)
+                    if not entry.ready.is_set():
+                        woken, wake = _loop_waker()
+                        if wake is not None:
+                            entry.wakers.append(wake)
             if is_opener:
                 return await self._open_async(name, entry, pin)
-            await anyio.to_thread.run_sync(entry.ready.wait, abandon_on_cancel=True)
+            if woken is None:  # not asyncio (trio): park in a worker thread instead
+                await anyio.to_thread.run_sync(entry.ready.wait, abandon_on_cancel=True)
+            else:
+                try:
+                    await woken.wait()
+                finally:
+                    with self._lock:
+                        if wake in entry.wakers:
+                            entry.wakers.remove(wake)  # cancelled while waiting
             if entry.error is not None:
                 raise entry.error
 
@@ -237,12 +276,15 @@ class FlowInstances(Generic[F]):
                 return
             entry.pins -= 1
             entry.last_used = time.monotonic()
+            self._entries.move_to_end(name)  # the end of a use is a use: LRU order too
+            reason = CloseReason.CLOSED
             if entry.pins == 0 and entry.close_when_released and entry.flow is not None:
                 del self._entries[name]
                 to_close.append((name, entry.flow))
             else:
                 to_close = self._evict_locked()
-        self._close_all_of(to_close)
+                reason = CloseReason.EVICTED
+        self._close_all_of(to_close, reason)
 
     def update(self, name: str, **kwargs: Any) -> Any:
         """``flow.update(**kwargs)`` on the flow for ``name``; it stays open meanwhile."""
@@ -290,7 +332,7 @@ class FlowInstances(Generic[F]):
                 return
             del self._entries[name]
             flow = entry.flow
-        self._close_one(name, flow)
+        self._close_one(name, flow, CloseReason.CLOSED)
 
     def close_all(self, *, timeout: float = 10.0) -> None:
         """Close every flow (those in use when their call ends) and stop the sweeper.
@@ -314,19 +356,35 @@ class FlowInstances(Generic[F]):
             sweeper.join(timeout)
         with self._lock:
             self._is_stopping = False
-        self._close_all_of(to_close)
+        self._close_all_of(to_close, CloseReason.CLOSED)
 
     def names(self) -> list[str]:
         """Names with an open flow, least recently used first."""
         with self._lock:
             return [n for n, e in self._entries.items() if e.flow is not None]
 
+    def is_in_use(self, name: str) -> bool:
+        """Whether ``name`` is pinned by a running ``update``/``drop``/``use``."""
+        with self._lock:
+            entry = self._entries.get(name)
+            return entry is not None and entry.pins > 0
+
     def expire(self) -> list[str]:
         """Close the flows idle for ``ttl`` now (the sweeper does this on its own)."""
         with self._lock:
             expired = self._expired_locked(time.monotonic())
-        self._close_all_of(expired)
+        self._close_all_of(expired, CloseReason.EXPIRED)
         return [name for name, _ in expired]
+
+    def next_expiry(self) -> float | None:
+        """Seconds until the next idle flow expires (``None``: no flow is idle).
+
+        A flow opened or released later expires ``ttl`` after that, so an owner calling
+        :meth:`expire` from its own loop may sleep ``min(next_expiry(), ttl)``.
+        """
+        with self._lock:
+            deadline = self._next_deadline_locked()
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     # -- internals (lock held where the name says so) ------------------------------------
     def _expired_locked(self, now: float) -> list[tuple[str, F]]:
@@ -351,6 +409,10 @@ class FlowInstances(Generic[F]):
                 excess -= 1
         return out
 
+    def _next_deadline_locked(self) -> float | None:
+        idle = [e.last_used for e in self._entries.values() if e.flow is not None and not e.pins]
+        return min(idle) + self.ttl if idle else None
+
     def _start_sweeper_locked(self) -> None:
         if self._sweeper is None or not self._sweeper.is_alive():
             self._sweeper = threading.Thread(
@@ -368,25 +430,51 @@ class FlowInstances(Generic[F]):
                     return
                 now = time.monotonic()
                 expired = self._expired_locked(now)
-                idle = [e.last_used for e in self._entries.values() if e.flow and not e.pins]
-                delay = min(idle) + self.ttl - now if idle else self.ttl
+                deadline = self._next_deadline_locked()
+                delay = deadline - now if deadline is not None else self.ttl
                 if not expired:
                     self._wake.wait(max(delay, SWEEP_MIN_INTERVAL_S))
-            self._close_all_of(expired)
+            self._close_all_of(expired, CloseReason.EXPIRED)
 
-    def _close_all_of(self, flows: list[tuple[str, F]]) -> None:
+    def _close_all_of(self, flows: list[tuple[str, F]], reason: CloseReason) -> None:
         for name, flow in flows:
-            self._close_one(name, flow)
+            self._close_one(name, flow, reason)
 
-    def _close_one(self, name: str, flow: F) -> None:
+    def _close_one(self, name: str, flow: F, reason: CloseReason) -> None:
         """Closing is in-process bookkeeping; a failure is logged, never raised into a get()."""
         try:
             flow.close()
-            log.debug("flow_instances.closed", name=name)
+            log.debug("flow_instances.closed", name=name, reason=str(reason))
             if self._on_close is not None:
-                self._on_close(name, flow)
+                self._on_close(name, flow, reason)
         except Exception:
             log.warning("flow_instances.close_failed", name=name, exc_info=True)
 
 
-__all__ = ["FlowInstances", "ManagedFlow"]
+def _set_ready_locked(entry: _Entry[Any]) -> None:
+    """Wake every waiter of an entry: threads through its event, loops through theirs."""
+    entry.ready.set()
+    wakers, entry.wakers = entry.wakers, []
+    for wake in wakers:
+        wake()
+
+
+def _loop_waker() -> tuple[asyncio.Event | None, Callable[[], None] | None]:
+    """An event of the running asyncio loop and a thread-safe callable that sets it.
+
+    ``(None, None)`` under another async library: the caller waits in a thread instead.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None, None
+    event = asyncio.Event()
+
+    def wake() -> None:
+        with contextlib.suppress(RuntimeError):  # that loop closed: nobody waits there now
+            loop.call_soon_threadsafe(event.set)
+
+    return event, wake
+
+
+__all__ = ["CloseReason", "FlowInstances", "ManagedFlow"]

@@ -1,18 +1,14 @@
-"""Flow instances and their supervision.
+"""The daemon's flow instances: the registry, their states, and the flow a command uses.
 
-Each live instance runs in its own cancel scope: open the flow (the factory import and
-the definition run in a worker thread), set it up, then serve its live updater, started
-with ``task_group.start()`` so "its watcher is registered and its catch-up has begun" is a
-handshake, not a guess. A failure is logged with the instance bound, the instance backs
-off exponentially (with jitter) and retries, and after repeated failures it stays FAILED
-until a command opens it again; other instances never notice. A failure because the
-database is unreachable is not the flow's fault: the instance shows DATABASE_DOWN, waits
-for the database supervisor to see it back, and does not count it towards FAILED.
+Each live instance runs in its own cancel scope, started by :meth:`Instances.start`
+(:mod:`cocod.daemon.live_supervision`: open, set up, serve its live updater, back off and
+retry; DATABASE_DOWN while the database cannot be reached).
 
 On-demand instances (``live = false``) are opened when a command needs them and closed
-when idle or when too many are open; opening one also sets it up (idempotent, as v0's
-examples do), unless its config says ``auto_setup = false``. A command holds its instance
-with :meth:`Instances.pinned`; a pinned instance is never reaped or evicted.
+when idle or when too many are open, by one :class:`cocod.FlowInstances`
+(:mod:`cocod.daemon.on_demand`); opening one also sets it up (idempotent, as v0's examples
+do), unless its config says ``auto_setup = false``. A command holds its instance with
+:meth:`Instances.pinned`; a pinned instance is never closed under it.
 
 A paused live instance (:meth:`Instances.pause`; the daemon persists it) keeps its watcher
 and its hints but runs no pass, and shows PAUSED; its updater is created paused after a
@@ -30,8 +26,6 @@ the instance goes back to STANDBY. Commands that write a STANDBY instance are an
 from __future__ import annotations
 
 import contextlib
-import random
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -44,21 +38,17 @@ from cocod.control.protocol import ErrorCode, ProtocolError
 from cocod.daemon.cluster import Cluster
 from cocod.daemon.config import InstanceConfig
 from cocod.daemon.cpu_budget import limit_torch_threads
-from cocod.daemon.database import retry_delay
 from cocod.daemon.definitions import load_definition_async
 from cocod.daemon.instance_state import RUNNING, Instance, State
-from cocod.daemon.ownership import OwnershipLost, not_owner, run_owned
-from cocod.errors import CocodError, DatabaseUnavailableError
-from cocod.runtime import context
+from cocod.daemon.live_supervision import MAX_FAILURES, supervise
+from cocod.daemon.on_demand import OnDemandFlows
+from cocod.daemon.ownership import not_owner
+from cocod.errors import DatabaseUnavailableError
 from cocod.runtime.flow import Flow, open_flow
-from cocod.runtime.live_updater import FlowLiveUpdaterOptions
 
-__all__ = ["Instance", "Instances", "State"]
+__all__ = ["MAX_FAILURES", "Instance", "Instances", "State"]
 
 log = structlog.get_logger(__name__)
-
-MAX_FAILURES = 8  # backoff 1, 2, 4 … 60 s: about two minutes before FAILED
-MAX_BACKOFF_SECONDS = 60.0
 
 
 class Instances:
@@ -72,8 +62,6 @@ class Instances:
         embed_threads: int | None = None,
     ) -> None:
         self.base_dir = base_dir
-        self.max_open = max_open
-        self.idle_ttl = idle_ttl
         self.embed_threads = embed_threads
         self.by_name: dict[str, Instance] = {}
         self.paused_names: set[str] = set()
@@ -85,6 +73,31 @@ class Instances:
         self.wait_database_up: Callable[[], Awaitable[None]] = _nothing
         self.cluster: Cluster | None = None
         """Set when this daemon is a cluster member: live instances run only when owned."""
+        self.on_demand = OnDemandFlows(
+            max_open=max_open,
+            idle_ttl=idle_ttl,
+            lookup=self.by_name.get,
+            open_flow=self.open_flow,
+            set_state=self.set_state,
+        )
+
+    @property
+    def max_open(self) -> int:
+        """``max_open_flows``: open on-demand flows past it close, least recently used first."""
+        return self.on_demand.cache.maxsize
+
+    @max_open.setter
+    def max_open(self, value: int) -> None:
+        self.on_demand.cache.maxsize = value
+
+    @property
+    def idle_ttl(self) -> float:
+        """``idle_ttl``: an on-demand flow unused this long is closed."""
+        return self.on_demand.cache.ttl
+
+    @idle_ttl.setter
+    def idle_ttl(self, value: float) -> None:
+        self.on_demand.cache.ttl = value
 
     def bind(self, tg: TaskGroup) -> None:
         self._tg = tg
@@ -98,7 +111,7 @@ class Instances:
             )
         return instance
 
-    def _set_state(self, instance: Instance, state: State) -> None:
+    def set_state(self, instance: Instance, state: State) -> None:
         if instance.paused and state in (*RUNNING, State.DATABASE_DOWN):
             state = State.PAUSED
         elif self.is_database_down and state in RUNNING:
@@ -114,12 +127,12 @@ class Instances:
         self.is_database_down = is_down
         for instance in self.by_name.values():
             if is_down and instance.state in RUNNING:
-                self._set_state(instance, State.DATABASE_DOWN)
+                self.set_state(instance, State.DATABASE_DOWN)
             elif not is_down and instance.state is State.DATABASE_DOWN:
                 if instance.updater is None:
                     continue  # still waiting in _supervise; it sets its own state
                 caught_up = bool(instance.updater.snapshot().get("caught_up"))
-                self._set_state(instance, State.WATCHING if caught_up else State.CATCHING_UP)
+                self.set_state(instance, State.WATCHING if caught_up else State.CATCHING_UP)
 
     # -- opening ---------------------------------------------------------------------------
     async def open_flow(self, instance: Instance) -> Flow:
@@ -138,11 +151,11 @@ class Instances:
         limit_torch_threads(self.embed_threads)
         return flow
 
-    async def _attach(self, instance: Instance, flow: Flow) -> None:
+    async def attach_flow(self, instance: Instance, flow: Flow) -> None:
         instance.flow = flow
         instance.execution = await flow.execution_async()  # built already: no thread
 
-    def _close_flow(self, instance: Instance) -> None:
+    def close_flow(self, instance: Instance) -> None:
         if instance.flow is not None:
             calls = instance.function_calls()
             instance.execution = None
@@ -150,106 +163,54 @@ class Instances:
             instance.flow.close()
             instance.flow = None
 
-    async def _ensure_open(self, instance: Instance) -> Flow:
-        """The instance's Flow, opening an on-demand instance if needed."""
-        instance.touch()
-        if instance.flow is not None:
-            return instance.flow
-        try:
-            flow = await self.open_flow(instance)
-            try:
-                if instance.config.auto_setup:
-                    # Idempotent and cheap when up to date: a never-set-up on-demand
-                    # instance works on its first command, as v0's open_flow+setup does.
-                    await flow.setup_async()
-            except BaseException:
-                flow.close()
-                raise
-        except CocodError as e:
-            instance.last_error = str(e)
-            raise
-        if instance.flow is not None:  # another command opened it meanwhile
-            flow.close()
-            return instance.flow
-        await self._attach(instance, flow)
-        self._set_state(instance, State.OPEN)
-        await self._evict_beyond_limit(keep=instance)
-        return flow
-
     @contextlib.asynccontextmanager
     async def pinned(self, name: str, *, writes: bool = True) -> AsyncIterator[Flow]:
-        """The instance's flow for one command; it is not reaped or evicted meanwhile.
+        """The instance's flow for one command; it is not closed under the command.
 
-        An on-demand instance is opened if needed (and stays open until idle). A stopped
-        live instance gets a flow of its own for just this command (setup, drop, update
-        while it is closed), closed afterwards; so does a STANDBY one for a command that
-        only reads (``writes=False``), while one that writes is refused ``not_owner``.
+        An on-demand instance is opened if needed, through :attr:`on_demand` (and stays
+        open until idle or evicted). A stopped live instance gets a flow of its own for
+        just this command (setup, drop, update while it is closed), closed afterwards; so
+        does a STANDBY one for a command that only reads (``writes=False``), while one that
+        writes is refused ``not_owner``.
         """
         instance = self.get(name)
-        instance.pins += 1
-        try:
-            if instance.state is State.STANDBY and writes:
-                owner = self.cluster.owner_of(name) if self.cluster is not None else None
-                raise not_owner(name, owner)
-            if instance.flow is not None or not instance.config.live:
-                yield await self._ensure_open(instance)
-            elif instance.scope is None or instance.state is State.STANDBY:
-                flow = await self.open_flow(instance)
-                try:
-                    yield flow
-                finally:
-                    flow.close()
-            elif instance.state is State.DATABASE_DOWN:
-                raise DatabaseUnavailableError(
-                    f"instance {instance.name!r} is waiting for the database, which cannot "
-                    "be reached; the daemon is restarting or probing it (see `cocod status`)"
-                )
-            else:
-                raise ProtocolError(
-                    ErrorCode.FLOW_FAILED,
-                    f"live instance {instance.name!r} is {instance.state}; "
-                    "wait for it to start, or close it and retry",
-                )
-        finally:
-            instance.pins -= 1
-            instance.touch()
-
-    async def _evict_beyond_limit(self, keep: Instance) -> None:
-        open_on_demand = [
-            i for i in self.by_name.values() if not i.config.live and i.flow is not None
-        ]
-        open_on_demand.sort(key=lambda i: i.last_used)
-        idle = [i for i in open_on_demand if i is not keep and not i.is_pinned]
-        while len(open_on_demand) > self.max_open and idle:
-            victim = idle.pop(0)
-            open_on_demand.remove(victim)
-            log.info("instance.evicted", instance=victim.name, reason="max_open_flows")
-            self.close_on_demand(victim)
+        if instance.state is State.STANDBY and writes:
+            owner = self.cluster.owner_of(name) if self.cluster is not None else None
+            raise not_owner(name, owner)
+        if not instance.config.live:
+            async with self.on_demand.use(instance) as flow:
+                yield flow
+        elif instance.flow is not None:
+            yield instance.flow
+        elif instance.scope is None or instance.state is State.STANDBY:
+            flow = await self.open_flow(instance)
+            try:
+                yield flow
+            finally:
+                flow.close()
+        elif instance.state is State.DATABASE_DOWN:
+            raise DatabaseUnavailableError(
+                f"instance {instance.name!r} is waiting for the database, which cannot "
+                "be reached; the daemon is restarting or probing it (see `cocod status`)"
+            )
+        else:
+            raise ProtocolError(
+                ErrorCode.FLOW_FAILED,
+                f"live instance {instance.name!r} is {instance.state}; "
+                "wait for it to start, or close it and retry",
+            )
 
     async def open_on_demand(self, instance: Instance) -> None:
-        await self._ensure_open(instance)
+        await self.on_demand.open(instance)
 
     def close_on_demand(self, instance: Instance) -> None:
-        self._close_flow(instance)
-        self._set_state(instance, State.STOPPED)
+        self.on_demand.close(instance)
 
     async def reap_idle(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
-        """Close on-demand instances untouched for longer than idle_ttl."""
-        task_status.started()
-        while True:
-            await anyio.sleep(min(max(self.idle_ttl / 4, 0.05), 30.0))
-            now = time.monotonic()
-            for instance in list(self.by_name.values()):
-                if (
-                    not instance.config.live
-                    and instance.flow is not None
-                    and not instance.is_pinned
-                    and now - instance.last_used > self.idle_ttl
-                ):
-                    log.info("instance.idle_closed", instance=instance.name)
-                    self.close_on_demand(instance)
+        """Close on-demand instances idle longer than idle_ttl (runs until cancelled)."""
+        await self.on_demand.serve_expiry(task_status=task_status)
 
-    # -- live supervision -------------------------------------------------------------------
+    # -- the registry, live instances' tasks ------------------------------------------
     def add(self, config: InstanceConfig, origin: str) -> Instance:
         instance = Instance(config, origin, paused=config.name in self.paused_names)
         self.by_name[config.name] = instance
@@ -266,17 +227,19 @@ class Instances:
         instance.stopped = anyio.Event()
         instance.started = anyio.Event()
         instance.scope = anyio.CancelScope()
-        self._tg.start_soon(self._supervise, instance, name=f"instance {instance.name}")
+        self._tg.start_soon(supervise, self, instance, name=f"instance {instance.name}")
 
     async def stop(self, instance: Instance) -> None:
         """Cancel the instance's task and wait until it has closed its flow."""
         if instance.scope is not None:
-            self._set_state(instance, State.STOPPING)
+            self.set_state(instance, State.STOPPING)
             instance.scope.cancel()
             await instance.stopped.wait()
+        elif not instance.config.live:
+            self.on_demand.close(instance)
         else:
-            self._close_flow(instance)
-            self._set_state(instance, State.STOPPED)
+            self.close_flow(instance)
+            self.set_state(instance, State.STOPPED)
 
     async def remove(self, instance: Instance) -> None:
         await self.stop(instance)
@@ -286,71 +249,6 @@ class Instances:
             # `cocod remove` (the registry forgot its pause too); a config instance removed
             # by a reload keeps its pause for when it comes back, changed or not.
             self.paused_names.discard(instance.name)
-
-    async def _supervise(self, instance: Instance) -> None:
-        scope = instance.scope
-        assert scope is not None
-        structlog.contextvars.bind_contextvars(instance=instance.name)
-        try:
-            with scope:
-                while True:
-                    try:
-                        await self._run(instance)
-                        return
-                    except Exception as group:
-                        e = _leaf(group)
-                        if isinstance(e, OwnershipLost):
-                            # Not a failure: another daemon owns it now, or will.
-                            log.info("instance.ownership_ended", reason=str(e))
-                            self._teardown(instance)
-                            continue
-                        instance.last_error = f"{type(e).__name__}: {e}"
-                        self._teardown(instance)
-                        instance.started.set()
-                        if isinstance(e, DatabaseUnavailableError):
-                            instance.database_failures += 1
-                            await self._wait_for_database(
-                                instance, str(e), instance.database_failures
-                            )
-                            continue
-                        instance.failures += 1
-                        log.error(
-                            "instance.failed",
-                            instance=instance.name,
-                            error=instance.last_error,
-                            failures=instance.failures,
-                        )
-                        if instance.failures >= MAX_FAILURES:
-                            self._set_state(instance, State.FAILED)
-                            return
-                        self._set_state(instance, State.BACKOFF)
-                        ceiling = min(2.0 ** (instance.failures - 1), MAX_BACKOFF_SECONDS)
-                        await anyio.sleep(ceiling * random.uniform(0.75, 1.0))
-        finally:
-            # Nothing to await here: the updater's own task group already wound down
-            # (its in-flight commit is bounded by the daemon's drain budget).
-            self._teardown(instance)
-            if instance.state is not State.FAILED:
-                self._set_state(instance, State.STOPPED)
-            instance.scope = None
-            instance.started.set()
-            instance.stopped.set()
-
-    async def _wait_for_database(self, instance: Instance, reason: str, failures: int) -> None:
-        """Not the flow's fault: wait until the database supervisor sees it back."""
-        log.warning("instance.database_unavailable", instance=instance.name, error=reason)
-        self.on_database_unavailable(reason)
-        self._set_state(instance, State.DATABASE_DOWN)
-        await self.wait_database_up()
-        # Also back off on our own count: a database that answers probes but fails this
-        # instance (or flaps) must not make this loop spin.
-        await anyio.sleep(retry_delay(failures))
-
-    def _teardown(self, instance: Instance) -> None:
-        if instance.updater is not None:
-            instance.retired.merge(instance.updater.counters())
-        instance.updater = None
-        self._close_flow(instance)
 
     # -- pausing ----------------------------------------------------------------------------
     def pause(self, instance: Instance) -> None:
@@ -369,7 +267,7 @@ class Instances:
         instance.paused = True
         if instance.updater is not None:
             instance.updater.pause()
-        self._set_state(instance, instance.state)
+        self.set_state(instance, instance.state)
         log.info("instance.paused", instance=instance.name)
 
     def resume(self, instance: Instance) -> None:
@@ -383,60 +281,9 @@ class Instances:
             updater.resume()
         if instance.state is State.PAUSED:
             caught_up = updater is not None and bool(updater.snapshot().get("caught_up"))
-            self._set_state(instance, State.WATCHING if caught_up else State.CATCHING_UP)
+            self.set_state(instance, State.WATCHING if caught_up else State.CATCHING_UP)
         log.info("instance.resumed", instance=instance.name)
-
-    async def _run(self, instance: Instance) -> None:
-        if self.cluster is None or not instance.config.live:
-            await self._run_live(instance)
-            return
-        namespace = context.get_app_namespace(trailing_delimiter=".")
-        await run_owned(
-            instance,
-            self.cluster,
-            f"{namespace}{instance.name}",
-            standby=lambda: self._stand_by(instance),
-            run_live=lambda: self._run_live(instance),
-        )
-
-    def _stand_by(self, instance: Instance) -> None:
-        self._set_state(instance, State.STANDBY)
-        instance.started.set()  # READY does not wait for another daemon's instances
-
-    async def _run_live(self, instance: Instance) -> None:
-        self._set_state(instance, State.STARTING)
-        await self._attach(instance, await self.open_flow(instance))
-        assert instance.flow is not None
-        await instance.flow.setup_async()
-        self._set_state(instance, State.CATCHING_UP)
-        updater = instance.flow.live_updater(FlowLiveUpdaterOptions(live_mode=True))
-        updater.report_progress_to(instance.progress)
-        if instance.paused:
-            updater.pause()  # its watcher starts; its catch-up pass waits for resume
-        async with anyio.create_task_group() as tg:
-            # Returns once the watchers are registered and the catch-up pass has begun.
-            await tg.start(updater.serve)
-            instance.updater = updater  # only a started updater: status reads it
-            if instance.paused != updater.is_paused:  # paused or resumed while it started
-                (updater.pause if instance.paused else updater.resume)()
-            instance.started.set()
-            await updater.wait_caught_up_async()
-            snapshot = updater.snapshot()
-            instance.last_update = snapshot
-            instance.last_error = snapshot["last_error"]
-            instance.database_failures = 0
-            if not snapshot["last_error"]:
-                instance.failures = 0
-            self._set_state(instance, State.WATCHING)
-            # serve() runs until this instance's scope is cancelled (or it fails).
 
 
 async def _nothing() -> None:
     return None
-
-
-def _leaf(error: BaseException) -> BaseException:
-    """The one real error inside (nested) task-group exception groups."""
-    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-        error = error.exceptions[0]
-    return error

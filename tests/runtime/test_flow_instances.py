@@ -103,6 +103,18 @@ def test_eviction_closes_the_least_recently_used(docs: Path, make) -> None:  # t
     assert instances.names() == ["baz", "bar"] and not _is_open("foo")
 
 
+def test_the_end_of_a_use_counts_as_a_use_for_eviction(docs: Path, make) -> None:  # type: ignore[no-untyped-def]
+    """A flow whose long update just ended is recently used, though it was got first."""
+    closed: list[str] = []
+    instances = make(
+        _opener(docs), maxsize=2, on_close=lambda name, flow, reason: closed.append(name)
+    )
+    with instances.use("foo"):
+        instances.get("bar")
+    instances.get("baz")  # past maxsize: bar (used before foo's use ended) goes
+    assert closed == ["bar"] and instances.names() == ["foo", "baz"]
+
+
 def test_sixteen_threads_racing_on_a_cold_cache_all_succeed(docs: Path, make) -> None:  # type: ignore[no-untyped-def]
     instances = make(_opener(docs))
     barrier = threading.Barrier(16)
@@ -219,9 +231,10 @@ def test_async_opener_native_setup_and_on_close(docs: Path, make, sql: SqlHelper
         OPENED.append(name)
         return cocoindex.open_flow(f"TextEmbedding_{name}", paragraph_flow(str(docs / name)))
 
-    instances = make(
-        open_async, ttl=0.2, sweep=False, on_close=lambda name, flow: closed.append(name)
-    )
+    def on_close(name: str, flow: cocoindex.Flow, reason: str) -> None:
+        closed.append(f"{name}:{reason}")
+
+    instances = make(open_async, ttl=0.2, sweep=False, on_close=on_close)
 
     async def main() -> None:
         flows = await asyncio.gather(*(instances.get_async("foo") for _ in range(6)))
@@ -234,7 +247,7 @@ def test_async_opener_native_setup_and_on_close(docs: Path, make, sql: SqlHelper
         assert instances.expire() == ["foo"]
 
     asyncio.run(main())
-    assert closed == ["foo"] and not _is_open("foo")
+    assert closed == ["foo:expired"] and not _is_open("foo")
     assert sql.fetchval("SELECT count(*) FROM textembedding_foo__paragraphs") == 2
     with pytest.raises(TypeError, match="get_async"):
         instances.get("foo")
