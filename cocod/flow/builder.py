@@ -37,11 +37,8 @@ from cocod.flow.specs import (
     SourceSpec,
     TargetSpec,
 )
-from cocod.flow.types import (
-    ValueType,
-    table,
-    type_of_constant,
-)
+from cocod.flow.types import type_of_constant
+from cocod.flow.value_type import ValueType, table
 
 T = TypeVar("T")
 

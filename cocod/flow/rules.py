@@ -24,7 +24,7 @@ from cocod.flow.specs import (
     TargetSpec,
     function_definition_for,
 )
-from cocod.flow.types import KEY_KINDS, ValueType
+from cocod.flow.value_type import KEY_KINDS, ValueType
 
 
 def function_of(fn: Any) -> tuple[FunctionDefinition, Any]:

@@ -1,9 +1,11 @@
-"""Engine value types, and the mapping from Python annotations to them.
+"""Python annotations → engine value types, and values across custom-function boundaries.
 
-A flow is type-checked while it is defined (like v0), so every field has a ``ValueType``.
-Values flow through the engine as plain Python: ``str``/``bytes``/``int``/``float``/``bool``,
-``numpy`` arrays for numeric vectors, ``dict[str, Any]`` for structs, ``list[dict]`` for
-tables. Conversion to and from user dataclasses happens only at custom-function boundaries.
+A flow is type-checked while it is defined (like v0), so every field has a ``ValueType``
+(the type model itself is :mod:`cocod.flow.value_type`, re-exported here because this is
+the module the rest of cocod and ``cocod.typing`` import types from). Values flow through
+the engine as plain Python: ``str``/``bytes``/``int``/``float``/``bool``, ``numpy`` arrays
+for numeric vectors, ``dict[str, Any]`` for structs, ``list[dict]`` for tables. Conversion
+to and from user dataclasses happens only at custom-function boundaries.
 """
 
 from __future__ import annotations
@@ -14,107 +16,24 @@ import types
 import typing
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from cocod.errors import FlowDefinitionError
-
-BASIC_KINDS = (
-    "Bytes",
-    "Str",
-    "Bool",
-    "Int64",
-    "Float32",
-    "Float64",
-    "Range",
-    "Uuid",
-    "Date",
-    "Time",
-    "LocalDateTime",
-    "OffsetDateTime",
-    "TimeDelta",
-    "Json",
+from cocod.flow.value_type import (
+    BASIC_KINDS,
+    KEY_KINDS,
+    FieldSchema,
+    ValueType,
+    basic,
+    row_type,
+    row_without_first,
+    struct,
+    table,
 )
-KEY_KINDS = frozenset({"Bytes", "Str", "Bool", "Int64", "Range", "Uuid", "Date"})
-
-
-@dataclass(frozen=True)
-class FieldSchema:
-    name: str
-    type: ValueType
-
-
-@dataclass(frozen=True)
-class ValueType:
-    """One engine type. ``python_type`` (a dataclass, NamedTuple…) only guides decoding."""
-
-    kind: str
-    nullable: bool = False
-    element: ValueType | None = None
-    dimension: int | None = None
-    fields: tuple[FieldSchema, ...] = ()
-    python_type: Any = field(default=None, compare=False, hash=False, repr=False)
-
-    def with_nullable(self, nullable: bool = True) -> ValueType:
-        return dataclasses.replace(self, nullable=nullable)
-
-    @property
-    def is_table(self) -> bool:
-        return self.kind in ("KTable", "LTable")
-
-    def field(self, name: str) -> FieldSchema | None:
-        for f in self.fields:
-            if f.name == name:
-                return f
-        return None
-
-    def to_json(self) -> dict[str, Any]:
-        """Canonical, fingerprintable description (no Python classes)."""
-        out: dict[str, Any] = {"kind": self.kind}
-        if self.nullable:
-            out["nullable"] = True
-        if self.element is not None:
-            out["element"] = self.element.to_json()
-        if self.dimension is not None:
-            out["dimension"] = self.dimension
-        if self.fields:
-            out["fields"] = [[f.name, f.type.to_json()] for f in self.fields]
-        return out
-
-    def describe(self) -> str:
-        """Short human form, as ``cocod show`` prints it."""
-        if self.kind == "Vector":
-            assert self.element is not None
-            dim = f", {self.dimension}" if self.dimension is not None else ""
-            text = f"Vector[{self.element.describe()}{dim}]"
-        elif self.fields:
-            inner = ", ".join(f"{f.name}: {f.type.describe()}" for f in self.fields)
-            text = f"{self.kind}({inner})"
-        else:
-            text = self.kind
-        return f"{text}?" if self.nullable else text
-
-
-def basic(kind: str, nullable: bool = False) -> ValueType:
-    return ValueType(kind, nullable=nullable)
-
-
-def struct(fields: Sequence[tuple[str, ValueType]], python_type: Any = None) -> ValueType:
-    return ValueType(
-        "Struct", fields=tuple(FieldSchema(n, t) for n, t in fields), python_type=python_type
-    )
-
-
-def table(kind: str, row: ValueType) -> ValueType:
-    return ValueType(kind, fields=row.fields, python_type=row.python_type)
-
-
-def row_type(table_type: ValueType) -> ValueType:
-    return ValueType("Struct", fields=table_type.fields, python_type=table_type.python_type)
-
 
 # --- annotation markers ----------------------------------------------------------------------
 
@@ -343,10 +262,6 @@ def as_utc_if_naive(value: Any) -> Any:
     return value
 
 
-def row_without_first(vtype: ValueType) -> ValueType:
-    return ValueType("Struct", fields=vtype.fields[1:], python_type=vtype.python_type)
-
-
 def _struct_to_dict(value: Any, vtype: ValueType) -> dict[str, Any]:
     if isinstance(value, Mapping):
         source: Mapping[str, Any] = value
@@ -409,3 +324,36 @@ def _strip_annotation(annotation: Any) -> Any:
                 annotation = members[0]
                 continue
         return annotation
+
+
+__all__ = [  # the type model's names are re-exported: see the module docstring
+    "BASIC_KINDS",
+    "KEY_FIELD_NAME",
+    "KEY_KINDS",
+    "TABLE_TYPES",
+    "Annotation",
+    "FieldSchema",
+    "Float32",
+    "Float64",
+    "Int64",
+    "Json",
+    "LocalDateTime",
+    "OffsetDateTime",
+    "Range",
+    "TypeAttr",
+    "TypeKind",
+    "ValueType",
+    "Vector",
+    "VectorInfo",
+    "as_utc_if_naive",
+    "basic",
+    "row_type",
+    "row_without_first",
+    "struct",
+    "struct_type_of",
+    "table",
+    "to_engine_value",
+    "to_python_value",
+    "type_of_annotation",
+    "type_of_constant",
+]
