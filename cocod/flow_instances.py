@@ -15,73 +15,40 @@ eviction picks another, and ``close(name)`` closes it when the call ends.
 
 Works from threads and from async code. The ``*_async`` methods use the flow's own async
 API (``setup_async``/``update_async``/``drop_async``) on the caller's loop and accept an
-async opener; only a sync opener goes to a worker thread. An async caller waiting for
-another caller's open holds no thread: the opener wakes it through its event loop (a
-waiter parked in a worker thread would hold a token of anyio's default limiter, and
-enough of them would starve the opener's own ``to_thread`` calls). ``on_close`` tells an
-owner (the daemon) when a flow was closed and why, and ``sweep=False`` leaves expiry to the
-owner's own loop (``expire()``, ``next_expiry()``) instead of a thread.
+async opener; only a sync opener goes to a worker thread (waiters hold none:
+:mod:`cocod.flow_instances_entry`). ``on_close`` tells an owner (the daemon) when a flow
+was closed and why; ``sweep=False`` leaves expiry to its own loop (``expire()``,
+``next_expiry()``) instead of a thread.
 ``docs/flow-instances.md`` shows it beside the tutorial's program.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import enum
 import inspect
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic
 
 import anyio
 import structlog
+
+from cocod.flow_instances_entry import (
+    CloseReason,
+    F,
+    ManagedFlow,
+    OpenEntry,
+    loop_waker,
+    set_ready_locked,
+)
 
 log = structlog.get_logger(__name__)
 
 SWEEP_MIN_INTERVAL_S = 0.05
 """The sweeper never wakes more often than this, whatever the TTL."""
-
-
-class ManagedFlow(Protocol):
-    """What FlowInstances needs of a flow (``cocod.Flow`` has it)."""
-
-    def setup(self, report_to_stdout: bool = False) -> None: ...
-    def update(self, *args: Any, **kwargs: Any) -> Any: ...
-    def drop(self, report_to_stdout: bool = False) -> None: ...
-    def close(self) -> None: ...
-
-
-F = TypeVar("F", bound=ManagedFlow)
-
-
-class CloseReason(enum.StrEnum):
-    """Why a flow was closed (the third argument of ``on_close``)."""
-
-    EXPIRED = "expired"
-    """Idle for ``ttl`` seconds."""
-    EVICTED = "evicted"
-    """The least recently used idle flow past ``maxsize``."""
-    CLOSED = "closed"
-    """``close(name)`` or ``close_all()`` (maybe deferred until its call ended)."""
-    ABANDONED = "abandoned"
-    """Its open failed or was cancelled after the opener returned it (setup raised)."""
-
-
-@dataclass
-class _Entry(Generic[F]):
-    ready: threading.Event = field(default_factory=threading.Event)
-    flow: F | None = None
-    error: BaseException | None = None
-    last_used: float = 0.0
-    pins: int = 0
-    close_when_released: bool = False
-    wakers: list[Callable[[], None]] = field(default_factory=list)
-    """Async waiters of an entry still opening (each wakes one event loop's waiter)."""
 
 
 class FlowInstances(Generic[F]):
@@ -116,7 +83,7 @@ class FlowInstances(Generic[F]):
         self._should_setup = setup
         self._report = report_to_stdout
         self._lock = threading.Lock()
-        self._entries: OrderedDict[str, _Entry[F]] = OrderedDict()
+        self._entries: OrderedDict[str, OpenEntry[F]] = OrderedDict()
         self._wake = threading.Condition(self._lock)
         self._sweeper: threading.Thread | None = None
         self._is_stopping = False
@@ -131,15 +98,9 @@ class FlowInstances(Generic[F]):
     def _acquire(self, name: str, *, pin: bool) -> F:
         while True:
             with self._lock:
-                entry = self._entries.get(name)
-                if entry is None:
-                    entry = _Entry()
-                    self._entries[name] = entry
-                    is_opener = True
-                else:
-                    is_opener = False
-                    if entry.ready.is_set() and entry.flow is not None:
-                        return self._touch(name, entry, pin)
+                entry, is_opener = self._lookup_locked(name)
+                if entry.flow is not None:
+                    return self._touch(name, entry, pin)
             if is_opener:
                 return self._open(name, entry, pin)
             entry.ready.wait()
@@ -148,7 +109,16 @@ class FlowInstances(Generic[F]):
             # Opened by another caller, closed meanwhile, or its opener was cancelled:
             # look again under the lock.
 
-    def _touch(self, name: str, entry: _Entry[F], pin: bool) -> F:
+    def _lookup_locked(self, name: str) -> tuple[OpenEntry[F], bool]:
+        """The entry for ``name`` (open, or still opening) and whether this caller opens it
+        (a new entry: the caller must open it, or abandon it)."""
+        entry = self._entries.get(name)
+        if entry is not None:
+            return entry, False
+        entry = self._entries[name] = OpenEntry()
+        return entry, True
+
+    def _touch(self, name: str, entry: OpenEntry[F], pin: bool) -> F:
         """Mark a ready entry used (lock held)."""
         assert entry.flow is not None
         entry.last_used = time.monotonic()
@@ -158,7 +128,7 @@ class FlowInstances(Generic[F]):
         self._entries.move_to_end(name)
         return entry.flow
 
-    def _open(self, name: str, entry: _Entry[F], pin: bool) -> F:
+    def _open(self, name: str, entry: OpenEntry[F], pin: bool) -> F:
         if self._is_async_opener:
             self._abandon(name, entry, None)
             raise TypeError("this FlowInstances has an async opener: use get_async/use_async")
@@ -174,7 +144,7 @@ class FlowInstances(Generic[F]):
         return self._opened(name, entry, flow, pin)
 
     def _abandon(
-        self, name: str, entry: _Entry[F], error: BaseException | None, flow: F | None = None
+        self, name: str, entry: OpenEntry[F], error: BaseException | None, flow: F | None = None
     ) -> None:
         """An open failed: forget the entry and wake its waiters.
 
@@ -188,14 +158,14 @@ class FlowInstances(Generic[F]):
             entry.error = error if isinstance(error, Exception) else None
             if self._entries.get(name) is entry:
                 del self._entries[name]
-            _set_ready_locked(entry)
+            set_ready_locked(entry)
 
-    def _opened(self, name: str, entry: _Entry[F], flow: F, pin: bool) -> F:
+    def _opened(self, name: str, entry: OpenEntry[F], flow: F, pin: bool) -> F:
         with self._lock:
             entry.flow = flow
             self.opens += 1
             result = self._touch(name, entry, pin)
-            _set_ready_locked(entry)
+            set_ready_locked(entry)
             evicted = self._evict_locked(keep=name)
             if self._should_sweep:
                 self._start_sweeper_locked()
@@ -212,19 +182,13 @@ class FlowInstances(Generic[F]):
             woken: asyncio.Event | None = None
             wake: Callable[[], None] | None = None
             with self._lock:
-                entry = self._entries.get(name)
-                if entry is None:
-                    entry = _Entry()
-                    self._entries[name] = entry
-                    is_opener = True
-                else:
-                    is_opener = False
-                    if entry.ready.is_set() and entry.flow is not None:
-                        return self._touch(name, entry, pin)
-                    if not entry.ready.is_set():
-                        woken, wake = _loop_waker()
-                        if wake is not None:
-                            entry.wakers.append(wake)
+                entry, is_opener = self._lookup_locked(name)
+                if entry.flow is not None:
+                    return self._touch(name, entry, pin)
+                if not is_opener:
+                    woken, wake = loop_waker()
+                    if wake is not None:
+                        entry.wakers.append(wake)
             if is_opener:
                 return await self._open_async(name, entry, pin)
             if woken is None:  # not asyncio (trio): park in a worker thread instead
@@ -239,7 +203,7 @@ class FlowInstances(Generic[F]):
             if entry.error is not None:
                 raise entry.error
 
-    async def _open_async(self, name: str, entry: _Entry[F], pin: bool) -> F:
+    async def _open_async(self, name: str, entry: OpenEntry[F], pin: bool) -> F:
         flow: F | None = None
         try:
             if self._is_async_opener:
@@ -449,32 +413,6 @@ class FlowInstances(Generic[F]):
                 self._on_close(name, flow, reason)
         except Exception:
             log.warning("flow_instances.close_failed", name=name, exc_info=True)
-
-
-def _set_ready_locked(entry: _Entry[Any]) -> None:
-    """Wake every waiter of an entry: threads through its event, loops through theirs."""
-    entry.ready.set()
-    wakers, entry.wakers = entry.wakers, []
-    for wake in wakers:
-        wake()
-
-
-def _loop_waker() -> tuple[asyncio.Event | None, Callable[[], None] | None]:
-    """An event of the running asyncio loop and a thread-safe callable that sets it.
-
-    ``(None, None)`` under another async library: the caller waits in a thread instead.
-    """
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return None, None
-    event = asyncio.Event()
-
-    def wake() -> None:
-        with contextlib.suppress(RuntimeError):  # that loop closed: nobody waits there now
-            loop.call_soon_threadsafe(event.set)
-
-    return event, wake
 
 
 __all__ = ["CloseReason", "FlowInstances", "ManagedFlow"]
