@@ -2,7 +2,8 @@
 
 The lease itself is :mod:`cocod.storage.leases`; who shares it within a process is
 :meth:`cocod.runtime.coordination.FlowCoordination.lease`. What is here is the glue
-:class:`~cocod.runtime.execution.FlowExecution` uses for passes, setup and drop. A lost
+:class:`~cocod.runtime.execution.FlowExecution` uses for passes, setup and drop, and
+:class:`LeaseKeeper`, with which a live updater holds one lease for its whole run. A lost
 lease needs no translation: the committer re-raises it as it is, stopping the pass.
 """
 
@@ -10,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import anyio
+import asyncpg
 import structlog
 
+from cocod.errors import CocodError
 from cocod.runtime.context import LibraryContext
-from cocod.runtime.coordination import process_holder
+from cocod.runtime.coordination import Backoff, coordination_for, process_holder
 from cocod.storage import leases
 from cocod.storage.leases import FlowLease, LeaseHolder
 
@@ -54,3 +58,97 @@ async def take_lease(
         wait=wait,
         on_wait=on_wait or log_waiting(full_name),
     )
+
+
+_TAKE_ERRORS = (CocodError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+HELD_LONG_S = 30.0
+"""A lease held this long before it was lost resets the retake backoff."""
+
+
+class LeaseKeeper:
+    """Holds a flow's lease for a whole live updater run, not one per pass.
+
+    Why: a pass that takes its own lease opens a connection and bumps the epoch each
+    time (a watcher burst makes dozens of passes), and between two passes another
+    process could slip in. The keeper takes the lease once and registers it as the
+    flow's :attr:`~cocod.runtime.coordination.FlowCoordination.held_lease`, so every pass
+    (and any other write of this process) writes under it; every write transaction is
+    still fenced by its epoch.
+
+    ``on_held(False)`` is called first thing when the lease is lost (its session died,
+    or a newer epoch refused a write), so the updater stops its passes before anything
+    else runs; the keeper then gives the dead lease back, waits its backoff, and retakes
+    the lease — waiting for whoever holds it meanwhile (named in the log and in
+    :attr:`waiting_for`) — and calls ``on_held(True)`` once it holds it again.
+    """
+
+    def __init__(
+        self,
+        ctx: LibraryContext,
+        full_name: str,
+        on_held: Callable[[bool], None],
+        on_take_failed: Callable[[Exception], None] = lambda e: None,
+    ) -> None:
+        self.ctx = ctx
+        self.full_name = full_name
+        self.on_held = on_held
+        self.on_take_failed = on_take_failed
+        """Told each failed attempt (the updater shows an unreachable database in status)."""
+        self.lease: FlowLease | None = None
+        self.waiting_for: LeaseHolder | None = None
+        """Who holds the lease while this keeper waits for it (None when not waiting)."""
+        self.acquisitions = 0
+
+    def _on_wait(self, holder: LeaseHolder) -> None:
+        self.waiting_for = holder
+        log_waiting(self.full_name)(holder)
+
+    async def run(self) -> None:
+        """Hold the lease until cancelled, retaking it whenever it is lost."""
+        coordination = coordination_for(self.full_name)
+        backoff = Backoff(first=0.5, cap=30.0)
+        try:
+            while True:
+                try:
+                    lease = await take_lease(
+                        self.ctx, self.full_name, self.full_name, wait=None, on_wait=self._on_wait
+                    )
+                except _TAKE_ERRORS as e:  # the database is down, the flow not set up yet
+                    self.on_take_failed(e)
+                    delay = backoff.next_delay()
+                    log.warning(
+                        "flow.lease.take_failed",
+                        flow=self.full_name,
+                        error=str(e),
+                        retry_in=round(delay, 2),
+                    )
+                    await anyio.sleep(delay)
+                    continue
+                self.lease, self.waiting_for = lease, None
+                self.acquisitions += 1
+                coordination.held_lease = lease
+                held_at = anyio.current_time()
+                log.info("flow.lease.held", flow=self.full_name, epoch=lease.epoch)
+                self.on_held(True)
+                await lease.lost.wait()
+                self.on_held(False)  # stop the passes before anything else
+                if coordination.held_lease is lease:
+                    coordination.held_lease = None
+                await lease.release()
+                if anyio.current_time() - held_at >= HELD_LONG_S:
+                    backoff.reset()
+                delay = backoff.next_delay()
+                log.warning(
+                    "flow.lease.retaking",
+                    flow=self.full_name,
+                    reason=lease.lost_reason,
+                    retry_in=round(delay, 2),
+                    hint="nothing is written until this process holds the lease again",
+                )
+                await anyio.sleep(delay)
+        finally:
+            lease_now = self.lease
+            if lease_now is not None:
+                if coordination.held_lease is lease_now:
+                    coordination.held_lease = None
+                await lease_now.release()  # shielded, within its own deadline

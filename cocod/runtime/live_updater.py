@@ -16,6 +16,14 @@ shows as ``snapshot()["database_down"]`` until a pass succeeds again, with one l
 when it goes down, one per retry, and one when it is back. Rows whose commit failed are
 retried after a short backoff rather than at the next rescan.
 
+One lease for the whole run (:class:`~cocod.runtime.leasing.LeaseKeeper`): the updater
+takes the flow's lease once, beside its watchers, and every pass writes under it (fenced by
+its epoch, as every write is), so another process's ``Flow.update()`` waits, naming this
+one, until the updater stops. Passes wait behind the same gate as a pause until the lease
+is held; when it is lost, the gate closes at once (the running pass is cancelled, its
+hints kept), and the keeper retakes the lease with backoff and opens the gate again. Run
+by a daemon that owns the flow, the updater uses the owner's lease instead.
+
 ``pause()`` stops passes (the running one is cancelled; rows it committed stay) while the
 watchers keep collecting hints; ``resume()`` catches up from them. ``report_progress_to``
 names the :class:`~cocod.engine.progress.ProgressSink` its passes report to.
@@ -34,6 +42,7 @@ from cocod.engine.stats import IndexUpdateInfo, PassCounters, SourceUpdateStats
 from cocod.runtime.bridge import bridge
 from cocod.runtime.context import get_context
 from cocod.runtime.flow import Flow
+from cocod.runtime.leasing import LeaseKeeper
 from cocod.runtime.pause_gate import PauseGate
 from cocod.runtime.source_loop import SourceLoop, StoreHolder
 from cocod.runtime.updater_status import (
@@ -79,6 +88,10 @@ class FlowLiveUpdater:
         self._finished: anyio.Event | None = None
         self._error: BaseException | None = None
         self._gate = PauseGate()
+        """Closed while paused by the user or while the lease is not held."""
+        self._is_user_paused = False
+        self._is_lease_missing = False
+        self._keeper: LeaseKeeper | None = None
         self._progress_sink: ProgressSink | None = None
 
     # -- the service ------------------------------------------------------------------------
@@ -125,13 +138,45 @@ class FlowLiveUpdater:
             name: SourceLoop(holder, name, self._options, status, self._gate, self._progress_sink)
             for name in execution.sources
         }
+        keeper = None
+        if execution.coordination.held_lease is None:  # no owner (daemon) holds it for us
+            keeper = self._keeper = LeaseKeeper(
+                ctx, execution.full_name, self._on_lease_held, self._on_lease_take_failed
+            )
+            self._on_lease_held(False)  # no pass before the lease is held
         try:
             async with anyio.create_task_group() as tg:
-                for loop in self._loops.values():
-                    await tg.start(loop.run)
-                task_status.started()
+                if keeper is not None:
+                    tg.start_soon(keeper.run)
+                async with anyio.create_task_group() as loops:
+                    for loop in self._loops.values():
+                        await loops.start(loop.run)
+                    task_status.started()
+                tg.cancel_scope.cancel()  # every loop ended (batch mode): give the lease back
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
+
+    def _on_lease_held(self, is_held: bool) -> None:
+        self._is_lease_missing = not is_held
+        self._sync_gate()
+
+    def _on_lease_take_failed(self, error: Exception) -> None:
+        """No pass runs to report an unreachable database while there is no lease: say
+        it here (the first pass that succeeds again clears it, and runs a full pass)."""
+        status = self._status
+        if status is not None and is_database_unavailable(error):
+            status.database_down = dict.fromkeys(status.database_down, True)
+            status.last_error = str(error)
+
+    def _set_user_paused(self, is_paused: bool) -> None:
+        self._is_user_paused = is_paused
+        self._sync_gate()
+
+    def _sync_gate(self) -> None:
+        if self._is_user_paused or self._is_lease_missing:
+            self._gate.pause()
+        else:
+            self._gate.resume()
 
     async def _serve_from_another_loop(self, task_status: anyio.abc.TaskStatus[None]) -> None:
         """``serve`` awaited on a loop that is not the library's: host it there, follow it."""
@@ -192,16 +237,25 @@ class FlowLiveUpdater:
     # -- pausing, progress, counters ---------------------------------------------------------
     @property
     def is_paused(self) -> bool:
-        return self._gate.is_paused
+        return self._is_user_paused
 
     def pause(self) -> None:
         """Run no pass until :meth:`resume` (any thread; also before the updater starts:
         then its catch-up pass waits). The watchers keep collecting change hints."""
-        bridge.call_soon(self._gate.pause)
+        bridge.call_soon(lambda: self._set_user_paused(True))
 
     def resume(self) -> None:
         """Catch up from the hints collected while paused (any thread)."""
-        bridge.call_soon(self._gate.resume)
+        bridge.call_soon(lambda: self._set_user_paused(False))
+
+    def lease_epochs(self) -> tuple[int, int | None]:
+        """(how many times this updater took the flow's lease, the epoch it holds now);
+        (0, None) when an owner's lease is used or none is held yet."""
+        keeper = self._keeper
+        if keeper is None:
+            return 0, None
+        lease = keeper.lease
+        return keeper.acquisitions, lease.epoch if lease is not None and lease.is_held else None
 
     def report_progress_to(self, sink: ProgressSink | None) -> None:
         """Where this updater's passes report progress; set before it starts. Without
@@ -254,7 +308,7 @@ class FlowLiveUpdater:
                 "stats": {},
                 "database_down": False,
                 "progress": {},
-                "paused": self._gate.is_paused,
+                "paused": self._is_user_paused,
             }
         loops = dict(self._loops)
         return {
@@ -266,8 +320,16 @@ class FlowLiveUpdater:
             "stats": self.update_stats().stats,
             "database_down": any(status.database_down.values()),
             "progress": {name: loop.progress() for name, loop in loops.items()},
-            "paused": self._gate.is_paused,
+            "paused": self._is_user_paused,
+            "waiting_for_lease": self._waiting_for_lease(),
         }
+
+    def _waiting_for_lease(self) -> str | None:
+        """Who holds the flow's lease while this updater waits for it."""
+        keeper = self._keeper
+        if keeper is None or not self._is_lease_missing or keeper.waiting_for is None:
+            return None
+        return keeper.waiting_for.describe()
 
     def update_stats(self) -> IndexUpdateInfo:
         status, _ = self._require_started()
