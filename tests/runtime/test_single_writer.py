@@ -438,3 +438,86 @@ def test_a_pass_that_may_not_wait_names_the_holder(
         assert "host host-y pid 77" in str(caught.value)
     finally:
         flow.close()
+
+
+HOLDER = """
+import asyncio, sys
+from cocod.storage.leases import LeaseHolder, try_acquire
+
+async def main() -> None:
+    holder = LeaseHolder("host-q", 4343, None, "cli")
+    lease = await try_acquire(sys.argv[1], int(sys.argv[2]), holder)
+    assert lease is not None, "the lease is not free"
+    print("held", flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
+    await lease.release()
+    print("released", flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_verify_repair_waits_for_another_process_holding_the_lease(
+    tmp_path: Path, database_url: str, docs: Path
+) -> None:
+    """`cocod verify --repair` writes under the flow's lease: while a real second process
+    holds it, the repair waits (the daemon names the holder), then repairs once it is
+    released, under a lease of its own."""
+    workdir = tmp_path / "daemon"
+    workdir.mkdir()
+    daemon = DaemonProcess(workdir, database_url, slow_instance("docs", docs, TABLE, False, 0.0))
+    daemon.start()
+    sql = SqlHelper(database_url)
+    holder: subprocess.Popen[str] | None = None
+    verify: subprocess.Popen[str] | None = None
+    try:
+        daemon.cli("update", "docs")  # on demand: set up on open, then indexed
+        assert _rows(sql) == _expected_rows(docs)
+        sql.execute(f"DELETE FROM {TABLE} WHERE filename = 'f3.md'")  # drift to repair
+        flow_id = sql.fetchval(
+            "SELECT (state ->> 'flow_id')::int FROM cocod.setup_metadata WHERE resource = 'flow'"
+        )
+        (tmp_path / "holder.py").write_text(HOLDER)
+        holder = subprocess.Popen(
+            [sys.executable, "holder.py", database_url, str(flow_id)],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline().strip() == "held", holder.communicate()
+        epoch = sql.fetchval("SELECT epoch FROM cocod.leases")
+
+        logged = len(daemon.logs())
+        verify = subprocess.Popen(
+            [*COCOD, "verify", "docs", "--repair", "--json"],
+            cwd=workdir,
+            env=daemon.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        daemon.wait_for_log("flow.lease.waiting", after=logged)
+        assert "host host-q pid 4343" in daemon.logs()[logged:]
+        time.sleep(1.0)
+        assert verify.poll() is None, verify.communicate()  # still waiting…
+        assert not any(f == "f3.md" for f, _, _ in _rows(sql))  # …and nothing repaired
+        assert sql.fetchval("SELECT holder_pid FROM cocod.leases") == 4343
+
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "released"
+        out, err = verify.communicate(timeout=60)
+        assert verify.returncode == 0, out + err
+        assert _rows(sql) == _expected_rows(docs)  # repaired after the holder left
+        lease = sql.fetch("SELECT epoch, holder_pid FROM cocod.leases")
+        assert [(r[0], r[1]) for r in lease] == [(epoch + 1, daemon.process.pid)]  # type: ignore[union-attr]
+    finally:
+        for p in (verify, holder):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+        daemon.stop()
