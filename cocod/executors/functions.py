@@ -121,7 +121,11 @@ class _SplitRecursivelyDefinition:
             raise FlowDefinitionError(f"SplitRecursively: {e}") from None
 
         def create_executor() -> FunctionExecutor:
+            from cocod.executors.splitting.processes import languages_key, shared_processes
+
             splitter = RecursiveSplitter(languages)
+            key = languages_key(languages)
+            processes = shared_processes()
 
             def split(
                 text: str,
@@ -130,21 +134,23 @@ class _SplitRecursivelyDefinition:
                 chunk_overlap: int | None = None,
                 language: str | None = None,
             ) -> list[dict[str, Any]]:
-                chunks = splitter.split(
+                request = (
+                    key,
                     text,
                     int(chunk_size),
                     _opt_int(min_chunk_size),
                     _opt_int(chunk_overlap),
                     language,
                 )
+                spans = processes.split(request, lambda: splitter.split_spans(*request[1:]))
                 return [
                     {
-                        "location": c.location,
-                        "text": c.text,
-                        "start": _position(c.start),
-                        "end": _position(c.end),
+                        "location": (start, end),
+                        "text": text[start:end],
+                        "start": {"offset": start, "line": start_line, "column": start_col},
+                        "end": {"offset": end, "line": end_line, "column": end_col},
                     }
-                    for c in chunks
+                    for start, end, start_line, start_col, end_line, end_col in spans
                 ]
 
             return split
@@ -157,10 +163,6 @@ class _SplitRecursivelyDefinition:
             create_executor=create_executor,
             required_inputs=frozenset(_required(params, args, ("text", "chunk_size"))),
         )
-
-
-def _position(p: Any) -> dict[str, int]:
-    return {"offset": p.offset, "line": p.line, "column": p.column}
 
 
 def _required(

@@ -21,7 +21,10 @@ from .separators import DEFAULT_SEPARATORS, CustomLanguage, custom_table
 from .syntax import SyntaxTree, parse
 from .text import Text, TextPosition, positions
 
-__all__ = ["Chunk", "RecursiveSplitter"]
+__all__ = ["Chunk", "RecursiveSplitter", "Span"]
+
+Span = tuple[int, int, int, int, int, int]
+"""A chunk as ``(start, end, start_line, start_column, end_line, end_column)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,30 @@ class RecursiveSplitter:
         built-in language's name, alias or extension, or ``None``; unknown means plain text.
         A chunk exceeds ``chunk_size`` only when ``chunk_size`` is smaller than one character.
         """
+        return [
+            Chunk(
+                location=(start, end),
+                text=text[start:end],
+                start=TextPosition(start, start_line, start_column),
+                end=TextPosition(end, end_line, end_column),
+            )
+            for start, end, start_line, start_column, end_line, end_column in self.split_spans(
+                text, chunk_size, min_chunk_size, chunk_overlap, language
+            )
+        ]
+
+    def split_spans(
+        self,
+        text: str,
+        chunk_size: int,
+        min_chunk_size: int | None = None,
+        chunk_overlap: int | None = None,
+        language: str | None = None,
+    ) -> list[Span]:
+        """``split``'s chunks as plain tuples of ints: ``(start, end, start_line,
+        start_column, end_line, end_column)``, character offsets, 1-based lines and
+        columns.  Tuples of ints are what a split in another process sends back cheaply
+        (see ``processes``); the caller slices the text itself."""
         if chunk_size <= 0:
             raise ValueError(f"SplitRecursively: chunk_size must be positive, got {chunk_size}")
         _check_size("min_chunk_size", min_chunk_size)
@@ -82,15 +109,10 @@ class RecursiveSplitter:
         atoms = collect_atoms(doc, tree, separators, atom_size, chunk_size)
         spans = merge(atoms, chunk_size, min_size, overlap)
         where = positions(doc, [offset for span in spans for offset in span])
-        chunks = []
+        out: list[Span] = []
         for start, end in spans:
             first, last = where[start], where[end]
-            chunks.append(
-                Chunk(
-                    location=(first.offset, last.offset),
-                    text=text[first.offset : last.offset],
-                    start=first,
-                    end=last,
-                )
+            out.append(
+                (first.offset, last.offset, first.line, first.column, last.line, last.column)
             )
-        return chunks
+        return out

@@ -1,0 +1,293 @@
+"""Split documents in worker processes while a pass splits many of them at once.
+
+Why: a split is pure CPU that holds the GIL (tree-sitter's parse, the merge's integer
+loops: about a millisecond per chunk), so the engine's worker threads cannot spread it
+over the machine's cores, and during an initial index the splitter alone keeps one core
+busy while the other waits.  A few long-lived worker processes (``worker.py``) split in
+parallel while the calling threads wait with the GIL released.
+
+When: only while splits overlap.  A split that starts while another one is still running
+(rows evaluated concurrently: an initial index, a burst of changes) goes to a worker; a
+lone split (a one-file edit) runs in its thread as before and never waits for a process
+to start.  Workers that started stay for :data:`IDLE_EXIT_S` after their last split, then
+exit, so an idle daemon holds none.  Text shorter than :data:`MIN_TEXT_CHARS` is split in
+the thread (the round trip would cost more).
+
+The chunks are the same either way (the same code runs in the worker).  A worker that
+dies or fails is dropped and the split is redone in the calling thread, so a failure
+costs time, never a row; after :data:`MAX_FAILURES` workers lost or not started,
+the process splits in threads only.
+
+``COCOD_SPLIT_PROCESSES`` sets the number of workers (``0``: never; default: the CPUs
+this process may use, at most 4, none on a single CPU).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+from .recursive import Span
+from .separators import CustomLanguage
+from .worker import LanguagesKey, read_message, write_message
+
+__all__ = [
+    "IDLE_EXIT_S",
+    "MIN_TEXT_CHARS",
+    "PROCESSES_KNOB",
+    "SplitProcesses",
+    "default_processes",
+    "languages_key",
+    "shared_processes",
+]
+
+log = structlog.get_logger(__name__)
+
+PROCESSES_KNOB = "COCOD_SPLIT_PROCESSES"
+IDLE_EXIT_S = 20.0
+MIN_TEXT_CHARS = 2048
+MAX_FAILURES = 3
+STOP_DEADLINE_S = 2.0
+"""A worker told to stop (its stdin closed) that has not exited by then is killed."""
+
+
+def default_processes() -> int:
+    raw = os.environ.get(PROCESSES_KNOB, "").strip()
+    if raw:
+        try:
+            return max(0, int(raw))
+        except ValueError:
+            log.warning("split.processes.bad_setting", value=raw, using=0)
+            return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = cpus or 1
+    return 0 if cpus < 2 else min(cpus, 4)
+
+
+def languages_key(languages: Sequence[CustomLanguage]) -> LanguagesKey:
+    return tuple(
+        (lang.language_name, tuple(lang.separators_regex), tuple(lang.aliases))
+        for lang in languages
+    )
+
+
+class _WorkerGone(Exception):
+    """The worker closed its pipe (it exited, or never started)."""
+
+
+class _Worker:
+    __slots__ = ("last_used", "process", "replies", "requests")
+
+    def __init__(self) -> None:
+        # The package's parent folder goes first on the child's path, so the worker
+        # imports this very cocod however the parent found it.
+        root = str(Path(__file__).resolve().parents[3])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cocod.executors.splitting.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            close_fds=True,
+        )
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.requests: IO[bytes] = self.process.stdin
+        self.replies: IO[bytes] = self.process.stdout
+        self.last_used = time.monotonic()
+
+    def call(self, request: tuple[Any, ...]) -> tuple[str, Any]:
+        try:
+            write_message(self.requests, request)  # type: ignore[arg-type]
+            reply = read_message(self.replies)  # type: ignore[arg-type]
+        except (OSError, ValueError) as e:
+            raise _WorkerGone(str(e)) from e
+        if reply is None:
+            raise _WorkerGone(f"exit status {self.process.poll()}")
+        self.last_used = time.monotonic()
+        return reply  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        """Close its stdin (it exits at the end of it); kill it past the deadline."""
+        for stream in (self.requests, self.replies):
+            with contextlib.suppress(OSError):
+                stream.close()
+        try:
+            self.process.wait(STOP_DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(STOP_DEADLINE_S)
+
+
+class SplitProcesses:
+    """Up to ``size`` split workers, started on demand and stopped when idle."""
+
+    def __init__(self, size: int, idle_exit_s: float = IDLE_EXIT_S) -> None:
+        self.size = size
+        self.idle_exit_s = idle_exit_s
+        self._lock = threading.Lock()
+        self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
+        self._workers: set[_Worker] = set()
+        self._in_flight = 0
+        self._starting = 0
+        self._failures = 0
+        self._reaper: threading.Thread | None = None
+        self._closed = threading.Event()
+        self.offloaded = 0
+        """Splits a worker did (for tests and benchmarks)."""
+
+    @property
+    def workers(self) -> int:
+        with self._lock:
+            return len(self._workers)
+
+    def split(
+        self,
+        request: tuple[LanguagesKey, str, int, int | None, int | None, str | None],
+        in_thread: Callable[[], list[Span]],
+    ) -> list[Span]:
+        """The spans for ``request``: from a worker while splits overlap, else (and when
+        a worker fails) from ``in_thread()``."""
+        with self._lock:
+            self._in_flight += 1
+            busy = self._in_flight > 1 or bool(self._workers)
+        try:
+            if busy and self._usable(request[1]):
+                spans = self._offload(request)
+                if spans is not None:
+                    return spans
+            return in_thread()
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _usable(self, text: str) -> bool:
+        return len(text) >= MIN_TEXT_CHARS and self._can_use()
+
+    def _can_use(self) -> bool:
+        return self.size > 0 and self._failures < MAX_FAILURES and not self._closed.is_set()
+
+    def _offload(self, request: tuple[Any, ...]) -> list[Span] | None:
+        worker = self._acquire()
+        if worker is None:
+            return None
+        try:
+            status, value = worker.call(request)
+        except _WorkerGone as e:
+            log.warning("split.worker.lost", error=str(e))
+            self._discard(worker)
+            return None
+        self._idle.put(worker)
+        if status == "ok":
+            self.offloaded += 1
+            return value  # type: ignore[no-any-return]
+        if status == "value_error":
+            raise ValueError(value)
+        log.warning("split.worker.failed", error=value)
+        return None  # redone in the thread, where the error surfaces as usual
+
+    def _acquire(self) -> _Worker | None:
+        """An idle worker, a new one while under ``size``, else the next one freed; None
+        once workers cannot be used (closed, or failing)."""
+        while True:
+            try:
+                return self._idle.get_nowait()
+            except queue.Empty:
+                pass
+            with self._lock:
+                if not self._can_use():
+                    return None
+                start = len(self._workers) + self._starting < self.size
+                if start:
+                    self._starting += 1
+            if start:
+                return self._start()
+            try:
+                # Bounded, so a waiter notices when the workers it waits for are gone.
+                return self._idle.get(timeout=0.5)
+            except queue.Empty:
+                continue
+
+    def _start(self) -> _Worker | None:
+        try:
+            worker = _Worker()
+        except OSError as e:
+            with self._lock:
+                self._starting -= 1
+                self._failures += 1
+            log.warning("split.worker.start_failed", error=str(e))
+            return None
+        with self._lock:
+            self._starting -= 1
+            self._workers.add(worker)
+            if self._reaper is None:
+                self._reaper = threading.Thread(
+                    target=self._reap, name="cocod-split-reaper", daemon=True
+                )
+                self._reaper.start()
+        return worker
+
+    def _discard(self, worker: _Worker) -> None:
+        with self._lock:
+            self._workers.discard(worker)
+            self._failures += 1
+        worker.stop()
+
+    def _reap(self) -> None:
+        """Stop workers idle for ``idle_exit_s``; the thread ends with the last one."""
+        while not self._closed.wait(max(0.05, self.idle_exit_s / 4)):
+            now = time.monotonic()
+            kept: list[_Worker] = []
+            stale: list[_Worker] = []
+            while True:
+                try:
+                    worker = self._idle.get_nowait()
+                except queue.Empty:
+                    break
+                (stale if now - worker.last_used >= self.idle_exit_s else kept).append(worker)
+            for worker in reversed(kept):
+                self._idle.put(worker)
+            with self._lock:
+                self._workers.difference_update(stale)
+                done = not self._workers and not self._starting
+                if done:
+                    self._reaper = None
+            for worker in stale:
+                worker.stop()
+            if done:
+                return
+
+    def close(self) -> None:
+        """Stop every worker (each within :data:`STOP_DEADLINE_S`); splits then run in
+        threads.  Called at interpreter exit for the shared instance."""
+        self._closed.set()
+        with self._lock:
+            workers = list(self._workers)
+            self._workers.clear()
+        for worker in workers:
+            worker.stop()
+
+
+_shared: SplitProcesses | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_processes() -> SplitProcesses:
+    """The process-wide workers, shared by every flow (created on first use)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = SplitProcesses(default_processes())
+            atexit.register(_shared.close)
+        return _shared

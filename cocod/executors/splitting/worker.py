@@ -1,0 +1,85 @@
+"""A split worker process: ``python -m cocod.executors.splitting.worker`` (see ``processes``).
+
+It reads requests from stdin and writes replies to its own copy of stdout, each a 4-byte
+big-endian length and a pickle; anything else printed goes to stderr, so nothing a library
+prints can break the framing.  It exits at the end of stdin, so it never outlives its
+parent (a killed parent closes the pipe).  Ctrl+C in a terminal reaches the whole process
+group: the worker ignores it and lets its parent decide.
+
+Request: ``(languages, text, chunk_size, min_chunk_size, chunk_overlap, language)`` where
+``languages`` is a tuple of ``(name, separators, aliases)`` tuples.  Reply: ``("ok",
+spans)``, ``("value_error", message)`` (bad sizes: the caller raises the same
+ValueError), or ``("error", description)`` (the caller splits in its own thread, so the
+error surfaces there exactly as it would have).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import struct
+import sys
+from typing import Any, BinaryIO
+
+from .recursive import RecursiveSplitter
+from .separators import CustomLanguage
+
+__all__ = ["main", "read_message", "write_message"]
+
+_HEADER = struct.Struct("!I")
+LanguagesKey = tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]
+
+
+def read_message(stream: BinaryIO) -> Any:
+    """One framed pickle, or ``None`` at the end of the stream (also mid-message)."""
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    (size,) = _HEADER.unpack(header)
+    payload = stream.read(size)
+    if len(payload) < size:
+        return None
+    return pickle.loads(payload)
+
+
+def write_message(stream: BinaryIO, message: Any) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def _splitter(cache: dict[LanguagesKey, RecursiveSplitter], key: LanguagesKey) -> RecursiveSplitter:
+    splitter = cache.get(key)
+    if splitter is None:
+        languages = [CustomLanguage(n, list(s), list(a)) for n, s, a in key]
+        splitter = cache[key] = RecursiveSplitter(languages)
+    return splitter
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    requests = sys.stdin.buffer
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a stray print goes to stderr, never into the replies
+    cache: dict[LanguagesKey, RecursiveSplitter] = {}
+    while True:
+        request = read_message(requests)
+        if request is None:
+            return
+        languages, text, chunk_size, min_chunk_size, chunk_overlap, language = request
+        reply: tuple[str, Any]
+        try:
+            spans = _splitter(cache, languages).split_spans(
+                text, chunk_size, min_chunk_size, chunk_overlap, language
+            )
+            reply = ("ok", spans)
+        except ValueError as e:
+            reply = ("value_error", str(e))
+        except Exception as e:  # reported; the caller redoes the split in its own thread
+            reply = ("error", f"{type(e).__name__}: {e}")
+        write_message(replies, reply)
+
+
+if __name__ == "__main__":
+    main()

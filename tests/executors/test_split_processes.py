@@ -1,0 +1,150 @@
+"""Split worker processes: used only while splits overlap, same chunks, failures redone
+in the thread, idle workers exit."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from cocod.executors.splitting import RecursiveSplitter
+from cocod.executors.splitting.processes import SplitProcesses, languages_key
+from cocod.executors.splitting.recursive import Span
+from cocod.executors.splitting.separators import CustomLanguage
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _markdown() -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(text) > 8000
+    return text
+
+
+@pytest.fixture
+def processes() -> Iterator[SplitProcesses]:
+    pool = SplitProcesses(2, idle_exit_s=60.0)
+    yield pool
+    pool.close()
+
+
+def _overlapped(
+    pool: SplitProcesses, request: tuple, in_thread: Callable[[], list[Span]]
+) -> list[Span]:
+    """Run ``request`` while another split is in flight (held open until it is done)."""
+    release = threading.Event()
+    holder_result: list[list[Span]] = []
+
+    def hold() -> list[Span]:
+        assert release.wait(60)
+        return []
+
+    holder = threading.Thread(
+        target=lambda: holder_result.append(pool.split(((), "x", 10, None, None, None), hold))
+    )
+    holder.start()
+    try:
+        deadline = time.monotonic() + 10
+        while pool._in_flight < 1:  # the holder is inside split()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        return pool.split(request, in_thread)
+    finally:
+        release.set()
+        holder.join(60)
+
+
+def test_lone_split_stays_in_the_thread(processes: SplitProcesses) -> None:
+    splitter = RecursiveSplitter()
+    request = ((), _markdown(), 2000, None, 500, "markdown")
+    calls: list[int] = []
+
+    def in_thread() -> list[Span]:
+        calls.append(1)
+        return splitter.split_spans(*request[1:])
+
+    spans = processes.split(request, in_thread)
+    assert calls == [1]
+    assert processes.offloaded == 0
+    assert processes.workers == 0
+    assert spans
+
+
+def test_overlapping_split_goes_to_a_worker_with_the_same_chunks(
+    processes: SplitProcesses,
+) -> None:
+    splitter = RecursiveSplitter()
+    for language, size, overlap in (("markdown", 2000, 500), ("python", 1000, 300), (None, 300, 0)):
+        text = _markdown() if language != "python" else (REPO / "cocod/errors.py").read_text()
+        request = ((), text, size, None, overlap, language)
+        spans = _overlapped(processes, request, lambda: pytest.fail("split in the thread"))
+        assert spans == splitter.split_spans(*request[1:])
+    assert processes.offloaded == 3
+    assert processes.workers >= 1
+    # Once workers run, a lone split uses them too (no start-up cost left to avoid).
+    request = ((), _markdown(), 2000, None, 500, "markdown")
+    assert processes.split(request, lambda: pytest.fail("split in the thread")) == (
+        splitter.split_spans(*request[1:])
+    )
+
+
+def test_custom_languages_reach_the_worker(processes: SplitProcesses) -> None:
+    languages = [CustomLanguage("Dashes", [r"\n-{3,}\n", r"\n"], ["dash"])]
+    splitter = RecursiveSplitter(languages)
+    text = "\n---\n".join(f"part {i} " + "word " * 150 for i in range(12))
+    request = (languages_key(languages), text, 400, None, 0, "dash")
+    spans = _overlapped(processes, request, lambda: pytest.fail("split in the thread"))
+    assert spans == splitter.split_spans(*request[1:])
+    assert len(spans) > 12
+
+
+def test_bad_sizes_raise_the_same_error_from_a_worker(processes: SplitProcesses) -> None:
+    request = ((), _markdown(), 2000, None, -1, "markdown")
+    with pytest.raises(ValueError, match="chunk_overlap must not be negative"):
+        _overlapped(processes, request, lambda: pytest.fail("split in the thread"))
+    assert processes.workers >= 1
+
+
+def test_a_dead_worker_is_replaced_by_the_thread(processes: SplitProcesses) -> None:
+    splitter = RecursiveSplitter()
+    request = ((), _markdown(), 2000, None, 500, "markdown")
+    _overlapped(processes, request, lambda: pytest.fail("split in the thread"))
+    for worker in list(processes._workers):
+        worker.process.kill()
+        worker.process.wait(10)
+    calls: list[int] = []
+
+    def in_thread() -> list[Span]:
+        calls.append(1)
+        return splitter.split_spans(*request[1:])
+
+    assert processes.split(request, in_thread) == splitter.split_spans(*request[1:])
+    assert calls == [1]
+
+
+def test_idle_workers_exit() -> None:
+    pool = SplitProcesses(1, idle_exit_s=0.3)
+    try:
+        request = ((), _markdown(), 2000, None, 500, "markdown")
+        _overlapped(pool, request, lambda: pytest.fail("split in the thread"))
+        (worker,) = pool._workers
+        deadline = time.monotonic() + 15
+        while pool.workers:
+            assert time.monotonic() < deadline, "the idle worker did not exit"
+            time.sleep(0.05)
+        assert worker.process.wait(15) == 0  # it exited at the end of its stdin
+    finally:
+        pool.close()
+
+
+def test_closed_pool_splits_in_threads(processes: SplitProcesses) -> None:
+    processes.close()
+    splitter = RecursiveSplitter()
+    request = ((), _markdown(), 2000, None, 500, "markdown")
+    spans = _overlapped(processes, request, lambda: splitter.split_spans(*request[1:]))
+    assert spans == splitter.split_spans(*request[1:])
+    assert processes.offloaded == 0
+    assert processes.workers == 0
