@@ -9,8 +9,9 @@ runtime and the layering of docs/architecture.md holds at import time.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from cocod.flow.lazy import LazyExports
 
 if TYPE_CHECKING:
     from cocod.flow.builder import DataCollector, DataScope, DataSlice, FlowBuilder
@@ -36,44 +37,36 @@ if TYPE_CHECKING:
     )
     from cocod.runtime.transform_flow import TransformFlow, transform_flow
 
-_LAZY = {
-    "DataCollector": "cocod.flow.builder",
-    "DataScope": "cocod.flow.builder",
-    "DataSlice": "cocod.flow.builder",
-    "FlowBuilder": "cocod.flow.builder",
-    "GeneratedField": "cocod.flow.graph",
-    "Flow": "cocod.runtime.flow",
-    "add_flow_def": "cocod.runtime.flow",
-    "drop_all_flows": "cocod.runtime.flow",
-    "ensure_all_flows_built": "cocod.runtime.flow",
-    "flow_by_name": "cocod.runtime.flow",
-    "flow_def": "cocod.runtime.flow",
-    "flow_names": "cocod.runtime.flow",
-    "flows": "cocod.runtime.flow",
-    "open_flow": "cocod.runtime.flow",
-    "remove_flow": "cocod.runtime.flow",
-    "setup_all_flows": "cocod.runtime.flow",
-    "update_all_flows_async": "cocod.runtime.flow",
-    "FlowLiveUpdater": "cocod.runtime.live_updater",
-    "FlowLiveUpdaterOptions": "cocod.runtime.live_updater",
-    "FlowUpdaterStatusUpdates": "cocod.runtime.live_updater",
-    "TransformFlow": "cocod.runtime.transform_flow",
-    "transform_flow": "cocod.runtime.transform_flow",
-    "EvaluateAndDumpOptions": "cocod.runtime.evaluate",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cocod.flow' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+_LAZY = LazyExports(
+    __name__,
+    {
+        "DataCollector": "cocod.flow.builder",
+        "DataScope": "cocod.flow.builder",
+        "DataSlice": "cocod.flow.builder",
+        "FlowBuilder": "cocod.flow.builder",
+        "GeneratedField": "cocod.flow.graph",
+        "Flow": "cocod.runtime.flow",
+        "add_flow_def": "cocod.runtime.flow",
+        "drop_all_flows": "cocod.runtime.flow",
+        "ensure_all_flows_built": "cocod.runtime.flow",
+        "flow_by_name": "cocod.runtime.flow",
+        "flow_def": "cocod.runtime.flow",
+        "flow_names": "cocod.runtime.flow",
+        "flows": "cocod.runtime.flow",
+        "open_flow": "cocod.runtime.flow",
+        "remove_flow": "cocod.runtime.flow",
+        "setup_all_flows": "cocod.runtime.flow",
+        "update_all_flows_async": "cocod.runtime.flow",
+        "FlowLiveUpdater": "cocod.runtime.live_updater",
+        "FlowLiveUpdaterOptions": "cocod.runtime.live_updater",
+        "FlowUpdaterStatusUpdates": "cocod.runtime.live_updater",
+        "TransformFlow": "cocod.runtime.transform_flow",
+        "transform_flow": "cocod.runtime.transform_flow",
+        "EvaluateAndDumpOptions": "cocod.runtime.evaluate",
+    },
+)
+__getattr__ = _LAZY.attribute
+__dir__ = _LAZY.dir
 
 
 __all__ = [
