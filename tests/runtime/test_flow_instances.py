@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 import cocod as cocoindex
@@ -278,3 +279,26 @@ def test_a_cancelled_open_lets_a_waiter_open(docs: Path, make) -> None:  # type:
     flow = asyncio.run(main())
     assert _is_open("bar") and instances.get_async is not None and OPENED == ["bar", "bar"]
     assert isinstance(flow, cocoindex.Flow)
+
+
+def test_async_waiters_hold_no_worker_thread(docs: Path, make) -> None:  # type: ignore[no-untyped-def]
+    """60 callers wait for one open whose opener needs a worker thread after they arrived:
+    waiters parked in threads would hold all 40 of anyio's default tokens and starve it."""
+
+    async def open_after_waiters_arrive(name: str) -> cocoindex.Flow:
+        OPENED.append(name)
+        await asyncio.sleep(0.2)  # every waiter is waiting by now
+
+        def open_in_thread() -> cocoindex.Flow:
+            return cocoindex.open_flow(f"TextEmbedding_{name}", paragraph_flow(str(docs / name)))
+
+        return await anyio.to_thread.run_sync(open_in_thread)  # the default limiter
+
+    instances = make(open_after_waiters_arrive, setup=False)
+
+    async def main() -> list[cocoindex.Flow]:
+        calls = (instances.get_async("baz") for _ in range(60))
+        return list(await asyncio.wait_for(asyncio.gather(*calls), 30))
+
+    flows = asyncio.run(main())
+    assert len({id(f) for f in flows}) == 1 and OPENED == ["baz"]
