@@ -11,11 +11,20 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from blockbuster import BlockBuster
 
+from cocod.daemon.cluster import Cluster
+from cocod.daemon.forwarding import Forwarding, ForwardingTimeoutError
+from cocod.runtime.bridge import bridge
+from cocod.runtime.context import get_context
+from cocod.storage.leases import LeaseHolder
 from tests.conftest import SqlHelper, write
 from tests.daemon.harness import COCOD, eventually
 from tests.daemon.harness_cluster import (
@@ -188,3 +197,94 @@ def test_a_forwarded_update_survives_its_owner_being_killed(tmp_path: Path, sql:
         assert elapsed < 80, elapsed
     finally:
         stop_all(members)
+
+
+# -- the request table itself, between in-process members (real Postgres, no daemon) -----
+@asynccontextmanager
+async def _member(**forwarding: Any) -> AsyncIterator[tuple[Cluster, Forwarding]]:
+    """A cluster member with its forwarding, registered but not heartbeating (the test
+    is shorter than its lease timeout); its LISTEN connection is open."""
+    ctx = get_context()
+    pool = await ctx.pool()
+    cluster = Cluster(
+        pool, await ctx.open_database(), ctx.schema, lease_timeout=3.0, weight=1, version="t"
+    )
+    options: dict[str, Any] = {"servable": dict, "flow_name_of": lambda n: n, **forwarding}
+    options.setdefault("run", _never)
+    member = Forwarding(cluster, **options)
+    holder = cluster.holder
+    async with pool.acquire() as conn:
+        await cluster.table.ensure(conn)  # registered, as a live daemon is
+        await cluster.table.register(conn, cluster.daemon_id, holder.host, holder.pid, 1, "t")
+    await cluster.listener.open()  # and holding its membership lock
+    try:
+        yield cluster, member
+    finally:
+        cluster.listener.close()
+
+
+async def _never(name: str, command: str, args: dict[str, Any]) -> dict[str, Any]:
+    raise AssertionError("nothing may run this")
+
+
+def _allow_what_must_block(bb: BlockBuster) -> None:
+    """As tests/runtime/conftest.py allows: asyncpg reads ~/.pgpass as it connects, and
+    the sync bridge blocks its (test) caller by contract."""
+    for name in ("os.stat", "io.BufferedReader.read", "io.TextIOWrapper.read"):
+        bb.functions[name].can_block_in("asyncpg/connect_utils.py", {"_read_password_file"})
+    for name in ("threading.Lock.acquire", "threading.Lock.acquire_lock"):
+        bb.functions[name].can_block_in("cocod/runtime/bridge.py", {"run", "_ensure_portal"})
+
+
+def test_a_request_nobody_picks_is_a_typed_error_naming_the_owner(
+    cocod_db: str, sql: SqlHelper, blockbuster: BlockBuster
+) -> None:
+    _allow_what_must_block(blockbuster)
+
+    async def main() -> None:
+        async with _member(pick_timeout=0.5) as (cluster, requester):
+            cluster.owners["docs"] = LeaseHolder("host-o", 55, "d-9", "daemon")
+            with anyio.fail_after(20), pytest.raises(ForwardingTimeoutError) as caught:
+                await requester.forward("docs", "update", {"full_reprocess": False})
+            assert "host host-o pid 55 (daemon d-9)" in str(caught.value)
+            assert caught.value.owner == cluster.owners["docs"]
+
+    bridge.run(main())
+    # Withdrawn: an owner that comes back later does not run it behind the caller's back.
+    assert sql.fetch("SELECT state FROM cocod.cluster_requests")[0][0] == "withdrawn"
+
+
+def test_two_owners_racing_serve_a_request_once(
+    cocod_db: str, sql: SqlHelper, blockbuster: BlockBuster
+) -> None:
+    _allow_what_must_block(blockbuster)
+    runs: list[str] = []
+
+    def server(tag: str) -> Any:
+        async def run(name: str, command: str, args: dict[str, Any]) -> dict[str, Any]:
+            runs.append(tag)
+            await anyio.sleep(0.2)
+            return {"name": name, "stats": {}, "summary": f"ran by {tag}", "args": args}
+
+        return run
+
+    async def main() -> dict[str, Any]:
+        servable = {"docs": "docs"}
+        async with (
+            _member(servable=lambda: servable, run=server("a")) as (_, a),
+            _member(servable=lambda: servable, run=server("b")) as (_, b),
+            _member() as (_, requester),
+            anyio.create_task_group() as tg,
+        ):
+            await tg.start(a.serve)
+            await tg.start(b.serve)
+            with anyio.fail_after(20):
+                reply = await requester.forward("docs", "update", {"full_reprocess": True})
+            tg.cancel_scope.cancel()
+        return reply
+
+    reply = bridge.run(main())
+    assert len(runs) == 1, runs
+    assert reply["summary"] == f"ran by {runs[0]}" and reply["args"] == {"full_reprocess": True}
+    rows = sql.fetch("SELECT state, reply IS NOT NULL FROM cocod.cluster_requests")
+    assert [(r[0], r[1]) for r in rows] == [("done", True)]
