@@ -103,8 +103,8 @@ class Forwarding:
     def _on_notify(self, payload: str) -> None:
         if payload == "request":
             self._wake.set()
-        elif payload.startswith("reply:"):
-            event = self._replies.get(int(payload[6:] or 0))
+        elif payload.startswith("reply:") and payload[6:].isdigit():
+            event = self._replies.get(int(payload[6:]))
             if event is not None:
                 event.set()
 
