@@ -1,242 +1,231 @@
-"""Save-to-visible latency of live updates, idle CPU while watching, and burst absorption.
+"""Live mode, stage by stage: where a save's time goes before it is visible, and idle CPU.
 
-What it measures (all against the embedded Postgres, in this process):
-  * latency: write a file, then poll the target table from a separate connection until
-    the new text is there; repeated over --edits edits; prints p50/p95/max in ms.
-    Once with a tiny deterministic embedder, once with the real all-MiniLM-L6-v2 model
-    (a one-paragraph edit of a real document).
-  * idle CPU: process CPU time over --idle-seconds while watching --files files
-    (the embedded Postgres server is a separate process and not counted).
-  * burst: rewrite --burst files at once (a `git checkout`), time until all are visible.
+Why beside run.py's live figure: that figure gives one number per size (save → visible);
+shortening it needs each stage of the path timed on the same edits — watcher (the save
+until the source loop has the hint), queue (hint until the pass starts), pass
+(``update_source``: lookup, read, split, embed, commit) and visibility (commit until a
+separate connection sees the row) — and a 50,000-file corpus indexed once and reused.
 
-Run: .venv/bin/python bench/live_latency.py [--files 5000] [--edits 50] [--burst 2000]
+    .venv/bin/python bench/live_latency.py --files 50000 --workdir /tmp/probe50k
+    .venv/bin/python bench/live_latency.py --files 61 --model --workdir /tmp/live-model
+
+The workdir layout is bench/scale_probe.py's (``corpus/``, ``pg/``, database ``probe``,
+flow ``Probe<N>``, table ``probe_<N>``), so a corpus that scale_probe indexed is watched
+as it is; otherwise it is built and indexed here first (``--model``: flow
+``ProbeModel<N>`` over ``model-corpus/``). One process: the engine runs its
+``FlowLiveUpdater`` in it (the watcher's thread, the event loop, the passes), as in
+run.py's live figure. Each edit (``--edits``, a random pause of up to ``--jitter-s``
+before each) appends a sentence to a paragraph of one file (bench/corpus.py
+``edit_file``); the clock stops when a primary-key lookup from another connection,
+polled every ms, sees it. The stages come from timestamps taken around the source
+loop's hint callback and ``FlowExecution.update_source`` (wrapped here, not changed).
+Idle CPU: this process over ``--idle-s`` seconds once watching, and separately the
+embedded Postgres server and its backends. ``--burst N`` then rewrites N files at once
+and times until all show their marker. It prints one table; nothing is written.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import hashlib
+import json
 import os
-import resource
+import random
 import statistics
-import tempfile
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-import asyncpg
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import cocod as cocoindex
-from cocod.runtime.context import get_context
+import corpus as corpus_mod
+import worker
+from procmem import tree_cpu_s
+from setup_db import BenchPostgres
 
-CORPUS = (
-    Path(__file__).resolve().parent.parent.parent
-    / "shared"
-    / "corpus"
-    / "cocoindex-v0-docs"
-    / "src"
-    / "content"
-    / "docs"
-)
+STAMPS: dict[str, list[float]] = {"hint": [], "pass_start": [], "pass_end": []}
 
 
-@cocoindex.op.function(cache=True, behavior_version=1)
-def bench_tiny_embed(text: str) -> cocoindex.Vector[np.float32, Literal[8]]:
-    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
-    return np.frombuffer(digest, dtype=np.uint8).astype(np.float32)
+def instrument() -> None:
+    """Timestamps at the source loop's hint callback and around each pass (bench only)."""
+    from cocod.runtime.execution import FlowExecution
+    from cocod.runtime.source_loop import SourceLoop
+
+    on_hints = SourceLoop._on_hints
+    update_source = FlowExecution.update_source
+
+    def stamped_hints(self: SourceLoop, hints: Any) -> None:
+        STAMPS["hint"].append(time.perf_counter())
+        on_hints(self, hints)
+
+    async def stamped_update(self: FlowExecution, *args: Any, **kwargs: Any) -> Any:
+        STAMPS["pass_start"].append(time.perf_counter())
+        try:
+            return await update_source(self, *args, **kwargs)
+        finally:
+            STAMPS["pass_end"].append(time.perf_counter())
+
+    SourceLoop._on_hints = stamped_hints  # type: ignore[method-assign]
+    FlowExecution.update_source = stamped_update  # type: ignore[method-assign]
 
 
-def make_flow(source: Path, real_model: bool):  # type: ignore[no-untyped-def]
-    def define(fb: cocoindex.FlowBuilder, scope: cocoindex.DataScope) -> None:
-        scope["files"] = fb.add_source(cocoindex.sources.LocalFile(path=str(source)))
-        out = scope.add_collector()
-        with scope["files"].row() as f:
-            f["chunks"] = f["content"].transform(
-                cocoindex.functions.SplitRecursively(),
-                language="markdown",
-                chunk_size=2000,
-                chunk_overlap=500,
-            )
-            with f["chunks"].row() as c:
-                if real_model:
-                    c["vec"] = c["text"].transform(
-                        cocoindex.functions.SentenceTransformerEmbed(
-                            model="sentence-transformers/all-MiniLM-L6-v2"
-                        )
-                    )
-                else:
-                    c["vec"] = c["text"].transform(bench_tiny_embed)
-                out.collect(
-                    filename=f["filename"], location=c["location"], text=c["text"], vec=c["vec"]
-                )
-        out.export(
-            "chunks",
-            cocoindex.targets.Postgres(),
-            primary_key_fields=["filename", "location"],
-            vector_indexes=[
-                cocoindex.VectorIndexDef("vec", cocoindex.VectorSimilarityMetric.COSINE_SIMILARITY)
-            ],
-        )
-
-    return define
+def first_after(stamps: list[float], t: float) -> float | None:
+    return next((s for s in stamps if s >= t), None)
 
 
-def corpus_texts() -> list[str]:
-    return [p.read_text() for p in sorted(CORPUS.rglob("*.md*"))]
+def percentile(ms: list[float], q: float) -> float:
+    ms = sorted(ms)
+    return ms[min(len(ms) - 1, round(q * (len(ms) - 1)))]
 
 
-def populate(root: Path, count: int) -> None:
-    texts = corpus_texts()
-    for i in range(count):
-        path = root / f"d{i // 500:02}" / f"doc{i:05}.md"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"<!-- copy {i} -->\n\n" + texts[i % len(texts)])
+def postgres_cpu_s(pg: BenchPostgres) -> float:
+    pid = pg._handle.postmaster_pid
+    return tree_cpu_s(pid) if pid else 0.0
 
 
-class Poller:
-    def __init__(self, url: str, table: str) -> None:
-        self.url, self.table = url, table
-        self.loop = asyncio.new_event_loop()
-        self.conn = self.loop.run_until_complete(asyncpg.connect(url))
-
-    def has_marker(self, filename: str, marker: str) -> bool:
-        """Looks up one file's rows by primary key (a LIKE over the whole table would
-        take longer than the update being measured)."""
-        rows = self.loop.run_until_complete(
-            self.conn.fetch(f"SELECT text FROM {self.table} WHERE filename = $1", filename)
-        )
-        return any(marker in r["text"] for r in rows)
-
-    def count_like(self, marker: str) -> int:
-        return int(
-            self.loop.run_until_complete(
-                self.conn.fetchval(
-                    f"SELECT count(DISTINCT filename) FROM {self.table} WHERE text LIKE $1",
-                    f"%{marker}%",
-                )
-            )
-        )
-
-    def wait_for_file(self, filename: str, marker: str, timeout: float = 60.0) -> float:
-        start = time.perf_counter()
-        while not self.has_marker(filename, marker):
-            if time.perf_counter() - start > timeout:
-                raise TimeoutError(marker)
-            time.sleep(0.002)
-        return time.perf_counter() - start
-
-    def wait_for(self, marker: str, expected: int = 1, timeout: float = 60.0) -> float:
-        start = time.perf_counter()
-        while self.count_like(marker) < expected:
-            if time.perf_counter() - start > timeout:
-                raise TimeoutError(marker)
-            time.sleep(0.002)
-        return time.perf_counter() - start
-
-    def close(self) -> None:
-        self.loop.run_until_complete(self.conn.close())
-        self.loop.close()
-
-
-def percentiles(samples: list[float]) -> str:
-    ms = sorted(s * 1000 for s in samples)
-    p95 = ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
-    return (
-        f"p50 {statistics.median(ms):.0f} ms, p95 {p95:.0f} ms, max {ms[-1]:.0f} ms (n={len(ms)})"
-    )
-
-
-def measure_latency(name: str, root: Path, real_model: bool, edits: int) -> list[float]:
-    flow = cocoindex.open_flow(name, make_flow(root, real_model))
-    flow.setup()
-    flow.update()
-    table = f"{name.lower()}__chunks"
-    poller = Poller(get_context().database_url, table)
-    samples = []
-    files = sorted(root.rglob("*.md"))
-    with cocoindex.FlowLiveUpdater(flow):
-        time.sleep(0.5)
-        for i in range(edits):
-            path = files[(i * 7) % len(files)]
-            marker = f"edit-{name}-{i}-{time.time_ns()}"
-            text = path.read_text()
-            # A one-paragraph edit: replace the first paragraph after the header comment.
-            head, _, rest = text.partition("\n\n")
-            path.write_text(f"{head}\n\nEdited paragraph {marker}.\n\n{rest}")
-            t0 = time.perf_counter()
-            poller.wait_for_file(path.relative_to(root).as_posix(), marker)
-            samples.append(time.perf_counter() - t0)
-            time.sleep(0.05)
-    poller.close()
-    flow.close()
-    return samples
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--files", type=int, default=5000)
-    parser.add_argument("--edits", type=int, default=50)
-    parser.add_argument("--burst", type=int, default=2000)
-    parser.add_argument("--idle-seconds", type=float, default=20.0)
-    parser.add_argument("--real-model-files", type=int, default=61)
-    parser.add_argument("--skip-real-model", action="store_true")
-    args = parser.parse_args()
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--files", type=int, default=1000)
+    p.add_argument("--workdir", type=Path, required=True)
+    p.add_argument("--model", action="store_true", help="the real all-MiniLM-L6-v2 model")
+    p.add_argument("--edits", type=int, default=40)
+    p.add_argument("--jitter-s", type=float, default=0.3)
+    p.add_argument("--idle-s", type=float, default=20.0)
+    p.add_argument("--burst", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, help="also write the samples here")
+    args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    work = Path(tempfile.mkdtemp(prefix="cocod-live-bench-"))
-    cocoindex.init(cocoindex.Settings(state_dir=work / "state"))
+    work: Path = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    pg = BenchPostgres(work / "pg")
+    try:
+        return run(args, work, pg)
+    finally:
+        pg.stop()
 
-    big = work / "big"
-    populate(big, args.files)
-    print(f"corpus: {args.files} files under {big}")
-    tiny = measure_latency("LiveTiny", big, real_model=False, edits=args.edits)
-    print(f"save-to-visible, tiny embedder, {args.files} files watched: {percentiles(tiny)}")
 
-    flow = cocoindex.open_flow("LiveIdle", make_flow(big, real_model=False))
+def run(args: argparse.Namespace, work: Path, pg: BenchPostgres) -> int:
+    n = args.files
+    prefix = "model-" if args.model else ""
+    root = work / f"{prefix}corpus"
+    flow_name = f"ProbeModel{n}" if args.model else f"Probe{n}"
+    table = f"probe_model_{n}" if args.model else f"probe_{n}"
+    url = pg.url("probe")
+    if not (work / "indexed").exists() and not (work / "db-created").exists():
+        pg.create_database("probe")  # scale_probe.py's database, unless it made it
+        (work / "db-created").write_text("ok")
+    if not root.exists():
+        c = corpus_mod.build_corpus(root, n, seed=args.seed)
+        (work / f"{prefix}files.json").write_text(json.dumps(c.files))
+    os.environ["COCOD_DATABASE_URL"] = url
+    os.environ["COCOD_STATE_DIR"] = str(work / "state")
+    worker.load_engine("cocod")
+    instrument()
+    cocoindex = worker.cocoindex
+    flow = cocoindex.open_flow(
+        flow_name,
+        worker.make_flow(root, table, real_model=args.model, refresh_s=None, vector_index=True),
+    )
     flow.setup()
+    t0 = time.perf_counter()
     flow.update()
-    poller = Poller(get_context().database_url, "liveidle__chunks")
+    print(f"catch-up: {time.perf_counter() - t0:.1f} s ({n:,} files)", flush=True)
+    db = worker.Db(url)
+    files = json.loads((work / f"{prefix}files.json").read_text())
+    files = [f for f in files if (root / f).exists()]
+    rng = random.Random(args.seed)
+    rows: list[dict[str, float]] = []
     with cocoindex.FlowLiveUpdater(flow):
-        time.sleep(2.0)
-        before_cpu, before_wall = cpu_seconds(), time.perf_counter()
-        time.sleep(args.idle_seconds)
-        idle = (cpu_seconds() - before_cpu) / (time.perf_counter() - before_wall) * 100
-        print(f"idle CPU while watching {args.files} files: {idle:.2f}% of one core")
-
-        files = sorted(big.rglob("*.md"))[: args.burst]
-        marker = f"burst-{time.time_ns()}"
-        t0 = time.perf_counter()
-        for path in files:
-            text = path.read_text()
-            head, _, rest = text.partition("\n\n")
-            path.write_text(f"{head}\n\nBurst {marker}.\n\n{rest}")
-        written = time.perf_counter() - t0
-        last = files[-1].relative_to(big).as_posix()
-        poller.wait_for_file(last, marker, timeout=600)
-        # Then every file (the count query is slow, so it runs once the last file is in).
-        elapsed = poller.wait_for(marker, expected=len(files), timeout=600)
-        print(
-            f"burst: {len(files)} files rewritten in {written:.2f} s, all visible "
-            f"{elapsed:.2f} s after the last write ({len(files) / (written + elapsed):.0f} files/s)"
-        )
-    poller.close()
+        time.sleep(1.0)
+        for i in range(args.edits):
+            time.sleep(rng.uniform(0.0, args.jitter_s))
+            rel = files[(i * 7919) % len(files)]
+            marker = f"live{i}x{time.time_ns()}"
+            t_save = time.perf_counter()
+            corpus_mod.edit_file(root / rel, marker)
+            t_written = time.perf_counter()
+            visible = wait_visible(db, table, rel, marker)
+            time.sleep(0.05)  # let the pass's end stamp land
+            rows.append(stages(t_save, t_written, visible))
+        time.sleep(1.0)
+        c0, pg0, w0 = tree_cpu_s(), postgres_cpu_s(pg), time.perf_counter()
+        time.sleep(args.idle_s)
+        wall = time.perf_counter() - w0
+        idle = (tree_cpu_s() - c0) / wall * 100
+        idle_pg = (postgres_cpu_s(pg) - pg0) / wall * 100
+        burst_s = run_burst(db, table, root, files[: args.burst]) if args.burst else None
+    db.close()
     flow.close()
+    cocoindex.stop()  # before the server stops: the pool would retry its floor
+    report(args, rows, idle, idle_pg, burst_s)
+    if args.json:
+        args.json.write_text(json.dumps({"edits": rows, "idle_pct": idle, "pg_idle_pct": idle_pg}))
+    return 0
 
-    if not args.skip_real_model:
-        docs = work / "real"
-        populate(docs, args.real_model_files)
-        real = measure_latency("LiveModel", docs, real_model=True, edits=min(args.edits, 50))
-        print(f"save-to-visible, real model, one-paragraph edit: {percentiles(real)}")
-    cocoindex.stop()
+
+def wait_visible(db: worker.Db, table: str, rel: str, marker: str) -> float:
+    deadline = time.perf_counter() + 60.0
+    query = f"SELECT text FROM {table} WHERE filename = $1"
+    while not any(marker in r["text"] for r in db.rows(query, rel)):
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"{rel}: {marker} not visible after 60 s")
+        time.sleep(0.001)
+    return time.perf_counter()
+
+
+def stages(t_save: float, t_written: float, visible: float) -> dict[str, float]:
+    hint = first_after(STAMPS["hint"], t_save) or visible
+    start = first_after(STAMPS["pass_start"], hint) or visible
+    end = first_after(STAMPS["pass_end"], start) or visible
+    ms: Callable[[float, float], float] = lambda a, b: (b - a) * 1000  # noqa: E731
+    return {
+        "total": ms(t_save, visible),
+        "write": ms(t_save, t_written),
+        "watcher": ms(t_written, hint),
+        "queue": ms(hint, start),
+        "pass": ms(start, end),
+        "visible": ms(end, visible),
+    }
+
+
+def run_burst(db: worker.Db, table: str, root: Path, burst: list[str]) -> float:
+    marker = f"burst{time.time_ns()}"
+    t0 = time.perf_counter()
+    for rel in burst:
+        corpus_mod.edit_file(root / rel, marker)
+    deadline = t0 + 900.0
+    query = f"SELECT count(DISTINCT filename) FROM {table} WHERE text LIKE $1"
+    while int(db.val(query, f"%{marker}%")) < len(burst):
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"burst of {len(burst)} not visible after 900 s")
+        time.sleep(0.1)
+    return time.perf_counter() - t0
+
+
+def report(
+    args: argparse.Namespace,
+    rows: list[dict[str, float]],
+    idle: float,
+    idle_pg: float,
+    burst_s: float | None,
+) -> None:
+    what = "real model" if args.model else "tiny embedder"
+    print(f"\n{args.files:,} files watched, {what}, {len(rows)} edits (ms)")
+    print("| stage | p50 | p95 | max |\n|---|---:|---:|---:|")
+    for key in ("total", "write", "watcher", "queue", "pass", "visible"):
+        ms = [r[key] for r in rows]
+        print(
+            f"| {key} | {statistics.median(ms):.1f} | {percentile(ms, 0.95):.1f} | {max(ms):.1f} |"
+        )
+    print(
+        f"\nidle CPU over {args.idle_s:.0f} s: this process {idle:.2f} %, Postgres {idle_pg:.2f} %"
+    )
+    if burst_s is not None:
+        print(f"burst of {args.burst:,} files: all visible after {burst_s:.1f} s")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

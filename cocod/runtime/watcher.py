@@ -51,7 +51,7 @@ log = structlog.get_logger(__name__)
 
 WATCH_STEP_MS = 15
 """RustNotify's step without a doorbell: every step is a wake-up, idle or not."""
-ACTIVE_STEP_MS = 5
+ACTIVE_STEP_MS = 2
 """The step with a doorbell: only taken while the tree rang in the last ACTIVE_SECONDS."""
 ACTIVE_SECONDS = 0.25
 """How long after a ring the flag keeps stepping: RustNotify's own inotify thread may see
