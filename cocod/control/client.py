@@ -1,38 +1,63 @@
-"""A small synchronous client of the control socket, for the CLI and tests."""
+"""A small synchronous client of the control socket, for the CLI and tests.
+
+Every ``cocod status`` process loads this module, so it imports only what the request
+needs (``json``, ``os``, ``socket``): no ``pathlib`` and no ``typing`` at run time (the
+annotations are strings; ``TYPE_CHECKING`` is spelled out so mypy still sees the names).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
 
 from cocod.errors import DaemonError, DaemonUnavailableError
 
-__all__ = ["ControlClient", "DaemonError", "DaemonUnavailableError", "default_socket_path"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from pathlib import Path
+    from typing import Any
+
+__all__ = [
+    "ControlClient",
+    "DaemonError",
+    "DaemonUnavailableError",
+    "default_socket_location",
+    "default_socket_path",
+]
 
 MAX_REPLY_BYTES = 256 << 20
 """Replies (query results, status of many instances) may be far larger than requests."""
 
 
 def default_socket_path(env: Mapping[str, str] | None = None) -> Path:
-    """``$COCOD_SOCKET``, ``$RUNTIME_DIRECTORY``, ``$XDG_RUNTIME_DIR/cocod``, else state dir."""
+    """:func:`default_socket_location` as a :class:`~pathlib.Path` (for the daemon)."""
+    from pathlib import Path
+
+    return Path(default_socket_location(env))
+
+
+def default_socket_location(env: Mapping[str, str] | None = None) -> str:
+    """``$COCOD_SOCKET``, ``$RUNTIME_DIRECTORY``, ``$XDG_RUNTIME_DIR/cocod``, else state dir.
+
+    A string built with :mod:`os.path`, so the CLI's thin client needs no ``pathlib``.
+    """
     env = os.environ if env is None else env
+    join = os.path.join
     if explicit := env.get("COCOD_SOCKET"):
-        return Path(explicit)
+        return explicit
     if runtime := env.get("RUNTIME_DIRECTORY"):
-        return Path(runtime.split(":")[0]) / "cocod.sock"
+        return join(runtime.split(":")[0], "cocod.sock")
     if xdg := env.get("XDG_RUNTIME_DIR"):
-        return Path(xdg) / "cocod" / "cocod.sock"
+        return join(xdg, "cocod", "cocod.sock")
     if state := env.get("COCOD_STATE_DIR") or env.get("STATE_DIRECTORY"):
-        return Path(state.split(":")[0]) / "cocod.sock"
-    system = Path("/run/cocod/cocod.sock")  # the system service's RuntimeDirectory
-    if system.exists():
+        return join(state.split(":")[0], "cocod.sock")
+    system = "/run/cocod/cocod.sock"  # the system service's RuntimeDirectory
+    if os.path.exists(system):
         return system
-    xdg_state = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(xdg_state) / "cocod" / "cocod.sock"
+    xdg_state = env.get("XDG_STATE_HOME") or join(os.path.expanduser("~"), ".local", "state")
+    return join(xdg_state, "cocod", "cocod.sock")
 
 
 class ControlClient:

@@ -5,10 +5,10 @@ Reply:     {"id": 1, "ok": true, "result": ...}
 Error:     {"id": 1, "ok": false, "error": {"code": "unknown_flow", "message": "..."}}
 Progress:  {"id": 1, "event": "progress", ...}   (zero or more, before the reply)
 
-Every command is described once, in :data:`COMMANDS`: its arguments (name, type,
-required, range), what it does, and its CLI usage. The daemon validates requests against
-it (:func:`parse_request`) and the CLI builds its daemon sub-commands from it
-(``cocod.cli.parser``).
+Every command is described once, in :data:`COMMANDS` (:mod:`cocod.control.commands`,
+re-exported here): its arguments (name, type, required, range), what it does, and its CLI
+usage. The daemon validates requests against it (:func:`parse_request`) and the CLI builds
+its daemon sub-commands from it (``cocod.cli.parser``), importing only the table.
 
 A request line is untrusted input with bounded cost: at most :data:`MAX_LINE_BYTES`
 bytes, :data:`MAX_DEPTH` levels of nesting (checked by a linear byte scan before the JSON
@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
+from cocod.control.commands import BUILTIN_FLOWS, COMMANDS, MAX_LIST_ITEMS, Arg, Command
 from cocod.errors import ProtocolError
 
 __all__ = [
+    "BUILTIN_FLOWS",
     "COMMANDS",
     "MAX_DEPTH",
     "MAX_INT_DIGITS",
@@ -50,9 +51,6 @@ MAX_DEPTH = 64
 MAX_INT_DIGITS = 64
 """Longer integer literals are refused (int() of a huge literal is quadratic, then fails)."""
 
-MAX_LIST_ITEMS = 1000
-"""A ``many`` argument's list holds at most this many values."""
-
 
 class ErrorCode:
     """The ``error.code`` values a reply can carry (docs/daemon.md lists when each is sent)."""
@@ -74,148 +72,18 @@ class ErrorCode:
     INTERNAL = "internal"
 
 
-@dataclass(frozen=True)
-class Arg:
-    """One argument of a command: its JSON type and, for integers, its allowed range."""
-
-    name: str
-    type: type | tuple[type, ...]
-    required: bool = False
-    help: str = ""
-    positional: bool = False
-    min: int | None = None
-    max: int | None = None
-    default: Any = None
-    """What the daemon uses when the argument is absent (shown in the CLI help)."""
-    many: bool = False
-    """A value of ``type`` or a list of up to :data:`MAX_LIST_ITEMS` of them on the wire; on
-    the command line the option is repeatable (``--instance a --instance b``) and a value
-    may also list several, comma-separated (``--instance a,b``)."""
-    choices: tuple[str, ...] | None = None
-    """The only values a string argument may take (``add --flow code|text``)."""
-
-
-@dataclass(frozen=True)
-class Command:
-    name: str
-    help: str
-    args: tuple[Arg, ...] = field(default_factory=tuple)
-    is_long: bool = False  # may stream progress events before its reply
-    runs_in_client: bool = False
-    """A command of the ``cocod`` program that is not sent over the socket (``cocod mcp``
-    runs a server that is itself a client); listed here so its usage is generated like
-    every other, and refused by :func:`parse_request` as unknown."""
-
-
-@dataclass(frozen=True)
 class Request:
-    id: Any
-    command: Command
-    args: dict[str, Any]
+    """One validated request: its id (echoed in the reply), command and arguments."""
 
+    __slots__ = ("args", "command", "id")
 
-BUILTIN_FLOWS = ("code", "text")
-"""The flows of :mod:`cocod.flows` that ``add --path`` can name."""
+    def __init__(self, id: Any, command: Command, args: dict[str, Any]) -> None:
+        self.id = id
+        self.command = command
+        self.args = args
 
-_NAME = Arg("name", str, required=True, help="flow instance name", positional=True)
-_OPT_NAME = Arg("name", str, help="flow instance name (default: all)", positional=True)
-
-COMMANDS: dict[str, Command] = {
-    c.name: c
-    for c in (
-        Command("ping", "check that the daemon answers"),
-        Command("ls", "list flow instances with their state"),
-        Command("status", "state, counts, last update and errors of instances", (_OPT_NAME,)),
-        Command("open", "open an instance (live ones start watching)", (_NAME,)),
-        Command("close", "close an instance in this daemon (its data stays)", (_NAME,)),
-        Command("setup", "create or update an instance's tables", (_NAME,), is_long=True),
-        Command("drop", "drop an instance's tables and state", (_NAME,), is_long=True),
-        Command(
-            "update",
-            "run one catch-up update",
-            (_NAME, Arg("full_reprocess", bool, help="recompute every row", default=False)),
-            is_long=True,
-        ),
-        Command(
-            "verify",
-            "compare an instance's tracking, tables and files; --repair fixes the drift",
-            (
-                _NAME,
-                Arg(
-                    "repair",
-                    bool,
-                    help="reprocess what drifted so the tables equal a fresh build",
-                    default=False,
-                ),
-            ),
-            is_long=True,
-        ),
-        Command(
-            "query",
-            "nearest rows to a text by the instance's vector index",
-            (
-                _NAME,
-                Arg("text", str, required=True, help="query text", positional=True),
-                Arg("top", int, help="number of results", min=1, max=1000, default=5),
-            ),
-        ),
-        Command(
-            "search",
-            "nearest chunks to a text across instances, merged by score, with line ranges",
-            (
-                Arg("text", str, required=True, help="query text", positional=True),
-                Arg(
-                    "instance",
-                    str,
-                    help="instance to search; a,b for several (default: every instance "
-                    "with a vector index)",
-                    many=True,
-                ),
-                Arg("top", int, help="number of results", min=1, max=1000, default=10),
-            ),
-        ),
-        Command(
-            "add",
-            "add an instance at runtime (kept across restarts)",
-            (
-                _NAME,
-                Arg(
-                    "definition",
-                    str,
-                    help="module:factory (optional with --path: a built-in flow)",
-                    positional=True,
-                ),
-                Arg("params", dict, help="factory parameters (JSON object)"),
-                Arg("live", bool, help="supervise a live updater", default=True),
-                Arg("path", str, help="folder to index with a built-in flow (cocod.flows)"),
-                Arg(
-                    "flow",
-                    str,
-                    help="built-in flow for --path: code or text",
-                    default="text",
-                    choices=BUILTIN_FLOWS,
-                ),
-            ),
-        ),
-        Command(
-            "remove",
-            "remove an instance added at runtime",
-            (_NAME, Arg("drop", bool, help="also drop its tables and state", default=False)),
-        ),
-        Command(
-            "pause", "stop updating an instance (kept across restarts; changes are kept)", (_NAME,)
-        ),
-        Command("resume", "resume a paused instance; it catches up on what changed", (_NAME,)),
-        Command("reload", "re-read config.toml and apply the difference"),
-        Command("shutdown", "drain and stop the daemon"),
-        Command(
-            "mcp",
-            "serve the MCP tools (search, list_instances, status, update) on stdin/stdout; "
-            "needs pip install 'cocod[mcp]'",
-            runs_in_client=True,
-        ),
-    )
-}
+    def __repr__(self) -> str:
+        return f"Request({self.id!r}, {self.command.name!r}, {self.args!r})"
 
 
 def encode(message: dict[str, Any]) -> bytes:
