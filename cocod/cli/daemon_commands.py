@@ -1,7 +1,9 @@
 """Client side of the daemon commands: send one request, render the reply.
 
-Imports only the stdlib and :mod:`cocod.control`, so ``cocod status`` starts in tens of
-milliseconds and never loads asyncpg or torch.
+Imports only ``json``, ``sys``, ``time`` and :mod:`cocod.control.client` at run
+time (no ``pathlib``, no ``typing``, not even the command table until a generated command
+needs it), so ``cocod status`` costs little more than starting Python and never loads
+asyncpg or torch; tests/cli/test_thin_client.py holds it to that.
 """
 
 from __future__ import annotations
@@ -9,21 +11,24 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 from cocod.control.client import (
     ControlClient,
     DaemonError,
     DaemonUnavailableError,
-    default_socket_path,
+    default_socket_location,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
-def socket_path(args: Any) -> Path:
-    explicit = getattr(args, "socket", None)
-    return Path(explicit) if explicit else default_socket_path()
+
+def socket_path(args: Any) -> str:
+    """``--socket``, else where the daemon listens by default."""
+    explicit: str | None = getattr(args, "socket", None)
+    return explicit if explicit else default_socket_location()
 
 
 LONG_COMMANDS = frozenset({"update", "setup", "drop", "verify", "search"})
@@ -90,7 +95,7 @@ def cmd_serve(args: Any) -> int:
 
 def cmd_daemon(args: Any) -> int:
     """Any command of the protocol table: its arguments from the parsed command line."""
-    from cocod.control.protocol import COMMANDS
+    from cocod.control.commands import COMMANDS
 
     command = COMMANDS[args.command]
     if command.runs_in_client:
@@ -107,7 +112,7 @@ def cmd_daemon(args: Any) -> int:
         if params or "path" not in payload:
             payload["params"] = params
         if "path" in payload:  # like config.toml: relative to where you are
-            payload["path"] = str(Path(payload["path"]).expanduser().resolve())
+            payload["path"] = _resolved(payload["path"])
     code, result = _call(args, command.name, payload)
     if code == 0 and not args.json:
         _RENDER.get(command.name, _render_default)(result)
@@ -126,9 +131,11 @@ def _split_many(value: Any) -> list[str]:
 def _run_in_client(name: str, args: Any) -> int:
     """Commands of the table that this process runs itself (``cocod mcp``)."""
     if name == "mcp":
+        from pathlib import Path
+
         from cocod.mcp_server import run_mcp
 
-        return run_mcp(socket_path(args))
+        return run_mcp(Path(socket_path(args)))
     raise AssertionError(f"no client-side handler for {name!r}")
 
 
@@ -228,8 +235,16 @@ def _add_params(args: Any) -> dict[str, Any] | None:
     for key, value in list(params.items()):
         # Like config.toml: *path / *dir params are paths, relative to where you are.
         if isinstance(value, str) and value and (key.endswith("path") or key.endswith("dir")):
-            params[key] = str(Path(value).expanduser().resolve())
+            params[key] = _resolved(value)
     return params
+
+
+def _resolved(path: str) -> str:
+    """An absolute, symlink-free path (``Path.expanduser().resolve()``), as the daemon
+    runs elsewhere."""
+    from pathlib import Path
+
+    return str(Path(path).expanduser().resolve())
 
 
 _RENDER = {

@@ -1,15 +1,30 @@
-"""``cocod`` entry point. Heavy modules are imported by the command that needs them."""
+"""``cocod`` entry point. Heavy modules are imported by the command that needs them.
+
+The daemon's hot commands (``ping``, ``status``, ``ls``) are read by
+:mod:`cocod.cli.fast_args` and sent by :mod:`cocod.cli.daemon_commands`: this module,
+those two and the control client import only ``os``, ``sys``, ``json``, ``socket``,
+``time`` and ``types``, so such a process costs a few milliseconds more than starting
+Python (tests/cli/test_thin_client.py checks what they import). Everything else is parsed
+by argparse, with only the named sub-command built.
+"""
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+
+from cocod.cli.fast_args import fast_args
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+    from types import SimpleNamespace
+    from typing import Any
 
 
-def _load_env(args: argparse.Namespace) -> int | None:
+def _load_env(args: argparse.Namespace | SimpleNamespace) -> int | None:
     """Load ``-e/--env-file`` or the ``.env`` v0 would find (the current directory, then
     its parents), before any app is imported, so ``COCOINDEX_DATABASE_URL`` in it decides
     the database. Variables already in the environment win, as in v0. ``serve`` reads only
@@ -77,17 +92,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    from cocod.cli.parser import build_parser
+    words = sys.argv[1:] if argv is None else list(argv)
+    args: Any = fast_args(words)  # a SimpleNamespace, else argparse's Namespace
+    if args is None:
+        from cocod.cli.parser import build_parser, command_word
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
+        args = build_parser(only=command_word(words)).parse_args(words)
     if args.version:
         from cocod import __version__
 
         print(f"cocod {__version__}")
         return 0
     if args.command is None:
-        parser.print_help()
+        from cocod.cli.parser import build_parser
+
+        build_parser().print_help()  # every command, whatever was built to parse
         return 2
     if (status := _load_env(args)) is not None:
         return status

@@ -8,12 +8,13 @@ handled in-process; a bare name (``docs``) is a daemon flow instance.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from cocod.control.protocol import COMMANDS, Arg, Command
-
-APP = "cocod.cli.app_commands:"
-DAEMON = "cocod.cli.daemon_commands:"
+from cocod.cli.fast_args import APP, DAEMON
+from cocod.control.commands import COMMANDS, Arg, Command
 
 APP_COMMANDS = frozenset({"setup", "drop", "update", "ls", "query", "show", "evaluate"})
 """Sub-commands in v0's shape (``APP_TARGET`` first, v0's flags); they go to the daemon
@@ -49,12 +50,6 @@ CLI_ONLY_OPTIONS: dict[tuple[str, str], tuple[tuple[str, dict[str, Any]], ...]] 
 """Table arguments whose command-line form is not the generic one (added besides it)."""
 
 
-def looks_like_app_target(target: str | None) -> bool:
-    if not target:
-        return False
-    return "/" in target or target.endswith(".py") or ":" in target or "." in target
-
-
 def _add_instance_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--instance",
@@ -64,14 +59,18 @@ def _add_instance_flag(p: argparse.ArgumentParser) -> None:
 
 
 def _daemon_options() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
+    parent = Parser(add_help=False)
     parent.add_argument("--socket", help="control socket (default: $COCOD_SOCKET or the usual)")
     parent.add_argument("--json", action="store_true", help="machine-readable output")
     return parent
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with ``only`` (a command word, see :func:`command_word`)
+    just that sub-command: building all of them costs more than the imports of a thin
+    client, and argparse reads nothing but the chosen one. An unknown ``only`` builds
+    everything (the error then lists every choice)."""
+    parser = Parser(
         prog="cocod",
         description="Keep Postgres + pgvector indexes in sync with folders of documents.",
     )
@@ -80,12 +79,110 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-d", "--app-dir", help="prepend this folder to the import path")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     daemon = _daemon_options()
+    names = [*_APP_SHAPED, *(c for c in COMMANDS if c not in APP_COMMANDS)]
+    if only in names:
+        names = [only]
+    for name in names:
+        add = _APP_SHAPED.get(name)
+        if add is not None:
+            add(sub, daemon)
+        else:
+            _add_daemon_command(sub, COMMANDS[name], daemon)
+    return parser
 
+
+HELP_FLAGS = ("-h", "--help")
+VERSION_FLAGS = ("-V", "--version")
+GLOBAL_OPTIONS = ("-e", "--env-file", "-d", "--app-dir")
+"""The top-level options that take a value (the flags above take none)."""
+
+
+def command_word(argv: Sequence[str]) -> str | None:
+    """The sub-command ``argv`` names, read as argparse reads the top level (flags,
+    options with their value in any spelling argparse accepts, abbreviations), or None
+    when in doubt; then :func:`build_parser` builds everything and argparse decides."""
+    tokens = iter(argv)
+    for token in tokens:
+        if not token.startswith("-"):
+            return token
+        if token == "--":
+            return None
+        name, has_value, _ = token.partition("=")
+        if _matches(name, GLOBAL_OPTIONS):
+            if not has_value:
+                next(tokens, None)  # the option's value
+            continue
+        if token.startswith(("-e", "-d")) and not token.startswith("--"):
+            continue  # -eFILE
+        if not has_value and _matches(token, VERSION_FLAGS):
+            continue
+        return None  # --help lists every command; anything odd: let argparse say
+    return None
+
+
+def _long(spellings: tuple[str, ...]) -> list[str]:
+    return [s for s in spellings if s.startswith("--")]
+
+
+def _matches(token: str, spellings: tuple[str, ...]) -> bool:
+    """``token`` is one of ``spellings`` or an abbreviation of exactly one long one."""
+    if token in spellings:
+        return True
+    if not token.startswith("--") or len(token) < 3:
+        return False
+    every_long = _long(HELP_FLAGS + VERSION_FLAGS + GLOBAL_OPTIONS)
+    hits = [s for s in every_long if s.startswith(token)]
+    return len(hits) == 1 and hits[0] in spellings
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, minus its ``import shutil`` (and shutil's bz2, lzma, zlib):
+    argparse makes a formatter for every ``add_argument`` only to check the metavar, and
+    the terminal width it computes is needed only when help is printed."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        if width is None:
+            width = _terminal_columns() - 2  # what argparse does, via os instead of shutil
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose help formatter is :class:`HelpFormatter`; its sub-command
+    parsers are of this class too (argparse makes them with ``type(parser)``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _terminal_columns() -> int:
+    """``shutil.get_terminal_size().columns``: $COLUMNS, the terminal's width, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+def _add_serve(sub: Any, daemon: argparse.ArgumentParser) -> None:
     p = sub.add_parser("serve", help="run the daemon in the foreground")
     p.add_argument("--config", help="config.toml (default: $COCOD_CONFIG, ./config.toml, ...)")
     p.set_defaults(handler=DAEMON + "cmd_serve")
 
-    # -- commands for apps and instances -----------------------------------------------------
+
+# -- commands for apps and instances ---------------------------------------------------------
+def _add_setup(sub: Any, daemon: argparse.ArgumentParser) -> None:
     p = sub.add_parser("setup", parents=[daemon], help="create or update tables of flows")
     p.add_argument("target", metavar="APP_TARGET|INSTANCE")
     p.add_argument("-f", "--force", action="store_true", help="apply without asking")
@@ -94,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_instance_flag(p)
     p.set_defaults(handler=APP + "cmd_setup", daemon_handler=DAEMON + "cmd_setup")
 
+
+def _add_drop(sub: Any, daemon: argparse.ArgumentParser) -> None:
     p = sub.add_parser("drop", parents=[daemon], help="drop the tables and state of flows")
     p.add_argument("target", metavar="APP_TARGET|INSTANCE")
     p.add_argument("flow_names", nargs="*")
@@ -102,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_instance_flag(p)
     p.set_defaults(handler=APP + "cmd_drop", daemon_handler=DAEMON + "cmd_drop")
 
+
+def _add_update(sub: Any, daemon: argparse.ArgumentParser) -> None:
     p = sub.add_parser("update", parents=[daemon], help="set up if needed, then catch up")
     p.add_argument("target", metavar="APP_FLOW_SPECIFIER|INSTANCE")
     p.add_argument("-L", "--live", action="store_true", help="keep following file changes")
@@ -115,11 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_instance_flag(p)
     p.set_defaults(handler=APP + "cmd_update", daemon_handler=DAEMON + "cmd_update")
 
+
+def _add_ls(sub: Any, daemon: argparse.ArgumentParser) -> None:
     p = sub.add_parser("ls", parents=[daemon], help="list flow instances, or an app's flows")
     p.add_argument("target", nargs="?", metavar="APP_TARGET")
     _add_instance_flag(p)
     p.set_defaults(handler=APP + "cmd_ls", daemon_handler=DAEMON + "cmd_ls")
 
+
+def _add_query(sub: Any, daemon: argparse.ArgumentParser) -> None:
     p = sub.add_parser("query", parents=[daemon], help="nearest rows to a text")
     p.add_argument("target", metavar="APP_FLOW_SPECIFIER|INSTANCE")
     p.add_argument("text")
@@ -128,12 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_instance_flag(p)
     p.set_defaults(handler=APP + "cmd_query", daemon_handler=DAEMON + "cmd_query")
 
+
+def _add_show(sub: Any, daemon: argparse.ArgumentParser) -> None:
     p = sub.add_parser("show", help="print a flow's structure")
     p.add_argument("target", metavar="APP_FLOW_SPECIFIER")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--color", action=argparse.BooleanOptionalAction, default=None)
     p.set_defaults(handler=APP + "cmd_show")
 
+
+def _add_evaluate(sub: Any, daemon: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "evaluate", help="run a flow without writing targets; dump its rows as YAML files"
     )
@@ -151,11 +260,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=APP + "cmd_evaluate")
 
-    # -- daemon-only commands: generated from the protocol's command table ------------------
-    for command in COMMANDS.values():
-        if command.name not in APP_COMMANDS:
-            _add_daemon_command(sub, command, daemon)
-    return parser
+
+_APP_SHAPED: dict[str, Callable[[Any, argparse.ArgumentParser], None]] = {
+    "serve": _add_serve,
+    "setup": _add_setup,
+    "drop": _add_drop,
+    "update": _add_update,
+    "ls": _add_ls,
+    "query": _add_query,
+    "show": _add_show,
+    "evaluate": _add_evaluate,
+}
+"""The hand-written sub-commands, in help order; the table's others follow them."""
 
 
 def _add_no_wait_flag(p: argparse.ArgumentParser) -> None:

@@ -5,29 +5,40 @@ instances with bare names (``cocod update docs``), so a bare name is the app whe
 ``NAME.py`` or the package ``NAME/`` is in the app folder (``-d``, else the current one)
 and no daemon instance has that name; when both exist, the user must pick, and the error
 says how. Paths, ``.py`` files, dotted modules and ``APP:FLOW`` are always apps;
-``--instance`` always means the daemon. Stdlib only: the daemon path stays a thin client.
+``--instance`` always means the daemon. Only ``os`` at run time: ``cocod ls`` passes
+through here on its way to the daemon and stays a thin client (no argparse, no pathlib).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-from pathlib import Path
 
-from cocod.cli.parser import looks_like_app_target
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
 
 
 class TargetConflictError(Exception):
     """A bare name that is both an app in the app folder and a daemon instance."""
 
 
-def app_file_for(name: str, app_dir: str | None) -> Path | None:
+def looks_like_app_target(target: str | None) -> bool:
+    """A path, a ``.py`` file, a dotted module or ``APP:FLOW``: never an instance name."""
+    if not target:
+        return False
+    return "/" in target or target.endswith(".py") or ":" in target or "." in target
+
+
+def app_file_for(name: str, app_dir: str | None) -> str | None:
     """``NAME.py`` or ``NAME/__init__.py`` in the app folder, if there is one."""
     if not name.isidentifier():
         return None
-    folder = Path(app_dir) if app_dir else Path(os.getcwd())
-    for candidate in (folder / f"{name}.py", folder / name / "__init__.py"):
-        if candidate.is_file():
+    folder = app_dir or os.getcwd()
+    for candidate in (
+        os.path.join(folder, f"{name}.py"),
+        os.path.join(folder, name, "__init__.py"),
+    ):
+        if os.path.isfile(candidate):
             return candidate
     return None
 
@@ -63,7 +74,8 @@ def is_daemon_target(args: argparse.Namespace) -> bool:
     instances = daemon_instance_names(args)
     if instances is None or target not in instances:
         return False
-    shown = f"./{app_file.name}" if app_file.name != "__init__.py" else f"./{target}/"
+    base = os.path.basename(app_file)
+    shown = f"./{base}" if base != "__init__.py" else f"./{target}/"
     raise TargetConflictError(
         f"{target!r} is both the app {app_file} and a daemon instance; write "
         f"`cocod {args.command} {shown}` for the app or "
