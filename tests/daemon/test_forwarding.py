@@ -288,3 +288,30 @@ def test_two_owners_racing_serve_a_request_once(
     assert reply["summary"] == f"ran by {runs[0]}" and reply["args"] == {"full_reprocess": True}
     rows = sql.fetch("SELECT state, reply IS NOT NULL FROM cocod.cluster_requests")
     assert [(r[0], r[1]) for r in rows] == [("done", True)]
+
+
+def test_old_requests_are_cleaned_up(
+    cocod_db: str, sql: SqlHelper, blockbuster: BlockBuster
+) -> None:
+    _allow_what_must_block(blockbuster)
+
+    async def main() -> int:
+        async with _member() as (cluster, member):
+            async with cluster.pool.acquire() as conn:
+                await member.table.ensure(conn)
+                for _ in range(4):
+                    await member.table.insert(conn, "docs", "docs", "update", {}, "d-1")
+            sql_ages = (
+                "UPDATE cocod.cluster_requests SET state = 'done', finished = now() - "
+                "interval '11 minutes' WHERE id = 1; UPDATE cocod.cluster_requests SET "
+                "state = 'done', finished = now() - interval '1 minute' WHERE id = 2; "
+                "UPDATE cocod.cluster_requests SET created = now() - interval '2 days' "
+                "WHERE id = 3"
+            )
+            async with cluster.pool.acquire() as conn:
+                await conn.execute(sql_ages)
+                return await member.table.clean_up(conn)
+
+    assert bridge.run(main()) == 2
+    # Kept: a recent finished one (for inspection) and a pending one.
+    assert [r[0] for r in sql.fetch("SELECT id FROM cocod.cluster_requests ORDER BY id")] == [2, 4]
