@@ -23,17 +23,14 @@ import numpy as np
 import numpy.typing as npt
 
 from cocod.errors import FlowDefinitionError
-from cocod.flow.value_type import (
-    BASIC_KINDS,
-    KEY_KINDS,
-    FieldSchema,
-    ValueType,
-    basic,
-    row_type,
-    row_without_first,
-    struct,
-    table,
-)
+
+# The type model, re-exported (``as``): see the module docstring.
+from cocod.flow.value_type import FieldSchema as FieldSchema
+from cocod.flow.value_type import ValueType as ValueType
+from cocod.flow.value_type import basic as basic
+from cocod.flow.value_type import row_type, row_without_first
+from cocod.flow.value_type import struct as struct
+from cocod.flow.value_type import table as table
 
 # --- annotation markers ----------------------------------------------------------------------
 
@@ -324,36 +321,3 @@ def _strip_annotation(annotation: Any) -> Any:
                 annotation = members[0]
                 continue
         return annotation
-
-
-__all__ = [  # the type model's names are re-exported: see the module docstring
-    "BASIC_KINDS",
-    "KEY_FIELD_NAME",
-    "KEY_KINDS",
-    "TABLE_TYPES",
-    "Annotation",
-    "FieldSchema",
-    "Float32",
-    "Float64",
-    "Int64",
-    "Json",
-    "LocalDateTime",
-    "OffsetDateTime",
-    "Range",
-    "TypeAttr",
-    "TypeKind",
-    "ValueType",
-    "Vector",
-    "VectorInfo",
-    "as_utc_if_naive",
-    "basic",
-    "row_type",
-    "row_without_first",
-    "struct",
-    "struct_type_of",
-    "table",
-    "to_engine_value",
-    "to_python_value",
-    "type_of_annotation",
-    "type_of_constant",
-]
