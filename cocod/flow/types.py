@@ -1,8 +1,8 @@
 """Python annotations → engine value types, and values across custom-function boundaries.
 
 A flow is type-checked while it is defined (like v0), so every field has a ``ValueType``
-(the type model itself is :mod:`cocod.flow.value_type`, re-exported here because this is
-the module the rest of cocod and ``cocod.typing`` import types from). Values flow through
+(the type model itself is :mod:`cocod.flow.value_type`; the names of it that some twenty
+modules import from here are re-exported with ``as``). Values flow through
 the engine as plain Python: ``str``/``bytes``/``int``/``float``/``bool``, ``numpy`` arrays
 for numeric vectors, ``dict[str, Any]`` for structs, ``list[dict]`` for tables. Conversion
 to and from user dataclasses happens only at custom-function boundaries.
