@@ -161,3 +161,113 @@ def pick_files(corpus: Corpus, count: int, *, seed: int, salt: str) -> list[str]
     """``count`` distinct files chosen deterministically (for edits and deletes)."""
     rng = random.Random(f"{seed}:{salt}")
     return rng.sample(corpus.files, min(count, len(corpus.files)))
+
+
+# --- A code repository (bench/progress_eta.py) -------------------------------------------
+
+CODE_SUFFIXES = (".py", ".js", ".ts", ".rs", ".go", ".java", ".c", ".h", ".cpp", ".rb")
+MAX_CODE_BYTES = 4_000
+SKIPPED_STDLIB_DIRS = frozenset({"site-packages", "test", "tests", "idle_test", "lib2to3"})
+
+
+def code_bases(shared: Path = REPO_ROOT.parent / "shared" / "corpus") -> tuple[str, list[Base]]:
+    """Source files to replicate: the code under ``../shared/corpus`` when it has any,
+    else the standard library's ``.py`` modules (tests left out), each cut at a line
+    boundary after :data:`MAX_CODE_BYTES` so a few huge modules do not dominate."""
+    found: list[tuple[str, Path]] = []
+    if shared.is_dir():
+        found = [
+            (p.relative_to(shared).as_posix(), p)
+            for p in sorted(shared.rglob("*"))
+            if p.is_file() and p.suffix in CODE_SUFFIXES
+        ]
+    origin = str(shared)
+    if not found:
+        stdlib = Path(sysconfig.get_paths()["stdlib"])
+        origin = str(stdlib)
+        found = [
+            (p.relative_to(stdlib).as_posix(), p)
+            for p in sorted(stdlib.rglob("*.py"))
+            if not set(p.relative_to(stdlib).parts[:-1]) & SKIPPED_STDLIB_DIRS
+        ]
+    bases = []
+    for rel, p in found:
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if text.strip():
+            bases.append(Base(rel, _cut(text, MAX_CODE_BYTES) + "\n"))
+    return origin, bases
+
+
+def _comment(rel: str) -> str:
+    return (
+        "//"
+        if Path(rel).suffix in {".js", ".ts", ".rs", ".go", ".java", ".c", ".h", ".cpp"}
+        else "#"
+    )
+
+
+def build_code_repo(
+    dest: Path, n_files: int, *, seed: int = 0, edit: str = "header", max_bases: int = 0
+) -> Corpus:
+    """``n_files`` source files: copy ``k`` of base ``b`` is ``<dir>/<stem>_v<k>.<ext>``.
+
+    Why copies sit beside their base rather than under one folder per copy: the engine
+    memoizes embeddings by chunk text, so a copy costs only its edited chunk. With a
+    folder per copy the first folder would hold almost all the model's work and the rest
+    would be nearly free, a cost profile no real repository has; side by side, each
+    stretch of the listing costs about the same per file, as in a repository whose files
+    all differ. The per-copy edit (copies after the first) is ``edit``: ``"header"``, a
+    first line naming the copy with seeded words (one new chunk text per copy, so one
+    embedding per file), or ``"shift"``, as many blank lines at the top as the copy's
+    number (every row's location and line numbers move, the chunk texts do not, so the
+    model's work is the bases' and the copies cost splitting and writing). ``max_bases``
+    (0: all) takes that many bases, evenly spaced in path order.
+    Also written: a ``.gitignore`` (``build/``, ``*.log``, ``__pycache__/``) and files it
+    ignores, a ``node_modules/``, and ``git init``'s ``.git/``; none of them may be
+    indexed, so ``Corpus.files`` lists only the files the code flow must index.
+    """
+    import subprocess
+
+    _origin, bases = code_bases()
+    if 0 < max_bases < len(bases):
+        bases = [bases[i * len(bases) // max_bases] for i in range(max_bases)]
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(dest)], check=True)
+    (dest / ".gitignore").write_text("build/\n*.log\n__pycache__/\n")
+    for rel, text in (
+        ("build/lib/generated.py", "GENERATED = True\n"),
+        ("build/out.txt", "build output\n"),
+        ("run.log", "a log line\n"),
+        ("src/__pycache__/x.py", "X = 1\n"),
+        ("node_modules/left-pad/index.js", "module.exports = (s) => s;\n"),
+    ):
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dest / rel).write_text(text)
+    files: list[str] = []
+    total = 0
+    for i in range(n_files):
+        copy, b = divmod(i, len(bases))
+        base = bases[b]
+        p = Path(base.rel)
+        name = p.name if copy == 0 else f"{p.stem}_v{copy}{p.suffix}"
+        rel = (Path("src") / p.parent / name).as_posix()
+        if copy == 0:
+            text = base.text
+        elif edit == "shift":
+            text = "\n" * copy + base.text
+        else:
+            rng = random.Random(f"{seed}:{i}")
+            words = " ".join(rng.choice(WORDS) for _ in range(8))
+            text = f"{_comment(base.rel)} copy {copy} of {base.rel}: {words}\n{base.text}"
+        data = text.encode()
+        path = dest / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        files.append(rel)
+        total += len(data)
+    return Corpus(dest, files, total, len(bases))
