@@ -6,9 +6,22 @@ The functions live in :mod:`cocod.runtime.context`; this is v0's import path for
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from cocod.errors import CocodError
+from cocod.flow.naming import validate_app_namespace
 from cocod.runtime.context import init, settings, stop
-from cocod.setting import ServerSettings
+from cocod.setting import ServerSettings, Settings
+
+
+def prepare_settings(settings: Settings) -> dict[str, Any]:
+    """v0's ``lib.prepare_settings``: check ``settings`` as ``init()`` does and return them
+    as plain data (v0 handed that form to its engine; it holds the database password, so
+    do not log it). A bad app namespace raises :class:`~cocod.errors.NamingError`."""
+    if settings.app_namespace:
+        validate_app_namespace(settings.app_namespace)
+    return dataclasses.asdict(settings)
 
 
 def start_server(settings: ServerSettings) -> None:
@@ -20,4 +33,4 @@ def start_server(settings: ServerSettings) -> None:
     )
 
 
-__all__ = ["init", "settings", "start_server", "stop"]
+__all__ = ["init", "prepare_settings", "settings", "start_server", "stop"]

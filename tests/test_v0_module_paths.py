@@ -40,14 +40,17 @@ V0_NAMES: dict[str, list[str]] = {
         "add_flow_def",
         "drop_all_flows",
         "ensure_all_flows_built",
+        "ensure_all_flows_built_async",
         "flow_by_name",
         "flow_def",
         "flow_names",
         "flows",
+        "get_flow_full_name",
         "open_flow",
         "remove_flow",
         "setup_all_flows",
         "transform_flow",
+        "update_all_flows",
         "update_all_flows_async",
     ],
     "setting": ["DatabaseConnectionSpec", "GlobalExecutionOptions", "ServerSettings", "Settings"],
@@ -60,7 +63,7 @@ V0_NAMES: dict[str, list[str]] = {
         "VectorIndexMethod",
         "VectorSimilarityMetric",
     ],
-    "lib": ["init", "settings", "start_server", "stop"],
+    "lib": ["init", "prepare_settings", "settings", "start_server", "stop"],
     "query_handler": ["QueryHandlerInfo", "QueryHandlerResultFields", "QueryInfo", "QueryOutput"],
     "auth_registry": [
         "AuthEntryReference",
@@ -204,3 +207,68 @@ def test_auth_entry_keys() -> None:
         add_auth_entry("stable-key-for-test", "b")
     with pytest.raises(SettingsError, match="not registered"):
         get_auth_entry(str, ref_auth_entry("never-added"))
+
+
+# --- the v0 names added last: full names, update/build all, prepare_settings ----------------
+
+
+def test_get_flow_full_name_spells_names_as_flows_do(database_url: str) -> None:
+    from cocod.flow import get_flow_full_name
+
+    spec = cocoindex.DatabaseConnectionSpec(url=database_url)
+    try:
+        cocoindex.init(cocoindex.Settings(database=spec, app_namespace="Team"))
+        assert get_flow_full_name("Docs") == "Team.Docs"
+        flow = cocoindex.open_flow("Docs", lambda fb, scope: None)
+        assert flow.full_name == get_flow_full_name("Docs")
+        flow.close()
+        cocoindex.stop()
+        cocoindex.init(cocoindex.Settings(database=spec))
+        assert get_flow_full_name("Docs") == "Docs"
+    finally:
+        cocoindex.stop()
+
+
+def test_update_all_flows_and_ensure_all_flows_built_async(tmp_path: Path, sql: SqlHelper) -> None:
+    import asyncio
+
+    from cocod.flow import (
+        FlowLiveUpdaterOptions,
+        ensure_all_flows_built_async,
+        setup_all_flows,
+        update_all_flows,
+    )
+    from tests.flows import paragraph_flow
+
+    built: list[str] = []
+
+    def recorded(name: str):  # type: ignore[no-untyped-def]
+        write(tmp_path / name / "a.md", f"{name} one\n\n{name} two")
+        define = paragraph_flow(str(tmp_path / name), table_name=f"{name}_rows")
+
+        def run(fb: cocoindex.FlowBuilder, scope: cocoindex.DataScope) -> None:
+            built.append(name)
+            define(fb, scope)
+
+        return run
+
+    cocoindex.open_flow("First", recorded("first"))
+    cocoindex.open_flow("Second", recorded("second"))
+    asyncio.run(ensure_all_flows_built_async())
+    assert sorted(built) == ["first", "second"]
+    setup_all_flows()
+    results = update_all_flows(FlowLiveUpdaterOptions(live_mode=False))
+    assert sorted(results) == ["First", "Second"]
+    assert sql.fetchval("SELECT count(*) FROM first_rows") == 2
+    assert sql.fetchval("SELECT count(*) FROM second_rows") == 2
+    assert sorted(built) == ["first", "second"], "built once, not again by the update"
+
+
+def test_prepare_settings_checks_like_init() -> None:
+    from cocod.errors import NamingError
+    from cocod.lib import prepare_settings
+
+    prepared = prepare_settings(cocoindex.Settings(app_namespace="Team"))
+    assert prepared["app_namespace"] == "Team" and prepared["database"] is None
+    with pytest.raises(NamingError, match="app namespace"):
+        prepare_settings(cocoindex.Settings(app_namespace="not valid!"))

@@ -354,6 +354,19 @@ def ensure_all_flows_built() -> None:
         fl.execution()
 
 
+async def ensure_all_flows_built_async() -> None:
+    """v0's ``ensure_all_flows_built_async``: run each open flow's definition (in a thread)."""
+    for fl in flows().values():
+        await fl.execution_async()
+
+
+def get_flow_full_name(name: str) -> str:
+    """v0's ``cocoindex.flow.get_flow_full_name``: ``name`` under the current app namespace
+    (``"Ns.Name"``; the name alone without one), as :attr:`Flow.full_name` spells it."""
+    namespace = get_context().settings.app_namespace
+    return validate_full_flow_name(f"{namespace}.{name}" if namespace else name)
+
+
 def setup_all_flows(report_to_stdout: bool = False) -> None:
     for fl in flows().values():
         fl.setup(report_to_stdout=report_to_stdout)
@@ -379,3 +392,13 @@ async def update_all_flows_async(options: Any = None) -> dict[str, IndexUpdateIn
         for name, fl in flows().items():
             tg.start_soon(one, name, fl)
     return results
+
+
+def update_all_flows(options: Any = None) -> dict[str, IndexUpdateInfo]:
+    """v0's ``update_all_flows``: one catch-up pass of every open flow, concurrently.
+
+    ``options`` (a FlowLiveUpdaterOptions) contributes ``reexport_targets`` and
+    ``full_reprocess``; its ``live_mode`` is not followed (v0 would then never return):
+    use :class:`~cocod.runtime.live_updater.FlowLiveUpdater` per flow for live updates.
+    """
+    return bridge.run(update_all_flows_async(options))
