@@ -17,29 +17,42 @@ _T = TypeVar("_T")
 
 
 class Promise(Generic[_T]):
-    """A result some other task will provide: set once, awaited by any number of tasks."""
+    """A result some other task will provide: set once, awaited by any number of tasks.
 
-    __slots__ = ("_done", "_error", "_value")
+    The event is made only when a task has to wait: most promises (a memo key per chunk)
+    are set before anyone awaits them, and an event per chunk was measurable.
+    """
+
+    __slots__ = ("_done", "_error", "_event", "_value")
 
     def __init__(self) -> None:
-        self._done = anyio.Event()
+        self._done = False
+        self._event: anyio.Event | None = None
         self._value: _T | None = None
         self._error: BaseException | None = None
 
     @property
     def is_done(self) -> bool:
-        return self._done.is_set()
+        return self._done
+
+    def _finish(self) -> None:
+        self._done = True
+        if self._event is not None:
+            self._event.set()
 
     def set_result(self, value: _T) -> None:
         self._value = value
-        self._done.set()
+        self._finish()
 
     def set_exception(self, error: BaseException) -> None:
         self._error = error
-        self._done.set()
+        self._finish()
 
     async def wait(self) -> _T:
-        await self._done.wait()
+        if not self._done:
+            if self._event is None:
+                self._event = anyio.Event()
+            await self._event.wait()
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[return-value]

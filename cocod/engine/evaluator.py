@@ -88,6 +88,7 @@ class FunctionRunner:
         self._executor: FunctionExecutor | None = None
         self._executor_lock = anyio.Lock()
         self._identity = json.dumps(function.identity_json(), sort_keys=True, default=repr)
+        self._key_prefix = Fingerprinter().add(self._identity)
         self._inflight: dict[bytes, Promise[bytes]] = {}
         self._recent: OrderedDict[bytes, bytes] = OrderedDict()
         self._batcher: Batcher | None = None
@@ -107,7 +108,7 @@ class FunctionRunner:
         return self._executor
 
     def memo_key(self, args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
-        fp = Fingerprinter().add(self._identity)
+        fp = self._key_prefix.copy()
         for a in args:
             fp.add(a)
         for k in sorted(kwargs):

@@ -73,6 +73,13 @@ class Fingerprinter:
     def digest(self) -> bytes:
         return self._h.digest()
 
+    def copy(self) -> Fingerprinter:
+        """A fingerprinter that has seen what this one has: a common prefix (a function's
+        identity before each call's inputs) is hashed once, not per call."""
+        other = Fingerprinter.__new__(Fingerprinter)
+        other._h = self._h.copy()
+        return other
+
 
 def fingerprint(*values: Any) -> bytes:
     fp = Fingerprinter()
