@@ -363,8 +363,13 @@ def print_report(r: dict[str, Any]) -> str:
     return text
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(f"stopped by signal {signum}")  # so the daemon and Postgres stop too
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     if args.replay is not None:
         result = json.loads(args.replay.read_text())
         out = args.out or args.replay
