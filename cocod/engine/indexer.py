@@ -45,6 +45,7 @@ from cocod.engine.interfaces import (
     StateStore,
     TrackedRow,
 )
+from cocod.engine.listing_diff import first_error, list_and_diff
 from cocod.engine.plan import ExportPlan, FlowPlan, SourcePlan
 from cocod.engine.progress import PassProgress
 from cocod.engine.progress import report as report_progress
@@ -109,7 +110,7 @@ async def run_source_pass(
         try:
             await _process_candidates(ctx, candidates, mode, stats, logger, reporter)
         except BaseExceptionGroup as group:
-            error = _first_error(group)
+            error = first_error(group)
             raise error from error.__cause__
     if stats.has_changes:
         try:
@@ -143,9 +144,10 @@ async def _find_candidates(
         progress.listed = len(candidates)
         return candidates
     if mode == UpdateMode.NORMAL:
-        listed = await ctx.reader.list_rows()
+        listed, diff = await list_and_diff(
+            ctx.reader, ctx.store, ctx.source_id, ctx.source.logic_fp, ctx.thread_limiter
+        )
         progress.listed = len(listed)
-        diff = await ctx.store.diff_listing(ctx.source_id, listed, ctx.source.logic_fp)
         stats.num_no_change += len(listed) - len(diff.changed)
         return [*diff.changed, *diff.gone]
     listed_all, tracked_all = await _list_and_load(ctx)
@@ -207,24 +209,6 @@ class ProgressReporter:
             self.report()
 
 
-def _first_error(group: BaseExceptionGroup) -> BaseException:
-    """The error that matters in a task group's failure: a source-level one first."""
-    leaves: list[BaseException] = []
-
-    def walk(e: BaseException) -> None:
-        if isinstance(e, BaseExceptionGroup):
-            for inner in e.exceptions:
-                walk(inner)
-        else:
-            leaves.append(e)
-
-    walk(group)
-    for leaf in leaves:
-        if isinstance(leaf, SourceError):
-            return leaf
-    return leaves[0] if leaves else group
-
-
 async def _list_and_load(
     ctx: SourcePassContext,
 ) -> tuple[dict[str, Ordinal], dict[str, tuple[Ordinal | None, bytes | None]]]:
@@ -240,7 +224,7 @@ async def _list_and_load(
             tg.start_soon(list_source)
             tracked = await ctx.store.load_ordinals(ctx.source_id)
     except BaseExceptionGroup as group:
-        error = _first_error(group)
+        error = first_error(group)
         raise error from error.__cause__
     return listed, tracked
 

@@ -185,11 +185,41 @@ restores the setting. A SET rather than startup-packet ``server_settings``, whic
 PgBouncer refuses for parameters it does not know."""
 
 
+_VECTOR_TYPES_SQL = (
+    "SELECT t.typname, t.oid, t.typelem AS elemtype, t.typtype AS kind "
+    "FROM pg_catalog.pg_type AS t JOIN pg_catalog.pg_namespace AS ns "
+    "ON ns.oid = t.typnamespace "
+    "WHERE ns.nspname = 'public' AND t.typname IN ('vector', 'halfvec', 'sparsevec')"
+)
+"""pgvector's three types in one query, in the shape of asyncpg's own look-up by name."""
+
+
+class CocodConnection(asyncpg.Connection):
+    """A pooled connection whose codec set-up looks its types up once.
+
+    ``register_vector`` registers three codecs, and asyncpg's ``set_type_codec`` looks
+    each type up by name and then drops the connection's statement cache, so the
+    look-up is prepared again: six round trips per connection, in every fresh process's
+    first query. :func:`_init_connection` reads the three types in one query first and
+    this answers ``set_type_codec``'s look-ups from it (asyncpg's own look-up for any
+    other type, or when the types were not found).
+    """
+
+    _cocod_known_types: dict[str, Any] | None = None
+
+    async def _introspect_type(self, typename: str, schema: str) -> Any:
+        known = self._cocod_known_types
+        if known is not None and schema == "public" and typename in known:
+            return known[typename]
+        return await super()._introspect_type(typename, schema)  # type: ignore[misc]
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    """Codecs for jsonb and, when pgvector is there, its types.
+    """The session settings, and codecs for jsonb and, when pgvector is there, its types.
 
     The vector codecs are registered first and the extension looked up only when that
-    fails, so an ordinary connection costs the codec look-ups and nothing more.
+    fails, so an ordinary connection costs three round trips: the settings, the types'
+    look-up (prepare and run) and nothing more.
     """
     await conn.execute(SESSION_SETUP)
     await conn.set_type_codec(
@@ -197,6 +227,9 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
     from pgvector.asyncpg import register_vector
 
+    if isinstance(conn, CocodConnection):
+        types = await conn.fetch(_VECTOR_TYPES_SQL)
+        conn._cocod_known_types = {r["typname"]: r for r in types}
     try:
         await register_vector(conn)
         return
@@ -331,7 +364,7 @@ async def open_pool(
         init=_init_connection,
         reset=_keep_session,
         loop=None,
-        connection_class=asyncpg.Connection,
+        connection_class=CocodConnection,
         record_class=asyncpg.Record,
         timeout=connect_timeout,
         **connect_kwargs,

@@ -22,6 +22,7 @@ from cocod.engine.batching import Batcher
 from cocod.engine.interfaces import ExportWrite, ListingDiff, Ordinal, RowCommit, TrackedRow
 from cocod.errors import DatabaseError, DatabaseUnavailableError, RowError
 from cocod.flow.naming import quote_ident
+from cocod.storage.listing_state import TrackedListing
 from cocod.storage.pool import Connection
 
 HINTS_PER_QUERY = 4096
@@ -171,6 +172,13 @@ class PostgresStateStore:
             "OR t.ordinal_mtime_ns IS DISTINCT FROM l.mtime "
             "OR t.ordinal_size IS DISTINCT FROM l.size OR t.logic_fp IS DISTINCT FROM $9"
         )
+        # (key, mtime or NULL when the logic changed, size) of every tracked row: an
+        # index-only scan of tracking_ordinals, read while the source is being listed.
+        self.listing_state_sql = (
+            "SELECT source_key, CASE WHEN logic_fp IS NOT DISTINCT FROM $3 "
+            "THEN ordinal_mtime_ns END, ordinal_size "
+            f"FROM {self._tracking} WHERE flow_id = $1 AND source_id = $2"
+        )
 
     @property
     def flow_id(self) -> int:
@@ -251,6 +259,20 @@ class PostgresStateStore:
         changed += unstorable
         gone = [decode_key(r[0]) for r in rows if not r[1]]
         return ListingDiff(changed=changed, gone=gone)
+
+    async def load_listing_state(self, source_id: int, logic_fp: bytes) -> TrackedListing:
+        """What a full listing is compared with, fetched while the source is listed.
+
+        The pass starts this before its stat() walk: the server reads the covering index
+        while the walk runs on this side, and the comparison afterwards is one dict pop
+        per tracked row (:meth:`TrackedListing.diff`). Sending the listing instead
+        (:meth:`diff_listing`) makes the server parse and hash-join it after the walk,
+        in series with it: measured at 50,000 files, 4-5 times the server CPU of this
+        read, and all of it on the pass's path.
+        """
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(self.listing_state_sql, self._flow_id, source_id, logic_fp)
+        return TrackedListing(rows)
 
     def diff_listing_args(self, listed: Mapping[str, Ordinal]) -> list[Any]:
         """Parameters $3 to $8 of ``diff_listing_sql`` for a listing."""

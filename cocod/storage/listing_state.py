@@ -1,0 +1,49 @@
+"""A source's tracked ordinals, read while its listing is walked, and the comparison.
+
+Why not compare in SQL: a full pass of a large source used to send its listing to the
+server, which parsed it and hash-joined it with the tracking after the stat() walk, in
+series with it. Reading the covering index instead starts before the walk and runs on
+the server's core while the walk runs on this one; what is left after the walk is one
+dict pop per tracked row (see :meth:`~cocod.storage.state.PostgresStateStore.load_listing_state`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from cocod.engine.interfaces import ListingDiff, Ordinal
+
+
+class TrackedListing:
+    """A source's tracked (key, ordinal) as
+    :meth:`~cocod.storage.state.PostgresStateStore.load_listing_state`
+    read them; the ordinal is None where the logic fingerprint changed (or the file was
+    recorded while racy), so such a row always differs from the listing."""
+
+    def __init__(self, rows: Sequence[Any]) -> None:
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def diff(self, listed: Mapping[str, Ordinal]) -> ListingDiff:
+        """Listed keys that are new or changed, and tracked keys no longer listed.
+
+        Pure CPU, one dict pop per tracked row (callers run it in a worker thread when
+        it is large). Keys that cannot be stored are never tracked, so they stay in the
+        copy of the listing and come out as changed: processing reports their error.
+        """
+        remaining = dict(listed)
+        pop = remaining.pop
+        changed: list[str] = []
+        gone: list[str] = []
+        for stored, mtime, size in self._rows:
+            key = stored.decode("utf-8", "surrogateescape")  # as state.decode_key
+            ordinal = pop(key, None)
+            if ordinal is None:
+                gone.append(key)
+            elif ordinal[0] != mtime or ordinal[1] != size:
+                changed.append(key)
+        changed.extend(remaining)
+        return ListingDiff(changed=changed, gone=gone)
