@@ -9,6 +9,7 @@ Postgres (a database of its own per daemon start).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -218,3 +219,124 @@ def memory_figure(work: Path, folders: list[Path], db_url: str, settle_s: float)
     with running_daemon(work, instances, db_url) as (daemon, _env):
         time.sleep(settle_s)
         return {"instances": len(instances), **proc_memory_mb(daemon.pid)}
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of one process (its own threads, not its children), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_pids(data_dir: Path) -> list[int]:
+    """The postmaster of ``data_dir`` and its backends (read from /proc, nothing killed)."""
+    pid_file = data_dir / "postmaster.pid"
+    if not pid_file.exists():
+        return []
+    master = int(pid_file.read_text().split()[0])
+    pids = [master]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == master:
+                pids.append(int(entry.name))
+    return pids
+
+
+def _cpu_of(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):  # a backend that ended meanwhile
+            total += proc_cpu_s(pid)
+    return total
+
+
+def idle_figure(
+    work: Path,
+    folders: list[Path],
+    db_url: str,
+    idle_s: float,
+    pg_data: Path | None = None,
+    profile: Path | None = None,
+) -> dict[str, Any]:
+    """CPU of an idle daemon with live instances over these folders, once WATCHING.
+
+    The daemon's own CPU (utime + stime of its threads) and, when ``pg_data`` is given,
+    the embedded Postgres server's (postmaster and backends: heartbeats and probes cost
+    there too). ``profile``: a py-spy record of the idle window (``--idle`` samples, so
+    what wakes the daemon shows beside where it sleeps).
+    """
+    instances = [Instance(f"idle{i}", f, f"bench_idle_{i}") for i, f in enumerate(folders)]
+    with running_daemon(work, instances, db_url, timeout=3600.0) as (daemon, _env):
+        time.sleep(2.0)
+        pg_pids = postgres_pids(pg_data) if pg_data is not None else []
+        spy = None
+        if profile is not None:
+            exe = str(Path(sys.executable).parent / "py-spy")
+            record = ["record", "-p", str(daemon.pid), "-r", "100", "-d", str(int(idle_s))]
+            spy = subprocess.Popen(
+                [exe, *record, "-f", "raw", "-o", str(profile)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        c0, p0, t0 = proc_cpu_s(daemon.pid), _cpu_of(pg_pids), time.perf_counter()
+        time.sleep(idle_s)
+        wall = time.perf_counter() - t0
+        out = {
+            "instances": len(instances),
+            "idle_s": wall,
+            "daemon_cpu_pct": (proc_cpu_s(daemon.pid) - c0) / wall * 100,
+            "postgres_cpu_pct": (_cpu_of(pg_pids) - p0) / wall * 100,
+            "threads": len(list(Path(f"/proc/{daemon.pid}/task").iterdir())),
+        }
+        if spy is not None:
+            spy.wait(timeout=idle_s + 30)
+        return out
+
+
+def main() -> int:
+    """``python bench/daemon_figures.py idle --workdir W --files N [--instances K]``."""
+    import argparse
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import corpus as corpus_mod
+    from setup_db import BenchPostgres
+
+    p = argparse.ArgumentParser(description="An idle daemon's CPU (issue 11, figure 3).")
+    p.add_argument("figure", choices=["idle"])
+    p.add_argument("--workdir", type=Path, required=True, help="kept: corpus, Postgres")
+    p.add_argument("--files", type=int, default=1000, help="files per watched folder")
+    p.add_argument("--instances", type=int, default=1)
+    p.add_argument("--idle-s", type=float, default=60.0)
+    p.add_argument("--profile", type=Path, help="py-spy raw stacks of the idle window")
+    args = p.parse_args()
+    work: Path = args.workdir
+    folders = []
+    for i in range(args.instances):
+        folder = work / f"idle-corpus-{args.files}-{i}"
+        if not folder.exists():
+            corpus_mod.build_corpus(folder, args.files, seed=i)
+        folders.append(folder)
+    pg = BenchPostgres(work / "pg")
+    try:
+        db = f"idle_{args.files}_{args.instances}"
+        if not (work / f"{db}.created").exists():
+            pg.create_database(db)  # kept: the next run's catch-up is a no-op
+            (work / f"{db}.created").write_text("ok")
+        r = idle_figure(
+            work / "daemon", folders, pg.url(db), args.idle_s, work / "pg" / "pgdata", args.profile
+        )
+    finally:
+        pg.stop()
+    print(
+        f"idle daemon, {args.instances} instance(s) x {args.files:,} files, {r['idle_s']:.0f} s: "
+        f"daemon {r['daemon_cpu_pct']:.2f} % CPU ({r['threads']} threads), "
+        f"Postgres {r['postgres_cpu_pct']:.2f} %"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
