@@ -57,6 +57,18 @@ def _overlapped(
         holder.join(60)
 
 
+def _warm(pool: SplitProcesses, workers: int = 1) -> None:
+    """Overlap one split (which starts a worker in the background and splits in its
+    thread meanwhile), then wait until ``workers`` workers are ready."""
+    splitter = RecursiveSplitter()
+    request = ((), _markdown(), 2000, None, 500, "markdown")
+    assert _overlapped(pool, request, lambda: splitter.split_spans(*request[1:]))
+    deadline = time.monotonic() + 60
+    while pool.workers < workers or pool._idle.qsize() < workers:
+        assert time.monotonic() < deadline, "the worker did not start"
+        time.sleep(0.02)
+
+
 def test_lone_split_stays_in_the_thread(processes: SplitProcesses) -> None:
     splitter = RecursiveSplitter()
     request = ((), _markdown(), 2000, None, 500, "markdown")
@@ -77,6 +89,7 @@ def test_overlapping_split_goes_to_a_worker_with_the_same_chunks(
     processes: SplitProcesses,
 ) -> None:
     splitter = RecursiveSplitter()
+    _warm(processes)
     for language, size, overlap in (("markdown", 2000, 500), ("python", 1000, 300), (None, 300, 0)):
         text = _markdown() if language != "python" else (REPO / "cocod/errors.py").read_text()
         request = ((), text, size, None, overlap, language)
@@ -94,6 +107,7 @@ def test_overlapping_split_goes_to_a_worker_with_the_same_chunks(
 def test_custom_languages_reach_the_worker(processes: SplitProcesses) -> None:
     languages = [CustomLanguage("Dashes", [r"\n-{3,}\n", r"\n"], ["dash"])]
     splitter = RecursiveSplitter(languages)
+    _warm(processes)
     text = "\n---\n".join(f"part {i} " + "word " * 150 for i in range(12))
     request = (languages_key(languages), text, 400, None, 0, "dash")
     spans = _overlapped(processes, request, lambda: pytest.fail("split in the thread"))
@@ -102,6 +116,7 @@ def test_custom_languages_reach_the_worker(processes: SplitProcesses) -> None:
 
 
 def test_bad_sizes_raise_the_same_error_from_a_worker(processes: SplitProcesses) -> None:
+    _warm(processes)
     request = ((), _markdown(), 2000, None, -1, "markdown")
     with pytest.raises(ValueError, match="chunk_overlap must not be negative"):
         _overlapped(processes, request, lambda: pytest.fail("split in the thread"))
@@ -111,7 +126,7 @@ def test_bad_sizes_raise_the_same_error_from_a_worker(processes: SplitProcesses)
 def test_a_dead_worker_is_replaced_by_the_thread(processes: SplitProcesses) -> None:
     splitter = RecursiveSplitter()
     request = ((), _markdown(), 2000, None, 500, "markdown")
-    _overlapped(processes, request, lambda: pytest.fail("split in the thread"))
+    _warm(processes)
     for worker in list(processes._workers):
         worker.process.kill()
         worker.process.wait(10)
@@ -128,8 +143,7 @@ def test_a_dead_worker_is_replaced_by_the_thread(processes: SplitProcesses) -> N
 def test_idle_workers_exit() -> None:
     pool = SplitProcesses(1, idle_exit_s=0.3)
     try:
-        request = ((), _markdown(), 2000, None, 500, "markdown")
-        _overlapped(pool, request, lambda: pytest.fail("split in the thread"))
+        _warm(pool)
         (worker,) = pool._workers
         deadline = time.monotonic() + 15
         while pool.workers:
@@ -138,6 +152,24 @@ def test_idle_workers_exit() -> None:
         assert worker.process.wait(15) == 0  # it exited at the end of its stdin
     finally:
         pool.close()
+
+
+def test_the_first_overlapping_split_does_not_wait_for_a_worker_to_start(
+    processes: SplitProcesses,
+) -> None:
+    splitter = RecursiveSplitter()
+    request = ((), _markdown(), 2000, None, 500, "markdown")
+    calls: list[int] = []
+
+    def in_thread() -> list[Span]:
+        calls.append(1)
+        return splitter.split_spans(*request[1:])
+
+    assert _overlapped(processes, request, in_thread) == splitter.split_spans(*request[1:])
+    assert calls == [1]  # split here while a worker starts in the background
+    _warm(processes)
+    assert _overlapped(processes, request, lambda: pytest.fail("split in the thread"))
+    assert processes.offloaded == 1
 
 
 def test_closed_pool_splits_in_threads(processes: SplitProcesses) -> None:

@@ -58,6 +58,8 @@ PROCESSES_KNOB = "COCOD_SPLIT_PROCESSES"
 IDLE_EXIT_S = 20.0
 MIN_TEXT_CHARS = 2048
 MAX_FAILURES = 3
+_WARM_UP = ((), "# warm-up\n\nLoads the markdown grammar.", 8, None, None, "markdown")
+"""A first request each worker answers before it is used, so no split pays its imports."""
 STOP_DEADLINE_S = 2.0
 """A worker told to stop (its stdin closed) that has not exited by then is killed."""
 
@@ -198,8 +200,12 @@ class SplitProcesses:
         return None  # redone in the thread, where the error surfaces as usual
 
     def _acquire(self) -> _Worker | None:
-        """An idle worker, a new one while under ``size``, else the next one freed; None
-        once workers cannot be used (closed, or failing)."""
+        """An idle worker, else the next one freed; None (split in the thread) while the
+        workers are only starting, or once they cannot be used (closed, or failing).
+
+        Workers start in the background: the split that asks for one runs in its
+        thread meanwhile, so a burst of two files never waits for a process to start.
+        """
         while True:
             try:
                 return self._idle.get_nowait()
@@ -211,32 +217,47 @@ class SplitProcesses:
                 start = len(self._workers) + self._starting < self.size
                 if start:
                     self._starting += 1
+                elif not self._workers:
+                    return None  # only starting ones: do not wait for them
             if start:
-                return self._start()
+                threading.Thread(target=self._start, name="cocod-split-start", daemon=True).start()
+                return None
             try:
                 # Bounded, so a waiter notices when the workers it waits for are gone.
                 return self._idle.get(timeout=0.5)
             except queue.Empty:
                 continue
 
-    def _start(self) -> _Worker | None:
+    def _start(self) -> None:
+        """Start a worker and warm it up (imports, grammar) before anyone waits on it."""
+        worker: _Worker | None = None
         try:
             worker = _Worker()
-        except OSError as e:
+            status, value = worker.call(_WARM_UP)
+            if status != "ok":
+                raise _WorkerGone(str(value))
+        except (OSError, _WorkerGone) as e:
             with self._lock:
                 self._starting -= 1
                 self._failures += 1
             log.warning("split.worker.start_failed", error=str(e))
-            return None
+            if worker is not None:
+                worker.stop()
+            return
         with self._lock:
             self._starting -= 1
-            self._workers.add(worker)
-            if self._reaper is None:
-                self._reaper = threading.Thread(
-                    target=self._reap, name="cocod-split-reaper", daemon=True
-                )
-                self._reaper.start()
-        return worker
+            closed = self._closed.is_set()
+            if not closed:
+                self._workers.add(worker)
+                if self._reaper is None:
+                    self._reaper = threading.Thread(
+                        target=self._reap, name="cocod-split-reaper", daemon=True
+                    )
+                    self._reaper.start()
+        if closed:
+            worker.stop()
+        else:
+            self._idle.put(worker)
 
     def _discard(self, worker: _Worker) -> None:
         with self._lock:
@@ -275,6 +296,11 @@ class SplitProcesses:
         with self._lock:
             workers = list(self._workers)
             self._workers.clear()
+        while True:
+            try:
+                self._idle.get_nowait()
+            except queue.Empty:
+                break
         for worker in workers:
             worker.stop()
 
