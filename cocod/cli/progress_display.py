@@ -8,14 +8,18 @@ the rate and the daemon's ETA. Otherwise (a pipe, a log, journald) one plain lin
 printed when the first counts arrive, then at most every :data:`PLAIN_INTERVAL_SECONDS`,
 and a last one when the pass is done, so logs stay short and readable.
 
-rich is imported only when a bar is drawn: the CLI stays a thin, fast client.
+rich is imported only when a bar is drawn (and typing not at all): the CLI stays a thin,
+fast client.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import IO, Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Any
 
 PLAIN_INTERVAL_SECONDS = 5.0
 """Between two plain progress lines (the first and the last are always printed)."""
