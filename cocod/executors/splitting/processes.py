@@ -121,12 +121,18 @@ class _Worker:
         return reply  # type: ignore[no-any-return]
 
     def stop(self) -> None:
-        """Close its stdin (it exits at the end of it); kill it past the deadline."""
+        """Close its pipes (it exits at the end of its stdin); kill it past the deadline."""
+        self.close_pipes()
+        self.reap(time.monotonic() + STOP_DEADLINE_S)
+
+    def close_pipes(self) -> None:
         for stream in (self.requests, self.replies):
             with contextlib.suppress(OSError):
                 stream.close()
+
+    def reap(self, deadline: float) -> None:
         try:
-            self.process.wait(STOP_DEADLINE_S)
+            self.process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(STOP_DEADLINE_S)
@@ -301,8 +307,13 @@ class SplitProcesses:
                 self._idle.get_nowait()
             except queue.Empty:
                 break
+        # All told at once, then one deadline for all: a drain waits STOP_DEADLINE_S at
+        # most, however many workers there are.
         for worker in workers:
-            worker.stop()
+            worker.close_pipes()
+        deadline = time.monotonic() + STOP_DEADLINE_S
+        for worker in workers:
+            worker.reap(deadline)
 
 
 _shared: SplitProcesses | None = None

@@ -63,6 +63,15 @@ def main() -> None:
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print goes to stderr, never into the replies
     cache: dict[LanguagesKey, RecursiveSplitter] = {}
+    try:
+        _serve(requests, replies, cache)
+    except OSError:
+        return  # the parent closed the pipes (it stopped us, or it is gone)
+
+
+def _serve(
+    requests: BinaryIO, replies: BinaryIO, cache: dict[LanguagesKey, RecursiveSplitter]
+) -> None:
     while True:
         request = read_message(requests)
         if request is None:
