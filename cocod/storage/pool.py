@@ -195,7 +195,8 @@ _VECTOR_TYPES_SQL = (
 
 
 class CocodConnection(asyncpg.Connection):
-    """A pooled connection whose codec set-up looks its types up once.
+    """A pooled connection whose codec set-up looks its types up once, and whose type
+    introspections do not toggle JIT (its session has it off).
 
     ``register_vector`` registers three codecs, and asyncpg's ``set_type_codec`` looks
     each type up by name and then drops the connection's statement cache, so the
@@ -206,6 +207,15 @@ class CocodConnection(asyncpg.Connection):
     """
 
     _cocod_known_types: dict[str, Any] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # SESSION_SETUP turns JIT off for the session, so asyncpg need not read and set
+        # it around each type introspection (the first use of an array type, a composite:
+        # one round trip fewer each time).
+        caps = getattr(self, "_server_caps", None)
+        if caps is not None and getattr(caps, "jit", False):
+            self._server_caps = caps._replace(jit=False)
 
     async def _introspect_type(self, typename: str, schema: str) -> Any:
         known = self._cocod_known_types

@@ -388,25 +388,22 @@ class PostgresStateStore:
                 await self._fence(conn)
             for export_name, write in merged.items():
                 await self._writers[export_name].write(conn, write)
-            if memo:
-                # One statement for the batch's entries (hundreds in an initial index):
-                # the keys of a dict are distinct, as ON CONFLICT DO UPDATE requires.
+            if memo or used:
+                # One statement for the batch's new entries (hundreds in an initial index;
+                # the keys of a dict are distinct, as ON CONFLICT DO UPDATE requires) and
+                # for the entries found by lookup, in use again: their retention clock
+                # restarts. The two sets are disjoint, so the parts never meet on a row.
                 await conn.execute(
-                    f"INSERT INTO {self._memo} (flow_id, fp, value) "
+                    f"WITH new AS (INSERT INTO {self._memo} (flow_id, fp, value) "
                     "SELECT $1, u.fp, u.value "
                     "FROM unnest($2::bytea[], $3::bytea[]) AS u(fp, value) "
                     "ON CONFLICT (flow_id, fp) DO UPDATE "
-                    "SET value = EXCLUDED.value, orphaned_at = NULL",
+                    "SET value = EXCLUDED.value, orphaned_at = NULL RETURNING 1) "
+                    f"UPDATE {self._memo} SET orphaned_at = NULL WHERE flow_id = $1 "
+                    "AND fp = ANY($4::bytea[]) AND orphaned_at IS NOT NULL",
                     self._flow_id,
                     list(memo),
                     list(memo.values()),
-                )
-            if used:
-                # Entries found by lookup are in use again: restart their retention clock.
-                await conn.execute(
-                    f"UPDATE {self._memo} SET orphaned_at = NULL WHERE flow_id = $1 "
-                    "AND fp = ANY($2::bytea[]) AND orphaned_at IS NOT NULL",
-                    self._flow_id,
                     sorted(used),
                 )
             if upserts:
