@@ -50,7 +50,21 @@ log = structlog.get_logger()
 RACY_WINDOW_NS = 2_000_000_000
 """A file modified this recently may change again within the same timestamp tick with the
 same size, so its (mtime, size) cannot prove it unchanged later. Such rows are stored
-without an ordinal and re-hashed on the next pass (git's "racily clean" rule)."""
+without an ordinal and re-hashed on the next pass (git's "racily clean" rule). This is
+the window for mtimes in whole seconds: file systems that keep 1 s or 2 s (FAT)."""
+FINE_RACY_WINDOW_NS = 50_000_000
+"""The window for an mtime with a sub-second part: the file system keeps fine timestamps,
+stamped from the kernel's coarse clock (one tick, 1-10 ms, behind). A write after 50 ms
+always gets another mtime. With the 2 s window every file saved just before a one-shot
+update (an editor, then cron or a hook) was recorded racy, so the next pass read, hashed
+and committed it again."""
+
+
+def is_racy(mtime_ns: int, now_ns: int) -> bool:
+    """Whether a file with this mtime, read now, must be re-checked on the next pass."""
+    window = RACY_WINDOW_NS if mtime_ns % 1_000_000_000 == 0 else FINE_RACY_WINDOW_NS
+    return now_ns - mtime_ns < window
+
 
 _READ_CHUNK = 1 << 20
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -313,10 +327,11 @@ class LocalFileReader:
                 "fix its permissions or add it to excluded_patterns"
             ) from e
         content: str | bytes = data if self.spec.binary else decode_text(data, key)
-        is_racy = time.time_ns() - st.st_mtime_ns < RACY_WINDOW_NS
         return SourceRow(
             value={"filename": display_name(key), "content": content},
-            ordinal=None if is_racy else (st.st_mtime_ns, st.st_size),
+            ordinal=None
+            if is_racy(st.st_mtime_ns, time.time_ns())
+            else (st.st_mtime_ns, st.st_size),
             content_fp=fingerprint_bytes(data),
         )
 
