@@ -11,6 +11,10 @@ then starts a replacement daemon and times, from the moment it answers:
 * **rebalance**: until every instance has one owner and every daemon its fair share
   (the owners hand instances over between passes).
 
+Before each kill it also times ``update NAME`` (nothing to do but the pass itself) sent to
+the owner and sent to a standby, which forwards it to the owner through the database
+(:mod:`cocod.daemon.forwarding`): the difference is what forwarding costs.
+
 Prints p50 and max of both over ``--kills`` rounds (20 by default; each round costs a
 daemon start-up, so use ``--kills 3`` for a quick look)::
 
@@ -57,6 +61,13 @@ def _runs_watching(members: list[Member], name: str) -> bool:
     return False
 
 
+def _timed_update(member: Member, name: str) -> float:
+    started = time.monotonic()
+    reply = member.process.request("update", timeout=60.0, name=name)
+    assert reply["ok"], reply
+    return time.monotonic() - started
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=20)
@@ -86,11 +97,16 @@ def main() -> int:
             eventually(lambda: _balanced(members, names), "balanced owners", 120)
             failovers: list[float] = []
             rebalances: list[float] = []
+            direct: list[float] = []
+            forwarded: list[float] = []
             for round_no in range(args.kills):
                 owners = each_owned_once(members, names)
                 assert owners is not None
                 name = names[round_no % len(names)]
                 victim = next(m for m in members if m.is_running and m.pid == owners[name])
+                standby = next(m for m in members if m.is_running and m is not victim)
+                direct.append(_timed_update(victim, name))
+                forwarded.append(_timed_update(standby, name))
                 victim.kill()
                 killed = time.monotonic()
                 eventually(lambda n=name: _runs_watching(members, n), "failover", 120)  # type: ignore[misc]
@@ -119,6 +135,8 @@ def main() -> int:
     )
     print(line("failover (SIGKILL of the owner -> a survivor WATCHING)", failovers))
     print(line("rebalance (a daemon joins -> fair shares)", rebalances))
+    print(line("update sent to the owner", direct))
+    print(line("update sent to a standby (forwarded to the owner)", forwarded))
     return 0
 
 
