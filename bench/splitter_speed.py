@@ -18,11 +18,18 @@ Why CPU time: the machine is shared, so wall-clock figures drift with other peop
 
 The best round of each group is reported (the least disturbed by other load).  It is a
 benchmark: it exits 0 whatever the figures.
+
+``--processes N`` also splits each group from 8 threads the way the engine does during an
+initial index (``cocod.executors.splitting.processes``, N worker processes, started and
+warmed up first), and prints chunks per *wall* second beside the same threads splitting
+in this process (the GIL makes that about one core): the gain from the workers.  Wall
+time depends on the machine's other load, so compare the two lines of one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import cProfile
 import sysconfig
 import time
@@ -31,6 +38,7 @@ from pathlib import Path
 from corpus import builtin_bases  # bench/ is sys.path[0] when run as a script
 
 from cocod.executors.splitter import RecursiveSplitter
+from cocod.executors.splitting.processes import SplitProcesses
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
@@ -66,11 +74,47 @@ def measure(
     return chunks, time.process_time() - began
 
 
+def measure_wall(
+    splitter: RecursiveSplitter,
+    texts: list[str],
+    language: str,
+    config: dict[str, int],
+    processes: SplitProcesses | None,
+) -> tuple[int, float]:
+    """Chunks made and wall seconds splitting ``texts`` from 8 threads, through
+    ``processes`` when given (else in the threads)."""
+
+    def one(text: str) -> int:
+        request = ((), text, config["chunk_size"], config["min_chunk_size"],
+                   config["chunk_overlap"], language)  # fmt: skip
+        if processes is None:
+            return len(splitter.split_spans(*request[1:]))
+        return len(processes.split(request, lambda: splitter.split_spans(*request[1:])))
+
+    began = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        chunks = sum(pool.map(one, texts))
+    return chunks, time.perf_counter() - began
+
+
+def warm_up(processes: SplitProcesses, texts: list[str], language: str) -> None:
+    """Overlapping splits until every worker has started and answered."""
+    splitter = RecursiveSplitter()
+    deadline = time.monotonic() + 60
+    while processes.workers < processes.size and time.monotonic() < deadline:
+        measure_wall(splitter, texts[:16], language, MARKDOWN_CONFIG, processes)
+        time.sleep(0.2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", type=Path, help="write a cProfile of one round here")
+    parser.add_argument(
+        "--processes", type=int, default=0, help="also split via N worker processes (wall)"
+    )
     args = parser.parse_args()
+    processes = SplitProcesses(args.processes) if args.processes else None
     splitter = RecursiveSplitter()
     groups = [
         ("markdown", markdown_texts(), "markdown", MARKDOWN_CONFIG),
@@ -89,10 +133,24 @@ def main() -> None:
             f"{name:8s} {len(texts):3d} files {size / 1e6:5.2f} MB {chunks:5d} chunks "
             f"{best:6.3f} CPU-s  {rate:8.0f} chunks/CPU-s  {size / best / 1e6:5.2f} MB/CPU-s"
         )
+        if processes is not None:
+            warm_up(processes, texts, language)
+            walls: dict[str, float] = {"threads": float("inf"), "workers": float("inf")}
+            for _ in range(args.rounds):  # alternating, best of each
+                for how, via in (("threads", None), ("workers", processes)):
+                    chunks, spent = measure_wall(splitter, texts, language, config, via)
+                    walls[how] = min(walls[how], spent)
+            print(
+                f"{'':8s} 8 threads: {chunks / walls['threads']:8.0f} chunks per wall-s in this "
+                f"process, {chunks / walls['workers']:8.0f} via {processes.size} worker "
+                f"processes ({walls['threads'] / walls['workers']:.2f}x)"
+            )
         if args.profile:
             profiler = cProfile.Profile()
             profiler.runcall(measure, splitter, texts, language, config)
             profiler.dump_stats(f"{args.profile}.{name}")
+    if processes is not None:
+        processes.close()
 
 
 if __name__ == "__main__":
