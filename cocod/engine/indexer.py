@@ -133,10 +133,10 @@ async def _find_candidates(
 ) -> list[str]:
     """The keys this pass must look at: changed, new, gone, or hinted.
 
-    A normal full pass sends its listing to the store, which returns only what differs
-    (the tracking never crosses into this process row by row: a one-file edit in a
-    50,000-file source costs the stat() walk and one query). Reexport and full
-    reprocessing look at every row, so they load the ordinals as before.
+    A normal full pass compares its listing with the tracked ordinals, read while the
+    stat() walk runs (:func:`~cocod.engine.listing_diff.list_and_diff`): a one-file edit
+    in a 50,000-file source costs the walk, one query beside it and a dict pop per row.
+    Reexport and full reprocessing look at every row, so they load the ordinals as before.
     """
     if only_keys is not None:
         tracked = await ctx.store.load_ordinals(ctx.source_id, only_keys)

@@ -248,7 +248,12 @@ class PostgresStateStore:
         the statistics say. Most keys travel as one JSON text and the ordinals as comma
         lists, because asyncpg checks each element of an array parameter against three
         abstract base classes in Python (measured: most of this call's time at 50,000
-        files); keys that are not ASCII travel as arrays of their bytes.
+        files); keys that are not ASCII travel as a JSON text of their bytes in hex.
+
+        A pass does not use this (it has the listing only after its walk, and then the
+        server's part is on its path): it reads :meth:`load_listing_state` during the
+        walk. This is the :class:`~cocod.engine.interfaces.StateStore` method for a
+        caller that holds a listing already.
         """
         args, unstorable = self._split_listing(listed)
         async with self._pool.acquire() as conn:
