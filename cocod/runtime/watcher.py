@@ -182,6 +182,10 @@ class _StopFlag:
         self.root_changed = False
         self.next_root_check = time.monotonic() + ROOT_POLL_SECONDS
         self.active_until = 0.0
+        self.limiter = anyio.CapacityLimiter(1)
+        """The watch call's own thread token: it blocks until an event, and holding one of
+        the default limiter's 40 per watched source would starve every other blocking
+        call of the process (file reads, listings) once a daemon watches 40 sources."""
 
     @property
     def step_ms(self) -> int:
@@ -253,7 +257,12 @@ async def _watch_step(notify: RustNotify, stop: _StopFlag) -> object:
         try:
             outcome.append(
                 await anyio.to_thread.run_sync(
-                    notify.watch, WATCH_DEBOUNCE_MS, stop.step_ms, 0, stop
+                    notify.watch,
+                    WATCH_DEBOUNCE_MS,
+                    stop.step_ms,
+                    0,
+                    stop,
+                    limiter=stop.limiter,
                 )
             )
         except (OSError, RuntimeError) as e:

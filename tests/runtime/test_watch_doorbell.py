@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 from watchfiles._rust_notify import RustNotify
 
@@ -114,3 +115,27 @@ def test_an_event_the_doorbell_misses_is_still_reported(tree: Path, bell: Doorbe
         notify.close()
     assert isinstance(changes, set)
     assert any(path.endswith("unwatched.md") for _, path in changes)
+
+
+def test_watchers_do_not_hold_the_default_thread_tokens(tmp_path: Path) -> None:
+    """A watch call blocks until an event: each watched source must not keep one of the
+    default limiter's tokens, or a daemon watching 40 sources could read no file."""
+    from cocod.executors.local_file import LocalFileReader
+    from cocod.ops.sources import LocalFile
+
+    roots = []
+    for i in range(3):
+        (tmp_path / f"r{i}").mkdir()
+        roots.append(LocalFileReader(LocalFile(path=str(tmp_path / f"r{i}"))))
+
+    async def main() -> None:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 2
+        with anyio.fail_after(30):  # starved: the third watcher never starts
+            async with anyio.create_task_group() as tg:
+                for reader in roots:
+                    await tg.start(watcher.watch_source, reader, lambda hints: None)
+                await anyio.sleep(0.5)  # every watch call is in its thread now
+                assert await anyio.to_thread.run_sync(lambda: 42) == 42
+                tg.cancel_scope.cancel()
+
+    anyio.run(main)
