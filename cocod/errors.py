@@ -33,7 +33,9 @@ code (``cocod.daemon.server.ERROR_CODES``, documented in docs/daemon.md).
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing itself is not imported: the thin CLI loads this module
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class CocodError(Exception):

@@ -25,7 +25,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
-import httpx
 import numpy as np
 
 from cocod import auth_registry
@@ -89,6 +88,8 @@ class Endpoint:
 
     async def post(self, path: str, payload: dict[str, Any]) -> Any:
         """POST JSON, retrying what may succeed later; the parsed JSON reply."""
+        import httpx  # here, not at import: it costs a one-shot `cocod update` ~80 ms of CPU
+
         url = f"{self.base_url}/{path}"
         attempt = 0
         while True:
