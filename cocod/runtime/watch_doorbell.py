@@ -16,10 +16,13 @@ folder moved) only costs latency, at most one root poll interval, never an event
 Excluded folders (``.git``, ``node_modules``) are not watched here, so their churn does
 not wake the watcher; their events wait in ``RustNotify`` for the next step.
 
-Linux only (inotify through libc). :func:`open_doorbell` returns None elsewhere, when the
-user's inotify instances or watches run out, or when this process already holds
-:data:`MAX_DOORBELLS` (each is one more inotify instance beside ``RustNotify``'s, out of
-``fs.inotify.max_user_instances``, 128 by default): the watcher then polls as before.
+One inotify instance serves every doorbell of the process (a :class:`_Hub`, with one
+reader thread that rings the doorbells owning each event's folder), so a daemon with 50
+live sources uses 51 of the user's ``fs.inotify.max_user_instances`` (128 by default),
+not 100. The hub and its thread exist while a doorbell is open; the last one to close
+stops the thread (joined with a deadline). Linux only (inotify through libc):
+:func:`open_doorbell` returns None elsewhere, or when inotify instances or watches run
+out; the watcher then polls as before.
 """
 
 from __future__ import annotations
@@ -38,9 +41,6 @@ from collections.abc import Callable
 import structlog
 
 log = structlog.get_logger(__name__)
-
-MAX_DOORBELLS = 16
-"""Doorbells one process holds at most; watchers beyond them poll (see module doc)."""
 
 _IN_MODIFY = 0x2
 _IN_ATTRIB = 0x4
@@ -70,8 +70,9 @@ _EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; t
 _READ_SIZE = 64 * 1024
 
 _lock = threading.Lock()
-_open_count = 0
+_hub: _Hub | None = None
 _libc: ctypes.CDLL | None = None
+STOP_TIMEOUT_S = 2.0
 
 
 def _load_libc() -> ctypes.CDLL | None:
@@ -81,137 +82,226 @@ def _load_libc() -> ctypes.CDLL | None:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
             libc.inotify_init1.argtypes = [ctypes.c_int]
             libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+            libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
             _libc = libc
         except (OSError, AttributeError):
             return None
     return _libc
 
 
-class Doorbell:
-    """One inotify instance watching every folder of a tree that ``should_watch`` keeps."""
+class _Hub:
+    """The process's inotify instance: folders → the doorbells that watch them."""
 
-    def __init__(self, libc: ctypes.CDLL, fd: int, should_watch: Callable[[str], bool]) -> None:
-        self._libc = libc
-        self._fd = fd
-        self._should_watch = should_watch
-        self._paths: dict[int, str] = {}
+    def __init__(self, libc: ctypes.CDLL, fd: int) -> None:
+        self.libc = libc
+        self.fd = fd
+        self.lock = threading.Lock()
+        self.owners: dict[int, set[Doorbell]] = {}
+        self.paths: dict[int, str] = {}
+        self.bells = 0
+        self._stop_r, self._stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._thread = threading.Thread(target=self._read, name="cocod-doorbell", daemon=True)
+        self._thread.start()
+
+    def add(self, bell: Doorbell, path: str) -> bool:
+        """Watch one folder for ``bell`` (the caller holds ``lock``)."""
+        wd = self.libc.inotify_add_watch(self.fd, os.fsencode(path), _MASK)
+        if wd < 0:
+            if ctypes.get_errno() == errno.ENOSPC:  # fs.inotify.max_user_watches reached
+                bell.is_reliable = False
+            return False  # gone already (ENOENT), not a folder, or no permission: skip it
+        self.paths[wd] = path  # a folder moved in keeps its wd: its path is updated
+        self.owners.setdefault(wd, set()).add(bell)
+        bell.wds.add(wd)
+        return True
+
+    def remove(self, bell: Doorbell) -> None:
+        """Forget ``bell``'s folders; unwatch those no other doorbell has (holds ``lock``)."""
+        for wd in bell.wds:
+            owners = self.owners.get(wd)
+            if owners is None:
+                continue
+            owners.discard(bell)
+            if not owners:
+                del self.owners[wd]
+                self.paths.pop(wd, None)
+                self.libc.inotify_rm_watch(self.fd, wd)
+        bell.wds.clear()
+
+    def _read(self) -> None:
+        """The reader thread: ring the owners of each event's folder until stopped."""
+        poller = select.poll()  # not select(): descriptors above 1024 are common in a daemon
+        poller.register(self.fd, select.POLLIN)
+        poller.register(self._stop_r, select.POLLIN)
+        while True:
+            try:
+                ready = {fd for fd, _ in poller.poll()}
+            except OSError:
+                return
+            if self._stop_r in ready:
+                return
+            with self.lock:
+                self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                buf = os.read(self.fd, _READ_SIZE)
+            except OSError:  # BlockingIOError: drained
+                return
+            if not buf:
+                return
+            offset = 0
+            while offset + _EVENT.size <= len(buf):
+                wd, mask, _, length = _EVENT.unpack_from(buf, offset)
+                raw = buf[offset + _EVENT.size : offset + _EVENT.size + length]
+                offset += _EVENT.size + length
+                self._dispatch(wd, mask, raw)
+
+    def _dispatch(self, wd: int, mask: int, raw: bytes) -> None:
+        if wd == -1:  # IN_Q_OVERFLOW: whose events were dropped is unknown
+            for everyone in list(self.owners.values()):
+                for bell in everyone:
+                    bell.ring()
+            return
+        owners = self.owners.get(wd)
+        if not owners:
+            return
+        if mask & _IN_IGNORED:  # the folder is gone: its watch with it
+            for bell in owners:
+                bell.wds.discard(wd)
+            del self.owners[wd]
+            self.paths.pop(wd, None)
+            return
+        for bell in list(owners):
+            bell.ring()
+        if mask & _IN_ISDIR and mask & (_IN_CREATE | _IN_MOVED_TO):
+            parent = self.paths.get(wd)
+            if parent is not None:
+                path = os.path.join(parent, os.fsdecode(raw.rstrip(b"\0")))
+                for bell in list(owners):
+                    if bell.should_watch(path):
+                        bell.add_tree_locked(path)
+
+    def stop(self) -> None:
+        """Stop the reader (deadline :data:`STOP_TIMEOUT_S`), then close the instance."""
+        with contextlib.suppress(OSError):
+            os.write(self._stop_w, b"x")
+        self._thread.join(STOP_TIMEOUT_S)
+        for fd in (self.fd, self._stop_r, self._stop_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class Doorbell:
+    """One watcher's doorbell: the folders of its tree that ``should_watch`` keeps."""
+
+    def __init__(self, hub: _Hub, should_watch: Callable[[str], bool]) -> None:
+        self._hub = hub
+        self.should_watch = should_watch
+        self.wds: set[int] = set()
+        self._rang = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._poller = select.poll()
+        self._poller.register(self._wake_r, select.POLLIN)
         self.is_reliable = True
         """False once a folder could not be added for lack of watches: then the watcher
         must not block on this doorbell (it polls instead)."""
         self._closed = False
 
-    # -- registration (blocking: runs in the watch's worker thread) ------------------------
+    # -- registration (blocking: runs in a worker thread or the hub's reader) --------------
     def add_tree(self, top: str) -> None:
         """Watch ``top`` and every folder under it that ``should_watch`` keeps."""
-        if not self._add(top):
+        with self._hub.lock:
+            self.add_tree_locked(top)
+
+    def add_tree_locked(self, top: str) -> None:
+        if not self._hub.add(self, top):
             return
         for parent, dirs, _ in os.walk(top):
             kept = []
             for name in dirs:
                 path = os.path.join(parent, name)
-                if self._should_watch(path) and self._add(path):
+                if self.should_watch(path) and self._hub.add(self, path):
                     kept.append(name)
             dirs[:] = kept  # never walk into a pruned folder
 
-    def _add(self, path: str) -> bool:
-        wd = self._libc.inotify_add_watch(self._fd, os.fsencode(path), _MASK)
-        if wd >= 0:
-            self._paths[wd] = path  # a folder moved in keeps its wd: its path is updated
-            return True
-        err = ctypes.get_errno()
-        if err == errno.ENOSPC:  # fs.inotify.max_user_watches reached
-            self.is_reliable = False
-        return False  # gone already (ENOENT), not a folder, or no permission: skip it
+    # -- ringing and waiting ---------------------------------------------------------------
+    def ring(self) -> None:
+        """Something changed under the tree (the hub's reader thread)."""
+        self._rang = True
+        self.wake()
 
-    # -- waiting (blocking: called from RustNotify's step, in the watch thread) -----------
     def wait(self, timeout: float) -> bool:
-        """Until an event (True), a :meth:`wake`, or ``timeout`` seconds (False)."""
-        try:
-            readable, _, _ = select.select([self._fd, self._wake_r], [], [], max(0.0, timeout))
-        except (OSError, ValueError):  # closed under us: behave as woken
-            return False
-        if self._wake_r in readable:
-            self._drain_wakes()
-        return self._fd in readable and self._drain_events()
+        """Until a ring (True), a :meth:`wake`, or ``timeout`` seconds (False); blocking,
+        called from RustNotify's step in the watch thread."""
+        if not self._rang:
+            try:
+                self._poller.poll(max(0, int(timeout * 1000)))
+            except OSError:  # closed under us: behave as woken
+                return False
+        with contextlib.suppress(OSError):
+            while os.read(self._wake_r, 512):
+                pass
+        rang, self._rang = self._rang, False
+        return rang
 
     def poll(self) -> bool:
         """Did the tree ring since the last call (never blocks)."""
         return self.wait(0.0)
 
     def wake(self) -> None:
-        """End a :meth:`wait` now (never blocks; the loop thread, before :meth:`close`)."""
+        """End a :meth:`wait` now (never blocks; any thread, until :meth:`close`)."""
         if self._closed:
             return  # its descriptor number may already name another file
         with contextlib.suppress(OSError):  # pipe full: a wake is pending anyway
             os.write(self._wake_w, b"x")
 
-    def _drain_wakes(self) -> None:
-        try:
-            while os.read(self._wake_r, 512):
-                pass
-        except OSError:
-            pass
-
-    def _drain_events(self) -> bool:
-        rang = False
-        while True:
-            try:
-                buf = os.read(self._fd, _READ_SIZE)
-            except BlockingIOError:
-                return rang
-            except OSError:
-                return rang
-            if not buf:
-                return rang
-            rang = True
-            offset = 0
-            while offset + _EVENT.size <= len(buf):
-                wd, mask, _, length = _EVENT.unpack_from(buf, offset)
-                raw = buf[offset + _EVENT.size : offset + _EVENT.size + length]
-                offset += _EVENT.size + length
-                if mask & _IN_IGNORED:
-                    self._paths.pop(wd, None)
-                elif mask & _IN_ISDIR and mask & (_IN_CREATE | _IN_MOVED_TO):
-                    parent = self._paths.get(wd)
-                    if parent is not None:
-                        path = os.path.join(parent, os.fsdecode(raw.rstrip(b"\0")))
-                        if self._should_watch(path):
-                            self.add_tree(path)
-
     @property
     def watched(self) -> int:
-        return len(self._paths)
+        return len(self.wds)
 
     def close(self) -> None:
-        global _open_count
-        if self._closed:
-            return
-        self._closed = True
-        for fd in (self._fd, self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        global _hub
         with _lock:
-            _open_count -= 1
+            if self._closed:
+                return
+            with self._hub.lock:
+                self._closed = True  # under the hub's lock: the reader rings no more
+                self._hub.remove(self)
+            for fd in (self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._hub.bells -= 1
+            if self._hub.bells == 0:
+                self._hub.stop()
+                if _hub is self._hub:
+                    _hub = None
+
+
+def _get_hub() -> _Hub | None:
+    """The process's hub, started on first use (the caller holds ``_lock``)."""
+    global _hub
+    if _hub is None:
+        libc = _load_libc()
+        if libc is None:
+            return None
+        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            log.info("watcher.doorbell_unavailable", error=os.strerror(ctypes.get_errno()))
+            return None
+        _hub = _Hub(libc, fd)
+    return _hub
 
 
 def open_doorbell(root: str, should_watch: Callable[[str], bool]) -> Doorbell | None:
     """A doorbell over ``root``'s tree, or None: the watcher polls (see module doc)."""
-    global _open_count
-    libc = _load_libc()
-    if libc is None:
-        return None
     with _lock:
-        if _open_count >= MAX_DOORBELLS:
+        hub = _get_hub()
+        if hub is None:
             return None
-        _open_count += 1
-    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-    if fd < 0:
-        with _lock:
-            _open_count -= 1
-        log.info("watcher.doorbell_unavailable", error=os.strerror(ctypes.get_errno()))
-        return None
-    bell = Doorbell(libc, fd, should_watch)
+        hub.bells += 1
+        bell = Doorbell(hub, should_watch)
     try:
         bell.add_tree(root)
     except OSError as e:

@@ -141,7 +141,9 @@ async def watch_source(
         finally:
             notify.close()  # only after the watch thread returned (see _watch_step)
             if doorbell is not None:
-                doorbell.close()
+                # Locks, and the last one joins the hub's reader (2 s deadline): a thread.
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(doorbell.close, limiter=anyio.CapacityLimiter(1))
 
 
 def _open_watch(

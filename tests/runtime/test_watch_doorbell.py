@@ -3,6 +3,8 @@ costs latency, never an event (real inotify, real files, real RustNotify)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import threading
 import time
@@ -63,6 +65,33 @@ def test_wake_ends_a_wait_from_another_thread(bell: Doorbell) -> None:
     started = time.monotonic()
     assert not bell.wait(30.0)
     assert time.monotonic() - started < 20.0  # woken, not timed out
+
+
+def inotify_instances() -> int:
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed
+            count += os.readlink(fd) == "anon_inode:inotify"
+    return count
+
+
+def test_doorbells_share_one_inotify_instance_and_ring_apart(tmp_path: Path) -> None:
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    before = inotify_instances()
+    first = open_doorbell(str(tmp_path / "one"), lambda path: True)
+    second = open_doorbell(str(tmp_path / "two"), lambda path: True)
+    assert first is not None and second is not None
+    try:
+        assert inotify_instances() - before <= 1
+        (tmp_path / "two" / "x.md").write_text("x")
+        assert second.wait(5.0)
+        assert not first.wait(0.3)
+    finally:
+        first.close()
+        second.close()
+    assert inotify_instances() == before  # the last doorbell closed the shared instance
 
 
 class CountingFlag(watcher._StopFlag):
