@@ -8,8 +8,9 @@ the daemon.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from cocod.flow.lazy import LazyExports
+
+TYPE_CHECKING = False  # not typing's: `import cocod` (the thin CLI) must not load typing
 
 if TYPE_CHECKING:
     from cocod import (
@@ -36,8 +37,31 @@ if TYPE_CHECKING:
         ref_auth_entry,
     )
     from cocod.engine.stats import IndexUpdateInfo
-    from cocod.flow.builder import DataCollector, DataScope, DataSlice, FlowBuilder
-    from cocod.flow.graph import GeneratedField
+    from cocod.flow import (
+        DataCollector,
+        DataScope,
+        DataSlice,
+        EvaluateAndDumpOptions,
+        Flow,
+        FlowBuilder,
+        FlowLiveUpdater,
+        FlowLiveUpdaterOptions,
+        FlowUpdaterStatusUpdates,
+        GeneratedField,
+        TransformFlow,
+        add_flow_def,
+        drop_all_flows,
+        ensure_all_flows_built,
+        flow_by_name,
+        flow_def,
+        flow_names,
+        flows,
+        open_flow,
+        remove_flow,
+        setup_all_flows,
+        transform_flow,
+        update_all_flows_async,
+    )
     from cocod.flow.index import (
         FtsIndexDef,
         HnswVectorIndexMethod,
@@ -60,28 +84,7 @@ if TYPE_CHECKING:
     from cocod.lib import start_server
     from cocod.llm import LlmApiType, LlmSpec
     from cocod.runtime.context import get_app_namespace, init, settings, stop
-    from cocod.runtime.evaluate import EvaluateAndDumpOptions
-    from cocod.runtime.flow import (
-        Flow,
-        add_flow_def,
-        drop_all_flows,
-        ensure_all_flows_built,
-        flow_by_name,
-        flow_def,
-        flow_names,
-        flows,
-        open_flow,
-        remove_flow,
-        setup_all_flows,
-        update_all_flows_async,
-    )
-    from cocod.runtime.live_updater import (
-        FlowLiveUpdater,
-        FlowLiveUpdaterOptions,
-        FlowUpdaterStatusUpdates,
-    )
     from cocod.runtime.query import QueryHandlerResultFields, QueryInfo, QueryOutput
-    from cocod.runtime.transform_flow import TransformFlow, transform_flow
     from cocod.setting import (
         DatabaseConnectionSpec,
         GlobalExecutionOptions,
@@ -91,8 +94,73 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-_SUBMODULES = frozenset(
+_LAZY = LazyExports(
+    __name__,
     {
+        **dict.fromkeys(
+            (
+                "DataCollector",
+                "DataScope",
+                "DataSlice",
+                "EvaluateAndDumpOptions",
+                "Flow",
+                "FlowBuilder",
+                "FlowLiveUpdater",
+                "FlowLiveUpdaterOptions",
+                "FlowUpdaterStatusUpdates",
+                "GeneratedField",
+                "TransformFlow",
+                "add_flow_def",
+                "drop_all_flows",
+                "ensure_all_flows_built",
+                "flow_by_name",
+                "flow_def",
+                "flow_names",
+                "flows",
+                "open_flow",
+                "remove_flow",
+                "setup_all_flows",
+                "transform_flow",
+                "update_all_flows_async",
+            ),
+            "cocod.flow",  # its own table names the module that defines each
+        ),
+        "AuthEntryReference": "cocod.auth_registry",
+        "add_auth_entry": "cocod.auth_registry",
+        "add_transient_auth_entry": "cocod.auth_registry",
+        "ref_auth_entry": "cocod.auth_registry",
+        "FlowInstances": "cocod.flow_instances",
+        "start_server": "cocod.lib",
+        "LlmApiType": "cocod.llm",
+        "LlmSpec": "cocod.llm",
+        "IndexUpdateInfo": "cocod.engine.stats",
+        "FtsIndexDef": "cocod.flow.index",
+        "HnswVectorIndexMethod": "cocod.flow.index",
+        "IndexOptions": "cocod.flow.index",
+        "IvfFlatVectorIndexMethod": "cocod.flow.index",
+        "VectorIndexDef": "cocod.flow.index",
+        "VectorSimilarityMetric": "cocod.flow.index",
+        "Float32": "cocod.flow.types",
+        "Float64": "cocod.flow.types",
+        "Int64": "cocod.flow.types",
+        "Json": "cocod.flow.types",
+        "LocalDateTime": "cocod.flow.types",
+        "OffsetDateTime": "cocod.flow.types",
+        "Range": "cocod.flow.types",
+        "Vector": "cocod.flow.types",
+        "get_app_namespace": "cocod.runtime.context",
+        "init": "cocod.runtime.context",
+        "settings": "cocod.runtime.context",
+        "stop": "cocod.runtime.context",
+        "QueryHandlerResultFields": "cocod.runtime.query",
+        "QueryInfo": "cocod.runtime.query",
+        "QueryOutput": "cocod.runtime.query",
+        "DatabaseConnectionSpec": "cocod.setting",
+        "GlobalExecutionOptions": "cocod.setting",
+        "ServerSettings": "cocod.setting",
+        "Settings": "cocod.setting",
+    },
+    submodules={
         "auth_registry",
         "errors",
         "flow",
@@ -109,82 +177,10 @@ _SUBMODULES = frozenset(
         "targets",
         "typing",
         "utils",
-    }
+    },
 )
-_LAZY = {
-    "AuthEntryReference": "cocod.auth_registry",
-    "add_auth_entry": "cocod.auth_registry",
-    "add_transient_auth_entry": "cocod.auth_registry",
-    "ref_auth_entry": "cocod.auth_registry",
-    "EvaluateAndDumpOptions": "cocod.runtime.evaluate",
-    "FlowInstances": "cocod.flow_instances",
-    "start_server": "cocod.lib",
-    "LlmApiType": "cocod.llm",
-    "LlmSpec": "cocod.llm",
-    "IndexUpdateInfo": "cocod.engine.stats",
-    "DataCollector": "cocod.flow.builder",
-    "DataScope": "cocod.flow.builder",
-    "DataSlice": "cocod.flow.builder",
-    "FlowBuilder": "cocod.flow.builder",
-    "GeneratedField": "cocod.flow.graph",
-    "FtsIndexDef": "cocod.flow.index",
-    "HnswVectorIndexMethod": "cocod.flow.index",
-    "IndexOptions": "cocod.flow.index",
-    "IvfFlatVectorIndexMethod": "cocod.flow.index",
-    "VectorIndexDef": "cocod.flow.index",
-    "VectorSimilarityMetric": "cocod.flow.index",
-    "Float32": "cocod.flow.types",
-    "Float64": "cocod.flow.types",
-    "Int64": "cocod.flow.types",
-    "Json": "cocod.flow.types",
-    "LocalDateTime": "cocod.flow.types",
-    "OffsetDateTime": "cocod.flow.types",
-    "Range": "cocod.flow.types",
-    "Vector": "cocod.flow.types",
-    "get_app_namespace": "cocod.runtime.context",
-    "init": "cocod.runtime.context",
-    "settings": "cocod.runtime.context",
-    "stop": "cocod.runtime.context",
-    "Flow": "cocod.runtime.flow",
-    "add_flow_def": "cocod.runtime.flow",
-    "drop_all_flows": "cocod.runtime.flow",
-    "ensure_all_flows_built": "cocod.runtime.flow",
-    "flow_by_name": "cocod.runtime.flow",
-    "flow_def": "cocod.runtime.flow",
-    "flow_names": "cocod.runtime.flow",
-    "flows": "cocod.runtime.flow",
-    "open_flow": "cocod.runtime.flow",
-    "remove_flow": "cocod.runtime.flow",
-    "setup_all_flows": "cocod.runtime.flow",
-    "update_all_flows_async": "cocod.runtime.flow",
-    "FlowLiveUpdater": "cocod.runtime.live_updater",
-    "FlowLiveUpdaterOptions": "cocod.runtime.live_updater",
-    "FlowUpdaterStatusUpdates": "cocod.runtime.live_updater",
-    "QueryHandlerResultFields": "cocod.runtime.query",
-    "QueryInfo": "cocod.runtime.query",
-    "QueryOutput": "cocod.runtime.query",
-    "TransformFlow": "cocod.runtime.transform_flow",
-    "transform_flow": "cocod.runtime.transform_flow",
-    "DatabaseConnectionSpec": "cocod.setting",
-    "GlobalExecutionOptions": "cocod.setting",
-    "ServerSettings": "cocod.setting",
-    "Settings": "cocod.setting",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        return importlib.import_module(f"cocod.{name}")
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cocod' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_SUBMODULES, *_LAZY])
+__getattr__ = _LAZY.attribute
+__dir__ = _LAZY.dir
 
 
 __all__ = [

@@ -9,9 +9,9 @@ runtime and the layering of docs/architecture.md holds at import time.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cocod.flow.lazy import LazyExports
+
+TYPE_CHECKING = False  # typing stays unloaded: `import cocod` (the thin CLI) imports this
 
 if TYPE_CHECKING:
     from cocod.flow.builder import DataCollector, DataScope, DataSlice, FlowBuilder

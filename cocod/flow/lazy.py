@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Collection, Mapping
-from typing import Any
+
+TYPE_CHECKING = False  # typing stays unloaded: the thin CLI imports this via `cocod`
+if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping
+    from typing import Any
 
 
 class LazyExports:

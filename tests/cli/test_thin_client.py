@@ -28,8 +28,8 @@ HEAVY = {"asyncpg", "anyio", "torch", "numpy", "structlog", "rich", "dotenv", "w
 SLOW_STDLIB = {"argparse", "dataclasses", "inspect", "asyncio", "shutil", "pathlib"}
 """Stdlib modules that cost milliseconds each; none is needed to send a request."""
 
-PENDING_ELSEWHERE = {"typing", "_typing", "typing.io", "typing.re"}
-"""Loaded by cocod/__init__.py and cocod/errors.py at import (not thin-client code)."""
+PENDING_ELSEWHERE: set[str] = set()
+"""Modules the thin client may still load beyond the floor (none now)."""
 
 
 def _imported(command: list[str], env: dict[str, str], cwd: Path) -> tuple[set[str], str]:
