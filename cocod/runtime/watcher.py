@@ -19,15 +19,16 @@ unignored ones are indexed without waiting for the periodic rescan.
 
 The root itself is watched by identity: a root deleted and re-created is a new directory
 that the old watch never sees, so its (device, inode) is checked once per
-``ROOT_POLL_SECONDS``; a vanished root is polled until it is back, then watched again with
-a rescan hint.
+``ROOT_POLL_SECONDS`` (with a doorbell: at every ring, since the root's own deletion or
+move rings, and every ``ROOT_NET_SECONDS`` as a safety net); a vanished root is polled
+until it is back, then watched again with a rescan hint.
 
 Idle cost and latency: ``RustNotify.watch`` polls its event set every step and calls our
 stop flag's ``is_set`` each time. With a :mod:`~cocod.runtime.watch_doorbell` (Linux), the
 flag blocks there until an inotify event under the tree, a cancel, or the root's identity
-check is due, so an idle watcher wakes once a second instead of 67 times, and a saved file
-is seen within about two :data:`ACTIVE_STEP_MS` steps. Without one it steps every
-:data:`WATCH_STEP_MS`. The identity check runs in the same flag (the watch's worker
+check is due, so an idle watcher wakes every 10 s instead of 67 times a second, and a
+saved file is seen within about two :data:`ACTIVE_STEP_MS` steps. Without one it steps
+every :data:`WATCH_STEP_MS`. The identity check runs in the same flag (the watch's worker
 thread), so watching costs no other task, thread hop or timeout round trip.
 """
 
@@ -59,6 +60,8 @@ the event later than the doorbell does on a loaded machine, and a batch still se
 must not wait a whole root poll."""
 WATCH_DEBOUNCE_MS = 400
 ROOT_POLL_SECONDS = 1.0
+ROOT_NET_SECONDS = 10.0
+"""The root's timed identity check with a doorbell: every ring checks it too."""
 
 LOSSY = "\ufffd"
 """What a lossy watcher puts in place of bytes of a file name that are not valid UTF-8."""
@@ -182,7 +185,9 @@ class _StopFlag:
         self.doorbell = doorbell
         self.is_cancelled = False
         self.root_changed = False
-        self.next_root_check = time.monotonic() + ROOT_POLL_SECONDS
+        self.next_root_check = time.monotonic() + (
+            ROOT_POLL_SECONDS if doorbell is None else ROOT_NET_SECONDS
+        )
         self.active_until = 0.0
         self.limiter = anyio.CapacityLimiter(1)
         """The watch call's own thread token: it blocks until an event, and holding one of
@@ -204,21 +209,27 @@ class _StopFlag:
             return True
         now = time.monotonic()
         bell = self.doorbell
+        rang = False
         if bell is not None and not bell.is_reliable:
             # Folders were left unwatched (no inotify watches left): poll at the step
             # this call would have had without a doorbell.
             time.sleep((WATCH_STEP_MS - ACTIVE_STEP_MS) / 1000)
         elif bell is not None:
-            if bell.poll():
+            rang = bell.poll()
+            if rang:
                 self.active_until = now + ACTIVE_SECONDS
             elif now >= self.active_until:
                 # Quiet: sleep until the tree rings, a cancel, or the root check is due.
-                if bell.wait(self.next_root_check - now):
+                rang = bell.wait(self.next_root_check - now)
+                if rang:
                     self.active_until = time.monotonic() + ACTIVE_SECONDS
                 now = time.monotonic()
-        if now >= self.next_root_check and not self.is_cancelled:
-            # Polling on purpose: no event says "this path now names another inode".
-            self.next_root_check = now + ROOT_POLL_SECONDS
+        if (rang or now >= self.next_root_check) and not self.is_cancelled:
+            # The root's own deletion or move rings (it is watched too), so with a
+            # doorbell the timed check is only a safety net; without one it is the way:
+            # no event says "this path now names another inode".
+            poll = ROOT_POLL_SECONDS if bell is None or not bell.is_reliable else ROOT_NET_SECONDS
+            self.next_root_check = now + poll
             if _identity(self.root) != self.identity:
                 self.root_changed = True
         return self.is_cancelled or self.root_changed

@@ -168,3 +168,20 @@ def test_watchers_do_not_hold_the_default_thread_tokens(tmp_path: Path) -> None:
                 tg.cancel_scope.cancel()
 
     anyio.run(main)
+
+
+def test_the_root_moved_away_is_noticed_by_its_ring(tmp_path: Path) -> None:
+    """The timed identity check is 10 s apart with a doorbell: the root's own move rings."""
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    bell = open_doorbell(str(root), lambda path: True)
+    assert bell is not None
+    notify = RustNotify([str(root)], False, False, 300, True, True)
+    try:
+        flag = CountingFlag(root, bell)
+        threading.Timer(0.3, os.rename, (root, tmp_path / "elsewhere")).start()
+        assert watch_for(notify, flag, 5.0) == "stop"  # before the 10 s check was due
+    finally:
+        notify.close()
+        bell.close()
+    assert flag.root_changed and not flag.is_cancelled
