@@ -133,6 +133,13 @@ COMMANDS: dict[str, Command] = {
                     help="reprocess what drifted so the tables equal a fresh build",
                     default=False,
                 ),
+                Arg(
+                    "wait",
+                    bool,
+                    help="with --repair, wait while another process writes the flow; "
+                    "--no-wait fails at once, naming it",
+                    default=True,
+                ),
             ),
             is_long=True,
         ),

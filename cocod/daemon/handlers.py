@@ -209,13 +209,17 @@ class Handlers:
         instance.last_update = result
         return {"name": name, **result}
 
-    async def cmd_verify(self, emit: Emit, name: str, repair: bool = False) -> Any:
+    async def cmd_verify(
+        self, emit: Emit, name: str, repair: bool = False, wait: bool = True
+    ) -> Any:
         from cocod.runtime.verify import verify_flow
 
         instance = self.instances.get(name)
         await emit({"event": "progress", "stage": "verify", "name": name})
         async with self.instances.pinned(name) as flow:
-            report = await verify_flow(flow, repair=repair, progress=emit)
+            report = await verify_flow(
+                flow, repair=repair, progress=emit, lease_wait=None if wait else 0.0
+            )
         if report.repair is not None:
             instance.counted_change_at = None  # rows changed: recount in the background
         return {"name": name, **report.to_dict(), "describe": report.describe()}

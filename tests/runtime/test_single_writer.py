@@ -461,8 +461,9 @@ def test_verify_repair_waits_for_another_process_holding_the_lease(
     tmp_path: Path, database_url: str, docs: Path
 ) -> None:
     """`cocod verify --repair` writes under the flow's lease: while a real second process
-    holds it, the repair waits (the daemon names the holder), then repairs once it is
-    released, under a lease of its own."""
+    holds it, `--no-wait` is refused naming the holder, and without it the repair waits
+    (the daemon names the holder), then repairs once it is released, under a lease of its
+    own."""
     workdir = tmp_path / "daemon"
     workdir.mkdir()
     daemon = DaemonProcess(workdir, database_url, slow_instance("docs", docs, TABLE, False, 0.0))
@@ -490,6 +491,18 @@ def test_verify_repair_waits_for_another_process_holding_the_lease(
         assert holder.stdout is not None and holder.stdin is not None
         assert holder.stdout.readline().strip() == "held", holder.communicate()
         epoch = sql.fetchval("SELECT epoch FROM cocod.leases")
+
+        refused = subprocess.run(
+            [*COCOD, "verify", "docs", "--repair", "--no-wait"],
+            cwd=workdir,
+            env=daemon.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert refused.returncode != 0, refused.stdout + refused.stderr
+        assert "host host-q pid 4343" in refused.stderr, refused.stdout + refused.stderr
+        assert not any(f == "f3.md" for f, _, _ in _rows(sql))  # nothing repaired
 
         logged = len(daemon.logs())
         verify = subprocess.Popen(

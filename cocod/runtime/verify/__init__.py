@@ -41,17 +41,24 @@ __all__ = [
 
 
 async def verify_flow(
-    flow: Flow, *, repair: bool = False, progress: Progress | None = None
+    flow: Flow,
+    *,
+    repair: bool = False,
+    progress: Progress | None = None,
+    lease_wait: float | None = None,
 ) -> VerifyReport:
     """Compare ``flow``'s tracking, target tables and files; with ``repair``, fix drift.
 
     ``progress`` (sync or async) receives ``{"event": "progress", "stage": ...}`` dicts on
     cocod's event loop, so the daemon can pass its reply stream's ``emit`` directly.
+    A repair writes under the flow's lease: while another process holds it, the repair
+    waits up to ``lease_wait`` seconds (None: as long as it takes), then raises
+    :class:`~cocod.errors.FlowBusyError` naming the holder.
     """
     ctx = get_context()
     execution = flow._execution_for(ctx)
     return await bridge.run_async(
-        verify_execution(execution, ctx, repair=repair, progress=progress)
+        verify_execution(execution, ctx, repair=repair, progress=progress, lease_wait=lease_wait)
     )
 
 
@@ -66,12 +73,16 @@ async def verify_execution(
     *,
     repair: bool = False,
     progress: Progress | None = None,
+    lease_wait: float | None = None,
 ) -> VerifyReport:
     scan = await _scan(execution, ctx, progress)
     report = scan.report
     if repair and not report.is_clean:
-        setup_plan = await _current_setup(execution, ctx)
-        report.repair = await repair_flow(execution, ctx, setup_plan, scan, progress)
+        # The lease is taken once, before any write, so a refusal (``lease_wait``) comes
+        # before the repair starts; the repair's own writes run under this same lease.
+        async with execution.writing(ctx, wait=lease_wait):
+            setup_plan = await _current_setup(execution, ctx)
+            report.repair = await repair_flow(execution, ctx, setup_plan, scan, progress)
         report.after = (await _scan(execution, ctx, progress)).report
     return report
 
