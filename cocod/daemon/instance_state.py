@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import enum
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +25,8 @@ class State(enum.StrEnum):
 
     STOPPED → STARTING → CATCHING_UP → WATCHING for a live instance; BACKOFF between
     failed attempts, FAILED after MAX_FAILURES of them; STOPPING while its task winds
-    down; OPEN for an open on-demand instance; DATABASE_DOWN while the database cannot be
+    down; OPEN for an open on-demand instance (held by cocod.FlowInstances:
+    cocod/daemon/on_demand.py); DATABASE_DOWN while the database cannot be
     reached (the updater keeps its pending hints; nothing spins); PAUSED while a live
     instance is paused by a command (persisted; its watcher still collects hints);
     STANDBY while another daemon sharing the database owns the instance (no flow is open,
@@ -58,7 +58,6 @@ class Instance:
     updater: FlowLiveUpdater | None = None
     failures: int = 0
     last_error: str | None = None
-    last_used: float = field(default_factory=time.monotonic)
     last_update: dict[str, Any] | None = None
     scope: anyio.CancelScope | None = None
     stopped: anyio.Event = field(default_factory=anyio.Event)
@@ -67,7 +66,6 @@ class Instance:
     row_counts: dict[str, int | None] | None = None
     row_counts_at: float | None = None
     counted_change_at: float | None = None
-    pins: int = 0
     database_failures: int = 0  # in a row, while opening; they do not lead to FAILED
     paused: bool = False
     progress: InstanceProgress = field(default_factory=InstanceProgress)
@@ -81,13 +79,6 @@ class Instance:
     @property
     def name(self) -> str:
         return self.config.name
-
-    @property
-    def is_pinned(self) -> bool:
-        return self.pins > 0
-
-    def touch(self) -> None:
-        self.last_used = time.monotonic()
 
     def counters(self) -> PassCounters:
         """Everything its updaters counted since the daemon started (monotonic)."""
