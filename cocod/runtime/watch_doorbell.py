@@ -53,6 +53,7 @@ _IN_DELETE_SELF = 0x400
 _IN_MOVE_SELF = 0x800
 _IN_IGNORED = 0x8000
 _IN_ONLYDIR = 0x01000000
+_IN_DONT_FOLLOW = 0x02000000  # a symlinked folder is not ours to watch (the walk skips it)
 _IN_ISDIR = 0x40000000
 _MASK = (
     _IN_MODIFY
@@ -65,6 +66,7 @@ _MASK = (
     | _IN_DELETE_SELF
     | _IN_MOVE_SELF
     | _IN_ONLYDIR
+    | _IN_DONT_FOLLOW
 )
 _EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then name
 _READ_SIZE = 64 * 1024

@@ -185,3 +185,17 @@ def test_the_root_moved_away_is_noticed_by_its_ring(tmp_path: Path) -> None:
         notify.close()
         bell.close()
     assert flag.root_changed and not flag.is_cancelled
+
+
+def test_a_symlinked_folder_outside_the_tree_does_not_ring(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "link").symlink_to(outside, target_is_directory=True)
+    bell = open_doorbell(str(tmp_path / "tree"), lambda path: True)
+    assert bell is not None
+    try:
+        (outside / "x.md").write_text("x")
+        assert not bell.wait(0.5)
+    finally:
+        bell.close()
