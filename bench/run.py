@@ -210,13 +210,18 @@ def results_dir(args: argparse.Namespace) -> Path:
 
 
 def merge_results(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Figures of this run replace the same figures of an earlier run in the same folder."""
-    figures = {k: v for k, v in old.get("figures", {}).items() if k != "errors"}
+    """Cases of this run replace the same cases of an earlier run in the same folder.
+
+    Per case, not per figure, so that a figure can be run one size at a time
+    (``--only model --model-files 100``, then ``--model-files 1000``) into one table.
+    """
+    figures = {k: dict(v) for k, v in old.get("figures", {}).items() if k != "errors"}
     errors = {k: v for k, v in old.get("figures", {}).get("errors", {}).items()}
     for fig in new["meta"]["figures"]:
-        figures.pop(fig, None)
         errors.pop(fig, None)
-    figures.update({k: v for k, v in new["figures"].items() if k != "errors"})
+    for fig, cases in new["figures"].items():
+        if fig != "errors":
+            figures.setdefault(fig, {}).update(cases)
     errors.update(new["figures"].get("errors", {}))
     if errors:
         figures["errors"] = errors
