@@ -18,7 +18,13 @@ from cocod.errors import SettingsError
 
 @dataclass
 class DatabaseConnectionSpec:
-    """Where the internal state (and, by default, the targets) live."""
+    """Where the internal state (and, by default, the targets) live.
+
+    ``max_connections`` bounds the pool. ``min_connections`` is kept for v0's settings
+    (and ``COCOINDEX_DATABASE_MIN_CONNECTIONS``) but opens nothing up front: the pool
+    opens one connection at start and grows on demand, because a one-shot update in a
+    fresh process would otherwise pay for connections it never uses.
+    """
 
     url: str
     user: str | None = None
