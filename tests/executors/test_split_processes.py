@@ -65,6 +65,7 @@ def _warm(pool: SplitProcesses, workers: int = 1) -> None:
     assert _overlapped(pool, request, lambda: splitter.split_spans(*request[1:]))
     deadline = time.monotonic() + 60
     while pool.workers < workers or pool._idle.qsize() < workers:
+        assert not pool._failures, "the worker failed to start (see the log)"
         assert time.monotonic() < deadline, "the worker did not start"
         time.sleep(0.02)
 
@@ -180,3 +181,23 @@ def test_closed_pool_splits_in_threads(processes: SplitProcesses) -> None:
     assert spans == splitter.split_spans(*request[1:])
     assert processes.offloaded == 0
     assert processes.workers == 0
+
+
+def test_a_cocod_package_in_the_working_directory_is_not_what_the_worker_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``python -m`` puts the working directory first on the path: a ``cocod`` there (a
+    checkout of another version, anything) must not be what the worker imports."""
+    fake = tmp_path / "cocod"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("import os\nos._exit(7)\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    pool = SplitProcesses(1, idle_exit_s=60.0)
+    try:
+        _warm(pool)
+        splitter = RecursiveSplitter()
+        request = ((), _markdown(), 1000, None, 200, "markdown")
+        spans = _overlapped(pool, request, lambda: pytest.fail("split in the thread"))
+        assert spans == splitter.split_spans(*request[1:])
+    finally:
+        pool.close()

@@ -93,12 +93,14 @@ class _Worker:
 
     def __init__(self) -> None:
         # The package's parent folder goes first on the child's path, so the worker
-        # imports this very cocod however the parent found it.
+        # imports this very cocod however the parent found it; -P keeps ``-m`` from
+        # putting the working directory ahead of it (a ``cocod/`` there, another
+        # checkout, would be what runs, with other chunks or none).
         root = str(Path(__file__).resolve().parents[3])
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cocod.executors.splitting.worker"],
+            [sys.executable, "-P", "-m", "cocod.executors.splitting.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
