@@ -42,7 +42,7 @@ from cocod.daemon.cluster import Cluster
 from cocod.daemon.forwarding_table import PickedRequest, RequestsTable, RequestState
 from cocod.daemon.ownership import NotOwnerError
 from cocod.daemon.server import Emit, error_reply_of
-from cocod.errors import CocodError, LeaseLostError
+from cocod.errors import CocodError, DatabaseUnavailableError, LeaseLostError
 from cocod.runtime.coordination import Backoff
 
 log = structlog.get_logger(__name__)
@@ -152,12 +152,14 @@ class Forwarding:
             return []
         async with self.cluster.pool.acquire() as conn:
             await self._ensure_table(conn)
-            return await self.table.pick(conn, list(flows), self.cluster.daemon_id)
+            return await self.table.pick(
+                conn, list(flows), self.cluster.daemon_id, max_age_s=self.pick_timeout
+            )
 
     async def _clean_up(self) -> None:
         async with self.cluster.pool.acquire() as conn:
             await self._ensure_table(conn)
-            deleted = await self.table.clean_up(conn)
+            deleted = await self.table.clean_up(conn, self.pick_timeout)
         if deleted:
             log.debug("forward.cleaned_up", rows=deleted)
 
@@ -244,25 +246,35 @@ class Forwarding:
         deadline = anyio.current_time() + FORWARD_DEADLINE_S
         requeues = attempt = 0
         last_state = ""
+        blips = _Blips(self.pick_timeout)
         while True:
             woken = self._replies[request_id] = anyio.Event()  # before the read: no gap
-            async with self.cluster.pool.acquire() as conn:
-                state = await self.table.read(conn, request_id, self.cluster.lease_timeout)
-                if state.state != last_state:
-                    last_state, attempt = state.state, 0
-                if state.state == "done":
-                    return state.reply or {}
-                again = _requeue_from(state)
-                if again is not None:
-                    if requeues >= MAX_REQUEUES:
-                        raise self._timeout(instance, command, f"after {requeues} retries")
-                    requeues += 1
-                    log.warning(
-                        "forward.requeued", request=request_id, was=again, by=state.served_by
-                    )
-                    await self.table.requeue(conn, request_id, again)
-                    await self._notify(conn, "request")
-                    continue
+            try:
+                async with self.cluster.pool.acquire() as conn:
+                    state = await self.table.read(conn, request_id, self.cluster.lease_timeout)
+            except _DB_ERRORS as e:
+                # A blip (a restart, a killed session) must not end the wait: the owner
+                # keeps running the command, and its reply is in the row once we can read.
+                await blips.wait(e, request_id, instance, command, woken, deadline)
+                continue
+            blips.reset()
+            if state.state != last_state:
+                last_state, attempt = state.state, 0
+            if state.state == "done":
+                return state.reply or {}
+            again = _requeue_from(state)
+            if again is not None:
+                if requeues >= MAX_REQUEUES:
+                    raise self._timeout(instance, command, f"after {requeues} retries")
+                log.warning("forward.requeued", request=request_id, was=again, by=state.served_by)
+                try:
+                    async with self.cluster.pool.acquire() as conn:
+                        if await self.table.requeue(conn, request_id, again):
+                            requeues += 1
+                        await self._notify(conn, "request")
+                except _DB_ERRORS as e:
+                    await blips.wait(e, request_id, instance, command, woken, deadline)
+                continue
             if state.state == "failed":
                 raise ProtocolError(state.error_code or ErrorCode.INTERNAL, state.error or "")
             if state.state == "withdrawn":
@@ -273,7 +285,7 @@ class Forwarding:
                 if state.state != "pending" or await self._withdraw(request_id):
                     limit = self.pick_timeout if too_long else FORWARD_DEADLINE_S
                     raise self._timeout(instance, command, f"within {limit:g} s")
-                continue  # picked just now: follow it
+                continue  # picked just now (or the withdraw failed): read it again
             delay = min(POLL_CAP_S, FIRST_POLL_S * 2.0 ** min(attempt, 16))
             attempt += 1
             with anyio.move_on_after(min(delay * random.uniform(0.5, 1.0), deadline - now)):
@@ -289,6 +301,61 @@ class Forwarding:
             "(`cocod --socket PATH ...` on its host), or check `cocod status` there",
             owner,
         )
+
+
+class _Blips:
+    """The database errors a requester meets while it waits, retried with backoff.
+
+    Why bounded by ``outage_s`` (the pick timeout) and not only by the forwarding deadline:
+    while the database cannot be reached the owner cannot finish the command either, so
+    a caller kept waiting for hours learns nothing more; past it the last error is raised
+    as it is (``database_unavailable`` on the wire), and the owner never picks the request
+    later (it picks none queued longer ago than the pick timeout).
+    """
+
+    def __init__(self, outage_s: float) -> None:
+        self.outage_s = outage_s
+        self.backoff = Backoff(first=FIRST_POLL_S * 2, cap=max(POLL_CAP_S, 5.0))
+        self.since: float | None = None
+
+    def reset(self) -> None:
+        if self.since is not None:
+            log.info("forward.database_back", down_s=round(anyio.current_time() - self.since, 1))
+        self.since = None
+        self.backoff.reset()
+
+    async def wait(
+        self,
+        error: Exception,
+        request_id: int,
+        instance: str,
+        command: str,
+        woken: anyio.Event,
+        deadline: float,
+    ) -> None:
+        """Wait before the next read, or raise when the outage lasted too long."""
+        now = anyio.current_time()
+        if self.since is None:
+            self.since = now
+        give_up_at = min(deadline, self.since + self.outage_s)
+        if now >= give_up_at:
+            if isinstance(error, CocodError) and not isinstance(error, DatabaseUnavailableError):
+                raise error  # the database answered, and refused: say what it said
+            raise DatabaseUnavailableError(
+                f"`{command} {instance}` was forwarded to the instance's owner, but the "
+                f"database could not be read for {now - self.since:.0f} s while waiting for "
+                f"its reply ({type(error).__name__}: {error}); the owner may still finish "
+                "it: check `cocod status`, and run the update again once the database is up"
+            ) from error
+        delay = min(self.backoff.next_delay(), give_up_at - now)
+        log.warning(
+            "forward.wait_read_failed",
+            request=request_id,
+            error=str(error),
+            retry_in=round(delay, 2),
+        )
+        with anyio.move_on_after(delay):
+            await woken.wait()  # a reply's NOTIFY still wakes it: the listener may be up
 
 
 def _requeue_from(state: RequestState) -> str | None:

@@ -111,19 +111,32 @@ class RequestsTable:
         )
 
     async def pick(
-        self, conn: Connection, flow_names: list[str], daemon_id: str, limit: int = 8
+        self,
+        conn: Connection,
+        flow_names: list[str],
+        daemon_id: str,
+        *,
+        max_age_s: float,
+        limit: int = 8,
     ) -> list[PickedRequest]:
-        """Take pending requests of these flows; each is picked by one daemon only."""
+        """Take pending requests of these flows; each is picked by one daemon only.
+
+        None queued more than ``max_age_s`` ago (the pick timeout): its requester gave up
+        on it (or could not withdraw it, the database being down), and running it hours
+        later, behind the caller's back, would surprise more than help.
+        """
         if not flow_names:
             return []
         rows = await conn.fetch(
             f"UPDATE {self.table} SET state = 'running', served_by = $2, picked = now() "
             f"WHERE id IN (SELECT id FROM {self.table} WHERE state = 'pending' "
-            "AND flow_name = ANY($1) ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) "
+            "AND flow_name = ANY($1) AND queued > now() - make_interval(secs => $4) "
+            "ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) "
             "RETURNING id, instance, flow_name, command, args",
             flow_names,
             daemon_id,
             limit,
+            max_age_s,
         )
         return [
             PickedRequest(int(r[0]), r[1], r[2], r[3], _json(r[4]) or {})
@@ -198,7 +211,15 @@ class RequestsTable:
             )
         )
 
-    async def clean_up(self, conn: Connection) -> int:
+    async def clean_up(self, conn: Connection, max_age_s: float) -> int:
+        """Withdraw the pending requests too old to be picked (``max_age_s``, as in
+        :meth:`pick`: their requesters gave up), then delete the rows kept long enough;
+        the number deleted."""
+        await conn.execute(
+            f"UPDATE {self.table} SET state = 'withdrawn', finished = now() "
+            "WHERE state = 'pending' AND queued < now() - make_interval(secs => $1)",
+            max_age_s,
+        )
         status = await conn.execute(
             f"DELETE FROM {self.table} WHERE (finished IS NOT NULL AND finished < "
             "now() - make_interval(secs => $1)) OR created < now() - make_interval(secs => $2)",

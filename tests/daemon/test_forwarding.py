@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import asyncpg
 import pytest
 from blockbuster import BlockBuster
 
@@ -25,6 +26,7 @@ from cocod.daemon.forwarding import Forwarding, ForwardingTimeoutError
 from cocod.runtime.bridge import bridge
 from cocod.runtime.context import get_context
 from cocod.storage.leases import LeaseHolder
+from cocod.storage.pool import Pool, open_pool
 from tests.conftest import SqlHelper, write
 from tests.daemon.harness import COCOD, eventually
 from tests.daemon.harness_cluster import (
@@ -201,11 +203,15 @@ def test_a_forwarded_update_survives_its_owner_being_killed(tmp_path: Path, sql:
 
 # -- the request table itself, between in-process members (real Postgres, no daemon) -----
 @asynccontextmanager
-async def _member(**forwarding: Any) -> AsyncIterator[tuple[Cluster, Forwarding]]:
+async def _member(
+    pool: Pool | None = None, **forwarding: Any
+) -> AsyncIterator[tuple[Cluster, Forwarding]]:
     """A cluster member with its forwarding, registered but not heartbeating (the test
-    is shorter than its lease timeout); its LISTEN connection is open."""
+    is shorter than its lease timeout); its LISTEN connection is open. It uses the
+    context's pool unless given one of its own."""
     ctx = get_context()
-    pool = await ctx.pool()
+    if pool is None:
+        pool = await ctx.pool()
     cluster = Cluster(
         pool, await ctx.open_database(), ctx.schema, lease_timeout=3.0, weight=1, version="t"
     )
@@ -310,8 +316,122 @@ def test_old_requests_are_cleaned_up(
             )
             async with cluster.pool.acquire() as conn:
                 await conn.execute(sql_ages)
-                return await member.table.clean_up(conn)
+                return await member.table.clean_up(conn, 60.0)
 
     assert bridge.run(main()) == 2
     # Kept: a recent finished one (for inspection) and a pending one.
     assert [r[0] for r in sql.fetch("SELECT id FROM cocod.cluster_requests ORDER BY id")] == [2, 4]
+
+
+def test_an_abandoned_request_is_not_picked_later(
+    cocod_db: str, sql: SqlHelper, blockbuster: BlockBuster
+) -> None:
+    """A request queued longer ago than the pick timeout (its requester gave up, perhaps
+    unable to withdraw it) is never run; a fresh one is."""
+    _allow_what_must_block(blockbuster)
+
+    async def main() -> tuple[list[int], list[int], int]:
+        async with _member() as (cluster, member):
+            async with cluster.pool.acquire() as conn:
+                await member.table.ensure(conn)
+                old = await member.table.insert(conn, "docs", "docs", "update", {}, "d-1")
+                await conn.execute(
+                    "UPDATE cocod.cluster_requests SET queued = now() - interval '2 hours'"
+                )
+                fresh = await member.table.insert(conn, "docs", "docs", "update", {}, "d-1")
+                picked = await member.table.pick(conn, ["docs"], "d-2", max_age_s=60.0)
+                again = await member.table.pick(conn, ["docs"], "d-2", max_age_s=60.0)
+                await member.table.clean_up(conn, 60.0)
+            assert old < fresh
+            return [p.id for p in picked], [p.id for p in again], fresh
+
+    picked, again, fresh = bridge.run(main())
+    assert picked == [fresh] and again == []
+    # The abandoned one is marked withdrawn, so SQL inspection shows it given up.
+    states = sql.fetch("SELECT id, state FROM cocod.cluster_requests ORDER BY id")
+    assert [r[1] for r in states] == ["withdrawn", "running"]
+
+
+REQUESTER_APP = "cocod-test-requester"
+
+
+def test_a_waiter_survives_its_database_session_being_killed(
+    cocod_db: str, sql: SqlHelper, blockbuster: BlockBuster
+) -> None:
+    """While the owner runs a forwarded update, the requester's database session is
+    terminated and new connections are refused for a while: it keeps waiting, and gets
+    the owner's reply rather than a database error."""
+    _allow_what_must_block(blockbuster)
+    runs: list[str] = []
+
+    async def main() -> dict[str, Any]:
+        release, running, replied = anyio.Event(), anyio.Event(), anyio.Event()
+
+        async def run(name: str, command: str, args: dict[str, Any]) -> dict[str, Any]:
+            runs.append(name)
+            running.set()
+            await release.wait()
+            return {"name": name, "stats": {}, "summary": "ran by the owner"}
+
+        servable = {"docs": "docs"}
+        admin = await asyncpg.connect(_other_database(cocod_db))  # ALTERs this one
+        requester_pool = await open_pool(
+            f"{cocod_db}&application_name={REQUESTER_APP}", min_size=1, max_size=1
+        )
+        try:
+            async with (
+                _member(servable=lambda: servable, run=run) as (_, owner),
+                _member(requester_pool) as (_, requester),
+                anyio.create_task_group() as tg,
+            ):
+                await tg.start(owner.serve)
+                replies: list[dict[str, Any]] = []
+
+                async def forward() -> None:
+                    replies.append(await requester.forward("docs", "update", {}))
+                    replied.set()
+
+                tg.start_soon(forward)
+                with anyio.fail_after(20):
+                    await running.wait()
+                    # Cut the requester off: its session ends, new ones are refused.
+                    await admin.execute(
+                        f"ALTER DATABASE {_current_database(cocod_db)} ALLOW_CONNECTIONS false"
+                    )
+                    killed = await admin.fetchval(
+                        "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
+                        "WHERE application_name = $1",
+                        REQUESTER_APP,
+                    )
+                    assert killed >= 1
+                    await anyio.sleep(2.0)  # several polls fail meanwhile
+                    assert not replies
+                    await admin.execute(
+                        f"ALTER DATABASE {_current_database(cocod_db)} ALLOW_CONNECTIONS true"
+                    )
+                    release.set()
+                    await replied.wait()
+                tg.cancel_scope.cancel()
+            return replies[0]
+        finally:
+            await admin.execute(
+                f"ALTER DATABASE {_current_database(cocod_db)} ALLOW_CONNECTIONS true"
+            )
+            await admin.close()
+            await requester_pool.close()
+
+    reply = bridge.run(main())
+    assert reply["summary"] == "ran by the owner", reply
+    assert runs == ["docs"]  # served once: the blip did not queue it again
+    rows = sql.fetch("SELECT state FROM cocod.cluster_requests")
+    assert [r[0] for r in rows] == ["done"]
+
+
+def _current_database(url: str) -> str:
+    return '"' + url.split("?", 1)[0].rsplit("/", 1)[-1] + '"'
+
+
+def _other_database(url: str) -> str:
+    """The server's ``postgres`` database: a database cannot refuse its own connections."""
+    base, _, query = url.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/postgres?{query}"
