@@ -3,6 +3,8 @@ in the thread, idle workers exit."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -199,5 +201,102 @@ def test_a_cocod_package_in_the_working_directory_is_not_what_the_worker_runs(
         request = ((), _markdown(), 1000, None, 200, "markdown")
         spans = _overlapped(pool, request, lambda: pytest.fail("split in the thread"))
         assert spans == splitter.split_spans(*request[1:])
+    finally:
+        pool.close()
+
+
+class _Unpicklable(str):
+    """A text whose pickling raises ``error`` (the way a MemoryError would, mid-request)."""
+
+    error: BaseException = RuntimeError("this text cannot be pickled")
+
+    def __reduce_ex__(self, protocol: object) -> object:
+        raise self.error
+
+
+def _in_thread_within(pool: SplitProcesses, request: tuple, timeout: float = 30.0) -> list[Span]:
+    """Split ``request`` in another thread; fail (rather than hang) past ``timeout``."""
+    splitter = RecursiveSplitter()
+    result: list[list[Span]] = []
+    thread = threading.Thread(
+        target=lambda: result.append(
+            _overlapped(pool, request, lambda: splitter.split_spans(*request[1:]))
+        ),
+        daemon=True,
+    )
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "the split hung"
+    return result[0]
+
+
+def test_a_request_that_fails_to_pickle_drops_the_worker_and_splits_in_the_thread() -> None:
+    pool = SplitProcesses(1, idle_exit_s=60.0)
+    try:
+        _warm(pool)
+        (worker,) = pool._workers
+        splitter = RecursiveSplitter()
+        text = _Unpicklable(_markdown())
+        request = ((), text, 2000, None, 500, "markdown")
+        assert pool.split(request, lambda: splitter.split_spans(*request[1:])) == (
+            splitter.split_spans(*request[1:])
+        )
+        assert pool.workers == 0  # dropped, not leaked: its stream may be half written
+        assert worker.process.wait(10) == 0
+        # Later overlapping splits neither wait for the dropped worker nor go wrong.
+        plain = ((), _markdown(), 2000, None, 500, "markdown")
+        for _ in range(3):
+            assert _in_thread_within(pool, plain) == splitter.split_spans(*plain[1:])
+    finally:
+        pool.close()
+
+
+def test_an_interrupt_while_calling_a_worker_drops_it_and_propagates() -> None:
+    pool = SplitProcesses(1, idle_exit_s=60.0)
+    try:
+        _warm(pool)
+        (worker,) = pool._workers
+        text = _Unpicklable(_markdown())
+        text.error = KeyboardInterrupt()
+        request = ((), text, 2000, None, 500, "markdown")
+        with pytest.raises(KeyboardInterrupt):
+            pool.split(request, lambda: pytest.fail("split in the thread"))
+        assert pool.workers == 0
+        assert worker.process.wait(10) == 0
+        splitter = RecursiveSplitter()
+        plain = ((), _markdown(), 2000, None, 500, "markdown")
+        assert _in_thread_within(pool, plain) == splitter.split_spans(*plain[1:])
+    finally:
+        pool.close()
+
+
+def test_a_split_does_not_wait_while_every_worker_is_busy() -> None:
+    """With the one worker stuck (stopped by SIGSTOP: a long split), another split runs in
+    its own thread at once instead of queueing behind it."""
+    pool = SplitProcesses(1, idle_exit_s=60.0)
+    try:
+        _warm(pool)
+        (worker,) = pool._workers
+        splitter = RecursiveSplitter()
+        request = ((), _markdown(), 2000, None, 500, "markdown")
+        expected = splitter.split_spans(*request[1:])
+        os.kill(worker.process.pid, signal.SIGSTOP)
+        try:
+            stuck: list[list[Span]] = []
+            holder = threading.Thread(
+                target=lambda: stuck.append(pool.split(request, lambda: expected)), daemon=True
+            )
+            holder.start()
+            deadline = time.monotonic() + 10
+            while pool._idle.qsize():  # the holder took the worker
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            assert _in_thread_within(pool, request, timeout=10) == expected
+            assert pool.offloaded == 0
+        finally:
+            os.kill(worker.process.pid, signal.SIGCONT)
+        holder.join(30)
+        assert stuck == [expected]
+        assert pool.offloaded == 1
     finally:
         pool.close()

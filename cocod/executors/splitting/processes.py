@@ -198,6 +198,16 @@ class SplitProcesses:
             log.warning("split.worker.lost", error=str(e))
             self._discard(worker)
             return None
+        except Exception as e:
+            # A request that failed to pickle (a MemoryError on a huge text), a reply
+            # that failed to load: the stream may be half written or half read, so the
+            # worker is never reused, and the split is redone in the thread.
+            log.warning("split.worker.call_failed", error=f"{type(e).__name__}: {e}")
+            self._discard(worker, failed=False)
+            return None
+        except BaseException:
+            self._discard(worker, failed=False)  # an interrupt: same, and it propagates
+            raise
         self._idle.put(worker)
         if status == "ok":
             self.offloaded += 1
@@ -208,33 +218,24 @@ class SplitProcesses:
         return None  # redone in the thread, where the error surfaces as usual
 
     def _acquire(self) -> _Worker | None:
-        """An idle worker, else the next one freed; None (split in the thread) while the
-        workers are only starting, or once they cannot be used (closed, or failing).
+        """An idle worker; None (split in the thread) while every worker is busy or only
+        starting, or once they cannot be used (closed, or failing).
 
-        Workers start in the background: the split that asks for one runs in its
-        thread meanwhile, so a burst of two files never waits for a process to start.
+        Never waits: a thread that would queue behind long splits splits itself (this
+        process's own core works too), and a split that asks for a worker when fewer
+        than ``size`` run starts one in the background and splits in its thread
+        meanwhile, so a burst of two files never waits for a process to start.
         """
-        while True:
-            try:
-                return self._idle.get_nowait()
-            except queue.Empty:
-                pass
-            with self._lock:
-                if not self._can_use():
-                    return None
-                start = len(self._workers) + self._starting < self.size
-                if start:
-                    self._starting += 1
-                elif not self._workers:
-                    return None  # only starting ones: do not wait for them
-            if start:
-                threading.Thread(target=self._start, name="cocod-split-start", daemon=True).start()
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            if not self._can_use() or len(self._workers) + self._starting >= self.size:
                 return None
-            try:
-                # Bounded, so a waiter notices when the workers it waits for are gone.
-                return self._idle.get(timeout=0.5)
-            except queue.Empty:
-                continue
+            self._starting += 1
+        threading.Thread(target=self._start, name="cocod-split-start", daemon=True).start()
+        return None
 
     def _start(self) -> None:
         """Start a worker and warm it up (imports, grammar) before anyone waits on it."""
@@ -267,10 +268,13 @@ class SplitProcesses:
         else:
             self._idle.put(worker)
 
-    def _discard(self, worker: _Worker) -> None:
+    def _discard(self, worker: _Worker, *, failed: bool = True) -> None:
+        """Drop ``worker`` for good; ``failed``: it died or broke the framing (after
+        :data:`MAX_FAILURES` of those, splits stay in threads)."""
         with self._lock:
             self._workers.discard(worker)
-            self._failures += 1
+            if failed:
+                self._failures += 1
         worker.stop()
 
     def _reap(self) -> None:
