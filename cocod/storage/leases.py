@@ -91,17 +91,10 @@ Connector = str | Callable[[], Awaitable[asyncpg.Connection]]
 
 
 async def _open(database: Connector) -> tuple[asyncpg.Connection, str | None]:
-    """A lease session. Its epoch bumps commit asynchronously (a WAL flush was 10 of the
-    ~14 ms a lease took): WAL is replayed in order, so a crash that loses a bump loses
-    every write made under it too, and the next owner bumps again from what survived."""
+    """A lease session: a plain connection, no statement of its own (the take statement
+    sets the session's ``synchronous_commit``, see :func:`_take_sql`)."""
     url = database if isinstance(database, str) else None
     conn = await connect(database) if isinstance(database, str) else await database()
-    try:
-        with map_asyncpg_errors(url):
-            await conn.execute("SET synchronous_commit = off")
-    except BaseException:
-        conn.terminate()
-        raise
     return conn, url
 
 
@@ -136,19 +129,42 @@ async def ensure_leases_table(conn: Connection, schema: str) -> None:
         await conn.execute(leases_table_statement(schema))
 
 
-def _take_sql(schema: str) -> str:
-    # Lock and bump in one statement (one round trip): the row is written only when the
-    # lock was granted, and its update waits for old-owner transactions that hold FOR SHARE.
+_FLOW_BY_ID = "SELECT $2::int AS id"
+_FLOW_BY_NAME = (
+    "SELECT (state ->> 'flow_id')::int AS id FROM {s}.setup_metadata "
+    "WHERE flow_name = $2::text AND resource IN ('flow', 'flow_id') "
+    "ORDER BY resource = 'flow' DESC LIMIT 1"
+)
+
+
+def _take_sql(schema: str, *, by_name: bool) -> str:
+    """Resolve, lock and bump in one statement (one round trip once prepared).
+
+    ``$2`` is the flow's id, or its full name looked up as :func:`resolve_flow_id` does.
+    The row is written only when the lock was granted, and its update waits for
+    old-owner transactions that hold ``FOR SHARE``. The statement returns (flow id or
+    NULL when the name has no setup, epoch or NULL when another session holds the lock).
+
+    It also turns ``synchronous_commit`` off for the session, before its own commit: an
+    epoch bump's WAL flush was 10 of the ~14 ms a lease took, and WAL is replayed in
+    order, so a crash that loses a bump loses every write made under it too, and the next
+    owner bumps again from what survived. (A SET of its own was one more round trip; a
+    startup-packet setting is refused by PgBouncer.)
+    """
     t = _table(schema)
+    flow = (_FLOW_BY_NAME if by_name else _FLOW_BY_ID).format(s=quote_ident(schema))
     return (
-        "WITH l AS (SELECT pg_try_advisory_lock($1, $2) AS ok) "
-        f"INSERT INTO {t} AS le (flow_id, epoch, holder_host, holder_pid, holder_daemon, "
-        "holder_kind, acquired_at, heartbeat_at) "
-        "SELECT $2, 1, $3, $4, $5, $6, now(), now() FROM l WHERE l.ok "
+        f"WITH f AS ({flow}), "
+        "l AS (SELECT f.id, pg_try_advisory_lock($1, f.id) AS ok, "
+        "set_config('synchronous_commit', 'off', false) FROM f WHERE f.id IS NOT NULL), "
+        f"taken AS (INSERT INTO {t} AS le (flow_id, epoch, holder_host, holder_pid, "
+        "holder_daemon, holder_kind, acquired_at, heartbeat_at) "
+        "SELECT l.id, 1, $3, $4, $5, $6, now(), now() FROM l WHERE l.ok "
         "ON CONFLICT (flow_id) DO UPDATE SET epoch = le.epoch + 1, "
         "holder_host = EXCLUDED.holder_host, holder_pid = EXCLUDED.holder_pid, "
         "holder_daemon = EXCLUDED.holder_daemon, holder_kind = EXCLUDED.holder_kind, "
-        "acquired_at = now(), heartbeat_at = now() RETURNING le.epoch"
+        "acquired_at = now(), heartbeat_at = now() RETURNING le.epoch) "
+        "SELECT (SELECT id FROM l), (SELECT epoch FROM taken)"
     )
 
 
@@ -252,8 +268,9 @@ class FlowLease:
             try:
                 async with self._conn_lock:
                     if not self._conn.is_closed():
+                        # No parameters: the simple protocol, one round trip, no prepare.
                         await self._conn.execute(
-                            "SELECT pg_advisory_unlock($1, $2)", LEASE_CLASSID, self.flow_id
+                            f"SELECT pg_advisory_unlock({LEASE_CLASSID}, {int(self.flow_id)})"
                         )
                         await self._conn.close(timeout=RELEASE_DEADLINE_S)
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as e:
@@ -314,31 +331,36 @@ async def forget_reserved_flow_id(conn: Connection, schema: str, flow_full_name:
     )
 
 
+def _not_set_up(flow: str) -> SetupOutOfDateError:
+    return SetupOutOfDateError(
+        f"setup for flow {flow!r} is not up to date (it has none yet, so no lease to "
+        "take); run `cocod setup` (or Flow.setup()) first"
+    )
+
+
 async def _try_take(
-    conn: asyncpg.Connection, schema: str, flow_id: int, holder: LeaseHolder
-) -> int | None:
-    args = (LEASE_CLASSID, flow_id, holder.host, holder.pid, holder.daemon_id, holder.kind)
+    conn: asyncpg.Connection, schema: str, flow: str | int, holder: LeaseHolder
+) -> tuple[int, int | None]:
+    """(flow id, epoch or None when busy); raises when a named flow has no setup."""
+    by_name = isinstance(flow, str)
+    sql = _take_sql(schema, by_name=by_name)
+    args = (LEASE_CLASSID, flow, holder.host, holder.pid, holder.daemon_id, holder.kind)
     try:
-        epoch = await conn.fetchval(_take_sql(schema), *args)
+        row = await conn.fetchrow(sql, *args)
     except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
-        # A database no setup has touched since leases existed. The lock may have been
-        # granted before the statement failed (session locks ignore rollbacks): drop it.
+        # A database no setup has touched since leases existed (or at all). The lock may
+        # have been granted before the statement failed (session locks ignore
+        # rollbacks): drop it.
         await conn.execute("SELECT pg_advisory_unlock_all()")
+        if by_name and not await conn.fetchval(
+            "SELECT to_regclass($1) IS NOT NULL", f"{quote_ident(schema)}.setup_metadata"
+        ):
+            raise _not_set_up(str(flow)) from None
         await ensure_leases_table(conn, schema)
-        epoch = await conn.fetchval(_take_sql(schema), *args)
-    return None if epoch is None else int(epoch)
-
-
-async def _flow_id_of(conn: asyncpg.Connection, schema: str, flow: str | int) -> int:
-    if isinstance(flow, int):
-        return flow
-    flow_id = await resolve_flow_id(conn, schema, flow)
-    if flow_id is None:
-        raise SetupOutOfDateError(
-            f"setup for flow {flow!r} is not up to date (it has none yet, so no lease to "
-            "take); run `cocod setup` (or Flow.setup()) first"
-        )
-    return flow_id
+        row = await conn.fetchrow(sql, *args)
+    if row is None or row[0] is None:
+        raise _not_set_up(str(flow))
+    return int(row[0]), None if row[1] is None else int(row[1])
 
 
 async def try_acquire(
@@ -349,8 +371,7 @@ async def try_acquire(
     conn, url = await _open(database)
     try:
         with map_asyncpg_errors(url):
-            flow_id = await _flow_id_of(conn, schema, flow)
-            epoch = await _try_take(conn, schema, flow_id, holder)
+            flow_id, epoch = await _try_take(conn, schema, flow, holder)
     except BaseException:
         conn.terminate()
         raise
@@ -382,9 +403,8 @@ async def acquire(
     attempt = 0
     try:
         with map_asyncpg_errors(url):
-            flow_id = await _flow_id_of(conn, schema, flow)
             while True:
-                epoch = await _try_take(conn, schema, flow_id, holder)
+                flow_id, epoch = await _try_take(conn, schema, flow, holder)
                 if epoch is not None:
                     return FlowLease(conn, schema, flow_id, epoch, holder, url)
                 current = await current_holder(conn, flow_id, schema=schema)
