@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -472,8 +473,30 @@ class PostgresStateStore:
             f"WHERE {old_mark} AND NOT {unreferenced} RETURNING 1) "
             "SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM kept)"
         )
-        async with self._pool.acquire() as conn, conn.transaction():
-            if self._fence is not None:
-                await self._fence(conn)
-            row = await conn.fetchrow(collect, self._flow_id, retention_seconds)
+        async with self._pool.acquire() as conn:
+            if not await self._any_orphan_due(conn, retention_seconds):
+                return 0
+            async with conn.transaction():
+                if self._fence is not None:
+                    await self._fence(conn)
+                row = await conn.fetchrow(collect, self._flow_id, retention_seconds)
         return int(row[0]) if row is not None else 0
+
+    async def _any_orphan_due(self, conn: Connection, retention_seconds: float) -> bool:
+        """Whether any marked entry is past its retention, asked outside a transaction.
+
+        Most passes have none, and then the fenced transaction (begin, fence, collect,
+        commit) is skipped. Only numbers are inlined, so the statement has no parameters
+        and goes through the simple protocol: one round trip, no prepare; its status is
+        ``SELECT 1`` or ``SELECT 0``. An entry marked after this read is younger than its
+        retention, so skipping it loses nothing: a later pass collects it.
+        """
+        if not math.isfinite(retention_seconds):
+            return False  # kept for ever (an infinite retention is not an SQL number)
+        status = await conn.execute(
+            f"SELECT 1 FROM {self._memo} WHERE flow_id = {int(self._flow_id)} "
+            "AND orphaned_at IS NOT NULL "
+            f"AND orphaned_at <= now() - make_interval(secs => {float(retention_seconds)!r}) "
+            "LIMIT 1"
+        )
+        return status != "SELECT 0"

@@ -40,9 +40,37 @@ async def test_the_fence_runs_inside_each_write_transaction(pool: asyncpg.Pool) 
 
     store = state.PostgresStateStore(pool, "cocod", 1, {}, fence=fence)
     await store.commit_rows([RowCommit(1, "a.md", TrackedRow((1, 2), b"c", b"l"))])
-    await store.collect_memo_garbage(0)
+    async with pool.acquire() as conn:  # an orphan that is due, so collection writes
+        await conn.execute(
+            "INSERT INTO cocod.memo (flow_id, fp, value, orphaned_at) "
+            "VALUES (1, 'old', 'v', now() - interval '2 hours')"
+        )
+    assert await store.collect_memo_garbage(3600) == 1
     assert seen == [True, True]
     assert set(await store.load_ordinals(1)) == {"a.md"}
+
+
+async def test_collection_with_nothing_due_opens_no_transaction(pool: asyncpg.Pool) -> None:
+    """Most passes have no orphan past its retention: they skip the fenced transaction
+    (three round trips) instead of running it to delete nothing."""
+    seen: list[bool] = []
+
+    async def fence(conn: Connection) -> None:
+        seen.append(conn.is_in_transaction())
+
+    store = state.PostgresStateStore(pool, "cocod", 1, {}, fence=fence)
+    async with pool.acquire() as conn:  # one young orphan, and one of another flow
+        await conn.execute(
+            "INSERT INTO cocod.memo (flow_id, fp, value, orphaned_at) VALUES "
+            "(1, 'young', 'v', now()), (2, 'other', 'v', now() - interval '2 hours')"
+        )
+    assert await store.collect_memo_garbage(3600) == 0
+    assert await store.collect_memo_garbage(float("inf")) == 0
+    assert seen == []
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM cocod.memo") == 2
+    assert await store.collect_memo_garbage(0) == 1  # now the young one is due
+    assert seen == [True]
 
 
 async def test_a_failing_fence_writes_nothing(pool: asyncpg.Pool) -> None:
