@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cocod.executors.splitting import RecursiveSplitter
-from cocod.executors.splitting.processes import SplitProcesses, languages_key
+from cocod.executors.splitting.processes import STOP_DEADLINE_S, SplitProcesses, languages_key
 from cocod.executors.splitting.recursive import Span
 from cocod.executors.splitting.separators import CustomLanguage
 
@@ -300,3 +300,41 @@ def test_a_split_does_not_wait_while_every_worker_is_busy() -> None:
         assert pool.offloaded == 1
     finally:
         pool.close()
+
+
+def test_close_is_bounded_while_a_long_split_is_in_flight() -> None:
+    """A 12 MB split keeps its worker busy for many seconds: close() still returns within
+    its deadline (the worker is killed) and the caller's split is redone in its thread."""
+    pool = SplitProcesses(1, idle_exit_s=60.0)
+    _warm(pool)
+    (worker,) = pool._workers
+    markdown = _markdown()
+    text = markdown * (12_000_000 // len(markdown) + 1)
+    redone: list[Span] = [(0, 1, 1, 1, 1, 2)]
+    result: list[list[Span]] = []
+    caller = threading.Thread(
+        target=lambda: result.append(
+            pool.split(((), text, 2000, None, 500, "markdown"), lambda: redone)
+        ),
+        daemon=True,
+    )
+    try:
+        caller.start()
+        deadline = time.monotonic() + 10
+        while pool._idle.qsize():  # the caller took the worker
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.5)  # the request is on its way, or split already
+        closer = threading.Thread(target=pool.close, daemon=True)
+        started = time.monotonic()
+        closer.start()
+        closer.join(STOP_DEADLINE_S + 1)
+        assert not closer.is_alive(), f"close() took over {STOP_DEADLINE_S + 1} s"
+        assert time.monotonic() - started < STOP_DEADLINE_S + 1
+        assert worker.process.poll() is not None
+        caller.join(10)
+        assert result == [redone]
+        assert pool.workers == 0
+    finally:
+        worker.process.kill()
+        caller.join(60)

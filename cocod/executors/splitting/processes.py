@@ -123,21 +123,30 @@ class _Worker:
         return reply  # type: ignore[no-any-return]
 
     def stop(self) -> None:
-        """Close its pipes (it exits at the end of its stdin); kill it past the deadline."""
-        self.close_pipes()
+        """Tell it to stop and wait (killed past :data:`STOP_DEADLINE_S`); only the
+        thread that holds the worker calls this."""
+        self.close_requests()
         self.reap(time.monotonic() + STOP_DEADLINE_S)
+        self.close_replies()
 
-    def close_pipes(self) -> None:
-        for stream in (self.requests, self.replies):
-            with contextlib.suppress(OSError):
-                stream.close()
+    def close_requests(self) -> None:
+        """It exits at the end of its stdin, once any split in progress is answered."""
+        with contextlib.suppress(OSError):
+            self.requests.close()
+
+    def close_replies(self) -> None:
+        """Last, once it is dead: closing a pipe another thread is reading would wait
+        for that read, that is for the worker's reply, however long its split takes."""
+        with contextlib.suppress(OSError):
+            self.replies.close()
 
     def reap(self, deadline: float) -> None:
         try:
             self.process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.wait(STOP_DEADLINE_S)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(STOP_DEADLINE_S)
 
 
 class SplitProcesses:
@@ -208,7 +217,7 @@ class SplitProcesses:
         except BaseException:
             self._discard(worker, failed=False)  # an interrupt: same, and it propagates
             raise
-        self._idle.put(worker)
+        self._release(worker)
         if status == "ok":
             self.offloaded += 1
             return value  # type: ignore[no-any-return]
@@ -226,12 +235,12 @@ class SplitProcesses:
         than ``size`` run starts one in the background and splits in its thread
         meanwhile, so a burst of two files never waits for a process to start.
         """
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
         with self._lock:
-            if not self._can_use() or len(self._workers) + self._starting >= self.size:
+            if not self._can_use():
+                return None
+            with contextlib.suppress(queue.Empty):
+                return self._idle.get_nowait()
+            if len(self._workers) + self._starting >= self.size:
                 return None
             self._starting += 1
         threading.Thread(target=self._start, name="cocod-split-start", daemon=True).start()
@@ -266,7 +275,17 @@ class SplitProcesses:
         if closed:
             worker.stop()
         else:
-            self._idle.put(worker)
+            self._release(worker)
+
+    def _release(self, worker: _Worker) -> None:
+        """Back to the idle ones; stopped instead once the pool is closed (close() leaves
+        a worker in use to the thread using it)."""
+        with self._lock:
+            keep = not self._closed.is_set() and worker in self._workers
+            if keep:
+                self._idle.put(worker)
+        if not keep:
+            worker.stop()
 
     def _discard(self, worker: _Worker, *, failed: bool = True) -> None:
         """Drop ``worker`` for good; ``failed``: it died or broke the framing (after
@@ -281,17 +300,12 @@ class SplitProcesses:
         """Stop workers idle for ``idle_exit_s``; the thread ends with the last one."""
         while not self._closed.wait(max(0.05, self.idle_exit_s / 4)):
             now = time.monotonic()
-            kept: list[_Worker] = []
-            stale: list[_Worker] = []
-            while True:
-                try:
-                    worker = self._idle.get_nowait()
-                except queue.Empty:
-                    break
-                (stale if now - worker.last_used >= self.idle_exit_s else kept).append(worker)
-            for worker in reversed(kept):
-                self._idle.put(worker)
-            with self._lock:
+            with self._lock:  # so close() sees every idle worker in the queue
+                idle = self._drain_idle()
+                stale = [w for w in idle if now - w.last_used >= self.idle_exit_s]
+                for worker in reversed(idle):  # drained newest first: put back oldest first
+                    if worker not in stale:
+                        self._idle.put(worker)
                 self._workers.difference_update(stale)
                 done = not self._workers and not self._starting
                 if done:
@@ -301,25 +315,35 @@ class SplitProcesses:
             if done:
                 return
 
+    def _drain_idle(self) -> list[_Worker]:
+        drained: list[_Worker] = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                drained.append(self._idle.get_nowait())
+        return drained
+
     def close(self) -> None:
-        """Stop every worker (each within :data:`STOP_DEADLINE_S`); splits then run in
-        threads.  Called at interpreter exit for the shared instance."""
-        self._closed.set()
+        """Stop every worker within :data:`STOP_DEADLINE_S`; splits then run in threads.
+        Called at interpreter exit for the shared instance.
+
+        Idle workers are told to stop (stdin closed), all at once, then one deadline for
+        all, so a drain waits STOP_DEADLINE_S at most however many there are.  A worker
+        in use is left to its caller (who stops it when the reply comes), and killed at
+        the deadline if its split is still running: the caller then sees the pipe end
+        and redoes the split in its thread.
+        """
         with self._lock:
+            self._closed.set()
             workers = list(self._workers)
             self._workers.clear()
-        while True:
-            try:
-                self._idle.get_nowait()
-            except queue.Empty:
-                break
-        # All told at once, then one deadline for all: a drain waits STOP_DEADLINE_S at
-        # most, however many workers there are.
-        for worker in workers:
-            worker.close_pipes()
+            idle = self._drain_idle()
+        for worker in idle:
+            worker.close_requests()
         deadline = time.monotonic() + STOP_DEADLINE_S
         for worker in workers:
             worker.reap(deadline)
+        for worker in idle:
+            worker.close_replies()
 
 
 _shared: SplitProcesses | None = None
