@@ -48,7 +48,10 @@ def internal_schema_statements(schema: str) -> list[str]:
             uuids jsonb NOT NULL,
             processed_at timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (flow_id, source_id, source_key))""",
-        f"CREATE INDEX IF NOT EXISTS tracking_memo_keys ON {s}.tracking USING gin (memo_keys)",
+        # fastupdate off: with GIN's pending list on, every `@>` lookup (each memo mark and
+        # collection) scans the whole list of entries not yet merged into the tree.
+        f"CREATE INDEX IF NOT EXISTS tracking_memo_keys ON {s}.tracking USING gin (memo_keys) "
+        "WITH (fastupdate = off)",
         # A full pass compares the listing with (key, ordinal, logic fp) of every tracked
         # row: an index-only scan of this reads a tenth of the pages the rows fill.
         f"CREATE INDEX IF NOT EXISTS tracking_ordinals ON {s}.tracking "
@@ -80,19 +83,40 @@ def _migration_statements(schema: str) -> list[str]:
     ]
 
 
-async def _layout(conn: Connection, schema: str) -> tuple[str | None, bool]:
+def _fastupdate_statements(schema: str) -> list[str]:
+    """An index made before ``fastupdate = off``: turn it off and merge what is pending
+    (turning it off alone leaves the list for lookups to scan until the next vacuum)."""
+    index = f"{quote_ident(schema)}.tracking_memo_keys"
+    return [
+        f"ALTER INDEX {index} SET (fastupdate = off)",
+        f"SELECT gin_clean_pending_list({_literal(index)}::regclass)",
+    ]
+
+
+_FASTUPDATE_OFF = (
+    "(SELECT coalesce('fastupdate=off' = ANY(reloptions), false) FROM pg_class "
+    "WHERE oid = to_regclass({index}))"
+)
+"""Whether the memo keys' GIN index exists with its pending list off (SQL, one value)."""
+
+
+async def _layout(conn: Connection, schema: str) -> tuple[str | None, bool, bool | None]:
     """The tracking key's column type (``bytea`` when current, ``text`` when it needs
-    migrating, None before any setup) and whether the latest index exists; one query."""
+    migrating, None before any setup), whether the latest index exists, and whether the
+    memo keys' index has ``fastupdate`` off (None when there is no such index); one query."""
     s = quote_ident(schema)
     row = await conn.fetchrow(
         "SELECT (SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
         "WHERE attrelid = to_regclass($1) AND attname = 'source_key' AND NOT attisdropped), "
-        "to_regclass($2) IS NOT NULL",
+        "to_regclass($2) IS NOT NULL, " + _FASTUPDATE_OFF.format(index="$3"),
         f"{s}.tracking",
         f"{s}.tracking_ordinals",
+        f"{s}.tracking_memo_keys",
     )
-    found = None if row is None else row[0]
-    return (None if found is None else str(found)), bool(row is not None and row[1])
+    if row is None:
+        return None, False, None
+    found = row[0]
+    return (None if found is None else str(found)), bool(row[1]), row[2]
 
 
 def _literal(text: str) -> str:
@@ -100,7 +124,7 @@ def _literal(text: str) -> str:
 
 
 async def _is_layout_current(conn: Connection, schema: str) -> bool:
-    """:func:`_layout` is ``("bytea", True)``, answered in one round trip.
+    """:func:`_layout` is ``("bytea", True, True)``, answered in one round trip.
 
     Every fresh process's first pass asks this. A statement without parameters goes
     through the simple query protocol (no prepare: one round trip instead of two), and its
@@ -111,7 +135,8 @@ async def _is_layout_current(conn: Connection, schema: str) -> bool:
         "SELECT 1 WHERE (SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
         f"WHERE attrelid = to_regclass({_literal(f'{s}.tracking')}) "
         "AND attname = 'source_key' AND NOT attisdropped) = 'bytea' "
-        f"AND to_regclass({_literal(f'{s}.tracking_ordinals')}) IS NOT NULL"
+        f"AND to_regclass({_literal(f'{s}.tracking_ordinals')}) IS NOT NULL "
+        "AND " + _FASTUPDATE_OFF.format(index=_literal(f"{s}.tracking_memo_keys"))
     )
     return status == "SELECT 1"
 
@@ -122,21 +147,25 @@ async def ensure_internal_schema(conn: Connection, schema: str) -> bool:
     Check first (one cheap query when all is done), then take a transaction-scoped
     advisory lock and check again: the processes that lose the race wait for the winner's
     commit and find nothing left to do, instead of colliding on CREATE TABLE. A database
-    set up before an index was added gets it here (a short write lock on tracking).
+    set up before an index was added gets it here (a short write lock on tracking), and
+    one whose memo keys' GIN index has its pending list on gets it turned off.
     Returns whether this call changed anything.
     """
     if await _is_layout_current(conn, schema):
         return False
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", INTERNAL_SCHEMA_LOCK_KEY)
-        current, has_index = await _layout(conn, schema)
-        if current == "bytea" and has_index:
+        current, has_index, fastupdate_off = await _layout(conn, schema)
+        if current == "bytea" and has_index and fastupdate_off:
             return False
         if current not in (None, "bytea"):
             for stmt in _migration_statements(schema):
                 await conn.execute(stmt)
         for stmt in internal_schema_statements(schema):
             await conn.execute(stmt)
+        if fastupdate_off is False:  # the index was there, made with the pending list on
+            for stmt in _fastupdate_statements(schema):
+                await conn.execute(stmt)
     return True
 
 
