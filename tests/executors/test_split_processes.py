@@ -338,3 +338,92 @@ def test_close_is_bounded_while_a_long_split_is_in_flight() -> None:
     finally:
         worker.process.kill()
         caller.join(60)
+
+
+def _texts(count: int, seed: int) -> list[str]:
+    """``count`` different markdown texts (each long enough for a worker)."""
+    markdown = _markdown()
+    return [markdown[(seed * 997 + i * 613) % 4000 :][: 3000 + 37 * i] for i in range(count)]
+
+
+def _split_for(
+    pool: SplitProcesses, texts: list[str], seconds: float, threads: int
+) -> tuple[int, int, bool]:
+    """Split ``texts`` round and round from ``threads`` threads for ``seconds``: (splits,
+    wrong results or errors, whether a thread hung)."""
+    splitter = RecursiveSplitter()
+    requests = [((), text, 300, None, 50, "markdown") for text in texts]
+    expected = [splitter.split_spans(*request[1:]) for request in requests]
+    counts = [0, 0]
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def loop(start: int) -> None:
+        i = start
+        while time.monotonic() < stop_at:
+            k = i % len(requests)
+            try:
+                ok = pool.split(requests[k], lambda k=k: expected[k]) == expected[k]
+            except Exception:
+                ok = False
+            with lock:
+                counts[0] += 1
+                counts[1] += not ok
+            i += 1
+
+    workers = [threading.Thread(target=loop, args=(n * 7,), daemon=True) for n in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(seconds + 20)
+    return counts[0], counts[1], any(thread.is_alive() for thread in workers)
+
+
+def _wait_child(pid: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return -1
+
+
+def test_a_forked_process_neither_shares_the_workers_nor_gets_their_chunks() -> None:
+    """After os.fork() (a preforking server, a multiprocessing pool started after a split
+    ran) parent and child split different texts at once: each gets its own chunks, and
+    the child starts workers of its own."""
+    pool = SplitProcesses(1, idle_exit_s=60.0)
+    _warm(pool)
+    (worker,) = pool._workers
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status, never return into pytest
+        code = 3
+        try:
+            splits, wrong, hung = _split_for(pool, _texts(24, seed=2), 3.0, threads=2)
+            code = 4 if hung else 2 if wrong or not splits else 0
+            if code == 0:
+                _warm(pool)  # its own worker, which a lone split now uses
+                request = ((), _markdown(), 2000, None, 500, "markdown")
+                expected = RecursiveSplitter().split_spans(*request[1:])
+                offloaded = pool.offloaded
+                code = 5 if pool.split(request, lambda: []) != expected else 0
+                code = code or (6 if pool.offloaded != offloaded + 1 else 0)
+            pool.close()
+        finally:
+            os._exit(code)
+    try:
+        splits, wrong, hung = _split_for(pool, _texts(24, seed=1), 3.0, threads=1)
+        child = _wait_child(pid, 60)
+        assert not hung, "a split in the parent hung"
+        assert (splits, wrong) == (splits, 0), f"{wrong} of {splits} splits in the parent wrong"
+        assert splits > 0
+        assert pool.offloaded >= splits  # the parent kept using its worker
+        assert child == 0, (
+            f"the child failed (exit {child}: 2 wrong chunks, 4 hung, 5/6 own worker)"
+        )
+    finally:
+        worker.process.kill()
+        pool.close()

@@ -16,7 +16,8 @@ the thread (the round trip would cost more).
 The chunks are the same either way (the same code runs in the worker).  A worker that
 dies or fails is dropped and the split is redone in the calling thread, so a failure
 costs time, never a row; after :data:`MAX_FAILURES` workers lost or not started,
-the process splits in threads only.
+the process splits in threads only.  A forked child (a preforking server, a
+multiprocessing pool) never uses its parent's workers: it starts its own.
 
 ``COCOD_SPLIT_PROCESSES`` sets the number of workers (``0``: never; default: the CPUs
 this process may use, at most 4, none on a single CPU).
@@ -32,9 +33,10 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import structlog
 
@@ -89,7 +91,7 @@ class _WorkerGone(Exception):
 
 
 class _Worker:
-    __slots__ = ("last_used", "process", "replies", "requests")
+    __slots__ = ("__weakref__", "last_used", "process", "replies", "requests")
 
     def __init__(self) -> None:
         # The package's parent folder goes first on the child's path, so the worker
@@ -105,16 +107,18 @@ class _Worker:
             stdout=subprocess.PIPE,
             env=env,
             close_fds=True,
+            bufsize=0,  # raw pipes: no lock a fork could inherit held (see _after_fork)
         )
         assert self.process.stdin is not None and self.process.stdout is not None
-        self.requests: IO[bytes] = self.process.stdin
-        self.replies: IO[bytes] = self.process.stdout
+        self.requests: Any = self.process.stdin
+        self.replies: Any = self.process.stdout
         self.last_used = time.monotonic()
+        _all_workers.add(self)
 
     def call(self, request: tuple[Any, ...]) -> tuple[str, Any]:
         try:
-            write_message(self.requests, request)  # type: ignore[arg-type]
-            reply = read_message(self.replies)  # type: ignore[arg-type]
+            write_message(self.requests, request)
+            reply = read_message(self.replies)
         except (OSError, ValueError) as e:
             raise _WorkerGone(str(e)) from e
         if reply is None:
@@ -140,6 +144,14 @@ class _Worker:
         with contextlib.suppress(OSError):
             self.replies.close()
 
+    def forget(self) -> None:
+        """In a forked child: close this process's copies of the pipes, without a word
+        on them (they are the parent's), so the worker still sees its stdin end when the
+        parent stops it."""
+        for stream in (self.requests, self.replies):
+            with contextlib.suppress(OSError):
+                stream.close()
+
     def reap(self, deadline: float) -> None:
         try:
             self.process.wait(max(0.0, deadline - time.monotonic()))
@@ -155,16 +167,30 @@ class SplitProcesses:
     def __init__(self, size: int, idle_exit_s: float = IDLE_EXIT_S) -> None:
         self.size = size
         self.idle_exit_s = idle_exit_s
+        self._failures = 0
+        self._start_afresh(closed=False)
+        self.offloaded = 0
+        """Splits a worker did (for tests and benchmarks)."""
+        _pools.add(self)
+
+    def _start_afresh(self, *, closed: bool) -> None:
+        """No workers yet, owned by this process (also a forked child's new start)."""
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
         self._workers: set[_Worker] = set()
         self._in_flight = 0
         self._starting = 0
-        self._failures = 0
         self._reaper: threading.Thread | None = None
         self._closed = threading.Event()
-        self.offloaded = 0
-        """Splits a worker did (for tests and benchmarks)."""
+        if closed:
+            self._closed.set()
+
+    def _after_fork(self) -> None:
+        """In a forked child (from :func:`_after_fork_in_child`): the workers, the
+        threads, the locks' state are the parent's, so start afresh; the child starts
+        workers of its own when its splits overlap."""
+        self._start_afresh(closed=self._closed.is_set())
 
     @property
     def workers(self) -> int:
@@ -178,6 +204,8 @@ class SplitProcesses:
     ) -> list[Span]:
         """The spans for ``request``: from a worker while splits overlap, else (and when
         a worker fails) from ``in_thread()``."""
+        if self._pid != os.getpid():  # forked by a way that ran no at-fork hook
+            return in_thread()
         with self._lock:
             self._in_flight += 1
             busy = self._in_flight > 1 or bool(self._workers)
@@ -330,8 +358,11 @@ class SplitProcesses:
         all, so a drain waits STOP_DEADLINE_S at most however many there are.  A worker
         in use is left to its caller (who stops it when the reply comes), and killed at
         the deadline if its split is still running: the caller then sees the pipe end
-        and redoes the split in its thread.
+        and redoes the split in its thread.  In a forked child the workers are not its
+        to stop.
         """
+        if self._pid != os.getpid():
+            return
         with self._lock:
             self._closed.set()
             workers = list(self._workers)
@@ -348,6 +379,11 @@ class SplitProcesses:
 
 _shared: SplitProcesses | None = None
 _shared_lock = threading.Lock()
+_pools: weakref.WeakSet[SplitProcesses] = weakref.WeakSet()
+_all_workers: weakref.WeakSet[_Worker] = weakref.WeakSet()
+_inherited: list[_Worker] = []
+"""A forked child's copies of the parent's workers: kept, so collecting them never
+waits on or warns about a process that is not the child's."""
 
 
 def shared_processes() -> SplitProcesses:
@@ -358,3 +394,21 @@ def shared_processes() -> SplitProcesses:
             _shared = SplitProcesses(default_processes())
             atexit.register(_shared.close)
         return _shared
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (a preforking server, a multiprocessing pool) inherits the pipes
+    to the parent's workers: parent and child would write requests to the same worker
+    and read each other's replies.  The child lets go of them and starts afresh."""
+    global _shared_lock
+    _shared_lock = threading.Lock()
+    inherited = list(_all_workers)
+    _all_workers.clear()
+    for worker in inherited:
+        worker.forget()
+    _inherited.extend(inherited)
+    for pool in list(_pools):
+        pool._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

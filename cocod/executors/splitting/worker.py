@@ -19,33 +19,63 @@ import os
 import pickle
 import signal
 import struct
-import sys
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 
 from .recursive import RecursiveSplitter
 from .separators import CustomLanguage
 
-__all__ = ["main", "read_message", "write_message"]
+__all__ = ["Reader", "Writer", "main", "read_message", "write_message"]
 
 _HEADER = struct.Struct("!I")
 LanguagesKey = tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]
 
 
-def read_message(stream: BinaryIO) -> Any:
-    """One framed pickle, or ``None`` at the end of the stream (also mid-message)."""
-    header = stream.read(_HEADER.size)
-    if len(header) < _HEADER.size:
+class Reader(Protocol):
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+
+class Writer(Protocol):
+    def write(self, data: memoryview, /) -> int | None: ...
+
+    def flush(self) -> None: ...
+
+
+def read_message(stream: Reader) -> Any:
+    """One framed pickle, or ``None`` at the end of the stream (also mid-message).
+
+    ``stream`` may be unbuffered (the parent's end: a raw pipe, which holds no lock, so a
+    forked child may close its copy whatever the parent's threads were doing): a read
+    returns what the pipe holds, so both parts are read until complete."""
+    header = _read_exactly(stream, _HEADER.size)
+    if header is None:
         return None
     (size,) = _HEADER.unpack(header)
-    payload = stream.read(size)
-    if len(payload) < size:
-        return None
-    return pickle.loads(payload)
+    payload = _read_exactly(stream, size)
+    return None if payload is None else pickle.loads(payload)
 
 
-def write_message(stream: BinaryIO, message: Any) -> None:
+def _read_exactly(stream: Reader, size: int) -> bytearray | None:
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    done = 0
+    while done < size:
+        got = stream.readinto(view[done:])
+        if not got:
+            return None
+        done += got
+    return buffer
+
+
+def write_message(stream: Writer, message: Any) -> None:
+    """Write one framed pickle; a raw pipe may take part of a write, so write the rest."""
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_HEADER.pack(len(data)) + data)
+    for part in (_HEADER.pack(len(data)), data):
+        view = memoryview(part)
+        while view:
+            written = stream.write(view)
+            if written is None:  # a non-blocking pipe would; ours never are
+                raise BlockingIOError("the split pipe is non-blocking")
+            view = view[written:]
     stream.flush()
 
 
@@ -59,7 +89,7 @@ def _splitter(cache: dict[LanguagesKey, RecursiveSplitter], key: LanguagesKey) -
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    requests = sys.stdin.buffer
+    requests = os.fdopen(0, "rb", closefd=False)  # buffered: it has the pipe to itself
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print goes to stderr, never into the replies
     cache: dict[LanguagesKey, RecursiveSplitter] = {}
@@ -69,9 +99,7 @@ def main() -> None:
         return  # the parent closed the pipes (it stopped us, or it is gone)
 
 
-def _serve(
-    requests: BinaryIO, replies: BinaryIO, cache: dict[LanguagesKey, RecursiveSplitter]
-) -> None:
+def _serve(requests: Reader, replies: Writer, cache: dict[LanguagesKey, RecursiveSplitter]) -> None:
     while True:
         request = read_message(requests)
         if request is None:
