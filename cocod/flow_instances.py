@@ -11,12 +11,14 @@ opening. A flow is closed when it has not been used for ``ttl`` seconds (from it
 ``get`` or the end of its last ``update``/``drop``), by a sweeper thread that sleeps until
 the next deadline, and when it is the least recently used one past ``maxsize``. A flow
 pinned by ``update``/``drop``/``use`` is never closed under that call: expiry skips it,
-eviction picks another, and ``close(name)`` closes it when the call ends.
+eviction picks another, and ``close(name)`` closes it when the call ends. Once a close is
+asked, nobody gets that flow again: a later caller waits (``close_timeout``) until it is
+closed and opens a fresh one (its opener sees the new parameters, e.g. after a reload).
 
 Works from threads and from async code. The ``*_async`` methods use the flow's own async
 API (``setup_async``/``update_async``/``drop_async``) on the caller's loop and accept an
 async opener; only a sync opener goes to a worker thread (waiters hold none:
-:mod:`cocod.flow_instances_entry`). ``on_close`` tells an owner (the daemon) when a flow
+:mod:`cocod.flow_instances_wait`). ``on_close`` tells an owner (the daemon) when a flow
 was closed and why; ``sweep=False`` leaves expiry to its own loop (``expire()``,
 ``next_expiry()``) instead of a thread.
 ``docs/flow-instances.md`` shows it beside the tutorial's program.
@@ -24,7 +26,6 @@ was closed and why; ``sweep=False`` leaves expiry to its own loop (``expire()``,
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import threading
 import time
@@ -39,10 +40,12 @@ import structlog
 from cocod.flow_instances_entry import (
     CloseReason,
     F,
+    FlowStillClosingError,
     ManagedFlow,
     OpenEntry,
-    loop_waker,
-    set_ready_locked,
+    next_deadline_locked,
+    take_evicted_locked,
+    take_expired_locked,
 )
 
 log = structlog.get_logger(__name__)
@@ -56,7 +59,9 @@ class FlowInstances(Generic[F]):
 
     ``opener(name)`` returns a newly opened flow for ``name`` (typically
     ``cocod.open_flow(f"TextEmbedding_{name}", flow_def(params[name]))``); with
-    ``setup=True`` its ``setup()`` runs before any caller gets it.
+    ``setup=True`` its ``setup()`` runs before any caller gets it. A caller that finds
+    its name's flow waiting to close waits at most ``close_timeout`` seconds for it
+    (then :class:`~cocod.flow_instances_entry.FlowStillClosingError`).
     """
 
     def __init__(
@@ -69,17 +74,21 @@ class FlowInstances(Generic[F]):
         report_to_stdout: bool = False,
         on_close: Callable[[str, F, CloseReason], None] | None = None,
         sweep: bool = True,
+        close_timeout: float = 60.0,
     ) -> None:
         if maxsize < 1:
             raise ValueError("FlowInstances(maxsize=...) must be at least 1")
         if ttl <= 0:
             raise ValueError("FlowInstances(ttl=...) must be positive (seconds)")
+        if close_timeout < 0:
+            raise ValueError("FlowInstances(close_timeout=...) must not be negative (seconds)")
         self._opener = opener
         self._is_async_opener = inspect.iscoroutinefunction(opener)
         self._on_close = on_close
         self._should_sweep = sweep
         self.maxsize = maxsize
         self.ttl = float(ttl)
+        self.close_timeout = float(close_timeout)
         self._should_setup = setup
         self._report = report_to_stdout
         self._lock = threading.Lock()
@@ -93,42 +102,50 @@ class FlowInstances(Generic[F]):
     # -- getting -------------------------------------------------------------------------
     def get(self, name: str) -> F:
         """The open flow for ``name``, opening (and setting it up) on first use."""
-        return self._acquire(name, pin=False)
+        entry = self._acquire(name, pin=False)
+        assert entry.flow is not None
+        return entry.flow
 
-    def _acquire(self, name: str, *, pin: bool) -> F:
+    def _acquire(self, name: str, *, pin: bool) -> OpenEntry[F]:
+        deadline: float | None = None
         while True:
             with self._lock:
-                entry, is_opener = self._lookup_locked(name)
-                if entry.flow is not None:
-                    return self._touch(name, entry, pin)
-            if is_opener:
-                return self._open(name, entry, pin)
-            entry.ready.wait()
-            if entry.error is not None:
-                raise entry.error
-            # Opened by another caller, closed meanwhile, or its opener was cancelled:
-            # look again under the lock.
+                entry, step = self._next_step_locked(name, pin)
+            if step == "have" or (step == "open" and self._open(name, entry, pin)):
+                return entry
+            if step == "opening":
+                entry.ready.wait()
+                if entry.error is not None:
+                    raise entry.error
+            elif step == "closing":
+                deadline = deadline or time.monotonic() + self.close_timeout
+                if not entry.gone.wait(max(0.0, deadline - time.monotonic())):
+                    raise FlowStillClosingError.after(name, self.close_timeout)
+            # Opened by another caller, closed meanwhile, or its opener was cancelled (or a
+            # close took the flow it opened): look again under the lock.
 
-    def _lookup_locked(self, name: str) -> tuple[OpenEntry[F], bool]:
-        """The entry for ``name`` (open, or still opening) and whether this caller opens it
-        (a new entry: the caller must open it, or abandon it)."""
+    def _next_step_locked(self, name: str, pin: bool) -> tuple[OpenEntry[F], str]:
+        """This caller's next step for ``name``: ``have`` (its row, touched and pinned if
+        ``pin``), ``open`` (a new row: open it, or abandon it), ``opening`` (wait for its
+        ``ready``) or ``closing`` (a close is pending or running: wait for its ``gone``)."""
         entry = self._entries.get(name)
-        if entry is not None:
-            return entry, False
-        entry = self._entries[name] = OpenEntry()
-        return entry, True
+        if entry is None:
+            entry = self._entries[name] = OpenEntry()
+            return entry, "open"
+        if entry.is_usable:
+            return self._touch(name, entry, pin), "have"
+        return entry, "opening" if entry.flow is None else "closing"
 
-    def _touch(self, name: str, entry: OpenEntry[F], pin: bool) -> F:
-        """Mark a ready entry used (lock held)."""
-        assert entry.flow is not None
+    def _touch(self, name: str, entry: OpenEntry[F], pin: bool) -> OpenEntry[F]:
+        """Mark a usable entry used (lock held). A pending close is never cleared here:
+        the caller that asked for it wants that flow gone."""
         entry.last_used = time.monotonic()
-        entry.close_when_released = False
         if pin:
             entry.pins += 1
         self._entries.move_to_end(name)
-        return entry.flow
+        return entry
 
-    def _open(self, name: str, entry: OpenEntry[F], pin: bool) -> F:
+    def _open(self, name: str, entry: OpenEntry[F], pin: bool) -> bool:
         if self._is_async_opener:
             self._abandon(name, entry, None)
             raise TypeError("this FlowInstances has an async opener: use get_async/use_async")
@@ -158,52 +175,56 @@ class FlowInstances(Generic[F]):
             entry.error = error if isinstance(error, Exception) else None
             if self._entries.get(name) is entry:
                 del self._entries[name]
-            set_ready_locked(entry)
+        entry.ready.set()
+        entry.gone.set()
 
-    def _opened(self, name: str, entry: OpenEntry[F], flow: F, pin: bool) -> F:
+    def _opened(self, name: str, entry: OpenEntry[F], flow: F, pin: bool) -> bool:
+        """Publish an opened flow; ``False`` when a close asked during the open took it
+        (a ``get``, holding no pin: it looks again and opens afresh)."""
         with self._lock:
             entry.flow = flow
             self.opens += 1
-            result = self._touch(name, entry, pin)
-            set_ready_locked(entry)
-            evicted = self._evict_locked(keep=name)
-            if self._should_sweep:
-                self._start_sweeper_locked()
-            self._wake.notify_all()
-        self._close_all_of(evicted, CloseReason.EVICTED)
-        return result
+            if entry.close_when_released and not pin:
+                entry.closing = True
+                to_close, reason = [(name, entry)], CloseReason.CLOSED
+            else:
+                self._touch(name, entry, pin)
+                to_close, reason = (
+                    take_evicted_locked(self._entries, self.maxsize, keep=name),
+                    CloseReason.EVICTED,
+                )
+                if self._should_sweep:
+                    self._start_sweeper_locked()
+                self._wake.notify_all()
+        entry.ready.set()
+        self._close_all_of(to_close, reason)
+        return not entry.closing
 
     async def get_async(self, name: str) -> F:
         """:meth:`get` for async code (an async opener and ``setup_async`` run on the loop)."""
-        return await self._acquire_async(name, pin=False)
+        entry = await self._acquire_async(name, pin=False)
+        assert entry.flow is not None
+        return entry.flow
 
-    async def _acquire_async(self, name: str, *, pin: bool) -> F:
+    async def _acquire_async(self, name: str, *, pin: bool) -> OpenEntry[F]:
+        deadline: float | None = None
         while True:
-            woken: asyncio.Event | None = None
-            wake: Callable[[], None] | None = None
             with self._lock:
-                entry, is_opener = self._lookup_locked(name)
-                if entry.flow is not None:
-                    return self._touch(name, entry, pin)
-                if not is_opener:
-                    woken, wake = loop_waker()
-                    if wake is not None:
-                        entry.wakers.append(wake)
-            if is_opener:
-                return await self._open_async(name, entry, pin)
-            if woken is None:  # not asyncio (trio): park in a worker thread instead
-                await anyio.to_thread.run_sync(entry.ready.wait, abandon_on_cancel=True)
-            else:
-                try:
-                    await woken.wait()
-                finally:
-                    with self._lock:
-                        if wake in entry.wakers:
-                            entry.wakers.remove(wake)  # cancelled while waiting
-            if entry.error is not None:
-                raise entry.error
+                entry, step = self._next_step_locked(name, pin)
+            if step == "have" or (step == "open" and await self._open_async(name, entry, pin)):
+                return entry
+            if step == "opening":
+                await entry.ready.wait_async()
+                if entry.error is not None:
+                    raise entry.error
+            elif step == "closing":
+                deadline = deadline or time.monotonic() + self.close_timeout
+                with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+                    await entry.gone.wait_async()
+                if not entry.gone.is_set():
+                    raise FlowStillClosingError.after(name, self.close_timeout)
 
-    async def _open_async(self, name: str, entry: OpenEntry[F], pin: bool) -> F:
+    async def _open_async(self, name: str, entry: OpenEntry[F], pin: bool) -> bool:
         flow: F | None = None
         try:
             if self._is_async_opener:
@@ -226,28 +247,27 @@ class FlowInstances(Generic[F]):
     @contextmanager
     def use(self, name: str) -> Iterator[F]:
         """The flow for ``name``, pinned open for the ``with`` block."""
-        flow = self._acquire(name, pin=True)
+        entry = self._acquire(name, pin=True)
         try:
-            yield flow
+            assert entry.flow is not None
+            yield entry.flow
         finally:
-            self._release(name)
+            self._release(name, entry)
 
-    def _release(self, name: str) -> None:
-        to_close: list[tuple[str, F]] = []
+    def _release(self, name: str, entry: OpenEntry[F]) -> None:
         with self._lock:
-            entry = self._entries.get(name)
-            if entry is None:
-                return
             entry.pins -= 1
             entry.last_used = time.monotonic()
-            self._entries.move_to_end(name)  # the end of a use is a use: LRU order too
-            reason = CloseReason.CLOSED
-            if entry.pins == 0 and entry.close_when_released and entry.flow is not None:
-                del self._entries[name]
-                to_close.append((name, entry.flow))
+            if self._entries.get(name) is entry:
+                self._entries.move_to_end(name)  # the end of a use is a use: LRU order too
+            if entry.pins == 0 and entry.close_when_released and not entry.closing:
+                entry.closing = True
+                to_close, reason = [(name, entry)], CloseReason.CLOSED
             else:
-                to_close = self._evict_locked()
-                reason = CloseReason.EVICTED
+                to_close, reason = (
+                    take_evicted_locked(self._entries, self.maxsize),
+                    CloseReason.EVICTED,
+                )
         self._close_all_of(to_close, reason)
 
     def update(self, name: str, **kwargs: Any) -> Any:
@@ -263,11 +283,12 @@ class FlowInstances(Generic[F]):
     @asynccontextmanager
     async def use_async(self, name: str) -> AsyncIterator[F]:
         """:meth:`use` for async code."""
-        flow = await self._acquire_async(name, pin=True)
+        entry = await self._acquire_async(name, pin=True)
         try:
-            yield flow
+            assert entry.flow is not None
+            yield entry.flow
         finally:
-            self._release(name)
+            self._release(name, entry)
 
     async def update_async(self, name: str, **kwargs: Any) -> Any:
         async with self.use_async(name) as flow:
@@ -286,17 +307,15 @@ class FlowInstances(Generic[F]):
 
     # -- closing -------------------------------------------------------------------------
     def close(self, name: str) -> None:
-        """Close ``name`` now, or when its running update/drop ends."""
+        """Close ``name`` now, or when its running calls (or its open) end.
+
+        From now on nobody gets that flow: a later call for ``name`` waits until it is
+        closed, then opens a new one.
+        """
         with self._lock:
             entry = self._entries.get(name)
-            if entry is None or entry.flow is None:
-                return
-            if entry.pins:
-                entry.close_when_released = True
-                return
-            del self._entries[name]
-            flow = entry.flow
-        self._close_one(name, flow, CloseReason.CLOSED)
+            to_close = self._close_or_defer_locked(name, entry) if entry is not None else []
+        self._close_all_of(to_close, CloseReason.CLOSED)
 
     def close_all(self, *, timeout: float = 10.0) -> None:
         """Close every flow (those in use when their call ends) and stop the sweeper.
@@ -307,25 +326,30 @@ class FlowInstances(Generic[F]):
             self._is_stopping = True
             self._wake.notify_all()
             sweeper, self._sweeper = self._sweeper, None
-            to_close: list[tuple[str, F]] = []
+            to_close: list[tuple[str, OpenEntry[F]]] = []
             for name, entry in list(self._entries.items()):
-                if entry.flow is None:
-                    continue  # still opening: its opener keeps it
-                if entry.pins:
-                    entry.close_when_released = True
-                else:
-                    del self._entries[name]
-                    to_close.append((name, entry.flow))
+                to_close += self._close_or_defer_locked(name, entry)
         if sweeper is not None:
             sweeper.join(timeout)
         with self._lock:
             self._is_stopping = False
         self._close_all_of(to_close, CloseReason.CLOSED)
 
+    def _close_or_defer_locked(
+        self, name: str, entry: OpenEntry[F]
+    ) -> list[tuple[str, OpenEntry[F]]]:
+        if entry.closing:
+            return []
+        if entry.pins or entry.flow is None:
+            entry.close_when_released = True  # by its last release, or right after its open
+            return []
+        entry.closing = True
+        return [(name, entry)]
+
     def names(self) -> list[str]:
         """Names with an open flow, least recently used first."""
         with self._lock:
-            return [n for n, e in self._entries.items() if e.flow is not None]
+            return [n for n, e in self._entries.items() if e.flow is not None and not e.closing]
 
     def is_in_use(self, name: str) -> bool:
         """Whether ``name`` is pinned by a running ``update``/``drop``/``use``."""
@@ -333,10 +357,16 @@ class FlowInstances(Generic[F]):
             entry = self._entries.get(name)
             return entry is not None and entry.pins > 0
 
+    def is_closing(self, name: str) -> bool:
+        """Whether ``name``'s flow waits to close: a call for it now waits for that."""
+        with self._lock:
+            entry = self._entries.get(name)
+            return entry is not None and (entry.closing or entry.close_when_released)
+
     def expire(self) -> list[str]:
         """Close the flows idle for ``ttl`` now (the sweeper does this on its own)."""
         with self._lock:
-            expired = self._expired_locked(time.monotonic())
+            expired = take_expired_locked(self._entries, time.monotonic(), self.ttl)
         self._close_all_of(expired, CloseReason.EXPIRED)
         return [name for name, _ in expired]
 
@@ -347,36 +377,10 @@ class FlowInstances(Generic[F]):
         :meth:`expire` from its own loop may sleep ``min(next_expiry(), ttl)``.
         """
         with self._lock:
-            deadline = self._next_deadline_locked()
+            deadline = next_deadline_locked(self._entries, self.ttl)
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     # -- internals (lock held where the name says so) ------------------------------------
-    def _expired_locked(self, now: float) -> list[tuple[str, F]]:
-        out: list[tuple[str, F]] = []
-        for name, entry in list(self._entries.items()):
-            if entry.flow is not None and not entry.pins and now - entry.last_used >= self.ttl:
-                del self._entries[name]
-                out.append((name, entry.flow))
-        return out
-
-    def _evict_locked(self, keep: str | None = None) -> list[tuple[str, F]]:
-        """Least recently used idle flows past ``maxsize`` (in-use ones and ``keep`` are
-        skipped, so the cache may stay over ``maxsize`` while every other flow is busy)."""
-        out: list[tuple[str, F]] = []
-        excess = sum(1 for e in self._entries.values() if e.flow is not None) - self.maxsize
-        for name, entry in list(self._entries.items()):
-            if excess <= 0:
-                break
-            if entry.flow is not None and not entry.pins and name != keep:
-                del self._entries[name]
-                out.append((name, entry.flow))
-                excess -= 1
-        return out
-
-    def _next_deadline_locked(self) -> float | None:
-        idle = [e.last_used for e in self._entries.values() if e.flow is not None and not e.pins]
-        return min(idle) + self.ttl if idle else None
-
     def _start_sweeper_locked(self) -> None:
         if self._sweeper is None or not self._sweeper.is_alive():
             self._sweeper = threading.Thread(
@@ -393,16 +397,25 @@ class FlowInstances(Generic[F]):
                         self._sweeper = None
                     return
                 now = time.monotonic()
-                expired = self._expired_locked(now)
-                deadline = self._next_deadline_locked()
+                expired = take_expired_locked(self._entries, now, self.ttl)
+                deadline = next_deadline_locked(self._entries, self.ttl)
                 delay = deadline - now if deadline is not None else self.ttl
                 if not expired:
                     self._wake.wait(max(delay, SWEEP_MIN_INTERVAL_S))
             self._close_all_of(expired, CloseReason.EXPIRED)
 
-    def _close_all_of(self, flows: list[tuple[str, F]], reason: CloseReason) -> None:
-        for name, flow in flows:
-            self._close_one(name, flow, reason)
+    def _close_all_of(self, entries: list[tuple[str, OpenEntry[F]]], reason: CloseReason) -> None:
+        """Close entries marked ``closing``; each leaves the table only once its flow is
+        closed, so a waiter that opens the name afresh never meets the old flow."""
+        for name, entry in entries:
+            try:
+                assert entry.flow is not None
+                self._close_one(name, entry.flow, reason)
+            finally:
+                with self._lock:
+                    if self._entries.get(name) is entry:
+                        del self._entries[name]
+                entry.gone.set()
 
     def _close_one(self, name: str, flow: F, reason: CloseReason) -> None:
         """Closing is in-process bookkeeping; a failure is logged, never raised into a get()."""
@@ -415,4 +428,4 @@ class FlowInstances(Generic[F]):
             log.warning("flow_instances.close_failed", name=name, exc_info=True)
 
 
-__all__ = ["CloseReason", "FlowInstances", "ManagedFlow"]
+__all__ = ["CloseReason", "FlowInstances", "FlowStillClosingError", "ManagedFlow"]

@@ -1,21 +1,24 @@
-"""The table rows of :class:`cocod.flow_instances.FlowInstances` and how their waiters wake.
+"""The table of :class:`cocod.flow_instances.FlowInstances`: its rows, which rows expiry
+and eviction take, and the cache's typed error.
 
-Apart so the cache's own module stays about its rules (get-or-open, expiry, eviction,
-pins). A row waits for its one opener: threads on a ``threading.Event``, async callers on
-an event of their own loop that the opener sets through ``call_soon_threadsafe``, so a
-waiting coroutine holds no worker thread (enough parked threads would exhaust anyio's
-default limiter and starve the opener's own ``to_thread`` calls).
+Apart so the cache's own module stays about its protocol (get-or-open, pins, closing).
+A row goes through: opening (``flow`` is None until ``ready``), open, close pending
+(``close_when_released``: a close was asked while a call held it, or while it opened),
+closing (``closing``: a thread is closing its flow), gone (out of the table, ``gone`` set).
+A closing row stays in the table until its flow is closed, so nobody opens the same name
+again while the old flow still holds its flow name: a caller that finds a row closing, or
+with a close pending, waits for ``gone`` and opens afresh (:mod:`cocod.flow_instances_wait`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import enum
-import threading
-from collections.abc import Callable
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
+
+from cocod.errors import CocodError
+from cocod.flow_instances_wait import Signal
 
 
 class ManagedFlow(Protocol):
@@ -43,44 +46,99 @@ class CloseReason(enum.StrEnum):
     """Its open failed or was cancelled after the opener returned it (setup raised)."""
 
 
+class FlowStillClosingError(CocodError, TimeoutError):
+    """A call for a name waited ``close_timeout`` seconds for that name's previous flow to
+    close (``close(name)`` was asked while another call still used it), and it did not.
+
+    ``name`` is the cache key, ``timeout`` the seconds waited. Retrying once the call
+    holding the old flow has ended works.
+    """
+
+    def __init__(self, message: str, name: str, timeout: float) -> None:
+        super().__init__(message)
+        self.name = name
+        self.timeout = timeout
+
+    @classmethod
+    def after(cls, name: str, timeout: float) -> FlowStillClosingError:
+        return cls(
+            f"the flow for {name!r} was closed while a call still used it, and that call "
+            f"has not ended after {timeout:g} s; retry when it has finished "
+            "(or give FlowInstances a longer close_timeout)",
+            name,
+            timeout,
+        )
+
+
 @dataclass
 class OpenEntry(Generic[F]):
-    """One name's row of the table: opening (``ready`` unset) or open (``flow``)."""
+    """One name's row of the table (the module docstring lists its states)."""
 
-    ready: threading.Event = field(default_factory=threading.Event)
+    ready: Signal = field(default_factory=Signal)
+    gone: Signal = field(default_factory=Signal)
     flow: F | None = None
     error: BaseException | None = None
     last_used: float = 0.0
     pins: int = 0
     close_when_released: bool = False
-    wakers: list[Callable[[], None]] = field(default_factory=list)
-    """Async waiters of an entry still opening (each wakes one event loop's waiter)."""
+    closing: bool = False
+
+    @property
+    def is_usable(self) -> bool:
+        """Open, and no close asked: a caller may have (and pin) its flow."""
+        return self.flow is not None and not self.close_when_released and not self.closing
+
+    @property
+    def is_idle(self) -> bool:
+        """Open, unpinned and not closing: expiry and eviction may take it."""
+        return self.flow is not None and not self.pins and not self.closing
 
 
-def set_ready_locked(entry: OpenEntry[Any]) -> None:
-    """Wake every waiter of an entry: threads through its event, loops through theirs."""
-    entry.ready.set()
-    wakers, entry.wakers = entry.wakers, []
-    for wake in wakers:
-        wake()
+Table = OrderedDict[str, OpenEntry[F]]
+"""Name → row, least recently used first (the cache's lock guards it)."""
 
 
-def loop_waker() -> tuple[asyncio.Event | None, Callable[[], None] | None]:
-    """An event of the running asyncio loop and a thread-safe callable that sets it.
-
-    ``(None, None)`` under another async library: the caller waits in a thread instead.
-    """
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return None, None
-    event = asyncio.Event()
-
-    def wake() -> None:
-        with contextlib.suppress(RuntimeError):  # that loop closed: nobody waits there now
-            loop.call_soon_threadsafe(event.set)
-
-    return event, wake
+def take_expired_locked(table: Table[F], now: float, ttl: float) -> list[tuple[str, OpenEntry[F]]]:
+    """Idle rows unused for ``ttl`` seconds, marked closing (the caller closes them)."""
+    out: list[tuple[str, OpenEntry[F]]] = []
+    for name, entry in table.items():
+        if entry.is_idle and now - entry.last_used >= ttl:
+            entry.closing = True
+            out.append((name, entry))
+    return out
 
 
-__all__ = ["CloseReason", "F", "ManagedFlow", "OpenEntry", "loop_waker", "set_ready_locked"]
+def take_evicted_locked(
+    table: Table[F], maxsize: int, keep: str | None = None
+) -> list[tuple[str, OpenEntry[F]]]:
+    """Least recently used idle rows past ``maxsize``, marked closing. Pinned ones and
+    ``keep`` are skipped, so the table may stay over ``maxsize`` while the rest is busy."""
+    out: list[tuple[str, OpenEntry[F]]] = []
+    excess = sum(1 for e in table.values() if e.flow is not None and not e.closing) - maxsize
+    for name, entry in table.items():
+        if excess <= 0:
+            break
+        if entry.is_idle and name != keep:
+            entry.closing = True
+            out.append((name, entry))
+            excess -= 1
+    return out
+
+
+def next_deadline_locked(table: Table[F], ttl: float) -> float | None:
+    """When the first idle row expires (monotonic clock), or None when none is idle."""
+    idle = [e.last_used for e in table.values() if e.is_idle]
+    return min(idle) + ttl if idle else None
+
+
+__all__ = [
+    "CloseReason",
+    "F",
+    "FlowStillClosingError",
+    "ManagedFlow",
+    "OpenEntry",
+    "Table",
+    "next_deadline_locked",
+    "take_evicted_locked",
+    "take_expired_locked",
+]

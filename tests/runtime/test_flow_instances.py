@@ -302,3 +302,100 @@ def test_async_waiters_hold_no_worker_thread(docs: Path, make) -> None:  # type:
 
     flows = asyncio.run(main())
     assert len({id(f) for f in flows}) == 1 and OPENED == ["baz"]
+
+
+def test_a_use_after_a_deferred_close_gets_a_fresh_flow(docs: Path, make) -> None:  # type: ignore[no-untyped-def]
+    """use → close → use → release both: the old flow is closed, the second use got a new
+    one (the name's parameters may have changed: that is why it was closed), and that new
+    one stays open. The second use must not revive the pending close, nor get the old flow."""
+    closed: list[tuple[str, cocoindex.Flow]] = []
+    instances = make(
+        _opener(docs), on_close=lambda name, flow, reason: closed.append((str(reason), flow))
+    )
+    first_in = threading.Event()
+    first_out = threading.Event()
+    got: dict[str, cocoindex.Flow] = {}
+    errors: list[BaseException] = []
+
+    def first_use() -> None:
+        try:
+            with instances.use("foo") as flow:
+                got["first"] = flow
+                first_in.set()
+                assert first_out.wait(timeout=30)
+        except BaseException as e:  # recorded, asserted below
+            errors.append(e)
+
+    def second_use() -> None:
+        try:
+            with instances.use("foo") as flow:
+                got["second"] = flow
+                assert not closed or closed[-1][1] is not flow
+        except BaseException as e:
+            errors.append(e)
+
+    holder = threading.Thread(target=first_use)
+    holder.start()
+    assert first_in.wait(timeout=60)
+    instances.close("foo")  # deferred: the first use still holds it
+    assert instances.is_closing("foo") and _is_open("foo")
+    second = threading.Thread(target=second_use)
+    second.start()
+    second.join(timeout=0.3)
+    assert second.is_alive() and "second" not in got, "it got the flow waiting to close"
+    assert OPENED == ["foo"], "nor may it open the name while the old flow is open"
+    first_out.set()
+    holder.join(timeout=60)
+    second.join(timeout=60)
+    assert not errors, errors
+    assert got["second"] is not got["first"] and OPENED == ["foo", "foo"]
+    assert closed == [("closed", got["first"])], "the old flow closed, the new one did not"
+    assert "closed" in repr(got["first"]) and _is_open("foo")
+    assert instances.names() == ["foo"] and instances.get("foo") is got["second"]
+
+
+def test_waiting_for_a_close_is_bounded(docs: Path, make) -> None:  # type: ignore[no-untyped-def]
+    """A call for a name whose old flow never gets released gives up with a typed error
+    (sync and async alike), and the old flow still closes when its holder ends."""
+    from cocod.flow_instances import FlowStillClosingError
+
+    instances = make(_opener(docs), close_timeout=0.3)
+    with instances.use("bar") as old:
+        instances.close("bar")
+        with pytest.raises(FlowStillClosingError, match="'bar' was closed while a call"):
+            instances.get("bar")
+
+        async def main() -> None:
+            with pytest.raises(FlowStillClosingError) as caught:
+                async with instances.use_async("bar"):
+                    pass
+            assert caught.value.name == "bar" and caught.value.timeout == pytest.approx(0.3)
+
+        asyncio.run(main())
+        assert _is_open("bar")
+    assert "closed" in repr(old) and not _is_open("bar") and instances.names() == []
+    assert instances.get("bar") is not old
+
+
+def test_a_close_during_an_open_closes_that_flow(docs: Path, make) -> None:  # type: ignore[no-untyped-def]
+    """close(name) while its open runs: the opened flow is not handed out and kept; the
+    get that opened it opens afresh (it asked before the close was honoured)."""
+    opening = threading.Event()
+    proceed = threading.Event()
+
+    def slow_opener(name: str) -> cocoindex.Flow:
+        if not OPENED:
+            opening.set()
+            assert proceed.wait(timeout=30)
+        return _opener(docs)(name)
+
+    instances = make(slow_opener)
+    result: list[cocoindex.Flow] = []
+    getter = threading.Thread(target=lambda: result.append(instances.get("baz")))
+    getter.start()
+    assert opening.wait(timeout=30)
+    instances.close("baz")
+    proceed.set()
+    getter.join(timeout=60)
+    assert OPENED == ["baz", "baz"] and len(result) == 1 and _is_open("baz")
+    assert "closed" not in repr(result[0]) and instances.names() == ["baz"]
