@@ -21,8 +21,12 @@ takes the flow's lease once, beside its watchers, and every pass writes under it
 its epoch, as every write is), so another process's ``Flow.update()`` waits, naming this
 one, until the updater stops. Passes wait behind the same gate as a pause until the lease
 is held; when it is lost, the gate closes at once (the running pass is cancelled, its
-hints kept), and the keeper retakes the lease with backoff and opens the gate again. Run
-by a daemon that owns the flow, the updater uses the owner's lease instead.
+hints kept), and the keeper retakes the lease with backoff and opens the gate again. In
+batch mode (``live_mode=False``) the keeper gives up after a few tries, or when another
+process took the lease meanwhile, and its typed error (``DatabaseUnavailableError``,
+``LeaseLostError``) ends the run and comes out of ``wait()``: a caller waiting for one pass
+must not wait for a whole outage. Run by a daemon that owns the flow, the updater uses the
+owner's lease instead.
 
 ``pause()`` stops passes (the running one is cancelled; rows it committed stay) while the
 watchers keep collecting hints; ``resume()`` catches up from them. ``report_progress_to``
@@ -141,7 +145,11 @@ class FlowLiveUpdater:
         keeper = None
         if execution.coordination.held_lease is None:  # no owner (daemon) holds it for us
             keeper = self._keeper = LeaseKeeper(
-                ctx, execution.full_name, self._on_lease_held, self._on_lease_take_failed
+                ctx,
+                execution.full_name,
+                self._on_lease_held,
+                self._on_lease_take_failed,
+                batch=not self._options.live_mode,  # bounded: its caller waits for it
             )
             self._on_lease_held(False)  # no pass before the lease is held
         try:
