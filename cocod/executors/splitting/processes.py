@@ -29,25 +29,29 @@ import atexit
 import contextlib
 import os
 import queue
-import subprocess
-import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import structlog
 
 from .recursive import Span
 from .separators import CustomLanguage
-from .worker import LanguagesKey, read_message, write_message
+from .worker import (
+    STOP_DEADLINE_S,
+    LanguagesKey,
+    WorkerGone,
+    WorkerProcess,
+    forget_inherited_workers,
+)
 
 __all__ = [
     "IDLE_EXIT_S",
     "MIN_TEXT_CHARS",
     "PROCESSES_KNOB",
+    "STOP_DEADLINE_S",
     "SplitProcesses",
     "default_processes",
     "languages_key",
@@ -62,8 +66,6 @@ MIN_TEXT_CHARS = 2048
 MAX_FAILURES = 3
 _WARM_UP = ((), "# warm-up\n\nLoads the markdown grammar.", 8, None, None, "markdown")
 """A first request each worker answers before it is used, so no split pays its imports."""
-STOP_DEADLINE_S = 2.0
-"""A worker told to stop (its stdin closed) that has not exited by then is killed."""
 
 
 def default_processes() -> int:
@@ -86,81 +88,6 @@ def languages_key(languages: Sequence[CustomLanguage]) -> LanguagesKey:
     )
 
 
-class _WorkerGone(Exception):
-    """The worker closed its pipe (it exited, or never started)."""
-
-
-class _Worker:
-    __slots__ = ("__weakref__", "last_used", "process", "replies", "requests")
-
-    def __init__(self) -> None:
-        # The package's parent folder goes first on the child's path, so the worker
-        # imports this very cocod however the parent found it; -P keeps ``-m`` from
-        # putting the working directory ahead of it (a ``cocod/`` there, another
-        # checkout, would be what runs, with other chunks or none).
-        root = str(Path(__file__).resolve().parents[3])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        self.process = subprocess.Popen(
-            [sys.executable, "-P", "-m", "cocod.executors.splitting.worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-            close_fds=True,
-            bufsize=0,  # raw pipes: no lock a fork could inherit held (see _after_fork)
-        )
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.requests: Any = self.process.stdin
-        self.replies: Any = self.process.stdout
-        self.last_used = time.monotonic()
-        _all_workers.add(self)
-
-    def call(self, request: tuple[Any, ...]) -> tuple[str, Any]:
-        try:
-            write_message(self.requests, request)
-            reply = read_message(self.replies)
-        except (OSError, ValueError) as e:
-            raise _WorkerGone(str(e)) from e
-        if reply is None:
-            raise _WorkerGone(f"exit status {self.process.poll()}")
-        self.last_used = time.monotonic()
-        return reply  # type: ignore[no-any-return]
-
-    def stop(self) -> None:
-        """Tell it to stop and wait (killed past :data:`STOP_DEADLINE_S`); only the
-        thread that holds the worker calls this."""
-        self.close_requests()
-        self.reap(time.monotonic() + STOP_DEADLINE_S)
-        self.close_replies()
-
-    def close_requests(self) -> None:
-        """It exits at the end of its stdin, once any split in progress is answered."""
-        with contextlib.suppress(OSError):
-            self.requests.close()
-
-    def close_replies(self) -> None:
-        """Last, once it is dead: closing a pipe another thread is reading would wait
-        for that read, that is for the worker's reply, however long its split takes."""
-        with contextlib.suppress(OSError):
-            self.replies.close()
-
-    def forget(self) -> None:
-        """In a forked child: close this process's copies of the pipes, without a word
-        on them (they are the parent's), so the worker still sees its stdin end when the
-        parent stops it."""
-        for stream in (self.requests, self.replies):
-            with contextlib.suppress(OSError):
-                stream.close()
-
-    def reap(self, deadline: float) -> None:
-        try:
-            self.process.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(STOP_DEADLINE_S)
-
-
 class SplitProcesses:
     """Up to ``size`` split workers, started on demand and stopped when idle."""
 
@@ -177,8 +104,8 @@ class SplitProcesses:
         """No workers yet, owned by this process (also a forked child's new start)."""
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
-        self._workers: set[_Worker] = set()
+        self._idle: queue.LifoQueue[WorkerProcess] = queue.LifoQueue()
+        self._workers: set[WorkerProcess] = set()
         self._in_flight = 0
         self._starting = 0
         self._reaper: threading.Thread | None = None
@@ -231,7 +158,7 @@ class SplitProcesses:
             return None
         try:
             status, value = worker.call(request)
-        except _WorkerGone as e:
+        except WorkerGone as e:
             log.warning("split.worker.lost", error=str(e))
             self._discard(worker)
             return None
@@ -254,7 +181,7 @@ class SplitProcesses:
         log.warning("split.worker.failed", error=value)
         return None  # redone in the thread, where the error surfaces as usual
 
-    def _acquire(self) -> _Worker | None:
+    def _acquire(self) -> WorkerProcess | None:
         """An idle worker; None (split in the thread) while every worker is busy or only
         starting, or once they cannot be used (closed, or failing).
 
@@ -276,13 +203,13 @@ class SplitProcesses:
 
     def _start(self) -> None:
         """Start a worker and warm it up (imports, grammar) before anyone waits on it."""
-        worker: _Worker | None = None
+        worker: WorkerProcess | None = None
         try:
-            worker = _Worker()
+            worker = WorkerProcess()
             status, value = worker.call(_WARM_UP)
             if status != "ok":
-                raise _WorkerGone(str(value))
-        except (OSError, _WorkerGone) as e:
+                raise WorkerGone(str(value))
+        except (OSError, WorkerGone) as e:
             with self._lock:
                 self._starting -= 1
                 self._failures += 1
@@ -305,7 +232,7 @@ class SplitProcesses:
         else:
             self._release(worker)
 
-    def _release(self, worker: _Worker) -> None:
+    def _release(self, worker: WorkerProcess) -> None:
         """Back to the idle ones; stopped instead once the pool is closed (close() leaves
         a worker in use to the thread using it)."""
         with self._lock:
@@ -315,7 +242,7 @@ class SplitProcesses:
         if not keep:
             worker.stop()
 
-    def _discard(self, worker: _Worker, *, failed: bool = True) -> None:
+    def _discard(self, worker: WorkerProcess, *, failed: bool = True) -> None:
         """Drop ``worker`` for good; ``failed``: it died or broke the framing (after
         :data:`MAX_FAILURES` of those, splits stay in threads)."""
         with self._lock:
@@ -343,8 +270,8 @@ class SplitProcesses:
             if done:
                 return
 
-    def _drain_idle(self) -> list[_Worker]:
-        drained: list[_Worker] = []
+    def _drain_idle(self) -> list[WorkerProcess]:
+        drained: list[WorkerProcess] = []
         with contextlib.suppress(queue.Empty):
             while True:
                 drained.append(self._idle.get_nowait())
@@ -380,10 +307,6 @@ class SplitProcesses:
 _shared: SplitProcesses | None = None
 _shared_lock = threading.Lock()
 _pools: weakref.WeakSet[SplitProcesses] = weakref.WeakSet()
-_all_workers: weakref.WeakSet[_Worker] = weakref.WeakSet()
-_inherited: list[_Worker] = []
-"""A forked child's copies of the parent's workers: kept, so collecting them never
-waits on or warns about a process that is not the child's."""
 
 
 def shared_processes() -> SplitProcesses:
@@ -402,11 +325,7 @@ def _after_fork_in_child() -> None:
     and read each other's replies.  The child lets go of them and starts afresh."""
     global _shared_lock
     _shared_lock = threading.Lock()
-    inherited = list(_all_workers)
-    _all_workers.clear()
-    for worker in inherited:
-        worker.forget()
-    _inherited.extend(inherited)
+    forget_inherited_workers()
     for pool in list(_pools):
         pool._after_fork()
 
