@@ -2,27 +2,30 @@
 
 This is the adapter boundary for the driver: every error asyncpg (or the socket under it)
 raises while connecting, acquiring, or running statements on a pooled connection comes
-out of here as :class:`~cocod.errors.DatabaseUnavailableError` (the server cannot be
-reached now: retry with backoff) or :class:`~cocod.errors.DatabaseError` (it rejected a
-statement), with a one-line message saying what to do and the driver error chained
-(``from``). The pool is a subclass of ``asyncpg.Pool`` whose ``acquire()`` applies
-:func:`map_asyncpg_errors`, so ``async with pool.acquire() as conn:`` everywhere gets the
-mapping without knowing about it.
+out of here mapped by :mod:`cocod.storage.db_errors` (retry with backoff, or a rejected
+statement, with the driver error chained). The pool is a subclass of ``asyncpg.Pool``
+whose ``acquire()`` applies :func:`map_asyncpg_errors`, so ``async with pool.acquire() as
+conn:`` everywhere gets the mapping without knowing about it. URLs are read by
+:mod:`cocod.storage.db_url`.
 """
 
 from __future__ import annotations
 
 import json
-import urllib.parse
-from collections.abc import Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import Generator
 from typing import Any
 
 import asyncpg
 import structlog
 from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
 
-from cocod.errors import DatabaseError, DatabaseUnavailableError
+from cocod.storage.db_errors import (
+    UNAVAILABLE_POSTGRES_ERRORS,
+    map_asyncpg_errors,
+    translate_asyncpg_error,
+    unavailable_error,
+)
+from cocod.storage.db_url import connect_arguments, redact, with_credentials
 
 log = structlog.get_logger(__name__)
 
@@ -32,77 +35,6 @@ Connection = asyncpg.Connection | PoolConnectionProxy
 
 CONNECT_TIMEOUT = 10.0
 """Seconds one connection attempt may take, so a frozen server cannot hang start-up."""
-
-_UNAVAILABLE_POSTGRES_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,  # 08xxx, ConnectionDoesNotExistError included
-    asyncpg.AdminShutdownError,  # 57P01: the server is shutting down
-    asyncpg.CrashShutdownError,  # 57P02
-    asyncpg.CannotConnectNowError,  # 57P03: starting up or in recovery
-    asyncpg.TooManyConnectionsError,  # 53300
-)
-_CONFIG_POSTGRES_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.InvalidAuthorizationSpecificationError,  # 28xxx: user or password
-    asyncpg.InvalidCatalogNameError,  # 3D000: no such database
-)
-
-
-def _unavailable(where: str, error: BaseException) -> DatabaseUnavailableError:
-    detail = " ".join(str(error).split()) or type(error).__name__
-    return DatabaseUnavailableError(
-        f"the database{where} cannot be reached ({type(error).__name__}: {detail}); "
-        "check that PostgreSQL is running and the URL is right - cocod retries with backoff"
-    )
-
-
-def translate_asyncpg_error(
-    error: BaseException, url: str | None = None, *, connecting: bool = False
-) -> DatabaseError | None:
-    """The cocod error for a driver error, or None when ``error`` is not the driver's.
-
-    ``connecting`` widens the mapping to every ``OSError`` and ``TimeoutError`` (while
-    opening a connection they can only come from the socket); inside a statement block
-    only connection-level OS errors are mapped, so an unrelated ``OSError`` or a caller's
-    own deadline passes through untouched.
-    """
-    where = f" at {redact(url)}" if url else ""
-    if isinstance(error, _CONFIG_POSTGRES_ERRORS):
-        return DatabaseError(
-            f"the database{where} refused the connection: {error}; check the user, password "
-            "and database name in the URL (COCOD_DATABASE_URL or [database] url)"
-        )
-    if isinstance(error, _UNAVAILABLE_POSTGRES_ERRORS):
-        return _unavailable(where, error)
-    if isinstance(error, asyncpg.PostgresError):
-        sqlstate = getattr(error, "sqlstate", None) or "?"
-        return DatabaseError(
-            f"the database{where} rejected a statement ({type(error).__name__}, "
-            f"SQLSTATE {sqlstate}): {' '.join(str(error).split())}"
-        )
-    if isinstance(error, asyncpg.InterfaceError):
-        if "closed" in str(error) or "closing" in str(error):  # pool or connection closed
-            return _unavailable(where, error)
-        return DatabaseError(f"database client error{where}: {error}")
-    if isinstance(error, asyncpg.InternalClientError):
-        return DatabaseError(f"database client error{where}: {error}")
-    if isinstance(error, ConnectionError):  # refused, reset, broken pipe
-        return _unavailable(where, error)
-    if connecting and isinstance(error, OSError | TimeoutError):
-        return _unavailable(where, error)
-    return None
-
-
-@contextmanager
-def map_asyncpg_errors(url: str | None = None, *, connecting: bool = False) -> Iterator[None]:
-    """Raise driver errors from the block as cocod errors (see
-    :func:`translate_asyncpg_error`), chained with ``from``; errors already in the cocod
-    tree, cancellation and anything else that is not the driver's pass through unchanged."""
-    try:
-        yield
-    except Exception as e:
-        mapped = translate_asyncpg_error(e, url, connecting=connecting)
-        if mapped is None:
-            raise
-        raise mapped from e
 
 
 class _MappedAcquireContext(PoolAcquireContext):
@@ -126,7 +58,7 @@ class _MappedAcquireContext(PoolAcquireContext):
         if not isinstance(exc, Exception):
             return
         if is_lost:
-            raise _unavailable(f" at {redact(url)}" if url else "", exc) from exc
+            raise unavailable_error(f" at {redact(url)}" if url else "", exc) from exc
         if (mapped := translate_asyncpg_error(exc, url)) is not None:
             raise mapped from exc
 
@@ -262,7 +194,7 @@ async def _create_vector_extension(conn: asyncpg.Connection) -> bool:
     except asyncpg.UniqueViolationError:
         return True  # another connection created it at the same moment
     except asyncpg.PostgresError as e:
-        if isinstance(e, _UNAVAILABLE_POSTGRES_ERRORS):
+        if isinstance(e, UNAVAILABLE_POSTGRES_ERRORS):
             raise
         log.warning("database.no_pgvector", error=str(e))
         return False
@@ -275,59 +207,6 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-_LIBPQ_QUERY_PARAMETERS = {
-    "host": "host",
-    "hostaddr": "host",
-    "port": "port",
-    "user": "user",
-    "password": "password",
-    "dbname": "database",
-    "database": "database",
-}
-"""Query parameters libpq lets override the URL's authority and path, and the asyncpg
-argument each becomes (``hostaddr`` is an address; asyncpg has one place for both)."""
-
-
-def connect_arguments(url: str) -> tuple[str, dict[str, Any]]:
-    """The DSN and explicit connect arguments that make asyncpg read ``url`` as libpq does.
-
-    libpq (and CocoIndex v0, through sqlx) lets ``?host=``, ``port``, ``user``,
-    ``password`` and ``dbname`` in the query override the authority part:
-    ``postgresql://me@localhost/db?host=/run/postgresql`` connects through the Unix socket
-    in ``/run/postgresql``. asyncpg prefers the authority, so this moves those parameters
-    out of the query into explicit arguments, which asyncpg puts first; a host that is a
-    directory (starts with ``/``) is a socket directory for both. ``sslmode`` and the other
-    parameters stay in the query, which asyncpg reads as libpq does.
-    """
-    parts = urllib.parse.urlsplit(url)
-    if not parts.query or parts.scheme not in ("postgresql", "postgres"):
-        return url, {}
-    kept: list[tuple[str, str]] = []
-    kwargs: dict[str, Any] = {}
-    for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
-        argument = _LIBPQ_QUERY_PARAMETERS.get(name)
-        if argument is None:
-            kept.append((name, value))
-        elif value:  # an empty value means "not set" in libpq
-            kwargs[argument] = value
-    if not kwargs:
-        return url, {}
-    if "port" in kwargs:
-        ports = [p.strip() for p in str(kwargs["port"]).split(",")]
-        try:
-            numbers = [int(p) for p in ports]
-        except ValueError:
-            raise DatabaseError(
-                f"the database URL {redact(url)} has port={kwargs['port']!r}, which is not a "
-                "port number; fix the URL"
-            ) from None
-        kwargs["port"] = numbers[0] if len(numbers) == 1 else numbers
-    if "host" in kwargs and "," in kwargs["host"]:
-        kwargs["host"] = [h.strip() for h in kwargs["host"].split(",")]
-    query = urllib.parse.urlencode(kept)
-    return urllib.parse.urlunsplit(parts._replace(query=query)), kwargs
 
 
 async def connect(url: str, *, timeout: float = CONNECT_TIMEOUT) -> asyncpg.Connection:  # noqa: ASYNC109
@@ -347,7 +226,7 @@ async def ensure_vector_extension(url: str, *, connect_timeout: float = CONNECT_
                 await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
                 return True
             except asyncpg.PostgresError as e:
-                if isinstance(e, _UNAVAILABLE_POSTGRES_ERRORS):
+                if isinstance(e, UNAVAILABLE_POSTGRES_ERRORS):
                     raise
                 log.warning("database.no_pgvector", error=str(e))
                 return False
@@ -385,44 +264,19 @@ async def open_pool(
     return pool
 
 
-def redact(url: str) -> str:
-    """Hide a password in a URL (in its authority or as ``?password=``) before it reaches a
-    log or an error message."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return url
-    netloc = parts.netloc
-    if "@" in netloc:
-        creds, host = netloc.rsplit("@", 1)
-        if ":" in creds:
-            netloc = f"{creds.split(':', 1)[0]}:***@{host}"
-    query = parts.query
-    if "password=" in query:
-        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-        query = "&".join(
-            f"{k}=***" if k == "password" else urllib.parse.urlencode({k: v}) for k, v in pairs
-        )
-    if (netloc, query) == (parts.netloc, parts.query):
-        return url
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
-def with_credentials(url: str, user: str | None, password: str | None) -> str:
-    """``url`` with ``DatabaseConnectionSpec.user``/``password`` applied: like v0, they
-    override what the URL says (carried as query parameters, which :func:`connect_arguments`
-    puts before the authority)."""
-    extra = [(k, v) for k, v in (("user", user), ("password", password)) if v]
-    if not extra or "://" not in url:
-        return url
-    parts = urllib.parse.urlsplit(url)
-    kept = [
-        (k, v)
-        for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-        if k not in {name for name, _ in extra}
-    ]
-    query = urllib.parse.urlencode([*kept, *extra])
-    return urllib.parse.urlunsplit(parts._replace(query=query))
-
-
-_redact = redact  # the old private name, kept for callers that imported it
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "SESSION_SETUP",
+    "CocodConnection",
+    "Connection",
+    "MappedPool",
+    "Pool",
+    "connect",
+    "connect_arguments",
+    "ensure_vector_extension",
+    "map_asyncpg_errors",
+    "open_pool",
+    "redact",
+    "translate_asyncpg_error",
+    "with_credentials",
+]
