@@ -1,39 +1,30 @@
-"""The engine's state store: per-row tracking, the memo, and how database errors retry.
+"""The engine's state store: per-row tracking, and the commit that writes a batch of rows.
 
 The tables are described (and created) in :mod:`cocod.storage.internal_schema`; the
-per-flow setup records are in :mod:`cocod.storage.flow_records`.
-
-Memo collection costs what changed: a commit that releases memo keys marks those no other
-tracking row references (``orphaned_at``) in the same transaction, and collection looks
-only at marked entries. No process ever scans the whole memo.
+per-flow setup records are in :mod:`cocod.storage.flow_records`; the memo's lookups,
+marks and collection are in :mod:`cocod.storage.memo_store`, and which database errors a
+retry may get past in :mod:`cocod.storage.db_errors`.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-import anyio
 import asyncpg
 
-from cocod.engine.batching import Batcher
 from cocod.engine.interfaces import ExportWrite, ListingDiff, Ordinal, RowCommit, TrackedRow
-from cocod.errors import DatabaseError, DatabaseUnavailableError, RowError
+from cocod.errors import RowError
 from cocod.flow.naming import quote_ident
+from cocod.storage.db_errors import is_transient_error, is_unavailable_error
 from cocod.storage.listing_state import TrackedListing
+from cocod.storage.memo_store import MEMO_GC_DEADLINE_S, Fence, MemoStore, mark_orphans
 from cocod.storage.pool import Connection
 
 HINTS_PER_QUERY = 4096
 """Hinted keys per tracking lookup; each key is two index range scans."""
-MEMO_GC_DEADLINE_S = 30.0
-"""Memo collection is housekeeping: never hold a shutdown for longer than this."""
-
-
-Fence = Callable[[Connection], Awaitable[None]]
-"""Checked at the start of a write transaction; raises when this process may not write."""
 
 
 class TargetWriter(Protocol):
@@ -52,61 +43,6 @@ def encode_key(key: str) -> bytes:
 
 def decode_key(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
-
-
-def _unreferenced(memo: str, tracking: str) -> str:
-    # The GIN index on tracking.memo_keys answers this per entry.
-    return (
-        f"NOT EXISTS (SELECT 1 FROM {tracking} t WHERE t.flow_id = $1 "
-        f"AND t.memo_keys @> ARRAY[{memo}.fp])"
-    )
-
-
-async def mark_orphans(
-    conn: Connection, memo: str, tracking: str, flow_id: int, fps: Iterable[bytes]
-) -> None:
-    """Mark released entries that no tracking row references any more (same transaction)."""
-    await conn.execute(
-        f"UPDATE {memo} SET orphaned_at = now() WHERE flow_id = $1 AND fp = ANY($2::bytea[]) "
-        f"AND orphaned_at IS NULL AND {_unreferenced(memo, tracking)}",
-        flow_id,
-        sorted(fps),
-    )
-
-
-_UNAVAILABLE = (
-    asyncpg.PostgresConnectionError,  # the connection is gone
-    asyncpg.OperatorInterventionError,  # admin shutdown, cannot connect now
-    asyncpg.InsufficientResourcesError,  # too many connections
-    asyncpg.InterfaceError,  # connection or pool closed
-    ConnectionError,
-)
-
-
-def _driver_error(error: BaseException) -> BaseException:
-    """The driver's error under a cocod DatabaseError (the pool maps and chains them)."""
-    if isinstance(error, DatabaseError) and error.__cause__ is not None:
-        return error.__cause__
-    return error
-
-
-def is_unavailable_error(error: BaseException) -> bool:
-    """The database cannot be reached now: retrying row by row would only wait longer."""
-    return isinstance(error, DatabaseUnavailableError) or isinstance(
-        _driver_error(error), _UNAVAILABLE
-    )
-
-
-def is_transient_error(error: BaseException) -> bool:
-    """Whether retrying the same write may succeed: lost connection, conflict, restart."""
-    if is_unavailable_error(error):
-        return True
-    return isinstance(
-        _driver_error(error),
-        asyncpg.TransactionRollbackError  # serialization failure, deadlock
-        | asyncpg.QueryCanceledError  # statement or lock timeout
-        | TimeoutError,
-    )
 
 
 class PostgresStateStore:
@@ -128,8 +64,7 @@ class PostgresStateStore:
         raising rolls the transaction back before anything is written."""
         s = quote_ident(schema)
         self._tracking = f"{s}.tracking"
-        self._memo = f"{s}.memo"
-        self._lookups = Batcher(self._lookup_batch, max_batch_size=8192)
+        self._memo = MemoStore(pool, f"{s}.memo", self._tracking, flow_id)
         self._upsert_tracking_sql = (
             f"INSERT INTO {self._tracking} (flow_id, source_id, source_key, ordinal_mtime_ns, "
             "ordinal_size, content_fp, logic_fp, target_keys, memo_keys, uuids, processed_at) "
@@ -394,24 +329,7 @@ class PostgresStateStore:
                 await self._fence(conn)
             for export_name, write in merged.items():
                 await self._writers[export_name].write(conn, write)
-            if memo or used:
-                # One statement for the batch's new entries (hundreds in an initial index;
-                # the keys of a dict are distinct, as ON CONFLICT DO UPDATE requires) and
-                # for the entries found by lookup, in use again: their retention clock
-                # restarts. The two sets are disjoint, so the parts never meet on a row.
-                await conn.execute(
-                    f"WITH new AS (INSERT INTO {self._memo} (flow_id, fp, value) "
-                    "SELECT $1, u.fp, u.value "
-                    "FROM unnest($2::bytea[], $3::bytea[]) AS u(fp, value) "
-                    "ON CONFLICT (flow_id, fp) DO UPDATE "
-                    "SET value = EXCLUDED.value, orphaned_at = NULL RETURNING 1) "
-                    f"UPDATE {self._memo} SET orphaned_at = NULL WHERE flow_id = $1 "
-                    "AND fp = ANY($4::bytea[]) AND orphaned_at IS NOT NULL",
-                    self._flow_id,
-                    list(memo),
-                    list(memo.values()),
-                    sorted(used),
-                )
+            await self._memo.write(conn, memo, used)
             if upserts:
                 await conn.executemany(self._upsert_tracking_sql, upserts)
             if deletes:
@@ -423,80 +341,28 @@ class PostgresStateStore:
             if released:
                 # After the tracking writes, so a key another row of this batch now uses
                 # is seen as referenced.
-                await mark_orphans(conn, self._memo, self._tracking, self._flow_id, released)
+                await self._memo.mark_orphans(conn, released)
 
     async def memo_lookup(self, fps: Sequence[bytes]) -> dict[bytes, bytes]:
         """Concurrent lookups from many rows share one query."""
-        values = await self._lookups.submit(list(fps))
-        return {fp: v for fp, v in zip(fps, values, strict=True) if v is not None}
-
-    async def _lookup_batch(self, fps: list[bytes]) -> list[bytes | None]:
-        found = await self._memo_query(list(set(fps)))
-        return [found.get(fp) for fp in fps]
-
-    async def _memo_query(self, fps: Sequence[bytes]) -> dict[bytes, bytes]:
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                f"SELECT fp, value FROM {self._memo} WHERE flow_id = $1 AND fp = ANY($2::bytea[])",
-                self._flow_id,
-                list(fps),
-            )
-        return {r[0]: r[1] for r in rows}
+        return await self._memo.lookup(fps)
 
     async def collect_memo_garbage(self, retention_seconds: float) -> int:
-        """Delete entries marked orphaned for the retention period that are still unused.
+        """Delete entries orphaned for the retention period (see
+        :meth:`MemoStore.collect`), fenced as every write is."""
+        return await self._memo.collect(retention_seconds, self._fence)
 
-        Only marked entries are examined (commits mark what they release), so the cost
-        follows what changed, in this process or an earlier one. Keeping orphans for a
-        while lets a file that is renamed, or edited and restored, reuse its embeddings.
-        An old mark on an entry some row uses again is cleared.
-        """
-        removed = 0
-        # Shielded so a pooled connection is never left mid-transaction, with a deadline
-        # so a stuck lock cannot hold a shutdown.
-        with anyio.move_on_after(MEMO_GC_DEADLINE_S, shield=True):
-            removed = await self._collect(float(retention_seconds))
-        return removed
 
-    async def _collect(self, retention_seconds: float) -> int:
-        old_mark = (
-            "flow_id = $1 AND orphaned_at IS NOT NULL "
-            "AND orphaned_at <= now() - make_interval(secs => $2)"
-        )
-        unreferenced = _unreferenced(self._memo, self._tracking)
-        # One statement: the old marks nobody references go, the others are cleared (two
-        # disjoint sets of rows, so both parts can share the statement's snapshot). A
-        # fresh process's pass pays its prepare once instead of two statements' prepares.
-        collect = (
-            f"WITH gone AS (DELETE FROM {self._memo} WHERE {old_mark} AND {unreferenced} "
-            f"RETURNING 1), kept AS (UPDATE {self._memo} SET orphaned_at = NULL "
-            f"WHERE {old_mark} AND NOT {unreferenced} RETURNING 1) "
-            "SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM kept)"
-        )
-        async with self._pool.acquire() as conn:
-            if not await self._any_orphan_due(conn, retention_seconds):
-                return 0
-            async with conn.transaction():
-                if self._fence is not None:
-                    await self._fence(conn)
-                row = await conn.fetchrow(collect, self._flow_id, retention_seconds)
-        return int(row[0]) if row is not None else 0
-
-    async def _any_orphan_due(self, conn: Connection, retention_seconds: float) -> bool:
-        """Whether any marked entry is past its retention, asked outside a transaction.
-
-        Most passes have none, and then the fenced transaction (begin, fence, collect,
-        commit) is skipped. Only numbers are inlined, so the statement has no parameters
-        and goes through the simple protocol: one round trip, no prepare; its status is
-        ``SELECT 1`` or ``SELECT 0``. An entry marked after this read is younger than its
-        retention, so skipping it loses nothing: a later pass collects it.
-        """
-        if not math.isfinite(retention_seconds):
-            return False  # kept for ever (an infinite retention is not an SQL number)
-        status = await conn.execute(
-            f"SELECT 1 FROM {self._memo} WHERE flow_id = {int(self._flow_id)} "
-            "AND orphaned_at IS NOT NULL "
-            f"AND orphaned_at <= now() - make_interval(secs => {float(retention_seconds)!r}) "
-            "LIMIT 1"
-        )
-        return status != "SELECT 0"
+__all__ = [
+    "HINTS_PER_QUERY",
+    "MEMO_GC_DEADLINE_S",
+    "Fence",
+    "PostgresStateStore",
+    "RowCommit",
+    "TargetWriter",
+    "decode_key",
+    "encode_key",
+    "is_transient_error",
+    "is_unavailable_error",
+    "mark_orphans",
+]
