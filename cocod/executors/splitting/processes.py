@@ -209,11 +209,11 @@ class SplitProcesses:
             status, value = worker.call(_WARM_UP)
             if status != "ok":
                 raise WorkerGone(str(value))
-        except (OSError, WorkerGone) as e:
+        except Exception as e:  # whatever it is, the count of starting ones comes down
             with self._lock:
                 self._starting -= 1
                 self._failures += 1
-            log.warning("split.worker.start_failed", error=str(e))
+            log.warning("split.worker.start_failed", error=f"{type(e).__name__}: {e}")
             if worker is not None:
                 worker.stop()
             return
