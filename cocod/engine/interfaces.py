@@ -88,10 +88,16 @@ class StateStore(Protocol):
     async def diff_listing(
         self, source_id: int, listed: Mapping[str, Ordinal], logic_fp: bytes
     ) -> ListingDiff:
-        """Only what differs between a full listing and the tracking.
+        """Only what differs between a full listing and the tracking, for a caller that
+        holds a listing already.
 
-        A one-file edit in a fresh process must not decode every tracked row: the
-        comparison runs where the tracking is, and only candidates come back.
+        A pass does not call this: it starts reading the source's tracked listing (key,
+        ordinal, logic fingerprint per row, from a covering index) before its stat()
+        walk, so the server's read runs while the walk runs here, and compares the two
+        in this process afterwards (one dict look-up per tracked row). Sending the
+        listing to be joined on the server would put that work after the walk, on the
+        pass's path. Here the comparison may run on either side; only what differs is
+        returned.
         """
         ...
 
