@@ -27,13 +27,23 @@ Idle cost and latency: ``RustNotify.watch`` polls its event set every step and c
 stop flag's ``is_set`` each time. With a :mod:`~cocod.runtime.watch_doorbell` (Linux), the
 flag blocks there until an inotify event under the tree, a cancel, or the root's identity
 check is due, so an idle watcher wakes every 10 s instead of 67 times a second, and a
-saved file is seen within about two :data:`ACTIVE_STEP_MS` steps. Without one it steps
-every :data:`WATCH_STEP_MS`. The identity check runs in the same flag (the watch's worker
-thread), so watching costs no other task, thread hop or timeout round trip.
+saved file is seen within about two :data:`ACTIVE_STEP_MS` steps. After a ring it keeps
+stepping for :data:`SETTLE_SECONDS` (RustNotify's own thread may see the event later than
+the doorbell on a loaded machine), and a batch that shows the doorbell missed a folder (a
+change in a folder it does not watch, or a ``.gitignore`` that may un-ignore some) makes
+it add them. Without a doorbell it steps every :data:`WATCH_STEP_MS`. The identity check
+runs in the same flag (the watch's worker thread), so watching costs no other task,
+thread hop or timeout round trip.
+
+Polling: ``WATCHFILES_FORCE_POLLING`` and ``WATCHFILES_POLL_DELAY_MS`` are read the way
+watchfiles' own ``watch()`` reads them (:func:`polling_settings`; on WSL it polls unless
+told not to), since cocod builds ``RustNotify`` itself. A polling watcher has no doorbell:
+on the mounts polling is for, inotify never rings.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -46,7 +56,7 @@ from watchfiles._rust_notify import RustNotify
 
 from cocod.executors.local_file import LocalFileReader
 from cocod.runtime.coordination import Backoff
-from cocod.runtime.watch_doorbell import Doorbell, open_doorbell
+from cocod.runtime.watch_doorbell import STOP_TIMEOUT_S, Doorbell, open_doorbell
 
 log = structlog.get_logger(__name__)
 
@@ -55,13 +65,20 @@ WATCH_STEP_MS = 15
 ACTIVE_STEP_MS = 2
 """The step with a doorbell: only taken while the tree rang in the last ACTIVE_SECONDS."""
 ACTIVE_SECONDS = 0.25
-"""How long after a ring the flag keeps stepping: RustNotify's own inotify thread may see
-the event later than the doorbell does on a loaded machine, and a batch still settling
-must not wait a whole root poll."""
+"""How long after a ring the flag steps at ACTIVE_STEP_MS: a batch still settling."""
+SETTLE_SECONDS = 2.0
+"""How long after a ring the flag keeps stepping at all (at WATCH_STEP_MS past
+ACTIVE_SECONDS): RustNotify's own inotify thread may see the event later than the
+doorbell does on a loaded machine, and that event must not wait a whole root check."""
 WATCH_DEBOUNCE_MS = 400
 ROOT_POLL_SECONDS = 1.0
 ROOT_NET_SECONDS = 10.0
 """The root's timed identity check with a doorbell: every ring checks it too."""
+NET_STEPS = 4
+"""Steps at ACTIVE_STEP_MS after each timed root check (see _StopFlag.is_set)."""
+POLL_DELAY_MS = 300
+"""watchfiles' default poll interval when polling is forced."""
+_NOT_POLLING = frozenset({"false", "disable", "disabled"})
 
 LOSSY = "\ufffd"
 """What a lossy watcher puts in place of bytes of a file name that are not valid UTF-8."""
@@ -144,9 +161,12 @@ async def watch_source(
         finally:
             notify.close()  # only after the watch thread returned (see _watch_step)
             if doorbell is not None:
-                # Locks, and the last one joins the hub's reader (2 s deadline): a thread.
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(doorbell.close, limiter=anyio.CapacityLimiter(1))
+                # Locks, and the last one joins the hub's reader (its own deadline): a
+                # thread, abandoned if it takes longer than that deadline and a second.
+                with anyio.move_on_after(STOP_TIMEOUT_S + 1, shield=True):
+                    await anyio.to_thread.run_sync(
+                        doorbell.close, abandon_on_cancel=True, limiter=anyio.CapacityLimiter(1)
+                    )
 
 
 def _open_watch(
@@ -157,10 +177,14 @@ def _open_watch(
     identity = _identity(root)
     if identity is None or not os.path.isdir(root):
         return None
+    force_polling, poll_delay_ms = polling_settings()
     try:
-        notify = RustNotify([root], False, False, 300, True, True)
+        notify = RustNotify([root], False, force_polling, poll_delay_ms, True, True)
     except FileNotFoundError:
         return None  # vanished between the stat and the registration
+    if force_polling:
+        log.info("watcher.polling", root=root, poll_delay_ms=poll_delay_ms)
+        return notify, identity, None  # inotify would never ring on such a mount
 
     def should_watch(path: str) -> bool:
         key = reader.key_of(path)
@@ -172,6 +196,23 @@ def _open_watch(
         notify.close()
         raise
     return notify, identity, doorbell
+
+
+def polling_settings() -> tuple[bool, int]:
+    """(force polling, poll delay in ms), read as watchfiles' ``watch()`` reads them: a
+    non-empty ``WATCHFILES_FORCE_POLLING`` forces polling unless it is false/disable/
+    disabled, an unset one polls on WSL only; ``WATCHFILES_POLL_DELAY_MS`` if decimal."""
+    value = os.environ.get("WATCHFILES_FORCE_POLLING")
+    force = value.lower() not in _NOT_POLLING if value else _is_wsl()
+    delay = os.environ.get("WATCHFILES_POLL_DELAY_MS")
+    return force, int(delay) if delay and delay.isdecimal() else POLL_DELAY_MS
+
+
+@functools.cache
+def _is_wsl() -> bool:
+    """WSL's file systems from Windows give no inotify events (watchfiles' own test)."""
+    uname = os.uname()
+    return "microsoft-standard" in uname.release.lower() and uname.sysname.lower() == "linux"
 
 
 class _StopFlag:
@@ -189,6 +230,7 @@ class _StopFlag:
             ROOT_POLL_SECONDS if doorbell is None else ROOT_NET_SECONDS
         )
         self.active_until = 0.0
+        self.settle_until = 0.0
         self.limiter = anyio.CapacityLimiter(1)
         """The watch call's own thread token: it blocks until an event, and holding one of
         the default limiter's 40 per watched source would starve every other blocking
@@ -216,20 +258,26 @@ class _StopFlag:
             time.sleep((WATCH_STEP_MS - ACTIVE_STEP_MS) / 1000)
         elif bell is not None:
             rang = bell.poll()
+            if not rang and now >= self.active_until:
+                # Settling: step at the polling rate. Quiet: sleep until the tree rings, a
+                # cancel, or the root check is due.
+                settling = now < self.settle_until
+                step = (WATCH_STEP_MS - ACTIVE_STEP_MS) / 1000
+                rang = bell.wait(step if settling else self.next_root_check - now)
+                now = time.monotonic()
             if rang:
                 self.active_until = now + ACTIVE_SECONDS
-            elif now >= self.active_until:
-                # Quiet: sleep until the tree rings, a cancel, or the root check is due.
-                rang = bell.wait(self.next_root_check - now)
-                if rang:
-                    self.active_until = time.monotonic() + ACTIVE_SECONDS
-                now = time.monotonic()
+                self.settle_until = now + SETTLE_SECONDS
         if (rang or now >= self.next_root_check) and not self.is_cancelled:
             # The root's own deletion or move rings (it is watched too), so with a
             # doorbell the timed check is only a safety net; without one it is the way:
             # no event says "this path now names another inode".
             poll = ROOT_POLL_SECONDS if bell is None or not bell.is_reliable else ROOT_NET_SECONDS
             self.next_root_check = now + poll
+            if not rang:
+                # A few quick steps: RustNotify returns a batch only after two steps see
+                # it unchanged, so one that came without a ring would wait another net.
+                self.active_until = max(self.active_until, now + NET_STEPS * ACTIVE_STEP_MS / 1000)
             if _identity(self.root) != self.identity:
                 self.root_changed = True
         return self.is_cancelled or self.root_changed
@@ -245,7 +293,43 @@ async def _follow(
             hints = await anyio.to_thread.run_sync(classify_changes, reader, stop.root, raw)
             if hints:
                 on_hints(hints)
+            if stop.doorbell is not None and stop.doorbell.is_reliable:
+                await anyio.to_thread.run_sync(rewatch, stop.doorbell, reader, stop.root, raw)
     log.warning("source.root_changed", root=stop.root)
+
+
+def rewatch(
+    bell: Doorbell, reader: LocalFileReader, root: str, changes: Iterable[tuple[int, str]]
+) -> None:
+    """Add the folders a batch shows the doorbell missed (blocking: walks them).
+
+    A change in a folder the doorbell does not watch (one its rules skipped, or one the
+    reader thread has not reached yet) and the folder of a changed ``.gitignore`` (its
+    rules may now keep folders they skipped) are added with what is under them; excluded
+    folders stay out. Re-adding a watched folder costs no watch, only its listing.
+    """
+    tops: set[str] = set()
+    seen: set[str] = set()
+    for _, path in changes:
+        key = reader.key_of(path)
+        scope = None if key is None else reader.ignore_scope_of(key)
+        if scope is not None:
+            tops.add(os.path.join(root, scope) if scope else root)
+        folder = os.path.dirname(path)
+        if folder in seen:
+            continue
+        seen.add(folder)
+        top = None
+        while folder.startswith(root + os.sep) and not bell.is_watching(folder):
+            top, folder = folder, os.path.dirname(folder)  # climb to the highest missed
+        if top is not None and bell.should_watch(top):
+            tops.add(top)
+    for top in tops:
+        above = os.path.dirname(top)
+        while above.startswith(root) and above not in tops and len(above) > len(root):
+            above = os.path.dirname(above)
+        if above not in tops:  # not under another top, whose walk covers it
+            bell.add_tree(top)
 
 
 async def _watch_step(notify: RustNotify, stop: _StopFlag) -> object:
