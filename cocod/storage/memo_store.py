@@ -9,7 +9,9 @@ tracking store (:mod:`cocod.storage.state`) reads as rows and the memo's rules r
 
 from __future__ import annotations
 
+import copy
 import math
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import anyio
@@ -20,6 +22,10 @@ from cocod.storage.pool import Connection
 
 MEMO_GC_DEADLINE_S = 30.0
 """Memo collection is housekeeping: never hold a shutdown for longer than this."""
+
+KNOWN_EMPTY_CAP = 65_536
+"""Keys a pass that found the memo empty remembers writing before it looks up as usual
+(about 100 bytes each; an initial index larger than this queries for the rest)."""
 
 Fence = Callable[[Connection], Awaitable[None]]
 """Checked at the start of a write transaction; raises when this process may not write."""
@@ -47,7 +53,16 @@ async def mark_orphans(
 
 
 class MemoStore:
-    """One flow's memo: lookups shared across rows, and what commits and collection run."""
+    """One flow's memo: lookups shared across rows, and what commits and collection run.
+
+    A pass gets its own view (:meth:`for_pass`). A view that learns the flow's memo was
+    empty when its pass started (:meth:`learn_if_empty`, asked by an initial index) skips
+    the lookups that could only miss: the only entries that can appear while the pass
+    holds the flow's lease are the ones this process writes, and every view that knows
+    the memo was empty records them (``_written``), so a lookup still goes to the
+    database for any of those. A skipped lookup that would have hit costs a recompute,
+    never a wrong row: the memo only caches.
+    """
 
     def __init__(self, pool: asyncpg.Pool, memo: str, tracking: str, flow_id: int) -> None:
         self._pool = pool
@@ -55,6 +70,11 @@ class MemoStore:
         self.tracking = tracking
         self._flow_id = flow_id
         self._lookups = Batcher(self._lookup_batch, max_batch_size=8192)
+        self._is_pass = False
+        self._written: set[bytes] | None = None
+        """Keys written since this pass found the memo empty; None: look everything up."""
+        self._knowing_empty: weakref.WeakSet[MemoStore] = weakref.WeakSet()
+        """The live pass views that skip lookups (shared by all views of this flow)."""
         # One statement for a batch's new entries (hundreds in an initial index; the keys
         # of a dict are distinct, as ON CONFLICT DO UPDATE requires) and for the entries
         # found by lookup, in use again: their retention clock restarts. The two sets are
@@ -69,18 +89,57 @@ class MemoStore:
             "AND fp = ANY($4::bytea[]) AND orphaned_at IS NOT NULL"
         )
 
+    def for_pass(self) -> MemoStore:
+        """A view for one pass (sharing the lookup batching), which may learn that the
+        memo was empty at its start."""
+        view = copy.copy(self)
+        view._is_pass = True
+        view._written = None
+        return view
+
+    async def learn_if_empty(self, conn: Connection) -> None:
+        """Ask whether the flow's memo is empty now (one simple-protocol round trip); if so,
+        this pass's lookups skip what nobody wrote since. Only a pass view learns: the
+        lease it runs under keeps other processes from writing while it lasts."""
+        if not self._is_pass or self._written is not None:
+            return
+        status = await conn.execute(
+            f"SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM {self.memo} "
+            f"WHERE flow_id = {int(self._flow_id)})"
+        )
+        if status == "SELECT 1":
+            self._written = set()
+            self._knowing_empty.add(self)
+
     async def write(self, conn: Connection, entries: dict[bytes, bytes], used: set[bytes]) -> None:
         """New entries and entries in use again, inside the commit's transaction."""
+        if entries:
+            # Recorded before the write: a lookup racing the commit then queries (and may
+            # miss, as it would have a moment earlier), never skips.
+            for view in list(self._knowing_empty):
+                view._remember(entries)
         if entries or used:
             await conn.execute(
                 self.upsert_sql, self._flow_id, list(entries), list(entries.values()), sorted(used)
             )
+
+    def _remember(self, entries: Iterable[bytes]) -> None:
+        if self._written is None:
+            return
+        self._written.update(entries)
+        if len(self._written) > KNOWN_EMPTY_CAP:
+            self._written = None  # too many to keep: look everything up from here on
+            self._knowing_empty.discard(self)
 
     async def mark_orphans(self, conn: Connection, released: Iterable[bytes]) -> None:
         await mark_orphans(conn, self.memo, self.tracking, self._flow_id, released)
 
     async def lookup(self, fps: Sequence[bytes]) -> dict[bytes, bytes]:
         """Concurrent lookups from many rows share one query."""
+        if self._written is not None:  # the memo was empty: only what was written since
+            fps = [fp for fp in fps if fp in self._written]
+            if not fps:
+                return {}
         values = await self._lookups.submit(list(fps))
         return {fp: v for fp, v in zip(fps, values, strict=True) if v is not None}
 
@@ -156,4 +215,11 @@ class MemoStore:
         return status != "SELECT 0"
 
 
-__all__ = ["MEMO_GC_DEADLINE_S", "Fence", "MemoStore", "mark_orphans", "unreferenced"]
+__all__ = [
+    "KNOWN_EMPTY_CAP",
+    "MEMO_GC_DEADLINE_S",
+    "Fence",
+    "MemoStore",
+    "mark_orphans",
+    "unreferenced",
+]

@@ -126,6 +126,7 @@ class PostgresStateStore:
         the lease it started under whatever lease a later pass takes."""
         view = copy.copy(self)
         view._fence = fence
+        view._memo = self._memo.for_pass()
         return view
 
     def is_transient_error(self, error: BaseException) -> bool:
@@ -213,6 +214,8 @@ class PostgresStateStore:
         """
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(self.listing_state_sql, self._flow_id, source_id, logic_fp)
+            if not rows:  # an initial index: if the memo is empty too, lookups can only miss
+                await self._memo.learn_if_empty(conn)
         return TrackedListing(rows)
 
     def diff_listing_args(self, listed: Mapping[str, Ordinal]) -> list[Any]:
