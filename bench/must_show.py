@@ -64,8 +64,10 @@ def _checks(r: dict[str, Any]) -> list[tuple[str, Value, str, Callable[[float], 
     for case in sorted(r["figures"].get("model", {}), key=lambda c: int(c)):
         out.append(
             (
-                f"real model, {int(case):,} files: engine ÷ raw encode",
-                g("model", case, "ratio_to_raw"),
+                # Unique texts: the texts the model really encoded (the memo answers a
+                # repeated chunk), so copies in the corpus cannot inflate the ratio.
+                f"real model, {int(case):,} files: engine unique texts/s ÷ raw encode",
+                g("model", case, "unique_ratio_to_raw"),
                 "≥ 1.0",
                 lambda v: v >= 1.0,
             )
