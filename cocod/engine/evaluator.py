@@ -14,6 +14,7 @@ functions run on the event loop.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -92,6 +93,8 @@ class FunctionRunner:
         self._inflight: dict[bytes, Promise[bytes]] = {}
         self._recent: OrderedDict[bytes, bytes] = OrderedDict()
         self._batcher: Batcher | None = None
+        self._warmed = False
+        self._warm_lock = anyio.Lock()
         self.num_calls = 0
         self.num_memo_hits = 0
         """Calls answered from the memo (this pass, the recent cache or the store, or another
@@ -106,6 +109,27 @@ class FunctionRunner:
                         self.function.create_executor, limiter=self._limiter
                     )
         return self._executor
+
+    async def prepare(self) -> None:
+        """Create the executor and warm it up (an embedding model loads) before a row
+        needs it.  Executors are lazy, so setup or an update with nothing to compute loads
+        no model; a live updater knows after its catch-up pass that edits will come, and
+        calling this then moves the load (tens of seconds on a busy machine) out of the
+        first edit's pass.  An executor's ``warm()``, if any, is awaited (a coroutine
+        function) or run in a worker thread.  Idempotent; raises what creating or warming
+        raises (a caller warming ahead of need may log it and go on).
+        """
+        executor = await self._get_executor()
+        async with self._warm_lock:
+            if self._warmed:
+                return
+            warm = getattr(executor, "warm", None)
+            if callable(warm):
+                if inspect.iscoroutinefunction(warm):
+                    await warm()
+                else:
+                    await anyio.to_thread.run_sync(warm, limiter=self._limiter)
+            self._warmed = True
 
     def memo_key(self, args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
         fp = self._key_prefix.copy()

@@ -137,12 +137,17 @@ class SentenceTransformerExecutor:
     """Batching executor: sorts inputs by length so padding is minimal, restores order.
 
     Async: the engine awaits the model thread instead of occupying a shared worker slot.
-    The model loads there on first use, once per process.
+    The model loads there on first use (or on :meth:`warm`), once per process.
     """
 
     def __init__(self, model_name: str, args: dict[str, Any] | None) -> None:
         self._model_name = model_name
         self._args = args
+
+    async def warm(self) -> None:
+        """Load the model now, on the model thread (``FunctionRunner.prepare``: a live
+        updater loads it after its catch-up pass, not in the first edit's pass)."""
+        await asyncio.wrap_future(_MODEL_THREAD.submit(load_model, self._model_name, self._args))
 
     async def __call__(self, texts: Sequence[str]) -> list[np.ndarray]:
         return await asyncio.wrap_future(_MODEL_THREAD.submit(self._encode, list(texts)))

@@ -1,0 +1,45 @@
+"""SentenceTransformerExecutor.warm() loads the real (bundled) model on the model thread,
+so FunctionRunner.prepare() can load it before the first edit's pass needs it."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import anyio
+import numpy as np
+import pytest
+
+from cocod.executors import embedder
+
+pytestmark = pytest.mark.anyio
+
+MODEL = "all-MiniLM-L6-v2"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def test_warm_loads_the_model_on_the_model_thread() -> None:
+    executor = embedder.SentenceTransformerExecutor(MODEL, None)
+    await executor.warm()
+    assert (MODEL, json.dumps({})) in embedder._models
+
+    # With the model loaded, a warm-up anywhere else would return at once: one queued
+    # behind work on the model thread waits for that work (torch runs on one thread).
+    release = threading.Event()
+    blocker = embedder._MODEL_THREAD.submit(release.wait, 60)
+    try:
+        with anyio.move_on_after(0.5) as scope:
+            await executor.warm()
+        assert scope.cancelled_caught, "warm() did not run on the model thread"
+    finally:
+        release.set()
+    assert blocker.result(60)
+    with anyio.fail_after(60):
+        await executor.warm()
+
+    (vector,) = await executor(["a sentence to embed"])
+    assert vector.shape == (384,) and vector.dtype == np.float32
