@@ -27,7 +27,7 @@ import structlog
 from cocod.control.protocol import ErrorCode, ProtocolError
 from cocod.daemon.instance_state import Instance, State
 from cocod.errors import CocodError
-from cocod.flow_instances import CloseReason, FlowInstances
+from cocod.flow_instances import CloseReason, FlowInstances, FlowStillClosingError
 from cocod.runtime.flow import Flow
 
 log = structlog.get_logger(__name__)
@@ -35,6 +35,10 @@ log = structlog.get_logger(__name__)
 EXPIRY_MAX_SLEEP_S = 30.0
 """The expiry loop looks again at least this often (a reload may shorten ``idle_ttl``)."""
 EXPIRY_MIN_SLEEP_S = 0.05
+REPLACED_WAIT_S = 60.0
+"""How long a command on a replaced instance waits for the command using the previous
+flow to end (then ``flow_failed``: retry when that command has finished)."""
+MAX_REPLACED_TRIES = 3
 
 _CLOSE_EVENTS = {
     CloseReason.EXPIRED: "instance.idle_closed",
@@ -63,6 +67,7 @@ class OnDemandFlows:
         """The instance each cached flow belongs to (a removed one keeps it until closed)."""
         self.cache: FlowInstances[Flow] = FlowInstances(
             self._open,
+            close_timeout=REPLACED_WAIT_S,
             maxsize=max_open,
             ttl=idle_ttl,
             setup=False,  # per instance (auto_setup), in _open
@@ -119,15 +124,34 @@ class OnDemandFlows:
 
     @contextlib.asynccontextmanager
     async def use(self, instance: Instance) -> AsyncIterator[Flow]:
-        """The instance's flow for one command, opened if needed, never closed meanwhile."""
-        async with self.cache.use_async(instance.name) as flow:
-            if self._holders.get(instance.name) is not instance:
-                raise ProtocolError(
-                    ErrorCode.FLOW_FAILED,
-                    f"instance {instance.name!r} was replaced while a command still used "
-                    "its previous flow; retry when that command has finished",
-                )
-            yield flow
+        """The instance's flow for one command, opened if needed, never closed meanwhile.
+
+        When the instance replaced another of its name (a reload, or remove + add) whose
+        flow a running command still holds, this waits (``REPLACED_WAIT_S``) for that
+        command to end and the old flow to close, then opens the instance's own flow.
+        """
+        name = instance.name
+        for _ in range(MAX_REPLACED_TRIES):
+            if self.cache.is_closing(name):
+                log.info("instance.waiting_for_previous_flow", instance=name)
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    flow = await stack.enter_async_context(self.cache.use_async(name))
+                except FlowStillClosingError as e:
+                    raise _replaced(
+                        name,
+                        f"and a command still runs on its previous flow after {e.timeout:g} s",
+                        "retry when that command has finished",
+                    ) from e
+                if self._holders.get(name) is instance:
+                    yield flow
+                    return
+                if self._lookup(name) is not instance:
+                    raise _replaced(name, "as this command started", "retry it")
+                # The flow of the instance this one replaced (its open raced the reload):
+                # it closes when released, and the next use waits for that.
+                self.cache.close(name)
+        raise _replaced(name, "again while this command waited for it", "retry it")
 
     async def open(self, instance: Instance) -> None:
         await self.cache.get_async(instance.name)
@@ -150,3 +174,10 @@ class OnDemandFlows:
         finally:
             # In-process bookkeeping only (no database): flows in use close when released.
             self.cache.close_all()
+
+
+def _replaced(name: str, when: str, what_to_do: str) -> ProtocolError:
+    return ProtocolError(
+        ErrorCode.FLOW_FAILED,
+        f"instance {name!r} was replaced (reload, or remove + add) {when}; {what_to_do}",
+    )

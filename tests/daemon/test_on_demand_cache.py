@@ -167,3 +167,58 @@ def test_past_max_open_flows_the_least_recently_used_idle_instance_is_closed(
     finally:
         gate.touch()
         assert daemon.stop() == 0
+
+
+def test_an_instance_replaced_by_a_reload_while_an_update_runs(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The running update finishes on the old flow; a command sent meanwhile waits for it,
+    then opens the new params' flow; the old flow is closed (it failed every retry with
+    "was replaced" and stayed open while commands kept coming)."""
+    write(tmp_path / "held" / "a.md", "held text")
+    gate = tmp_path / "gate"
+
+    def config(table: str) -> str:
+        return (
+            '[flows.held]\ndefinition = "tests.daemon.test_on_demand_cache:gated_factory"\n'
+            f'live = false\n[flows.held.params]\nsource_path = "{tmp_path / "held"}"\n'
+            f'table = "{table}"\ngate = "{gate}"\n'
+        )
+
+    daemon = DaemonProcess(tmp_path, database_url, config("held_rows")).start()
+    sql = SqlHelper(database_url)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            old_update = pool.submit(daemon.request, "update", name="held", timeout=120)
+            eventually(lambda: Path(f"{gate}.entered").exists(), "the old update to start", 120)
+            daemon.config.write_text(config("held_rows_v2"))
+            reload = daemon.request("reload", timeout=60)
+            assert reload["ok"] and reload["result"]["changed"] == ["held"], reload
+            logged = len(daemon.logs())
+            new_update = pool.submit(daemon.request, "update", name="held", timeout=120)
+            eventually(
+                lambda: (
+                    new_update.done()
+                    or "instance.waiting_for_previous_flow" in daemon.logs()[logged:]
+                ),
+                "the new update to wait for the old flow",
+                60,
+            )
+            assert not new_update.done(), new_update.result()
+            gate.touch()
+            assert old_update.result(timeout=120)["ok"]
+            reply = new_update.result(timeout=120)
+            assert reply["ok"], reply
+        # The new flow's setup moved the target: the old table went, the new one is full.
+        assert sql.fetchval("SELECT to_regclass('held_rows') IS NULL") is True
+        assert sql.fetchval("SELECT count(*) FROM held_rows_v2") == 1
+        assert len(_events(daemon, "instance.opened", "held")) == 2
+        assert len(_events(daemon, "instance.closed", "held")) == 1, "the old flow closed"
+        assert daemon.state("held") == "OPEN"
+        write(tmp_path / "held" / "b.md", "later text")
+        assert daemon.request("update", name="held", timeout=60)["ok"]
+        assert sql.fetchval("SELECT count(*) FROM held_rows_v2") == 2
+        assert len(_events(daemon, "instance.opened", "held")) == 2
+    finally:
+        gate.touch()
+        assert daemon.stop() == 0
