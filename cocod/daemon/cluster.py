@@ -28,7 +28,6 @@ short-lived one per poll; see docs/scale-out.md for the limits that follow.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import random
@@ -44,13 +43,13 @@ from anyio.abc import TaskStatus
 
 from cocod.daemon.cluster_listen import ClusterListener
 from cocod.daemon.cluster_table import DaemonRow, DaemonsTable
+from cocod.daemon.lease_beats import heartbeat_leases
 from cocod.errors import CocodError
 from cocod.storage.internal_schema import ensure_internal_schema
 from cocod.storage.leases import (
     Connector,
     FlowLease,
     LeaseHolder,
-    LeaseLostError,
     reserve_flow_id,
     resolve_flow_id,
     try_acquire,
@@ -189,10 +188,8 @@ class Cluster:
         if all(m.daemon_id != self.daemon_id for m in self.members):
             mine = [m for m in everyone if m.daemon_id == self.daemon_id]
             self.members.extend(mine[:1])
-        for lease in list(self._owned.values()):
-            # A lost one is marked so; its instance task sees ``lost`` and stands by.
-            with contextlib.suppress(LeaseLostError):
-                await lease.heartbeat()
+        # A lost one is marked so; its instance task sees ``lost`` and stands by.
+        await heartbeat_leases(self.pool, self.schema, list(self._owned.values()))
         if self.fair_share() != before:
             log.info("cluster.share", share=self.fair_share(), daemons=len(self.members))
         await self.on_registry_changed()
