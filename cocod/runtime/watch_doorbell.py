@@ -154,8 +154,8 @@ class _Hub:
             released=len(bell.wds),
             detail="fs.inotify.max_user_watches reached; this watcher polls until it reopens",
         )
-        bell.is_reliable = False
         self.remove(bell)
+        bell.is_reliable = False  # after: whoever sees it False sees no watch held
         bell.wake()
 
     def remove(self, bell: Doorbell) -> None:
