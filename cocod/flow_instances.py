@@ -44,14 +44,13 @@ from cocod.flow_instances_entry import (
     ManagedFlow,
     OpenEntry,
     next_deadline_locked,
+    sweep_step_locked,
     take_evicted_locked,
     take_expired_locked,
 )
+from cocod.flow_instances_wait import Sweeper
 
 log = structlog.get_logger(__name__)
-
-SWEEP_MIN_INTERVAL_S = 0.05
-"""The sweeper never wakes more often than this, whatever the TTL."""
 
 
 class FlowInstances(Generic[F]):
@@ -93,9 +92,11 @@ class FlowInstances(Generic[F]):
         self._report = report_to_stdout
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, OpenEntry[F]] = OrderedDict()
-        self._wake = threading.Condition(self._lock)
-        self._sweeper: threading.Thread | None = None
-        self._is_stopping = False
+        self._sweeper: Sweeper[tuple[str, OpenEntry[F]]] = Sweeper(
+            threading.Condition(self._lock),
+            lambda now: sweep_step_locked(self._entries, now, self.ttl),
+            lambda taken: self._close_all_of(taken, CloseReason.EXPIRED),
+        )
         self.opens = 0
         """Flows opened so far (an open that failed is not counted)."""
 
@@ -194,8 +195,7 @@ class FlowInstances(Generic[F]):
                     CloseReason.EVICTED,
                 )
                 if self._should_sweep:
-                    self._start_sweeper_locked()
-                self._wake.notify_all()
+                    self._sweeper.start_locked()
         entry.ready.set()
         self._close_all_of(to_close, reason)
         return not entry.closing
@@ -314,7 +314,7 @@ class FlowInstances(Generic[F]):
         """
         with self._lock:
             entry = self._entries.get(name)
-            to_close = self._close_or_defer_locked(name, entry) if entry is not None else []
+            to_close = [(name, entry)] if entry is not None and entry.ask_close() else []
         self._close_all_of(to_close, CloseReason.CLOSED)
 
     def close_all(self, *, timeout: float = 10.0) -> None:
@@ -322,29 +322,10 @@ class FlowInstances(Generic[F]):
 
         The cache stays usable: a later ``get`` opens again and restarts the sweeper.
         """
+        self._sweeper.stop(timeout)
         with self._lock:
-            self._is_stopping = True
-            self._wake.notify_all()
-            sweeper, self._sweeper = self._sweeper, None
-            to_close: list[tuple[str, OpenEntry[F]]] = []
-            for name, entry in list(self._entries.items()):
-                to_close += self._close_or_defer_locked(name, entry)
-        if sweeper is not None:
-            sweeper.join(timeout)
-        with self._lock:
-            self._is_stopping = False
+            to_close = [(n, e) for n, e in self._entries.items() if e.ask_close()]
         self._close_all_of(to_close, CloseReason.CLOSED)
-
-    def _close_or_defer_locked(
-        self, name: str, entry: OpenEntry[F]
-    ) -> list[tuple[str, OpenEntry[F]]]:
-        if entry.closing:
-            return []
-        if entry.pins or entry.flow is None:
-            entry.close_when_released = True  # by its last release, or right after its open
-            return []
-        entry.closing = True
-        return [(name, entry)]
 
     def names(self) -> list[str]:
         """Names with an open flow, least recently used first."""
@@ -381,29 +362,6 @@ class FlowInstances(Generic[F]):
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     # -- internals (lock held where the name says so) ------------------------------------
-    def _start_sweeper_locked(self) -> None:
-        if self._sweeper is None or not self._sweeper.is_alive():
-            self._sweeper = threading.Thread(
-                target=self._sweep, name="cocod-flow-instances-sweeper", daemon=True
-            )
-            self._sweeper.start()
-
-    def _sweep(self) -> None:
-        """Close expired flows; sleep until the next deadline (or until woken)."""
-        while True:
-            with self._lock:
-                if self._is_stopping or not self._entries:
-                    if self._sweeper is threading.current_thread():
-                        self._sweeper = None
-                    return
-                now = time.monotonic()
-                expired = take_expired_locked(self._entries, now, self.ttl)
-                deadline = next_deadline_locked(self._entries, self.ttl)
-                delay = deadline - now if deadline is not None else self.ttl
-                if not expired:
-                    self._wake.wait(max(delay, SWEEP_MIN_INTERVAL_S))
-            self._close_all_of(expired, CloseReason.EXPIRED)
-
     def _close_all_of(self, entries: list[tuple[str, OpenEntry[F]]], reason: CloseReason) -> None:
         """Close entries marked ``closing``; each leaves the table only once its flow is
         closed, so a waiter that opens the name afresh never meets the old flow."""

@@ -83,6 +83,17 @@ class OpenEntry(Generic[F]):
     close_when_released: bool = False
     closing: bool = False
 
+    def ask_close(self) -> bool:
+        """A close was asked (lock held): ``True`` when the caller closes it now, else it
+        closes at its last release or right after its open (or is closing already)."""
+        if self.closing:
+            return False
+        if self.pins or self.flow is None:
+            self.close_when_released = True
+            return False
+        self.closing = True
+        return True
+
     @property
     def is_usable(self) -> bool:
         """Open, and no close asked: a caller may have (and pin) its flow."""
@@ -131,6 +142,18 @@ def next_deadline_locked(table: Table[F], ttl: float) -> float | None:
     return min(idle) + ttl if idle else None
 
 
+def sweep_step_locked(
+    table: Table[F], now: float, ttl: float
+) -> tuple[list[tuple[str, OpenEntry[F]]], float] | None:
+    """The sweeper's step: what expired and how long until the next deadline (``None``:
+    the table is empty, the sweeper ends)."""
+    if not table:
+        return None
+    expired = take_expired_locked(table, now, ttl)
+    deadline = next_deadline_locked(table, ttl)
+    return expired, deadline - now if deadline is not None else ttl
+
+
 __all__ = [
     "CloseReason",
     "F",
@@ -139,6 +162,7 @@ __all__ = [
     "OpenEntry",
     "Table",
     "next_deadline_locked",
+    "sweep_step_locked",
     "take_evicted_locked",
     "take_expired_locked",
 ]

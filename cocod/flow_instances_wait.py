@@ -1,4 +1,5 @@
-"""How callers of :class:`cocod.flow_instances.FlowInstances` wait for a row to change.
+"""How :class:`cocod.flow_instances.FlowInstances` waits: callers for a row to change, and
+its sweeper thread for the next idle deadline.
 
 Apart so the cache's module stays about its rules. A row has two one-shot signals: its
 open ended (``ready``) and it left the table after its close (``gone``). Threads wait on a
@@ -13,9 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import anyio
+
+T = TypeVar("T")
+
+SWEEP_MIN_INTERVAL_S = 0.05
+"""The sweeper never wakes more often than this, whatever the TTL."""
 
 
 class Signal:
@@ -81,4 +89,58 @@ def loop_waker() -> tuple[asyncio.Event | None, Callable[[], None] | None]:
     return event, wake
 
 
-__all__ = ["Signal", "loop_waker"]
+class Sweeper(Generic[T]):
+    """The thread that closes idle flows at their deadline, one per cache.
+
+    ``step_locked(now)`` (called with the cache's lock, the one ``wake`` holds) takes what
+    expired and says how long to sleep, or ``None`` when nothing is left (the thread ends;
+    the next open starts another); ``close`` closes what it took, outside the lock.
+    """
+
+    def __init__(
+        self,
+        wake: threading.Condition,
+        step_locked: Callable[[float], tuple[list[T], float] | None],
+        close: Callable[[list[T]], None],
+    ) -> None:
+        self._wake = wake
+        self._step_locked = step_locked
+        self._close = close
+        self._thread: threading.Thread | None = None
+        self._is_stopping = False
+
+    def start_locked(self) -> None:
+        """Start the thread, or wake it to look at the new deadlines (lock held)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._run, name="cocod-flow-instances-sweeper", daemon=True
+            )
+            self._thread.start()
+        self._wake.notify_all()
+
+    def stop(self, timeout: float) -> None:
+        """End the thread (waiting at most ``timeout`` s); :meth:`start_locked` restarts."""
+        with self._wake:
+            self._is_stopping = True
+            self._wake.notify_all()
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+        with self._wake:
+            self._is_stopping = False
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                step = None if self._is_stopping else self._step_locked(time.monotonic())
+                if step is None:
+                    if self._thread is threading.current_thread():
+                        self._thread = None
+                    return
+                taken, delay = step
+                if not taken:
+                    self._wake.wait(max(delay, SWEEP_MIN_INTERVAL_S))
+            self._close(taken)
+
+
+__all__ = ["SWEEP_MIN_INTERVAL_S", "Signal", "Sweeper", "loop_waker"]
