@@ -185,7 +185,8 @@ class FlowInstances(Generic[F]):
         with self._lock:
             entry.flow = flow
             self.opens += 1
-            if entry.close_when_released and not pin:
+            is_taken = entry.close_when_released and not pin
+            if is_taken:
                 entry.closing = True
                 to_close, reason = [(name, entry)], CloseReason.CLOSED
             else:
@@ -198,7 +199,7 @@ class FlowInstances(Generic[F]):
                     self._sweeper.start_locked()
         entry.ready.set()
         self._close_all_of(to_close, reason)
-        return not entry.closing
+        return not is_taken
 
     async def get_async(self, name: str) -> F:
         """:meth:`get` for async code (an async opener and ``setup_async`` run on the loop)."""

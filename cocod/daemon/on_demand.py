@@ -6,6 +6,8 @@ command and a user's program get the same guarantees. Concurrent commands on a c
 instance share one open; a flow idle for ``idle_ttl`` is closed, and opening one past
 ``max_open_flows`` closes the least recently used idle one; a flow a command holds
 (:meth:`OnDemandFlows.use`) is never closed under it (an explicit close waits for it).
+An instance replaced by a reload (or remove + add) while a command holds its flow: the
+next command waits for that close, then opens the new config's flow.
 
 The opener is the daemon's ``open_flow(instance)`` (the definition runs in a worker
 thread), then ``setup()`` unless the instance's config says ``auto_setup = false``, as v0's
@@ -138,11 +140,7 @@ class OnDemandFlows:
                 try:
                     flow = await stack.enter_async_context(self.cache.use_async(name))
                 except FlowStillClosingError as e:
-                    raise _replaced(
-                        name,
-                        f"and a command still runs on its previous flow after {e.timeout:g} s",
-                        "retry when that command has finished",
-                    ) from e
+                    raise _still_in_use(e) from e
                 if self._holders.get(name) is instance:
                     yield flow
                     return
@@ -154,7 +152,10 @@ class OnDemandFlows:
         raise _replaced(name, "again while this command waited for it", "retry it")
 
     async def open(self, instance: Instance) -> None:
-        await self.cache.get_async(instance.name)
+        try:
+            await self.cache.get_async(instance.name)
+        except FlowStillClosingError as e:
+            raise _still_in_use(e) from e
 
     def close(self, instance: Instance) -> None:
         """Close now, or when the commands using it end (then it shows STOPPED)."""
@@ -174,6 +175,14 @@ class OnDemandFlows:
         finally:
             # In-process bookkeeping only (no database): flows in use close when released.
             self.cache.close_all()
+
+
+def _still_in_use(error: FlowStillClosingError) -> ProtocolError:
+    return _replaced(
+        error.name,
+        f"and a command still runs on its previous flow after {error.timeout:g} s",
+        "retry when that command has finished",
+    )
 
 
 def _replaced(name: str, when: str, what_to_do: str) -> ProtocolError:
