@@ -234,13 +234,14 @@ class Forwarding:
         finally:
             self._replies.pop(request_id, None)
 
-    async def _withdraw(self, request_id: int) -> bool:
+    async def _withdraw(self, request_id: int) -> bool | None:
+        """True: withdrawn; False: a daemon picked it meanwhile; None: the database failed."""
         try:
             async with self.cluster.pool.acquire() as conn:
                 return await self.table.withdraw(conn, request_id)
         except _DB_ERRORS as e:
             log.debug("forward.withdraw_failed", request=request_id, error=str(e))
-            return False
+            return None
 
     async def _wait(self, request_id: int, instance: str, command: str) -> dict[str, Any]:
         deadline = anyio.current_time() + FORWARD_DEADLINE_S
@@ -282,10 +283,12 @@ class Forwarding:
             now = anyio.current_time()
             too_long = state.state == "pending" and state.queued_age_s > self.pick_timeout
             if too_long or now >= deadline:
-                if state.state != "pending" or await self._withdraw(request_id):
+                # A withdraw that failed (a blip, a read-only failover) still ends the wait:
+                # no owner picks a request that old. Only one picked just now is followed.
+                if state.state != "pending" or await self._withdraw(request_id) is not False:
                     limit = self.pick_timeout if too_long else FORWARD_DEADLINE_S
                     raise self._timeout(instance, command, f"within {limit:g} s")
-                continue  # picked just now (or the withdraw failed): read it again
+                continue
             delay = min(POLL_CAP_S, FIRST_POLL_S * 2.0 ** min(attempt, 16))
             attempt += 1
             with anyio.move_on_after(min(delay * random.uniform(0.5, 1.0), deadline - now)):
