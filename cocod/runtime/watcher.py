@@ -8,14 +8,15 @@ events from then on) in a worker thread, and only then calls ``task_status.start
 event loop, so it can neither say when it is registered nor keep a large tree's
 registration off the loop.
 
-Events are hints, never facts: each batch is classified in a worker thread (``stat`` can
-block on network file systems) into file keys, folder keys (a folder created or moved in:
-list just it) and "rescan" (the root came back, the watch failed, or a name could not be
-decoded at the root). The consumer re-checks every key against the file system. With git
-rules on (``LocalFile(respect_gitignore=True)``), a changed rules file hints what its
-rules cover: a nested ``.gitignore`` its folder, the root's ``.gitignore`` or
-``.git/info/exclude`` a full pass, so newly ignored files lose their rows and newly
-unignored ones are indexed without waiting for the periodic rescan.
+Events are hints, never facts (:mod:`~cocod.runtime.watch_hints` reads a batch): each
+batch is classified in a worker thread (``stat`` can block on network file systems) into
+file keys, folder keys (a folder created or moved in: list just it) and "rescan" (the root
+came back, the watch failed, or a name could not be decoded at the root). The consumer
+re-checks every key against the file system. With git rules on
+(``LocalFile(respect_gitignore=True)``), a changed rules file hints what its rules cover: a
+nested ``.gitignore`` its folder, the root's ``.gitignore`` or ``.git/info/exclude`` a full
+pass, so newly ignored files lose their rows and newly unignored ones are indexed without
+waiting for the periodic rescan.
 
 The root itself is watched by identity: a root deleted and re-created is a new directory
 that the old watch never sees, so its (device, inode) is checked once per
@@ -46,8 +47,6 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 import anyio
 import anyio.abc
@@ -57,8 +56,18 @@ from watchfiles._rust_notify import RustNotify
 from cocod.executors.local_file import LocalFileReader
 from cocod.runtime.coordination import Backoff
 from cocod.runtime.watch_doorbell import STOP_TIMEOUT_S, Doorbell, open_doorbell
+from cocod.runtime.watch_hints import ChangeHints, HintSink, classify_changes, rewatch
 
 log = structlog.get_logger(__name__)
+
+__all__ = [
+    "ChangeHints",
+    "HintSink",
+    "classify_changes",
+    "polling_settings",
+    "rewatch",
+    "watch_source",
+]
 
 WATCH_STEP_MS = 15
 """RustNotify's step without a doorbell: every step is a wake-up, idle or not."""
@@ -80,28 +89,8 @@ POLL_DELAY_MS = 300
 """watchfiles' default poll interval when polling is forced."""
 _NOT_POLLING = frozenset({"false", "disable", "disabled"})
 
-LOSSY = "\ufffd"
-"""What a lossy watcher puts in place of bytes of a file name that are not valid UTF-8."""
 UNDECODABLE = "Unable to decode path"
 """watchfiles' error for such a name when it does not decode lossily (1.x)."""
-
-
-@dataclass
-class ChangeHints:
-    """One batch of hints: file keys, folder keys to list, or a full rescan."""
-
-    keys: set[str] = field(default_factory=set)
-    dirs: set[str] = field(default_factory=set)
-    rescan: bool = False
-    """The watch was (re)established or lost track: whatever happened was not seen."""
-    full_pass: bool = False
-    """The rules of the whole source changed (the root's ``.gitignore``): list it all."""
-
-    def __bool__(self) -> bool:
-        return bool(self.keys or self.dirs or self.rescan or self.full_pass)
-
-
-HintSink = Callable[[ChangeHints], None]
 
 
 async def watch_source(
@@ -298,40 +287,6 @@ async def _follow(
     log.warning("source.root_changed", root=stop.root)
 
 
-def rewatch(
-    bell: Doorbell, reader: LocalFileReader, root: str, changes: Iterable[tuple[int, str]]
-) -> None:
-    """Add the folders a batch shows the doorbell missed (blocking: walks them).
-
-    A change in a folder the doorbell does not watch (one its rules skipped, or one the
-    reader thread has not reached yet) and the folder of a changed ``.gitignore`` (its
-    rules may now keep folders they skipped) are added with what is under them; excluded
-    folders stay out. Re-adding a watched folder costs no watch, only its listing.
-    """
-    tops: set[str] = set()
-    seen: set[str] = set()
-    for _, path in changes:
-        key = reader.key_of(path)
-        scope = None if key is None else reader.ignore_scope_of(key)
-        if scope is not None:
-            tops.add(os.path.join(root, scope) if scope else root)
-        folder = os.path.dirname(path)
-        if folder in seen:
-            continue
-        seen.add(folder)
-        top = None
-        while folder.startswith(root + os.sep) and not bell.is_watching(folder):
-            top, folder = folder, os.path.dirname(folder)  # climb to the highest missed
-        if top is not None and bell.should_watch(top):
-            tops.add(top)
-    for top in tops:
-        above = os.path.dirname(top)
-        while above.startswith(root) and above not in tops and len(above) > len(root):
-            above = os.path.dirname(above)
-        if above not in tops:  # not under another top, whose walk covers it
-            bell.add_tree(top)
-
-
 async def _watch_step(notify: RustNotify, stop: _StopFlag) -> object:
     """One ``RustNotify.watch`` call in a worker thread.
 
@@ -377,37 +332,3 @@ def _identity(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino)
-
-
-def classify_changes(
-    reader: LocalFileReader, root: str, changes: Iterable[tuple[int, str]]
-) -> ChangeHints:
-    """File keys, folder keys and rescan needs for one batch of events (blocking: stats)."""
-    hints = ChangeHints()
-    for _, path in changes:
-        if LOSSY in path and not os.path.lexists(path):
-            # A name that is not valid UTF-8 arrives with U+FFFD in it and names nothing:
-            # list its folder, where the real file will be found under its real name.
-            parent = os.path.dirname(path)
-            parent_key = reader.key_of(parent)
-            if parent_key is None:
-                hints.rescan = hints.rescan or os.path.abspath(parent) == root
-            elif not reader.is_excluded_dir(parent_key):
-                hints.dirs.add(parent_key)
-            continue
-        key = reader.key_of(path)
-        if key is None:
-            continue
-        scope = reader.ignore_scope_of(key)
-        if scope == "":
-            hints.full_pass = True
-        elif scope is not None:
-            hints.dirs.add(scope)  # a nested .gitignore: what is in its folder may change
-        if os.path.isdir(path):
-            if not reader.is_excluded_dir(key):
-                hints.dirs.add(key)  # a folder created or moved in: list just it
-        elif reader.is_candidate(key) or (
-            not os.path.exists(path) and not reader.is_excluded_dir(key)
-        ):
-            hints.keys.add(key)  # a file, or something deleted (perhaps a folder)
-    return hints
