@@ -18,7 +18,7 @@ under a folder are one range scan of the primary key with no collation in the wa
 from __future__ import annotations
 
 from cocod.flow.naming import quote_ident
-from cocod.storage.leases import leases_table_statement
+from cocod.storage.lease_table import leases_table_statement
 from cocod.storage.pool import Connection
 
 INTERNAL_SCHEMA_LOCK_KEY = 0x636F636F642D31

@@ -54,6 +54,8 @@ import structlog
 
 from cocod.errors import FlowBusyError, LeaseError, LeaseLostError, SetupOutOfDateError
 from cocod.flow.naming import quote_ident
+from cocod.storage.flow_ids import forget_reserved_flow_id, reserve_flow_id, resolve_flow_id
+from cocod.storage.lease_table import ensure_leases_table, lease_table, leases_table_statement
 from cocod.storage.pool import Connection, connect, map_asyncpg_errors
 
 log = structlog.get_logger(__name__)
@@ -98,37 +100,6 @@ async def _open(database: Connector) -> tuple[asyncpg.Connection, str | None]:
     return conn, url
 
 
-def _table(schema: str) -> str:
-    return f"{quote_ident(schema)}.leases"
-
-
-def leases_table_statement(schema: str) -> str:
-    return f"""CREATE TABLE IF NOT EXISTS {_table(schema)} (
-        flow_id integer PRIMARY KEY,
-        epoch bigint NOT NULL,
-        holder_host text NOT NULL,
-        holder_pid integer NOT NULL,
-        holder_daemon text,
-        holder_kind text NOT NULL,
-        acquired_at timestamptz NOT NULL,
-        heartbeat_at timestamptz NOT NULL)"""
-
-
-_LEASES_LOCK_KEY = 0x636F636F642D32
-"""pg_advisory_xact_lock key serialising the leases table's creation."""
-
-
-async def ensure_leases_table(conn: Connection, schema: str) -> None:
-    """Create the schema and table once, however many processes race to (as the internal
-    schema does: check, then re-check under a transaction advisory lock)."""
-    if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", _table(schema)):
-        return
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LEASES_LOCK_KEY)
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
-        await conn.execute(leases_table_statement(schema))
-
-
 _FLOW_BY_ID = "SELECT $2::int AS id"
 _FLOW_BY_NAME = (
     "SELECT (state ->> 'flow_id')::int AS id FROM {s}.setup_metadata "
@@ -151,7 +122,7 @@ def _take_sql(schema: str, *, by_name: bool) -> str:
     owner bumps again from what survived. (A SET of its own was one more round trip; a
     startup-packet setting is refused by PgBouncer.)
     """
-    t = _table(schema)
+    t = lease_table(schema)
     flow = (_FLOW_BY_NAME if by_name else _FLOW_BY_ID).format(s=quote_ident(schema))
     return (
         f"WITH f AS ({flow}), "
@@ -194,7 +165,7 @@ class FlowLease:
         self._url = url
         self._released = False
         self._conn_lock = anyio.Lock()
-        t = _table(schema)
+        t = lease_table(schema)
         self._check_sql = (
             "SELECT set_config('cocod.lease_epoch', $2::bigint::text, true), "
             "set_config('cocod.lease_holder', $3::text, true) "
@@ -278,57 +249,6 @@ class FlowLease:
                 self._conn.terminate()  # the server drops the lock with the session
         if scope.cancelled_caught:
             self._conn.terminate()
-
-
-async def resolve_flow_id(conn: Connection, schema: str, flow_full_name: str) -> int | None:
-    """The flow's internal id: its setup record's, or the id reserved for its first setup."""
-    try:
-        found = await conn.fetchval(
-            f"SELECT (state ->> 'flow_id')::int FROM {quote_ident(schema)}.setup_metadata "
-            "WHERE flow_name = $1 AND resource IN ('flow', 'flow_id') "
-            "ORDER BY resource = 'flow' DESC LIMIT 1",
-            flow_full_name,
-        )
-    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
-        return None
-    return None if found is None else int(found)
-
-
-async def reserve_flow_id(conn: Connection, schema: str, flow_full_name: str) -> int:
-    """The flow's internal id: its setup record's, else one reserved for its first setup.
-
-    The lease is keyed by this id, so it must exist before a first setup takes the
-    lease: processes setting up one new flow together all read back the same reserved id
-    (``ON CONFLICT DO NOTHING``), so they take the same lease. The reservation is a
-    ``flow_id`` resource row in ``setup_metadata``; the setup record that replaces the
-    flow's rows, or drop, removes it. Needs the internal schema.
-    """
-    found = await resolve_flow_id(conn, schema, flow_full_name)
-    if found is not None:
-        return found
-    s = quote_ident(schema)
-    await conn.execute(
-        f"INSERT INTO {s}.setup_metadata (flow_name, resource, state) "
-        "SELECT $1, 'flow_id', jsonb_build_object('flow_id', nextval($2::regclass)) "
-        "ON CONFLICT (flow_name, resource) DO NOTHING",
-        flow_full_name,
-        f"{s}.flow_id_seq",
-    )
-    reserved = await resolve_flow_id(conn, schema, flow_full_name)
-    if reserved is None:  # dropped between the two statements: a drop cannot race a setup
-        raise SetupOutOfDateError(  # under one lease, so this is another process's drop
-            f"flow {flow_full_name!r} was dropped while its first setup started; run setup again"
-        )
-    return reserved
-
-
-async def forget_reserved_flow_id(conn: Connection, schema: str, flow_full_name: str) -> None:
-    """Remove a reservation a failed first setup leaves (its record was never written)."""
-    await conn.execute(
-        f"DELETE FROM {quote_ident(schema)}.setup_metadata "
-        "WHERE flow_name = $1 AND resource = 'flow_id'",
-        flow_full_name,
-    )
 
 
 def _not_set_up(flow: str) -> SetupOutOfDateError:
@@ -445,7 +365,7 @@ async def current_holder(
     try:
         row = await conn.fetchrow(
             "SELECT holder_host, holder_pid, holder_daemon, holder_kind "
-            f"FROM {_table(schema)} WHERE flow_id = $2 AND EXISTS (SELECT 1 FROM pg_locks "
+            f"FROM {lease_table(schema)} WHERE flow_id = $2 AND EXISTS (SELECT 1 FROM pg_locks "
             "WHERE locktype = 'advisory' AND classid = $1::int::oid AND objid = $2::int::oid "
             "AND objsubid = 2 AND granted AND database = (SELECT oid FROM pg_database "
             "WHERE datname = current_database()))",
