@@ -81,6 +81,7 @@ if TYPE_CHECKING:
         Vector,
     )
     from cocod.flow_instances import FlowInstances
+    from cocod.flow_instances_entry import FlowStillClosingError
     from cocod.lib import start_server
     from cocod.llm import LlmApiType, LlmSpec
     from cocod.runtime.context import get_app_namespace, init, settings, stop
@@ -130,6 +131,7 @@ _LAZY = LazyExports(
         "add_transient_auth_entry": "cocod.auth_registry",
         "ref_auth_entry": "cocod.auth_registry",
         "FlowInstances": "cocod.flow_instances",
+        "FlowStillClosingError": "cocod.flow_instances_entry",
         "start_server": "cocod.lib",
         "LlmApiType": "cocod.llm",
         "LlmSpec": "cocod.llm",
@@ -197,6 +199,7 @@ __all__ = [
     "FlowInstances",
     "FlowLiveUpdater",
     "FlowLiveUpdaterOptions",
+    "FlowStillClosingError",
     "FlowUpdaterStatusUpdates",
     "FtsIndexDef",
     "GeneratedField",

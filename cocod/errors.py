@@ -26,6 +26,8 @@ code (``cocod.daemon.server.ERROR_CODES``, documented in docs/daemon.md).
     │   ├── FlowBusyError                   another process writes the flow (it is named)
     │   └── LeaseLostError                  this process lost the lease; nothing more is written
     ├── FlowClosedError (also RuntimeError) a closed Flow was used
+    ├── FlowStillClosingError (also TimeoutError)  FlowInstances waited too long for a replaced
+    │                                       flow to close (cocod.flow_instances_entry)
     ├── ProtocolError                       the daemon refuses a control request (has a code)
     ├── DaemonUnavailableError              no daemon answers on the control socket
     └── DaemonError                         the daemon answered a request with an error reply
