@@ -128,7 +128,11 @@ class FunctionRunner:
                 if inspect.iscoroutinefunction(warm):
                     await warm()
                 else:
-                    await anyio.to_thread.run_sync(warm, limiter=self._limiter)
+                    # Abandoned on cancel: a drain must not wait out a model load that
+                    # nothing is waiting for (the thread finishes on its own).
+                    await anyio.to_thread.run_sync(
+                        warm, limiter=self._limiter, abandon_on_cancel=True
+                    )
             self._warmed = True
 
     def memo_key(self, args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:

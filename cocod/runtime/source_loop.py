@@ -169,10 +169,24 @@ class SourceLoop:
                     return
                 if not ok:
                     self.needs_full_pass = True
+                tg.start_soon(self._prepare_functions)
                 await self._serve_changes()
         finally:
             self.status.initial_pass_done(self.name)
             self.status.finish(self.name)
+
+    async def _prepare_functions(self) -> None:
+        """Create and warm this source's executors (load the embedding model) once the
+        catch-up pass is done: edits will come, and the first one's pass should not pay
+        for the load (tens of seconds on a busy machine). Batch updates never get here,
+        so an unchanged one-shot update still loads no model."""
+        for runner in self.execution.sources[self.name].runners.values():
+            try:
+                await runner.prepare()
+            except Exception as e:  # the rows that need it fail with the same error
+                self.log.warning(
+                    "source.prepare_failed", function=runner.function.kind, error=str(e)
+                )
 
     # -- one pass ---------------------------------------------------------------------------
     async def _pass(self, mode: UpdateMode, keys: list[str] | None, label: str) -> bool | None:
