@@ -10,7 +10,6 @@ by argparse, with only the named sub-command built.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
@@ -128,7 +127,7 @@ def _main(argv: Sequence[str] | None) -> int:
     module_name, _, function_name = handler_name.partition(":")
     if module_name.endswith("daemon_commands") and args.command != "serve":
         # A thin client: no library, no asyncpg, no torch.
-        handler = getattr(importlib.import_module(module_name), function_name)
+        handler = getattr(_module(module_name), function_name)
         return int(handler(args))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from cocod.errors import CocodError
@@ -136,7 +135,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
     if args.command != "serve":
         configure_logging(os.environ.get("COCOD_LOG_LEVEL", "warning"))
-    handler = getattr(importlib.import_module(module_name), function_name)
+    handler = getattr(_module(module_name), function_name)
     try:
         return int(handler(args))
     except CocodError as e:
@@ -144,6 +143,13 @@ def _main(argv: Sequence[str] | None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _module(name: str) -> object:
+    """The named module, imported by the builtin: ``importlib`` (and the ``warnings`` it
+    imports) would cost every thin-client command for one call."""
+    __import__(name)
+    return sys.modules[name]
 
 
 if __name__ == "__main__":

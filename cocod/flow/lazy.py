@@ -11,7 +11,6 @@ imports the module, caches the value in the package's namespace and returns it, 
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 TYPE_CHECKING = False  # typing stays unloaded: the thin CLI imports this via `cocod`
@@ -32,6 +31,8 @@ class LazyExports:
 
     def attribute(self, name: str) -> Any:
         """The package's ``__getattr__``: called only for names not yet in its namespace."""
+        import importlib  # here: the thin CLI imports cocod but never resolves a name
+
         if name in self._submodules:
             return importlib.import_module(f"{self._package}.{name}")
         module = self._names.get(name)
