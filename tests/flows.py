@@ -9,6 +9,7 @@ from typing import Literal
 
 import numpy as np
 
+import bench.paragraph_flow
 import cocod as cocoindex
 
 EMBED_CALLS: list[str] = []
@@ -52,31 +53,12 @@ def paragraph_flow(
     included: list[str] | None = None,
 ) -> Callable[[cocoindex.FlowBuilder, cocoindex.DataScope], None]:
     """LocalFile → paragraphs → tiny_embed → Postgres, parameterised like a flow instance."""
-
-    def define(fb: cocoindex.FlowBuilder, scope: cocoindex.DataScope) -> None:
-        scope["documents"] = fb.add_source(
-            cocoindex.sources.LocalFile(path=source_path, included_patterns=included)
-        )
-        out = scope.add_collector()
-        with scope["documents"].row() as doc:
-            doc["paragraphs"] = doc["content"].transform(split_paragraphs, min_length=min_length)
-            with doc["paragraphs"].row() as para:
-                para["embedding"] = para["text"].transform(tiny_embed)
-                out.collect(
-                    filename=doc["filename"],
-                    index=para["index"],
-                    text=para["text"],
-                    embedding=para["embedding"],
-                )
-        out.export(
-            "paragraphs",
-            cocoindex.targets.Postgres(table_name=table_name),
-            primary_key_fields=["filename", "index"],
-            vector_indexes=[
-                cocoindex.VectorIndexDef(
-                    "embedding", cocoindex.VectorSimilarityMetric.COSINE_SIMILARITY
-                )
-            ],
-        )
-
-    return define
+    return bench.paragraph_flow.paragraph_flow(
+        source_path,
+        table_name,
+        split=split_paragraphs,
+        embed=tiny_embed,
+        split_args={"min_length": min_length},
+        included=included,
+        metric=cocoindex.VectorSimilarityMetric.COSINE_SIMILARITY,
+    )
