@@ -33,10 +33,18 @@ Fence = Callable[[Connection], Awaitable[None]]
 
 def unreferenced(memo: str, tracking: str) -> str:
     """SQL: no tracking row of flow ``$1`` uses the memo row's key (the GIN index on
-    tracking.memo_keys answers this per entry)."""
+    tracking.memo_keys answers this per entry).
+
+    The ``OFFSET 0`` keeps the flow's condition out of the index scan: otherwise the
+    planner ANDs the GIN look-up with a bitmap of the flow's whole primary-key range,
+    read once per entry, so marking or collecting k entries cost k × the corpus (43 ms
+    for 109 entries at 5,000 files, against 3 ms this way). The few rows that use a key
+    are filtered by flow afterwards. (``t.flow_id + 0`` instead was worse: the planner
+    then often read the whole table once rather than the index per entry.)
+    """
     return (
-        f"NOT EXISTS (SELECT 1 FROM {tracking} t WHERE t.flow_id = $1 "
-        f"AND t.memo_keys @> ARRAY[{memo}.fp])"
+        f"NOT EXISTS (SELECT 1 FROM (SELECT t.flow_id FROM {tracking} t "
+        f"WHERE t.memo_keys @> ARRAY[{memo}.fp] OFFSET 0) AS u WHERE u.flow_id = $1)"
     )
 
 
