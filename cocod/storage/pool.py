@@ -121,9 +121,17 @@ _VECTOR_TYPES_SQL = (
     "SELECT t.typname, t.oid, t.typelem AS elemtype, t.typtype AS kind "
     "FROM pg_catalog.pg_type AS t JOIN pg_catalog.pg_namespace AS ns "
     "ON ns.oid = t.typnamespace "
-    "WHERE ns.nspname = 'public' AND t.typname IN ('vector', 'halfvec', 'sparsevec')"
+    "WHERE ns.nspname = 'public' "
+    "AND t.typname IN ('vector', 'halfvec', 'sparsevec', '_vector', '_halfvec', '_sparsevec')"
 )
-"""pgvector's three types in one query, in the shape of asyncpg's own look-up by name."""
+"""pgvector's three types and their arrays in one query, in the shape of asyncpg's own
+look-up by name (the arrays' OIDs feed :data:`BATCHED_ARRAY_OIDS`' batch)."""
+
+BATCHED_ARRAY_OIDS = (1001, 3927, 1016, 1007, 1022, 1021, 1000, 3807, 1185, 2951)
+"""bytea[], int8range[], int8[], int4[], float8[], float4[], bool[], jsonb[],
+timestamptz[], uuid[]: the array types cocod's batched statements bind (asyncpg has no
+built-in codec for them, so each one's first use on a connection costs an introspection
+round trip and a plan of its recursive query, 4–10 ms each)."""
 
 
 class CocodConnection(asyncpg.Connection):
@@ -139,6 +147,8 @@ class CocodConnection(asyncpg.Connection):
     """
 
     _cocod_known_types: dict[str, Any] | None = None
+    _cocod_batch_oids: list[int] | None = None
+    """Array types to introspect with the first statement that needs any (then None)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -154,6 +164,17 @@ class CocodConnection(asyncpg.Connection):
         if known is not None and schema == "public" and typename in known:
             return known[typename]
         return await super()._introspect_type(typename, schema)  # type: ignore[misc]
+
+    async def _introspect_types(self, typeoids: Any, timeout: Any) -> Any:  # noqa: ASYNC109
+        """The first introspection also reads the array types the pass's other statements
+        bind, so a one-file edit in a fresh process pays one introspection, not three
+        (the look-up tracking rows by key, the target's delete, its insert of vectors).
+        A no-op pass binds no arrays and pays none."""
+        batch, self._cocod_batch_oids = self._cocod_batch_oids, None
+        if batch:
+            asked = list(typeoids)
+            typeoids = asked + [oid for oid in batch if oid not in asked]
+        return await super()._introspect_types(typeoids, timeout)  # type: ignore[misc]
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -174,15 +195,19 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         conn._cocod_known_types = {r["typname"]: r for r in types}
     try:
         await register_vector(conn)
-        return
     except ValueError as e:  # "unknown type: public.vector": not installed (here)
         if not str(e).startswith("unknown type"):
             raise
-    has_vector = await conn.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'vector'")
-    if not has_vector:
-        has_vector = await _create_vector_extension(conn)
-    if has_vector:  # created now (or installed outside public: that raises, as it did)
-        await register_vector(conn)
+        has_vector = await conn.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'vector'")
+        if not has_vector:
+            has_vector = await _create_vector_extension(conn)
+        if has_vector:  # created now (or installed outside public: that raises, as it did)
+            await register_vector(conn)
+            if isinstance(conn, CocodConnection):  # once per database: the new OIDs
+                types = await conn.fetch(_VECTOR_TYPES_SQL)
+    if isinstance(conn, CocodConnection):  # after the codecs their arrays build on
+        vector_arrays = [r["oid"] for r in types if r["typname"].startswith("_")]
+        conn._cocod_batch_oids = [*BATCHED_ARRAY_OIDS, *vector_arrays]
 
 
 async def _create_vector_extension(conn: asyncpg.Connection) -> bool:
@@ -265,6 +290,7 @@ async def open_pool(
 
 
 __all__ = [
+    "BATCHED_ARRAY_OIDS",
     "CONNECT_TIMEOUT",
     "SESSION_SETUP",
     "CocodConnection",
