@@ -177,6 +177,9 @@ def test_a_factory_that_imports_for_seconds_does_not_delay_ping(
     )
     daemon = DaemonProcess(tmp_path, database_url, config).start()
     try:
+        # READY may come while "slow" is still STOPPED or STANDBY (taking its lease);
+        # the pings that count are those while its factory imports.
+        eventually(lambda: daemon.state("slow") == "STARTING", "the slow import to begin", 4.0)
         round_trips = []
         deadline = time.monotonic() + 6.0
         while time.monotonic() < deadline:
