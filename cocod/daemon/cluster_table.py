@@ -63,6 +63,19 @@ class StaleLease:
     lease_age_s: float
 
 
+async def create_once(conn: Connection, schema: str, table: str, *ddl: str) -> None:
+    """Run ``ddl`` unless ``table`` exists: one cheap check when it does, and under a
+    transaction-level advisory lock keyed by the table's name when it does not, so daemons
+    starting together on a fresh database create it once."""
+    if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
+        return
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", table)
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
+        for statement in ddl:
+            await conn.execute(statement)
+
+
 class DaemonsTable:
     """SQL on ``<schema>.daemons`` and what the cluster reads of ``<schema>.leases``; every
     method takes the connection to run on."""
@@ -74,18 +87,16 @@ class DaemonsTable:
 
     async def ensure(self, conn: Connection) -> None:
         """Create it once, however many daemons start together on a fresh database."""
-        if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", self.table):
-            return
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.table)
-            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}")
-            await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {self.table} (daemon_id text PRIMARY KEY, "
-                "host text NOT NULL, pid integer NOT NULL, "
-                "started timestamptz NOT NULL DEFAULT now(), "
-                "heartbeat timestamptz NOT NULL DEFAULT now(), "
-                "weight integer NOT NULL, version text NOT NULL)"
-            )
+        await create_once(
+            conn,
+            self.schema,
+            self.table,
+            f"CREATE TABLE IF NOT EXISTS {self.table} (daemon_id text PRIMARY KEY, "
+            "host text NOT NULL, pid integer NOT NULL, "
+            "started timestamptz NOT NULL DEFAULT now(), "
+            "heartbeat timestamptz NOT NULL DEFAULT now(), "
+            "weight integer NOT NULL, version text NOT NULL)",
+        )
 
     async def register(
         self, conn: Connection, daemon_id: str, host: str, pid: int, weight: int, version: str

@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from cocod.daemon.cluster_table import MEMBER_CLASSID
+from cocod.daemon.cluster_table import MEMBER_CLASSID, create_once
 from cocod.flow.naming import quote_ident
 from cocod.storage.pool import Connection
 
@@ -69,25 +69,21 @@ class RequestsTable:
 
     async def ensure(self, conn: Connection) -> None:
         """Create it once, however many daemons start together on a fresh database."""
-        if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", self.table):
-            return
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.table)
-            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}")
-            await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {self.table} (id bigserial PRIMARY KEY, "
-                "instance text NOT NULL, flow_name text NOT NULL, command text NOT NULL, "
-                "args jsonb NOT NULL, from_daemon text NOT NULL, "
-                "created timestamptz NOT NULL DEFAULT now(), "
-                "queued timestamptz NOT NULL DEFAULT now(), "
-                "state text NOT NULL DEFAULT 'pending', served_by text, "
-                "picked timestamptz, finished timestamptz, reply jsonb, "
-                "error_code text, error text)"
-            )
-            await conn.execute(
-                "CREATE INDEX IF NOT EXISTS cluster_requests_pending ON "
-                f"{self.table} (flow_name, id) WHERE state = 'pending'"
-            )
+        await create_once(
+            conn,
+            self.schema,
+            self.table,
+            f"CREATE TABLE IF NOT EXISTS {self.table} (id bigserial PRIMARY KEY, "
+            "instance text NOT NULL, flow_name text NOT NULL, command text NOT NULL, "
+            "args jsonb NOT NULL, from_daemon text NOT NULL, "
+            "created timestamptz NOT NULL DEFAULT now(), "
+            "queued timestamptz NOT NULL DEFAULT now(), "
+            "state text NOT NULL DEFAULT 'pending', served_by text, "
+            "picked timestamptz, finished timestamptz, reply jsonb, "
+            "error_code text, error text)",
+            "CREATE INDEX IF NOT EXISTS cluster_requests_pending ON "
+            f"{self.table} (flow_name, id) WHERE state = 'pending'",
+        )
 
     async def insert(
         self,
