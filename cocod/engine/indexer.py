@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import structlog
@@ -63,6 +63,19 @@ THREADED_COMMIT_MIN_ROWS = 512
 """Diffing more collected rows than this runs in a worker thread, off the event loop."""
 
 
+class BulkLoad(Protocol):
+    """What a pass tells its targets around its writes, so an initial load can defer work
+    (the Postgres target drops its vector indexes and builds them once at the end, see
+    :mod:`cocod.storage.deferred_indexes`)."""
+
+    async def before_writes(self, candidates: int) -> None:
+        """Called once the pass knows how many source rows it will look at."""
+
+    async def after_writes(self, *, build: bool) -> None:
+        """Called however the writes ended: ``build`` is false only when the pass was
+        cancelled (then the deferred work is left for the next pass)."""
+
+
 class UpdateMode(enum.IntEnum):
     NORMAL = 0
     REEXPORT = 1
@@ -90,6 +103,7 @@ class SourcePassContext:
     memo_retention_seconds: float = 3600.0
     max_rows_per_source_row: int = DEFAULT_MAX_ROWS_PER_SOURCE_ROW
     thread_limiter: anyio.CapacityLimiter | None = None
+    bulk_load: BulkLoad | None = None
 
 
 async def run_source_pass(
@@ -106,12 +120,7 @@ async def run_source_pass(
     reporter.progress.candidates = len(candidates)
     reporter.report()
 
-    if candidates:
-        try:
-            await _process_candidates(ctx, candidates, mode, stats, logger, reporter)
-        except BaseExceptionGroup as group:
-            error = first_error(group)
-            raise error from error.__cause__
+    await _write_candidates(ctx, candidates, mode, stats, logger, reporter)
     if stats.has_changes:
         try:
             removed = await ctx.store.collect_memo_garbage(ctx.memo_retention_seconds)
@@ -122,6 +131,35 @@ async def run_source_pass(
     reporter.progress.finished = True
     reporter.report()
     return stats
+
+
+async def _write_candidates(
+    ctx: SourcePassContext,
+    candidates: list[str],
+    mode: UpdateMode,
+    stats: SourceUpdateStats,
+    logger: Any,
+    reporter: ProgressReporter,
+) -> None:
+    """Process the candidates between the bulk load's two calls: its end runs whether
+    the rows succeeded or failed (a failed pass's committed rows still get their index);
+    only a cancellation (BaseException, not Exception) leaves its work to the next pass."""
+    bulk = ctx.bulk_load
+    try:
+        if bulk is not None:
+            await bulk.before_writes(len(candidates))
+        if candidates:
+            try:
+                await _process_candidates(ctx, candidates, mode, stats, logger, reporter)
+            except BaseExceptionGroup as group:
+                error = first_error(group)
+                raise error from error.__cause__
+    except BaseException as e:
+        if bulk is not None:
+            await bulk.after_writes(build=isinstance(e, Exception))
+        raise
+    if bulk is not None:
+        await bulk.after_writes(build=True)
 
 
 async def _find_candidates(

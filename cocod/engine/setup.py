@@ -36,6 +36,9 @@ class FlowRecord:
     sources: dict[str, int] = field(default_factory=dict)
     next_source_id: int = 1
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)  # setup key → state
+    deferred_indexes: dict[str, list[str]] = field(default_factory=dict)
+    """Setup key → vector indexes an initial load dropped and has not built yet (its
+    marker, see :mod:`cocod.storage.deferred_indexes`); not a change setup must apply."""
 
     def flow_state(self) -> dict[str, Any]:
         return {
@@ -110,6 +113,22 @@ class FlowSetupPlan:
             )
         )
 
+    @property
+    def deferred_index_builds(self) -> dict[str, list[str]]:
+        """Indexes an initial load deferred, of targets the plan keeps: the loading pass
+        builds them at its end, or (after an interruption) the next pass, setup or
+        ``verify --repair``. Not drift: :attr:`has_changes` ignores them, so updates go on
+        and ``cocod ls`` shows no ``[+]``."""
+        if self.is_drop or self.old_record is None:
+            return {}
+        kept = {t.key for t in self.targets if t.new is not None}
+        return {k: v for k, v in self.old_record.deferred_indexes.items() if k in kept}
+
+    @property
+    def needs_apply(self) -> bool:
+        """Whether :meth:`setup` has anything to do: changes, or deferred index builds."""
+        return self.has_changes or bool(self.deferred_index_builds)
+
     def render(self, schema: str) -> str:
         lines: list[str] = []
         if self.needs_internal_schema and not self.is_drop:
@@ -140,9 +159,16 @@ class FlowSetupPlan:
                 f"        TODO: Clean up {len(self.retired_sources)} legacy source(s) ({names}) "
                 "including tracking metadata and target data"
             )
+        deferred = self.deferred_index_builds
         for t in self.targets:
             lines.append(f"    {_label(t.change.status)} {t.description}")
             lines.extend(f"        TODO: {a}" for a in t.change.actions)
+            if t.key in deferred:
+                lines.append(
+                    f"        NOTE: vector index(es) {', '.join(deferred[t.key])} deferred by an "
+                    "initial load; built when it ends (if it was interrupted: by the next "
+                    "update, setup or verify --repair)"
+                )
         return "\n".join(lines)
 
 

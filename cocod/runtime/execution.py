@@ -49,6 +49,7 @@ from cocod.errors import (
     CocodError,
     DatabaseError,
     DatabaseUnavailableError,
+    FlowBusyError,
     SettingsError,
     SetupError,
     SetupOutOfDateError,
@@ -69,11 +70,12 @@ from cocod.runtime.setup_apply import (
     TARGET_DRIVER,
     apply_drop_plan,
     apply_setup_plan,
+    build_deferred_indexes,
     create_writers,
     include_staged,
     read_setup_state,
 )
-from cocod.storage import flow_records, internal_schema, leases
+from cocod.storage import deferred_indexes, flow_records, internal_schema, leases
 from cocod.storage.leases import FlowLease
 from cocod.storage.pool import Connection
 from cocod.storage.state import PostgresStateStore, is_unavailable_error
@@ -152,6 +154,8 @@ class FlowExecution:
             self.sources[name_] = _SourceRuntime(reader, runners, Evaluator(sp.for_each, runners))
         self._store: PostgresStateStore | None = None
         self._store_identity = ""
+        self._deferrable: list[postgres.IndexDeferral] = []
+        """The targets whose vector indexes an initial load may defer (set with the store)."""
 
     def _desired_state(self, full_name: str, export: ExportPlan) -> dict[str, Any]:
         return copy.deepcopy(self._desired[export.name])  # the planner adds to it
@@ -270,7 +274,10 @@ class FlowExecution:
             if out is not None and show_plan:
                 out.write("Setup status:\n\n" + setup_plan.render(ctx.schema) + "\n\n")
             # An up-to-date flow costs no lease: only a setup that changes something takes it.
-            for _ in range(LEASE_ID_ATTEMPTS if setup_plan.has_changes else 0):
+            for _ in range(LEASE_ID_ATTEMPTS if setup_plan.needs_apply else 0):
+                if not setup_plan.has_changes:
+                    await self._build_deferred(ctx, out)
+                    break
                 flow_id = await self.lease_flow_id(ctx)
                 async with self.writing(
                     ctx, flow_id, wait=lease_wait, on_wait=on_lease_wait
@@ -282,6 +289,8 @@ class FlowExecution:
                     if setup_plan.has_changes:
                         await self._apply_setup(ctx, setup_plan, out, lease)
                         return setup_plan
+                    if setup_plan.deferred_index_builds:
+                        await build_deferred_indexes(ctx, setup_plan, lease)
                 break
             else:
                 if setup_plan.has_changes:
@@ -306,6 +315,30 @@ class FlowExecution:
                 await self._forget_reserved_id(ctx)
             raise
         self.coordination.generation += 1
+
+    async def _build_deferred(self, ctx: LibraryContext, out: TextIO | None) -> None:
+        """Setup's only work is building indexes an interrupted initial load deferred.
+
+        The lease is not waited for: whoever holds it writes the flow and builds them at
+        the end of its pass (a daemon's live updater holds it for as long as it runs, so
+        waiting would never end); the marker stays until someone does.
+        """
+        try:
+            async with self.writing(ctx, wait=0.0) as lease:
+                setup_plan = await self.plan_setup(ctx)  # under the lease: current
+                if setup_plan.has_changes or setup_plan.old_record is None:
+                    return  # changed meanwhile: the next setup applies it (and builds)
+                if setup_plan.old_record.flow_id == lease.flow_id:
+                    built = await build_deferred_indexes(ctx, setup_plan, lease)
+                    if out is not None and built:
+                        out.write(f"Built the deferred vector indexes of flow {self.full_name}\n")
+        except FlowBusyError as e:
+            log.info("flow.setup.index_build_left", flow=self.full_name, reason=str(e))
+            if out is not None:
+                out.write(
+                    f"Deferred vector indexes of flow {self.full_name} are left to the "
+                    "process writing it, which builds them when its pass ends\n"
+                )
 
     async def _forget_reserved_id(self, ctx: LibraryContext) -> None:
         """Best effort, bounded: a reservation left behind only costs one row."""
@@ -352,8 +385,14 @@ class FlowExecution:
             return drop_plan
 
     # -- update ---------------------------------------------------------------------------
-    async def open_store(self, ctx: LibraryContext) -> tuple[PostgresStateStore, dict[str, int]]:
-        """Check setup is current, and return the state store with its source ids."""
+    async def open_store(
+        self, ctx: LibraryContext, lease: FlowLease | None = None
+    ) -> tuple[PostgresStateStore, dict[str, int]]:
+        """Check setup is current, and return the state store with its source ids.
+
+        ``lease``: the one the caller will write under (else the owner's, if any), which
+        learns the record's deferred-index markers (see :mod:`cocod.storage.deferred_indexes`).
+        """
         setup_plan = await self.plan_setup(ctx)
         if setup_plan.has_changes or setup_plan.old_record is None:
             raise SetupOutOfDateError(
@@ -367,6 +406,9 @@ class FlowExecution:
             sort_keys=True,
             default=str,
         )
+        held = lease or self.coordination.held_lease
+        if held is not None:  # the markers came with the record: a pass needs no query
+            deferred_indexes.note_markers(held, setup_plan.old_record.deferred_indexes)
         if self._store is None or self._store_identity != identity:
             # The store keeps per-process state (lookup batching): reuse it for as long as
             # the setup it was built for stays the same. A database set up by an older
@@ -378,6 +420,11 @@ class FlowExecution:
                 pool, ctx.schema, setup_plan.old_record.flow_id, writers
             )
             self._store_identity = identity
+            self._deferrable = [
+                d
+                for t in setup_plan.targets
+                if t.new is not None and (d := postgres.deferral_for(t.key, t.new)) is not None
+            ]
         return self._store, setup_plan.sources
 
     async def update(
@@ -392,8 +439,8 @@ class FlowExecution:
     ) -> IndexUpdateInfo:
         """One pass over every source, under the flow's lease for all of it (taken first,
         so the setup it checks is the one it writes under)."""
-        async with self.writing(ctx, wait=lease_wait, on_wait=on_lease_wait):
-            return await self._update(ctx, mode, print_stats, max_concurrent_rows)
+        async with self.writing(ctx, wait=lease_wait, on_wait=on_lease_wait) as lease:
+            return await self._update(ctx, mode, print_stats, max_concurrent_rows, lease)
 
     async def _update(
         self,
@@ -401,8 +448,9 @@ class FlowExecution:
         mode: UpdateMode,
         print_stats: bool,
         max_concurrent_rows: int | None,
+        lease: FlowLease,
     ) -> IndexUpdateInfo:
-        store, source_ids = await self.open_store(ctx)
+        store, source_ids = await self.open_store(ctx, lease)
         info = IndexUpdateInfo({name: SourceUpdateStats() for name in self.sources})
         errors: list[BaseException] = []
 
@@ -468,6 +516,14 @@ class FlowExecution:
                 memo_retention_seconds=ctx.settings.memo_retention_seconds,
                 max_rows_per_source_row=max_rows_per_source_row(ctx.settings),
                 thread_limiter=thread_limiter(),
+                bulk_load=deferred_indexes.InitialLoadGuard(
+                    await ctx.pool(),
+                    ctx.schema,
+                    self.full_name,
+                    list(self._deferrable),
+                    lease,
+                    lease.check,
+                ),
             )
             try:
                 stats = await run_source_pass(pass_ctx, mode, only_keys)

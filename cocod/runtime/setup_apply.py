@@ -45,7 +45,7 @@ from cocod.executors import custom_target, postgres
 from cocod.flow.naming import quote_ident
 from cocod.ops.targets import Postgres
 from cocod.runtime.context import LibraryContext
-from cocod.storage import flow_records, internal_schema
+from cocod.storage import deferred_indexes, flow_records, internal_schema
 from cocod.storage.leases import FlowLease
 from cocod.storage.pool import Connection
 from cocod.storage.state import TargetWriter
@@ -142,6 +142,8 @@ async def read_setup_state(
 
     One round trip, since this is what every ``setup()`` of an up-to-date flow and every
     ``update()`` pays: a missing table is the answer "no schema yet", not a second query.
+    The markers of deferred vector indexes come with it (the record's
+    ``deferred_indexes``), so a pass learns of an interrupted load for free.
     """
     try:
         rows = await conn.fetch(
@@ -169,6 +171,7 @@ async def read_setup_state(
             for resource, state in by_resource.items()
             if resource.startswith("target:")
         },
+        deferred_indexes=deferred_indexes.markers_of(by_resource),
     )
     return record, True, staged
 
@@ -268,6 +271,13 @@ async def apply_setup_plan(
                     await conn.execute(stmt)
                 if record is not None and item.new is None and item.old is not None:
                     await _delete_adopted_rows(conn, ctx, record.flow_id, item)
+            # Indexes an interrupted initial load deferred: after setup's own statements
+            # (an index whose definition changed is there already, and IF NOT EXISTS
+            # leaves it); the record write below removes their markers.
+            built = list(setup_plan.deferred_index_builds)
+            for deferral in postgres.deferred_builds(setup_plan):
+                for statement in deferral.build_statements(lock_timeout=False):
+                    await conn.execute(statement)
             if setup_plan.retired_sources and flow_plan is not None:
                 await _clean_retired_sources(
                     conn, ctx, flow_id, setup_plan, flow_plan, out, limiter
@@ -280,12 +290,39 @@ async def apply_setup_plan(
                 next_source_id=setup_plan.next_source_id,
                 targets={t.key: t.new for t in setup_plan.targets if t.new is not None},
             )
+            # Replaces every row of the flow: the markers of the indexes built above too.
             await flow_records.write_flow_record(conn, ctx.schema, name, new_record)
     except DatabaseUnavailableError:
         raise
     except (asyncpg.PostgresError, DatabaseError, SetupError) as e:  # the pool maps driver errors
         raise SetupError(f"setup of flow {name!r} failed and was rolled back: {e}") from e
+    if lease is not None:
+        deferred_indexes.note_built(lease, built)
     _say(out, f"Done for flow {name}")
+
+
+async def build_deferred_indexes(
+    ctx: LibraryContext, setup_plan: FlowSetupPlan, lease: FlowLease
+) -> list[str]:
+    """Only the deferred builds (setup found nothing else to do), fenced by ``lease``:
+    the indexes and the removal of their markers in one transaction."""
+    deferrals = postgres.deferred_builds(setup_plan)
+    keys = list(setup_plan.deferred_index_builds)  # every marker goes, built or moot
+    pool = await ctx.pool()
+    try:
+        async with pool.acquire() as conn:
+            await deferred_indexes.build_indexes(
+                conn, ctx.schema, setup_plan.flow_name, deferrals, lease.check, keys
+            )
+    except DatabaseUnavailableError:
+        raise
+    except (asyncpg.PostgresError, DatabaseError) as e:
+        raise SetupError(
+            f"setup of flow {setup_plan.flow_name!r} could not build the vector indexes an "
+            f"interrupted initial load deferred (rolled back; the next update builds them): {e}"
+        ) from e
+    deferred_indexes.note_built(lease, keys)
+    return keys
 
 
 async def _clean_retired_sources(

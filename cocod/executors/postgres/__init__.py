@@ -1,5 +1,6 @@
 """The Postgres target: desired table state (``table``), DDL to reach it (``ddl``), row
-writes (``writer``) and every other statement on target tables (``statements``).
+writes (``writer``), the vector indexes an initial load defers (``vector_indexes``) and
+every other statement on target tables (``statements``).
 """
 
 from __future__ import annotations
@@ -20,14 +21,22 @@ from cocod.executors.postgres.table import (
     sql_type,
     table_of,
 )
+from cocod.executors.postgres.vector_indexes import (
+    IndexDeferral,
+    deferral_for,
+    deferred_builds,
+)
 from cocod.executors.postgres.writer import TableWriter, storable_text, strip_nul
 
 __all__ = [
     "Connection",
+    "IndexDeferral",
     "TableWriter",
     "TargetChange",
     "TargetTable",
     "default_table_name",
+    "deferral_for",
+    "deferred_builds",
     "delete_recorded_rows",
     "desired_state",
     "existing_tables",

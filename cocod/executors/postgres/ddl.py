@@ -85,7 +85,7 @@ def _create(state: dict[str, Any]) -> TargetChange:
     )
     actions = [f"Create table {table.display}: keys ({_cols(keys)}), values ({_cols(values)})"]
     for index in state["vector_indexes"]:
-        statements.append(_create_index_sql(table, index))
+        statements.append(create_index_sql(table, index))
         actions.append(f"Create {index['using']} index {index['name']} ({index['opclass']})")
     return TargetChange("TO CREATE", actions, statements)
 
@@ -94,7 +94,9 @@ def _cols(columns: Sequence[Sequence[str]]) -> str:
     return ", ".join(f"{n} {t}" for n, t in columns) or "none"
 
 
-def _create_index_sql(table: TargetTable, index: dict[str, Any]) -> str:
+def create_index_sql(table: TargetTable, index: dict[str, Any]) -> str:
+    """``CREATE INDEX IF NOT EXISTS``: setup, verify and a deferred build all run it, and
+    whichever comes second finds the index there (see :mod:`.vector_indexes`)."""
     with_clause = f" WITH ({', '.join(index['params'])})" if index["params"] else ""
     return (
         f"CREATE INDEX IF NOT EXISTS {quote_ident(index['name'])} ON {table.qualified} "
@@ -103,7 +105,7 @@ def _create_index_sql(table: TargetTable, index: dict[str, Any]) -> str:
     )
 
 
-def _drop_index_sql(table: TargetTable, index: dict[str, Any]) -> str:
+def drop_index_sql(table: TargetTable, index: dict[str, Any]) -> str:
     qualified = (
         f"{quote_ident(table.schema)}.{quote_ident(index['name'])}"
         if table.schema
@@ -149,11 +151,11 @@ def _alter(old: dict[str, Any], new: dict[str, Any]) -> TargetChange:
     for name, index in old_indexes.items():
         if new_indexes.get(name) != index:
             actions.append(f"Drop index {name}")
-            statements.append(_drop_index_sql(table, index))
+            statements.append(drop_index_sql(table, index))
     for name, index in new_indexes.items():
         # A retyped column lost its index with the column: re-create it (v0 did not).
         if old_indexes.get(name) != index or index["column"] in retyped:
             actions.append(f"Create {index['using']} index {name} ({index['opclass']})")
-            statements.append(_create_index_sql(table, index))
+            statements.append(create_index_sql(table, index))
     status = "TO UPDATE" if statements else "READY"
     return TargetChange(status, actions, statements, bumps)

@@ -28,6 +28,7 @@ from cocod.runtime.verify.scan import (
     compare_tables,
     export_checks,
 )
+from cocod.storage import deferred_indexes
 
 __all__ = [
     "DRIFT_KINDS",
@@ -115,8 +116,11 @@ async def _scan(execution: FlowExecution, ctx: LibraryContext, progress: Progres
                 pool.acquire() as conn,
                 conn.transaction(isolation="repeatable_read", readonly=True),
             ):
+                deferred = await deferred_indexes.read_markers(
+                    conn, ctx.schema, execution.full_name
+                )
                 scan = await compare_tables(
-                    conn, ctx.schema, flow_id, setup_plan.sources, checks, report
+                    conn, ctx.schema, flow_id, setup_plan.sources, checks, report, deferred
                 )
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as e:
             raise DatabaseError(

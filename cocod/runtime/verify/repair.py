@@ -26,11 +26,13 @@ import asyncpg
 from cocod.engine.indexer import UpdateMode
 from cocod.engine.setup import FlowSetupPlan
 from cocod.errors import DatabaseError
+from cocod.executors import postgres
 from cocod.executors.postgres import statements as target_sql
 from cocod.runtime.context import LibraryContext
 from cocod.runtime.execution import FlowExecution
 from cocod.runtime.verify.report import RepairSummary, VerifyReport
 from cocod.runtime.verify.scan import Progress, Scan, call_progress, compare_tables, export_checks
+from cocod.storage import deferred_indexes
 
 FULL_PASS_THRESHOLD = 2000
 """Above this many affected keys in a source, one full re-export pass is cheaper than hints."""
@@ -76,7 +78,8 @@ async def _repair_tables(
     checks = [
         c
         for c in scan.exports.values()
-        if not c.is_user_managed and (c.needs_full_reexport or c.missing_indexes)
+        if not c.is_user_managed
+        and (c.needs_full_reexport or c.missing_indexes or c.deferred_indexes)
     ]
     if not checks:
         return
@@ -99,17 +102,25 @@ async def _repair_tables(
                                 check.state, column, sql_type
                             )
                             summary.columns_restored.append(f"{check.table.display}.{column}")
+                    deferral = postgres.deferral_for(check.target_key, check.state)
+                    if check.deferred_indexes and deferral is not None:
+                        # An interrupted load's: with its build's memory, before the rest.
+                        statements += deferral.build_statements(lock_timeout=False)
                     statements += target_sql.create_statements(check.state)
                     for statement in statements:
                         await conn.execute(statement)
                     if not check.exists or not check.key_columns_ok:
                         summary.tables_created.append(check.table.display)
-                    summary.indexes_created += check.missing_indexes
+                    summary.indexes_created += check.missing_indexes + check.deferred_indexes
+                # Every marker goes with the build: the indexes exist now, whoever made them.
+                marked = [c.target_key for c in checks if c.deferred_indexes]
+                await deferred_indexes.delete_markers(conn, ctx.schema, execution.full_name, marked)
         except asyncpg.PostgresError as e:
             raise DatabaseError(
                 f"verify --repair of flow {execution.full_name!r} could not restore its "
                 f"tables (rolled back): {e}"
             ) from e
+        deferred_indexes.note_built(lease, marked)
 
 
 async def _delete_orphans(

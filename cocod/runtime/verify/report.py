@@ -29,6 +29,7 @@ PENDING_KINDS: dict[str, str] = {
     "untracked_files": "files not indexed yet",
     "changed_files": "files changed since they were indexed",
     "outdated_logic": "rows indexed by an older version of the flow",
+    "deferred_index": "vector index dropped for an initial load, built when it ends",
 }
 
 

@@ -70,6 +70,8 @@ class ExportCheck:
     key_columns_ok: bool = True
     columns_to_restore: list[tuple[str, str]] = field(default_factory=list)
     missing_indexes: list[str] = field(default_factory=list)
+    deferred_indexes: list[str] = field(default_factory=list)  # missing, with a marker
+    target_key: str = ""
     orphans: list[tuple[Any, ...]] = field(default_factory=list)  # raw key values
 
     @property
@@ -118,6 +120,7 @@ def export_checks(
             is_user_managed=item.change.status == USER_MANAGED,
             schema_version=item.schema_version,
             target_signature=item.target_signature,
+            target_key=item.key,
         )
     return out
 
@@ -129,8 +132,12 @@ async def compare_tables(
     sources: dict[str, int],
     exports: dict[str, ExportCheck],
     report: VerifyReport,
+    deferred: dict[str, list[str]] | None = None,
 ) -> Scan:
-    """Tracking vs tables, inside the caller's (REPEATABLE READ) transaction."""
+    """Tracking vs tables, inside the caller's (REPEATABLE READ) transaction.
+
+    ``deferred``: the flow's deferred-index markers, read in that same snapshot; an index
+    missing under a marker is an initial load's (pending work), not drift."""
     scan = Scan(report, exports, {name: {} for name in sources}, {})
     by_id = {source_id: name for name, source_id in sources.items()}
     expected: dict[str, dict[str, tuple[str, str, str]]] = {name: {} for name in exports}
@@ -158,7 +165,8 @@ async def compare_tables(
                     )
                 claimed[key_text] = (source, key, value_fp)
     for export_name, check in exports.items():
-        await _compare_table(conn, scan, check, expected[export_name])
+        marked = (deferred or {}).get(check.target_key, [])
+        await _compare_table(conn, scan, check, expected[export_name], marked)
     return scan
 
 
@@ -167,6 +175,7 @@ async def _compare_table(
     scan: Scan,
     check: ExportCheck,
     expected: dict[str, tuple[str, str, str]],
+    deferred: list[str],
 ) -> None:
     report, export = scan.report, check.plan
     name, table = export.name, check.table
@@ -190,7 +199,12 @@ async def _compare_table(
     if not check.is_user_managed:
         present = await target_sql.table_indexes(conn, table)
         for index in check.state.get("vector_indexes", []):
-            if index["name"] not in present:
+            if index["name"] in present:
+                continue
+            if index["name"] in deferred:
+                check.deferred_indexes.append(index["name"])
+                report.finding("deferred_index", name).add(index["name"])
+            else:
                 check.missing_indexes.append(index["name"])
                 report.finding("missing_index", name).add(index["name"])
     if not check.key_columns_ok:
