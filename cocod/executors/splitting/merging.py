@@ -22,13 +22,21 @@ push and pops: the same choices, ties included, at a fraction of the Python work
 first chunk larger than ``chunk_size`` ends the look-back; if it is the single atom ``i`` (an
 atom larger than a chunk), it becomes a chunk of its own.  All arithmetic is on integers,
 rounded where v0's ``usize`` arithmetic rounds, so ties break the same way.
+
+:func:`merge` runs this loop (:func:`merge_plain`) on short documents and, past
+:data:`BANDED_MIN_ATOMS` atoms, ``merge_banded``'s equivalent, which prices most starts in
+bulk; both choose the same chunks.
 """
 
 from __future__ import annotations
 
 from .atoms import Atoms
+from .merge_banded import merge_banded
 
-__all__ = ["merge"]
+__all__ = ["BANDED_MIN_ATOMS", "merge", "merge_plain"]
+
+BANDED_MIN_ATOMS = 24
+"""Fewer atoms than this are merged by the plain loop: numpy's set-up would cost more."""
 
 _SYNTAX_LEVEL_GAP_COST = 512
 _MISSING_OVERLAP_COST = 512
@@ -41,6 +49,17 @@ def merge(
     atoms: Atoms, chunk_size: int, min_chunk_size: int, overlap: int
 ) -> list[tuple[int, int]]:
     """The chosen chunks as byte ranges, in order."""
+    if len(atoms.starts) > BANDED_MIN_ATOMS:
+        chunks = merge_banded(atoms, chunk_size, min_chunk_size, overlap)
+        if chunks is not None:
+            return chunks
+    return merge_plain(atoms, chunk_size, min_chunk_size, overlap)
+
+
+def merge_plain(
+    atoms: Atoms, chunk_size: int, min_chunk_size: int, overlap: int
+) -> list[tuple[int, int]]:
+    """The chosen chunks as byte ranges, in order: the look-back loop, one start at a time."""
     starts, ends = atoms.starts, atoms.ends
     levels = atoms.levels
     inner = atoms.inner_breaks
