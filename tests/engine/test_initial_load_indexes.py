@@ -10,6 +10,7 @@ look at it mid-way; every other row commits as usual.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -272,6 +274,56 @@ def test_verify_repair_builds_what_an_interrupted_load_left(
     assert vector_index_oid(sql) is not None and markers(sql) == []
 
 
+@contextmanager
+def lock_held(database_url: str, statement: str) -> Iterator[None]:
+    """A second session holding a table lock (in its own thread and event loop) until the
+    block ends."""
+    held, release = threading.Event(), threading.Event()
+
+    async def hold() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            async with conn.transaction():
+                await conn.execute(statement)
+                held.set()
+                await asyncio.to_thread(release.wait, 120)
+        finally:
+            await conn.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(hold(),))
+    thread.start()
+    try:
+        assert held.wait(30), "the lock was never taken"
+        yield
+    finally:
+        release.set()
+        thread.join(30)
+
+
+def test_a_build_that_cannot_get_its_lock_leaves_the_marker_for_the_next_pass(
+    tmp_path: Path, sql: SqlHelper, cocod_db: str
+) -> None:
+    docs = make_docs(tmp_path / "docs", INITIAL_LOAD_MIN_ROWS + 20)
+    flow = cocoindex.open_flow("Locked", loaded_flow(str(docs)))
+    flow.setup()
+    worker = threading.Thread(target=flow.update)
+    worker.start()
+    try:
+        wait_until(lambda: markers(sql) != [] and rows(sql) > 0, "the load")
+        # ROW EXCLUSIVE lets the load's writes through but not CREATE INDEX's SHARE lock.
+        with lock_held(cocod_db, f"LOCK TABLE {TABLE} IN ROW EXCLUSIVE MODE"):
+            GATE.set()
+            worker.join(120)
+            assert not worker.is_alive()
+            assert rows(sql) == INITIAL_LOAD_MIN_ROWS + 21  # the rows are all in
+            assert vector_index_oid(sql) is None and markers(sql) != []
+    finally:
+        GATE.set()
+        worker.join(120)
+    flow.update()  # nothing to write: it only builds
+    assert vector_index_oid(sql) is not None and markers(sql) == []
+
+
 SUBPROCESS_UPDATE = """
 import sys
 import cocod
@@ -302,6 +354,13 @@ def test_a_killed_load_is_finished_by_the_next_pass(
             "the subprocess's load",
         )
         assert proc.poll() is None, proc.communicate()[1]
+        # Setup meanwhile does not wait for the loading process's lease: that process
+        # builds the index itself when its load ends.
+        setup = threading.Thread(target=flow.setup)
+        setup.start()
+        setup.join(30)
+        assert not setup.is_alive(), "setup waited for the lease of the loading process"
+        assert vector_index_oid(sql) is None and markers(sql) != []
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     finally:
