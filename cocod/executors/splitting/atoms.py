@@ -29,6 +29,8 @@ from .separators import DEFAULT_SEPARATORS, SeparatorSet
 from .syntax import SyntaxTree
 from .text import WHITESPACE, LineBreak, Text, line_break_level
 
+_INLINE_SPACE = " \t"
+
 __all__ = ["Atoms", "collect_atoms"]
 
 # More atoms than this starting within one chunk's bytes make a region dense (see coarsen).
@@ -87,8 +89,10 @@ class Atoms:
             inner = line_break_level(both) if "\n" in both or "\r" in both else 0
             if s.find("\n", prev_end, start) < 0 and s.find("\r", prev_end, start) < 0:
                 boundary, aligned = 0, start
-            else:
-                boundary, aligned = text.line_start(prev_end, start)
+            else:  # Text.line_start, inlined: the gap has a line break
+                gap = s[prev_end:start]
+                boundary = line_break_level(gap)
+                aligned = start - (len(gap) - len(gap.rstrip(_INLINE_SPACE)))
         else:
             start, end = text.trim(start, end)
             if start == end:

@@ -55,8 +55,12 @@ def line_break_level(piece: str) -> int:
     """v0's line-break level of ``piece``: DOUBLE when a run of line-break characters repeats
     its first character (``"\\n\\n"``, ``"\\r\\n\\r\\n"``; not ``"\\r\\n\\n"``, not
     ``"\\n \\n"``), NEWLINE when it has any ``\\n`` or ``\\r``, else INLINE."""
-    if "\n" not in piece and "\r" not in piece:
-        return LineBreak.INLINE
+    if "\r" not in piece:
+        # Runs of "\n" only (the usual text): a run repeats its first character when it
+        # is two or more long.
+        if "\n" not in piece:
+            return LineBreak.INLINE
+        return LineBreak.DOUBLE if "\n\n" in piece else LineBreak.NEWLINE
     for m in _NEWLINE_RUN.finditer(piece):
         run = m.group()
         if run[0] in run[1:]:
