@@ -27,13 +27,22 @@ class Fingerprinter:
         self._h = hashlib.blake2b(digest_size=DIGEST_SIZE)
 
     def add(self, value: Any) -> Fingerprinter:
+        # The common exact types first, by one dict look-up (a str, an int, a tuple of
+        # ints, an embedding: several per chunk); anything else, subclasses included,
+        # takes the ordered isinstance chain, which defines the encoding.
+        fast = _FAST.get(type(value))
+        if fast is not None:
+            fast(self, value)
+        else:
+            self._add_any(value)
+        return self
+
+    def _add_any(self, value: Any) -> None:
         update = self._h.update
         if value is None:
             update(b"N")
         elif isinstance(value, str):
-            data = value.encode("utf-8", "surrogatepass")
-            update(b"s" + len(data).to_bytes(8, "little"))
-            update(data)
+            _add_str(self, value)
         elif isinstance(value, bool):
             update(b"T" if value else b"F")
         elif isinstance(value, int):
@@ -44,20 +53,14 @@ class Fingerprinter:
             update(b"b" + len(value).to_bytes(8, "little"))
             update(value)
         elif isinstance(value, np.ndarray):
-            arr = np.ascontiguousarray(value)
-            update(b"a" + arr.dtype.str.encode() + len(arr.shape).to_bytes(1, "little"))
-            for dim in arr.shape:
-                update(dim.to_bytes(8, "little"))
-            update(arr.tobytes())
+            _add_array(self, value)
         elif isinstance(value, Mapping):
             update(b"{" + len(value).to_bytes(8, "little"))
             for k, v in value.items():
                 self.add(k)
                 self.add(v)
         elif isinstance(value, list | tuple):
-            update(b"[" + len(value).to_bytes(8, "little"))
-            for v in value:
-                self.add(v)
+            _add_sequence(self, value)
         elif isinstance(value, np.generic):
             self.add(value.item())
         elif isinstance(value, uuid.UUID):
@@ -68,7 +71,6 @@ class Fingerprinter:
             self.add(f"td:{value.total_seconds()!r}")
         else:
             self.add(json.dumps(value, sort_keys=True, default=repr))
-        return self
 
     def digest(self) -> bytes:
         return self._h.digest()
@@ -79,6 +81,63 @@ class Fingerprinter:
         other = Fingerprinter.__new__(Fingerprinter)
         other._h = self._h.copy()
         return other
+
+
+def _add_str(fp: Fingerprinter, value: str) -> None:
+    data = value.encode("utf-8", "surrogatepass")
+    fp._h.update(b"s" + len(data).to_bytes(8, "little") + data)
+
+
+def _add_int(fp: Fingerprinter, value: int) -> None:
+    fp._h.update(b"i%d;" % value)
+
+
+_DTYPE_TAGS: dict[Any, bytes] = {}
+
+
+def _add_array(fp: Fingerprinter, value: Any) -> None:
+    arr = np.ascontiguousarray(value)
+    tag = _DTYPE_TAGS.get(arr.dtype)
+    if tag is None:
+        tag = _DTYPE_TAGS[arr.dtype] = b"a" + arr.dtype.str.encode()
+    header = tag + len(arr.shape).to_bytes(1, "little")
+    header += b"".join(dim.to_bytes(8, "little") for dim in arr.shape)
+    fp._h.update(header)
+    fp._h.update(arr.tobytes())
+
+
+def _add_sequence(fp: Fingerprinter, value: list[Any] | tuple[Any, ...]) -> None:
+    fp._h.update(b"[" + len(value).to_bytes(8, "little"))
+    for v in value:
+        fast = _FAST.get(type(v))
+        if fast is not None:
+            fast(fp, v)
+        else:
+            fp._add_any(v)
+
+
+def _add_none(fp: Fingerprinter, _value: None) -> None:
+    fp._h.update(b"N")
+
+
+def _add_dict(fp: Fingerprinter, value: dict[Any, Any]) -> None:
+    fp._h.update(b"{" + len(value).to_bytes(8, "little"))
+    for k, v in value.items():
+        fp.add(k)
+        fp.add(v)
+
+
+_FAST: dict[type, Any] = {
+    str: _add_str,
+    int: _add_int,
+    tuple: _add_sequence,
+    list: _add_sequence,
+    dict: _add_dict,
+    np.ndarray: _add_array,
+    type(None): _add_none,
+}
+"""Exact types with the same encoding as :meth:`Fingerprinter._add_any`, without its
+chain of isinstance checks."""
 
 
 def fingerprint(*values: Any) -> bytes:

@@ -10,6 +10,7 @@ import base64
 import datetime
 import json
 import uuid
+from json.encoder import encode_basestring as _encode_json_str
 from typing import Any
 
 import numpy as np
@@ -110,17 +111,48 @@ def decode_memo_value(data: bytes, vtype: ValueType) -> Any:
 
 
 def key_to_json_text(key_values: list[Any], key_types: list[ValueType]) -> str:
-    """Canonical text of a primary key, as stored in tracking rows."""
-    parts = [to_json_value(v, t) for v, t in zip(key_values, key_types, strict=True)]
-    text = json.dumps(parts, separators=(",", ":"), ensure_ascii=False)
+    """Canonical text of a primary key, as stored in tracking rows.
+
+    Keys of plain strings, ints and ranges of ints (a file name and a chunk's location:
+    one per target row) are written directly, as ``json.dumps`` would write them; any
+    other value takes the general conversion.
+    """
+    text = _plain_key_text(key_values, key_types)
+    if text is None:
+        parts = [to_json_value(v, t) for v, t in zip(key_values, key_types, strict=True)]
+        text = json.dumps(parts, separators=(",", ":"), ensure_ascii=False)
     if not text.isascii():
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
             # A lone surrogate (a file name that is not UTF-8) cannot go into jsonb as is;
             # escaped, the text is still valid JSON that decodes to the same key.
+            parts = [to_json_value(v, t) for v, t in zip(key_values, key_types, strict=True)]
             text = json.dumps(parts, separators=(",", ":"))
     return text
+
+
+def _plain_key_text(key_values: list[Any], key_types: list[ValueType]) -> str | None:
+    """``json.dumps`` of the key's JSON parts (compact, not ASCII-escaped) when every part
+    is an exact str, int, or 2-tuple of ints of its type; None otherwise."""
+    if len(key_values) != len(key_types):
+        return None  # the general path raises the mismatch
+    parts: list[str] = []
+    for v, t in zip(key_values, key_types, strict=True):
+        kind = t.kind
+        cls = type(v)
+        if cls is str and kind == "Str":
+            parts.append(_encode_json_str(v))
+        elif cls is tuple and kind == "Range" and len(v) == 2:
+            a, b = v
+            if type(a) is not int or type(b) is not int:
+                return None
+            parts.append(f"[{a},{b}]")
+        elif cls is int and kind == "Int64":
+            parts.append(str(v))
+        else:
+            return None
+    return "[" + ",".join(parts) + "]"
 
 
 def key_from_json_text(text: str, key_types: list[ValueType]) -> list[Any]:
