@@ -240,9 +240,13 @@ class InitialLoadGuard:
                 )
         except (CocodError, asyncpg.PostgresError) as e:
             if not _is_lock_timeout(e):
+                self.state.pending = None  # did it commit? the next pass reads the markers
                 raise
             self.log.info("flow.index_defer_skipped", table=table.display, reason=str(e))
             return False
+        except BaseException:  # cancelled: the same question
+            self.state.pending = None
+            raise
         self.log.info("flow.index_deferred", table=table.display, indexes=table.index_names)
         return True
 
