@@ -398,3 +398,32 @@ def test_tables_cocod_does_not_manage_keep_their_indexes(
     assert rows(sql) == INITIAL_LOAD_MIN_ROWS + 21
     assert vector_index_oid(sql) == created
     assert markers(sql) == []
+
+
+def test_a_live_updater_stopped_mid_load_leaves_the_build_to_the_next_one(
+    tmp_path: Path, sql: SqlHelper
+) -> None:
+    """The daemon's path: the lease is held for the updater's whole run, and stopping it
+    (a drain) cancels the pass, which leaves its marker; the next updater's catch-up pass
+    learns of it from the setup record it opens its store with, and builds."""
+    docs = make_docs(tmp_path / "docs", INITIAL_LOAD_MIN_ROWS + 20)
+    flow = cocoindex.open_flow("LiveLoad", loaded_flow(str(docs)))
+    flow.setup()
+    first = cocoindex.FlowLiveUpdater(flow, cocoindex.FlowLiveUpdaterOptions(live_mode=True))
+    first.start()
+    try:
+        wait_until(lambda: markers(sql) != [] and rows(sql) > 0, "the catch-up load")
+    finally:
+        first.abort()
+        GATE.set()  # the gated row's thread returns; the pass unwinds as cancelled
+        first.wait()
+    assert vector_index_oid(sql) is None and markers(sql) != []
+    second = cocoindex.FlowLiveUpdater(flow, cocoindex.FlowLiveUpdaterOptions(live_mode=True))
+    second.start()
+    try:
+        wait_until(lambda: vector_index_oid(sql) is not None, "the next updater's build")
+        wait_until(lambda: markers(sql) == [], "the marker's removal")
+        assert rows(sql) == INITIAL_LOAD_MIN_ROWS + 21
+    finally:
+        second.abort()
+        second.wait()
