@@ -103,6 +103,17 @@ def encode_memo_value(value: Any, vtype: ValueType) -> bytes:
     return b"j" + json.dumps(to_json_value(value, vtype), separators=(",", ":")).encode()
 
 
+def is_vector_value(value: Any, encoded: bytes) -> bool:
+    """Whether ``decode_memo_value(encoded)`` is exactly a copy of ``value``: a 1-D float32
+    array encoded raw (so a caller holding the computed value can skip the decode)."""
+    return (
+        encoded[:1] == b"v"
+        and type(value) is np.ndarray
+        and value.dtype == np.float32
+        and value.ndim == 1
+    )
+
+
 def decode_memo_value(data: bytes, vtype: ValueType) -> Any:
     tag, body = data[:1], data[1:]
     if tag == b"v":
