@@ -103,23 +103,31 @@ def _setup_flows(
     always_show: bool = True,
     lease_wait: float | None = None,
 ) -> bool:
+    """Set up the flows whose plan needs applying; True unless the user declined.
+
+    A flow with no changes may still need applying: the vector indexes an interrupted
+    initial load deferred (its marker) are built by setup. Building them changes nothing
+    the user has to approve, so only real changes ask for confirmation.
+    """
     ctx = context.get_context()
     pending = []
     plans = []
     for fl in selected:
         plan = bridge.run(fl.execution().plan_setup(ctx))
         plans.append(plan)
-        if plan.has_changes:
+        if plan.needs_apply:
             pending.append(fl)
     if not quiet:
         for plan in plans:
-            if always_show or plan.has_changes:
+            if always_show or plan.needs_apply:
                 print(plan.render(ctx.schema) + "\n")
     if not pending:
         if not quiet:
             print("Setup is already up to date.")
         return True
-    if not _confirm("Changes need to be pushed. Continue?", force):
+    if any(p.has_changes for p in plans) and not _confirm(
+        "Changes need to be pushed. Continue?", force
+    ):
         return False
     for fl in pending:
         bridge.run(

@@ -1,0 +1,73 @@
+"""``cocod setup`` finishes an interrupted initial load: it builds the vector indexes the
+load deferred and removes their marker, without asking (nothing the user must approve
+changes), even though the flow's setup has no changes.
+
+The load runs in this process and is cancelled between its DROP and its build (as
+tests/engine/test_initial_load_indexes.py does); the real CLI then runs in a subprocess
+on an app defining the same flow, with stdin not a terminal and no ``-f``: a prompt
+would make it fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli.apps import clean_env, run_cli
+from tests.conftest import SqlHelper
+from tests.engine.test_initial_load_indexes import (
+    GATE,
+    REPO,
+    TABLE,
+    _interrupted,
+    markers,
+    vector_index_oid,
+)
+
+FLOW = "CliSetupRepairs"
+
+APP = """
+import cocod
+from tests.engine.test_initial_load_indexes import loaded_flow
+
+cocod.flow_def(name={flow!r})(loaded_flow({docs!r}))
+"""
+
+
+@pytest.fixture(autouse=True)
+def gate() -> Iterator[None]:
+    """The gated row holds the load open until the test cancels it."""
+    GATE.clear()
+    yield
+    GATE.set()  # never leave a worker thread waiting
+
+
+def test_cli_setup_builds_what_an_interrupted_load_left(
+    tmp_path: Path, sql: SqlHelper, cocod_db: str
+) -> None:
+    flow = _interrupted(tmp_path, FLOW, cocod_db)
+    flow.close()
+    assert vector_index_oid(sql) is None
+    assert markers(sql) == [f"deferred_indexes:Postgres:.{TABLE}"]
+    app = tmp_path / "main.py"
+    app.write_text(APP.format(flow=FLOW, docs=str(tmp_path / "docs")))
+    env = clean_env(
+        COCOINDEX_DATABASE_URL=cocod_db,
+        COCOD_SOCKET=str(tmp_path / "no-daemon.sock"),
+        PYTHONPATH=str(REPO),
+    )
+
+    result = run_cli(["setup", "./main.py"], tmp_path, env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Continue?" not in result.stdout + result.stderr  # no prompt
+    assert "Setup is already up to date." not in result.stdout
+    assert f"Built the deferred vector indexes of flow {FLOW}" in result.stdout
+    assert vector_index_oid(sql) is not None
+    assert markers(sql) == []
+
+    again = run_cli(["setup", "./main.py"], tmp_path, env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Setup is already up to date." in again.stdout
