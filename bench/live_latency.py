@@ -3,7 +3,8 @@
 Why beside run.py's live figure: that figure gives one number per size (save → visible);
 shortening it needs each stage of the path timed on the same edits — watcher (the save
 until the source loop has the hint), queue (hint until the pass starts), pass
-(``update_source``: lookup, read, split, embed, commit) and visibility (commit until a
+(``update_source``: lookup, read, split, embed, commit; with the model's encode and the
+commit shown inside it) and visibility (commit until a
 separate connection sees the row) — and a 50,000-file corpus indexed once and reused.
 
     .venv/bin/python bench/live_latency.py --files 50000 --workdir /tmp/probe50k
@@ -45,12 +46,17 @@ from procmem import tree_cpu_s
 from setup_db import BenchPostgres
 
 STAMPS: dict[str, list[float]] = {"hint": [], "pass_start": [], "pass_end": []}
+SPANS: dict[str, list[tuple[float, float]]] = {"encode": [], "commit": []}
+"""(start, end) of each model encode and each commit inside the passes: the pass's
+sub-stages, attributed to an edit by the pass window they fall in."""
 
 
 def instrument() -> None:
     """Timestamps at the source loop's hint callback and around each pass (bench only)."""
+    from cocod.executors.embedder import SentenceTransformerExecutor
     from cocod.runtime.execution import FlowExecution
     from cocod.runtime.source_loop import SourceLoop
+    from cocod.storage.state import PostgresStateStore
 
     on_hints = SourceLoop._on_hints
     update_source = FlowExecution.update_source
@@ -68,6 +74,27 @@ def instrument() -> None:
 
     SourceLoop._on_hints = stamped_hints  # type: ignore[method-assign]
     FlowExecution.update_source = stamped_update  # type: ignore[method-assign]
+    span_async(PostgresStateStore, "commit_rows", "commit")
+    span_async(SentenceTransformerExecutor, "__call__", "encode")
+
+
+def span_async(cls: Any, name: str, label: str) -> None:
+    """Record the (start, end) of every call of the coroutine method ``cls.name``."""
+    original = getattr(cls, name)
+
+    async def spanned(self: Any, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return await original(self, *args, **kwargs)
+        finally:
+            SPANS[label].append((t0, time.perf_counter()))
+
+    setattr(cls, name, spanned)
+
+
+def spent_in(label: str, start: float, end: float) -> float:
+    """Seconds of ``label`` spans that began inside the window [start, end]."""
+    return sum(b - a for a, b in SPANS[label] if start <= a <= end)
 
 
 def first_after(stamps: list[float], t: float) -> float | None:
@@ -186,6 +213,8 @@ def stages(t_save: float, t_written: float, visible: float) -> dict[str, float]:
         "watcher": ms(t_written, hint),
         "queue": ms(hint, start),
         "pass": ms(start, end),
+        "pass: encode": spent_in("encode", start, end) * 1000,
+        "pass: commit": spent_in("commit", start, end) * 1000,
         "visible": ms(end, visible),
     }
 
@@ -214,7 +243,16 @@ def report(
     what = "real model" if args.model else "tiny embedder"
     print(f"\n{args.files:,} files watched, {what}, {len(rows)} edits (ms)")
     print("| stage | p50 | p95 | max |\n|---|---:|---:|---:|")
-    for key in ("total", "write", "watcher", "queue", "pass", "visible"):
+    for key in (
+        "total",
+        "write",
+        "watcher",
+        "queue",
+        "pass",
+        "pass: encode",
+        "pass: commit",
+        "visible",
+    ):
         ms = [r[key] for r in rows]
         print(
             f"| {key} | {statistics.median(ms):.1f} | {percentile(ms, 0.95):.1f} | {max(ms):.1f} |"

@@ -80,7 +80,12 @@ class PeakSampler:
 
 
 def tree_cpu_s(pid: int | None = None) -> float:
-    """User + system CPU seconds of ``pid`` (default: this process) and its live descendants."""
+    """User + system CPU seconds of ``pid`` (default: this process) and its descendants.
+
+    Each process's reaped children count too (``cutime``/``cstime``): a child that exits
+    during a measurement (an idle split worker) would otherwise take its CPU with it and
+    make the difference negative.
+    """
     ticks = 0
     for p in tree_pids(pid or os.getpid()):
         try:
@@ -88,5 +93,5 @@ def tree_cpu_s(pid: int | None = None) -> float:
         except OSError:
             continue
         fields = raw[raw.rindex(")") + 2 :].split()
-        ticks += int(fields[11]) + int(fields[12])
+        ticks += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
     return ticks / os.sysconf("SC_CLK_TCK")
