@@ -24,8 +24,8 @@ atom larger than a chunk), it becomes a chunk of its own.  All arithmetic is on 
 rounded where v0's ``usize`` arithmetic rounds, so ties break the same way.
 
 :func:`merge` runs this loop (:func:`merge_plain`) on short documents and, past
-:data:`BANDED_MIN_ATOMS` atoms, ``merge_banded``'s equivalent, which prices most starts in
-bulk; both choose the same chunks.
+:data:`BANDED_MIN_ATOMS` atoms, ``merge_banded``'s equivalent, which prices each start once and
+skips groups of starts by a bound; both choose the same chunks.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from .merge_banded import merge_banded
 __all__ = ["BANDED_MIN_ATOMS", "merge", "merge_plain"]
 
 BANDED_MIN_ATOMS = 24
-"""Fewer atoms than this are merged by the plain loop: numpy's set-up would cost more."""
+"""Fewer atoms than this are merged by the plain loop: the set-up (bisections, prices)
+would cost more than it saves."""
 
 _SYNTAX_LEVEL_GAP_COST = 512
 _MISSING_OVERLAP_COST = 512
