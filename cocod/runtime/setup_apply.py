@@ -12,14 +12,15 @@ Every transaction here runs the flow lease's fence first (``lease.check``, see
 A custom target's ``apply_setup_change`` runs after that check, inside the transaction,
 so it too is skipped by a process that lost the lease before it started.
 
-Targets are dispatched by kind: :data:`TARGET_DRIVER` gives the planner the Postgres or
-the custom functions for each export and each recorded state, and :func:`create_writer`
-the writer each export's rows go through.
+Which functions serve each target kind is :mod:`cocod.runtime.target_drivers`; reading
+the setup record and staging custom targets' states is :mod:`cocod.runtime.setup_record`;
+deciding when to apply (planning, the lease) is :mod:`cocod.runtime.flow_setup`. This
+module only applies a plan it is given.
 """
 
 from __future__ import annotations
 
-from typing import Any, TextIO
+from typing import TextIO
 
 import anyio
 import asyncpg
@@ -27,14 +28,12 @@ import structlog
 
 from cocod.engine.indexer import recorded_keys
 from cocod.engine.interfaces import ExportWrite, TrackedRow
-from cocod.engine.plan import ExportPlan, FlowPlan
+from cocod.engine.plan import FlowPlan
 from cocod.engine.setup import (
     READY,
     USER_MANAGED,
     FlowRecord,
     FlowSetupPlan,
-    TargetChangeLike,
-    TargetDriver,
     TargetItem,
     apply_export_versions,
     target_signature,
@@ -42,179 +41,19 @@ from cocod.engine.setup import (
 from cocod.engine.values import key_from_json_text
 from cocod.errors import DatabaseError, DatabaseUnavailableError, SetupError
 from cocod.executors import custom_target, postgres
-from cocod.flow.naming import quote_ident
-from cocod.ops.targets import Postgres
 from cocod.runtime.context import LibraryContext
+from cocod.runtime.setup_record import stage_custom_states
+from cocod.runtime.target_drivers import create_writers
 from cocod.storage import deferred_indexes, flow_records, internal_schema
 from cocod.storage.leases import FlowLease
 from cocod.storage.pool import Connection
-from cocod.storage.state import TargetWriter
 
 log = structlog.get_logger(__name__)
-
-
-def _postgres_key(state: dict[str, Any]) -> str:
-    return f"Postgres:{postgres.table_of(state).setup_key}"
-
-
-def _postgres_describe(state: dict[str, Any]) -> str:
-    return f"Postgres table {postgres.table_of(state).display}"
-
-
-POSTGRES_DRIVER = TargetDriver(
-    desired_state=postgres.desired_state,
-    setup_key=_postgres_key,
-    describe=_postgres_describe,
-    plan_change=postgres.plan_target_change,
-)
-
-
-def _desired_state(full_name: str, export: ExportPlan) -> dict[str, Any]:
-    spec = export.export.target
-    if isinstance(spec, Postgres):
-        return postgres.desired_state(full_name, export)
-    # A spec of any other class needs its connector (the error says how to register one).
-    return custom_target.desired_state(full_name, export)
-
-
-def _setup_key(state: dict[str, Any]) -> str:
-    if custom_target.is_custom_state(state):
-        return custom_target.setup_key(state)
-    return _postgres_key(state)
-
-
-def _describe(state: dict[str, Any]) -> str:
-    if custom_target.is_custom_state(state):
-        return custom_target.describe(state)
-    return _postgres_describe(state)
-
-
-def _plan_change(old: dict[str, Any] | None, new: dict[str, Any] | None) -> TargetChangeLike:
-    state = new if new is not None else old
-    if state is not None and custom_target.is_custom_state(state):
-        return custom_target.plan_target_change(old, new)
-    return postgres.plan_target_change(old, new)
-
-
-TARGET_DRIVER = TargetDriver(
-    desired_state=_desired_state,
-    setup_key=_setup_key,
-    describe=_describe,
-    plan_change=_plan_change,
-)
-"""Every target kind: Postgres tables and registered custom connectors."""
-
-
-def create_writer(
-    state: dict[str, Any], export: ExportPlan, limiter: anyio.CapacityLimiter | None
-) -> TargetWriter:
-    if custom_target.is_custom_state(state):
-        return custom_target.CustomTargetWriter(state, export, limiter)
-    return postgres.TableWriter(state, export)
-
-
-def create_writers(
-    setup_plan: FlowSetupPlan, flow_plan: FlowPlan, limiter: anyio.CapacityLimiter | None
-) -> dict[str, TargetWriter]:
-    """One writer per export the setup plan keeps (what the state store commits through)."""
-    return {
-        t.export_name: create_writer(t.new, flow_plan.exports[t.export_name], limiter)
-        for t in setup_plan.targets
-        if t.new is not None and t.export_name is not None
-    }
-
-
-# -- staged states of custom targets -----------------------------------------------------------
-# apply_setup_change cannot roll back with the setup transaction. Before it is called, the
-# state it moves to is staged (committed on its own); the setup record's write replaces
-# every row of the flow, staging included. A staging row that survives means a setup that
-# may have applied that state and did not record it: the next setup or drop passes it to
-# apply_setup_change as one more previous state (v0's "previous states" list).
-# (This SQL belongs in cocod.storage.flow_records.)
-
-STAGING_PREFIX = "staging:"
-
-
-async def read_setup_state(
-    conn: Connection, schema: str, flow_name: str
-) -> tuple[FlowRecord | None, bool, dict[str, list[Any]]]:
-    """The flow's setup record, whether the internal schema exists, and its staged states.
-
-    One round trip, since this is what every ``setup()`` of an up-to-date flow and every
-    ``update()`` pays: a missing table is the answer "no schema yet", not a second query.
-    The markers of deferred vector indexes come with it (the record's
-    ``deferred_indexes``), so a pass learns of an interrupted load for free.
-    """
-    try:
-        rows = await conn.fetch(
-            f"SELECT resource, state FROM {quote_ident(schema)}.setup_metadata "
-            "WHERE flow_name = $1",
-            flow_name,
-        )
-    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
-        return None, False, {}
-    by_resource = {r["resource"]: r["state"] for r in rows}
-    staged = {
-        resource.removeprefix(STAGING_PREFIX): list(state.get("states", []))
-        for resource, state in by_resource.items()
-        if resource.startswith(STAGING_PREFIX)
-    }
-    flow = by_resource.get("flow")
-    if flow is None:
-        return None, True, staged
-    record = FlowRecord(
-        flow_id=flow["flow_id"],
-        sources=dict(flow.get("sources", {})),
-        next_source_id=flow.get("next_source_id", 1),
-        targets={
-            resource.removeprefix("target:"): state
-            for resource, state in by_resource.items()
-            if resource.startswith("target:")
-        },
-        deferred_indexes=deferred_indexes.markers_of(by_resource),
-    )
-    return record, True, staged
-
-
-def include_staged(setup_plan: FlowSetupPlan, staged: dict[str, list[Any]]) -> None:
-    """Re-plan the custom targets that have staged states (see above)."""
-    for item in setup_plan.targets:
-        state = item.new if item.new is not None else item.old
-        if state is not None and custom_target.is_custom_state(state) and staged.get(item.key):
-            item.change = custom_target.plan_target_change(item.old, item.new, staged[item.key])
 
 
 async def _fence(conn: Connection, lease: FlowLease | None) -> None:
     if lease is not None:
         await lease.check(conn)
-
-
-async def _stage(
-    ctx: LibraryContext,
-    flow_name: str,
-    items: list[TargetItem],
-    pool: Any,
-    lease: FlowLease | None = None,
-) -> None:
-    rows = [
-        (flow_name, f"{STAGING_PREFIX}{item.key}", {"states": [item.change.current]})
-        for item in items
-        if isinstance(item.change, custom_target.CustomTargetChange)
-        and item.change.needs_apply
-        and item.change.current is not None
-    ]
-    if not rows:
-        return
-    s = quote_ident(ctx.schema)
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SET LOCAL synchronous_commit = on")
-        await _fence(conn, lease)
-        await conn.executemany(
-            f"INSERT INTO {s}.setup_metadata AS m (flow_name, resource, state) "
-            "VALUES ($1, $2, $3) ON CONFLICT (flow_name, resource) DO UPDATE SET state = "
-            "jsonb_build_object('states', (m.state -> 'states') || (EXCLUDED.state -> 'states'))",
-            rows,
-        )
 
 
 async def _apply_custom(items: list[TargetItem], limiter: anyio.CapacityLimiter | None) -> None:
@@ -248,7 +87,7 @@ async def apply_setup_plan(
             # Its own transaction, under an advisory lock: instances set up together on a
             # fresh database must not race on CREATE TABLE.
             await internal_schema.ensure_internal_schema(conn, ctx.schema)
-        await _stage(ctx, name, setup_plan.targets, pool, lease)
+        await stage_custom_states(ctx.schema, name, setup_plan.targets, pool, lease)
         async with pool.acquire() as conn, conn.transaction():
             # Rows commit asynchronously (a crash redoes them); setup must not: a server
             # crash right after setup() returned would lose the tables it reported created.
