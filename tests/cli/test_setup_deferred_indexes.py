@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.apps import clean_env, run_cli
+from tests.cli.apps import clean_env, run_cli, table_rows, write_app
 from tests.conftest import SqlHelper
 from tests.engine.test_initial_load_indexes import (
     GATE,
@@ -71,3 +71,21 @@ def test_cli_setup_builds_what_an_interrupted_load_left(
     again = run_cli(["setup", "./main.py"], tmp_path, env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "Setup is already up to date." in again.stdout
+
+
+def test_cli_setup_still_asks_before_real_changes(tmp_path: Path, database_url: str) -> None:
+    """The counterpart: a flow with changes (a new table) is not set up without a yes, and
+    a non-terminal stdin is told to pass -f."""
+    write_app(tmp_path, flow="AsksFirst")
+    env = clean_env(
+        COCOINDEX_DATABASE_URL=database_url, COCOD_SOCKET=str(tmp_path / "no-daemon.sock")
+    )
+
+    result = run_cli(["setup", "./main.py"], tmp_path, env)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Not a terminal: pass -f/--force to apply." in result.stderr
+    assert table_rows(database_url, "asksfirst__counts") is None
+    forced = run_cli(["setup", "-f", "./main.py"], tmp_path, env)
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert table_rows(database_url, "asksfirst__counts") == []
