@@ -10,22 +10,25 @@ dict pop per tracked row (see :meth:`~cocod.storage.state.PostgresStateStore.loa
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from cocod.engine.interfaces import ListingDiff, Ordinal
 
 
 class TrackedListing:
-    """A source's tracked (key, ordinal) as
+    """A source's tracked (key, ordinal), three parallel arrays, as
     :meth:`~cocod.storage.state.PostgresStateStore.load_listing_state`
     read them; the ordinal is None where the logic fingerprint changed (or the file was
     recorded while racy), so such a row always differs from the listing."""
 
-    def __init__(self, rows: Sequence[Any]) -> None:
-        self._rows = rows
+    def __init__(
+        self, keys: Sequence[bytes], mtimes: Sequence[int | None], sizes: Sequence[int]
+    ) -> None:
+        if not len(keys) == len(mtimes) == len(sizes):
+            raise ValueError("tracked listing arrays differ in length")
+        self._keys, self._mtimes, self._sizes = keys, mtimes, sizes
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._keys)
 
     def diff(self, listed: Mapping[str, Ordinal]) -> ListingDiff:
         """Listed keys that are new or changed, and tracked keys no longer listed.
@@ -38,7 +41,7 @@ class TrackedListing:
         pop = remaining.pop
         changed: list[str] = []
         gone: list[str] = []
-        for stored, mtime, size in self._rows:
+        for stored, mtime, size in zip(self._keys, self._mtimes, self._sizes, strict=True):
             key = stored.decode("utf-8", "surrogateescape")  # as state.decode_key
             ordinal = pop(key, None)
             if ordinal is None:
