@@ -43,3 +43,22 @@ async def test_warm_loads_the_model_on_the_model_thread() -> None:
 
     (vector,) = await executor(["a sentence to embed"])
     assert vector.shape == (384,) and vector.dtype == np.float32
+
+
+async def test_a_cpu_model_claims_the_cores_and_a_large_encode_trims_the_heap() -> None:
+    from cocod.executors import cpu_claims
+
+    executor = embedder.SentenceTransformerExecutor(MODEL, None)
+    await executor.warm()
+    # Split workers stand down beside it (tests/executors/test_split_processes.py).
+    assert cpu_claims.cores_claimed()
+    assert any(owner.startswith("model:") for owner in cpu_claims.claims())
+
+    before = embedder.heap_trims
+    await executor(["one edited paragraph"])
+    assert embedder.heap_trims == before, "a one-text encode (a live edit) trimmed"
+    texts = [f"sentence number {i} about indexing" for i in range(embedder.TRIM_AFTER_TEXTS)]
+    vectors = await executor(texts)
+    assert len(vectors) == len(texts)
+    if embedder._trim is not None:  # glibc
+        assert embedder.heap_trims == before + 1

@@ -26,6 +26,15 @@ def _markdown() -> str:
     return text
 
 
+@pytest.fixture(autouse=True)
+def no_cpu_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model another test loaded in this process claims the cores for good
+    (cocod.executors.cpu_claims); these tests are about the workers themselves."""
+    from cocod.executors import cpu_claims
+
+    monkeypatch.setattr(cpu_claims, "_claims", set())
+
+
 @pytest.fixture
 def processes() -> Iterator[SplitProcesses]:
     pool = SplitProcesses(2, idle_exit_s=60.0)
@@ -105,6 +114,36 @@ def test_overlapping_split_goes_to_a_worker_with_the_same_chunks(
     assert processes.split(request, lambda: pytest.fail("split in the thread")) == (
         splitter.split_spans(*request[1:])
     )
+
+
+def test_a_cpu_model_keeps_splits_in_threads_unless_the_knob_chose_workers() -> None:
+    """A model encoding on the CPU already uses every core (cpu_claims): split workers
+    would take cores from it, so overlapping splits stay in threads; a size the user
+    chose with COCOD_SPLIT_PROCESSES is used anyway."""
+    from cocod.executors import cpu_claims
+
+    request = ((), _markdown(), 2000, None, 500, "markdown")
+    expected = RecursiveSplitter().split_spans(*request[1:])
+    default_pool = SplitProcesses(2, idle_exit_s=60.0)
+    chosen_pool = SplitProcesses(2, idle_exit_s=60.0, size_chosen=True)
+    try:
+        _warm(default_pool)  # workers ready: only the claim can keep a split off them
+        _warm(chosen_pool)
+        cpu_claims.claim_cores("model:test")
+        in_thread = []
+        spans = _overlapped(
+            default_pool,
+            request,
+            lambda: in_thread.append(1) or RecursiveSplitter().split_spans(*request[1:]),
+        )
+        assert spans == expected and in_thread == [1]
+        assert default_pool.offloaded == 0
+        spans = _overlapped(chosen_pool, request, lambda: pytest.fail("split in the thread"))
+        assert spans == expected and chosen_pool.offloaded == 1
+    finally:
+        cpu_claims.release_cores("model:test")
+        default_pool.close()
+        chosen_pool.close()
 
 
 def test_custom_languages_reach_the_worker(processes: SplitProcesses) -> None:

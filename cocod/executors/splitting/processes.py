@@ -20,7 +20,9 @@ the process splits in threads only.  A forked child (a preforking server, a
 multiprocessing pool) never uses its parent's workers: it starts its own.
 
 ``COCOD_SPLIT_PROCESSES`` sets the number of workers (``0``: never; default: the CPUs
-this process may use, at most 4, none on a single CPU).
+this process may use, at most 4, none on a single CPU).  By default no split goes to a
+worker while a model encodes on the CPU in this process (:mod:`cocod.executors.cpu_claims`):
+torch already uses every core, and a split is a small part of a chunk's cost there.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
+
+from cocod.executors.cpu_claims import cores_claimed
 
 from .recursive import Span
 from .separators import CustomLanguage
@@ -54,6 +58,7 @@ __all__ = [
     "STOP_DEADLINE_S",
     "SplitProcesses",
     "default_processes",
+    "explicitly_set",
     "languages_key",
     "shared_processes",
 ]
@@ -66,6 +71,11 @@ MIN_TEXT_CHARS = 2048
 MAX_FAILURES = 3
 _WARM_UP = ((), "# warm-up\n\nLoads the markdown grammar.", 8, None, None, "markdown")
 """A first request each worker answers before it is used, so no split pays its imports."""
+
+
+def explicitly_set() -> bool:
+    """Did the user choose the number of workers (``COCOD_SPLIT_PROCESSES``)?"""
+    return bool(os.environ.get(PROCESSES_KNOB, "").strip())
 
 
 def default_processes() -> int:
@@ -91,8 +101,12 @@ def languages_key(languages: Sequence[CustomLanguage]) -> LanguagesKey:
 class SplitProcesses:
     """Up to ``size`` split workers, started on demand and stopped when idle."""
 
-    def __init__(self, size: int, idle_exit_s: float = IDLE_EXIT_S) -> None:
+    def __init__(
+        self, size: int, idle_exit_s: float = IDLE_EXIT_S, *, size_chosen: bool = False
+    ) -> None:
         self.size = size
+        self.size_chosen = size_chosen
+        """The user set ``size`` (the knob): used even beside a CPU model."""
         self.idle_exit_s = idle_exit_s
         self._failures = 0
         self._start_afresh(closed=False)
@@ -150,7 +164,11 @@ class SplitProcesses:
         return len(text) >= MIN_TEXT_CHARS and self._can_use()
 
     def _can_use(self) -> bool:
-        return self.size > 0 and self._failures < MAX_FAILURES and not self._closed.is_set()
+        if self.size <= 0 or self._failures >= MAX_FAILURES or self._closed.is_set():
+            return False
+        # A CPU model already keeps every core busy: workers would only take cores from
+        # it and hold memory (cocod.executors.cpu_claims). Idle ones exit on their own.
+        return not cores_claimed() or self.size_chosen
 
     def _offload(self, request: tuple[Any, ...]) -> list[Span] | None:
         worker = self._acquire()
@@ -314,7 +332,7 @@ def shared_processes() -> SplitProcesses:
     global _shared
     with _shared_lock:
         if _shared is None:
-            _shared = SplitProcesses(default_processes())
+            _shared = SplitProcesses(default_processes(), size_chosen=explicitly_set())
             atexit.register(_shared.close)
         return _shared
 
