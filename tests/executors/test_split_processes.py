@@ -124,7 +124,7 @@ def test_a_cpu_model_keeps_splits_in_threads_unless_the_knob_chose_workers() -> 
 
     request = ((), _markdown(), 2000, None, 500, "markdown")
     expected = RecursiveSplitter().split_spans(*request[1:])
-    default_pool = SplitProcesses(2, idle_exit_s=60.0)
+    default_pool = SplitProcesses(2, idle_exit_s=8.0)  # the reaper looks every 2 s
     chosen_pool = SplitProcesses(2, idle_exit_s=60.0, size_chosen=True)
     try:
         _warm(default_pool)  # workers ready: only the claim can keep a split off them
@@ -138,6 +138,10 @@ def test_a_cpu_model_keeps_splits_in_threads_unless_the_knob_chose_workers() -> 
         )
         assert spans == expected and in_thread == [1]
         assert default_pool.offloaded == 0
+        deadline = time.monotonic() + 6  # idle workers give their memory back soon
+        while default_pool.workers:
+            assert time.monotonic() < deadline, "idle workers outlived the claim"
+            time.sleep(0.05)
         spans = _overlapped(chosen_pool, request, lambda: pytest.fail("split in the thread"))
         assert spans == expected and chosen_pool.offloaded == 1
     finally:

@@ -166,9 +166,14 @@ class SplitProcesses:
     def _can_use(self) -> bool:
         if self.size <= 0 or self._failures >= MAX_FAILURES or self._closed.is_set():
             return False
-        # A CPU model already keeps every core busy: workers would only take cores from
-        # it and hold memory (cocod.executors.cpu_claims). Idle ones exit on their own.
-        return not cores_claimed() or self.size_chosen
+        return not self._stands_down()
+
+    def _stands_down(self) -> bool:
+        """A CPU model already keeps every core busy: workers would only take cores from
+        it and hold memory (cocod.executors.cpu_claims), so none takes a split, and each
+        stops after its current one or at the reaper's next round (a quarter of
+        ``idle_exit_s``)."""
+        return cores_claimed() and not self.size_chosen
 
     def _offload(self, request: tuple[Any, ...]) -> list[Span] | None:
         worker = self._acquire()
@@ -255,6 +260,9 @@ class SplitProcesses:
         a worker in use to the thread using it)."""
         with self._lock:
             keep = not self._closed.is_set() and worker in self._workers
+            if keep and self._stands_down():
+                keep = False  # a CPU model loaded meanwhile: give its memory back now
+                self._workers.discard(worker)
             if keep:
                 self._idle.put(worker)
         if not keep:
@@ -275,7 +283,9 @@ class SplitProcesses:
             now = time.monotonic()
             with self._lock:  # so close() sees every idle worker in the queue
                 idle = self._drain_idle()
-                stale = [w for w in idle if now - w.last_used >= self.idle_exit_s]
+                stale = [
+                    w for w in idle if now - w.last_used >= self.idle_exit_s or self._stands_down()
+                ]
                 for worker in reversed(idle):  # drained newest first: put back oldest first
                     if worker not in stale:
                         self._idle.put(worker)
