@@ -20,6 +20,13 @@ What this process knows of the markers is kept per lease (:func:`state_for`): un
 lease no other process writes the flow, so a marker read once stays true until this
 process builds it; a new lease (retaken after a loss) reads them again.
 
+A build that fails (a writer of someone else holds the table, the server is short of
+memory) leaves the marker too; under one lease the next try waits a capped, jittered
+exponential backoff (:func:`backoff_delay`), so a live updater's every small pass does not
+wait the build's lock timeout again with the flow's passes queued behind it. A parallel
+build that runs out of shared memory (a container's small ``/dev/shm``) is retried at
+once, serially (:func:`run_build`).
+
 A pass that is cancelled (the daemon drains, the instance is paused) does not build: a
 big index can take longer than a drain's budget, and a build cut short by its deadline
 is lost work. It leaves the marker; queries meanwhile scan the table (correct, slower),
@@ -28,6 +35,8 @@ and the next pass builds it.
 
 from __future__ import annotations
 
+import random
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,8 +46,9 @@ import anyio
 import asyncpg
 import structlog
 
-from cocod.errors import CocodError
+from cocod.errors import CocodError, DatabaseUnavailableError, LeaseError
 from cocod.flow.naming import quote_ident
+from cocod.storage.db_errors import is_unavailable_error
 from cocod.storage.pool import Connection, Pool
 
 log = structlog.get_logger(__name__)
@@ -70,7 +80,65 @@ class Deferral(Protocol):
     def index_names(self) -> list[str]: ...
     def has_rows_sql(self) -> str: ...
     def drop_statements(self) -> list[str]: ...
-    def build_statements(self) -> list[str]: ...
+    def build_statements(self, *, lock_timeout: bool = True, serial: bool = False) -> list[str]: ...
+
+
+SHARED_MEMORY_SQLSTATES = ("53100", "53200")
+"""``disk_full`` and ``out_of_memory``: what a parallel build short of dynamic shared
+memory ("could not resize shared memory segment ... No space left on device") raises."""
+
+BUILD_RETRY_BASE_S = 10.0
+BUILD_RETRY_CAP_S = 600.0
+"""The backoff of a failing build under one lease: 10 s after the first failure, doubling,
+at most 10 minutes (each jittered by ±50%)."""
+
+
+def backoff_delay(failures: int) -> float:
+    """Seconds before the next try of a build that failed ``failures`` times in a row."""
+    base: float = min(
+        BUILD_RETRY_CAP_S, BUILD_RETRY_BASE_S * float(2 ** min(16, max(0, failures - 1)))
+    )
+    return base * (0.5 + random.random())
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    seen: BaseException | None = error
+    while seen is not None:
+        state = getattr(seen, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+        seen = seen.__cause__
+    return None
+
+
+async def run_build(
+    conn: Connection, deferral: Deferral, *, lock_timeout: bool = True, flow_name: str = ""
+) -> None:
+    """Build one table's indexes inside the caller's transaction, each try in a savepoint.
+
+    A build that fails for want of shared memory (the parallel build's; see
+    :data:`SHARED_MEMORY_SQLSTATES`) is rolled back to its savepoint and tried once more
+    without parallel workers; any other error, or a second failure, is the caller's.
+    """
+    try:
+        async with conn.transaction():
+            for statement in deferral.build_statements(lock_timeout=lock_timeout):
+                await conn.execute(statement)
+        return
+    except (CocodError, asyncpg.PostgresError) as e:
+        if _sqlstate(e) not in SHARED_MEMORY_SQLSTATES:
+            raise
+        log.warning(
+            "flow.index_build_serial",
+            flow=flow_name,
+            table=deferral.display,
+            error=str(e),
+            hint="the parallel build ran out of shared memory (a container's /dev/shm?); "
+            "building without parallel workers",
+        )
+    async with conn.transaction():
+        for statement in deferral.build_statements(lock_timeout=lock_timeout, serial=True):
+            await conn.execute(statement)
 
 
 # -- the marker rows -------------------------------------------------------------------------
@@ -129,6 +197,25 @@ class LeaseDeferrals:
     pending: dict[str, list[str]] | None = None  # None: not read under this lease yet
     loading: dict[str, int] = field(default_factory=dict)  # target key → passes loading it
     lock: anyio.Lock = field(default_factory=anyio.Lock)
+    failures: dict[str, int] = field(default_factory=dict)  # target key → builds failed
+    retry_at: dict[str, float] = field(default_factory=dict)  # target key → monotonic time
+
+    def is_due(self, key: str, now: float) -> bool:
+        """Whether a pass may try to build ``key`` now (not within a failed build's backoff)."""
+        return self.retry_at.get(key, 0.0) <= now
+
+    def build_failed(self, keys: Iterable[str], now: float) -> None:
+        for key in keys:
+            self.failures[key] = self.failures.get(key, 0) + 1
+            self.retry_at[key] = now + backoff_delay(self.failures[key])
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """Built (or removed) by anyone: no marker, no backoff."""
+        for key in keys:
+            if self.pending is not None:
+                self.pending.pop(key, None)
+            self.failures.pop(key, None)
+            self.retry_at.pop(key, None)
 
 
 _by_lease: weakref.WeakKeyDictionary[object, LeaseDeferrals] = weakref.WeakKeyDictionary()
@@ -150,11 +237,9 @@ def note_markers(lease: object, markers: Mapping[str, list[str]]) -> None:
 
 
 def note_built(lease: object, target_keys: Iterable[str]) -> None:
-    """Setup or verify built these and removed their markers under ``lease``."""
-    state = state_for(lease)
-    if state.pending is not None:
-        for key in target_keys:
-            state.pending.pop(key, None)
+    """Setup or verify removed these markers under ``lease`` (built, or their targets
+    are gone)."""
+    state_for(lease).forget(target_keys)
 
 
 async def build_indexes(
@@ -172,8 +257,7 @@ async def build_indexes(
         if fence is not None:
             await fence(conn)
         for deferral in deferrals:
-            for statement in deferral.build_statements():
-                await conn.execute(statement)
+            await run_build(conn, deferral, flow_name=flow_name)
         keys = [d.target_key for d in deferrals] if marker_keys is None else list(marker_keys)
         await delete_markers(conn, schema, flow_name, keys)
 
@@ -211,6 +295,12 @@ class InitialLoadGuard:
         state = self.state
         if not self.tables or (candidates < self.min_rows and state.pending == {}):
             return  # the no-op and the small pass: nothing to ask the database
+        if candidates < self.min_rows and state.pending is not None:
+            # A small pass defers nothing new: it only joins the loads it knows of.
+            for key in self.tables:
+                if key in state.pending:
+                    self._join(key)
+            return
         async with state.lock, self.pool.acquire() as conn:
             if state.pending is None:
                 state.pending = await read_markers(conn, self.schema, self.flow_name)
@@ -229,6 +319,12 @@ class InitialLoadGuard:
         self.state.loading[key] = self.state.loading.get(key, 0) + 1
 
     async def _drop(self, conn: Connection, table: Deferral) -> bool:
+        """Drop the indexes and write the marker in one transaction; False (write through
+        the index) when it could not. The deferral is an optimisation: an error before
+        the commit rolled everything back, so the pass goes on without it; only an error
+        whose commit outcome is unknown (the COMMIT's own, a cancellation) makes the next
+        pass read the markers again."""
+        committing = False
         try:
             async with conn.transaction():
                 await conn.execute("SET LOCAL synchronous_commit = on")  # the marker must last
@@ -238,13 +334,21 @@ class InitialLoadGuard:
                 await write_marker(
                     conn, self.schema, self.flow_name, table.target_key, table.index_names
                 )
-        except (CocodError, asyncpg.PostgresError) as e:
-            if not _is_lock_timeout(e):
+                committing = True
+        except (CocodError, asyncpg.PostgresError, OSError) as e:
+            if committing:
                 self.state.pending = None  # did it commit? the next pass reads the markers
                 raise
-            self.log.info("flow.index_defer_skipped", table=table.display, reason=str(e))
+            if isinstance(e, LeaseError | DatabaseUnavailableError) or is_unavailable_error(e):
+                raise  # the pass cannot write either: it reports this itself
+            say = self.log.info if _is_lock_timeout(e) else self.log.warning
+            say(
+                "flow.index_defer_skipped",
+                table=table.display,
+                reason=str(e),
+            )
             return False
-        except BaseException:  # cancelled: the same question
+        except BaseException:  # cancelled: did it commit? the same question
             self.state.pending = None
             raise
         self.log.info("flow.index_deferred", table=table.display, indexes=table.index_names)
@@ -259,31 +363,36 @@ class InitialLoadGuard:
         joined, self.joined = self.joined, []
         if not build or not joined:
             return
+        if not any(state.is_due(key, time.monotonic()) for key in joined):
+            return  # within a failed build's backoff: no lock, no connection
         async with state.lock:
             pending = state.pending or {}
+            now = time.monotonic()
             # Every declared index of the table, not only the marker's: the build is
             # IF NOT EXISTS, and what the flow declares now is what it should have.
             due = [
                 self.tables[key]
                 for key in dict.fromkeys(joined)
-                if key in pending and state.loading.get(key, 0) == 0
+                if key in pending and state.loading.get(key, 0) == 0 and state.is_due(key, now)
             ]
             if not due:
                 return
+            keys = [d.target_key for d in due]
             try:
                 async with self.pool.acquire() as conn:
                     await build_indexes(conn, self.schema, self.flow_name, due, self.fence)
             except (CocodError, asyncpg.PostgresError, OSError) as e:
-                # The rows are in and correct; queries scan until the next pass builds.
+                # The rows are in and correct; queries scan until a later pass builds.
+                state.build_failed(keys, time.monotonic())
                 self.log.warning(
                     "flow.index_build_failed",
                     tables=[d.display for d in due],
                     error=str(e),
-                    hint="the next update pass, setup or verify --repair builds it",
+                    retry_in_s=round(min(state.retry_at[k] for k in keys) - time.monotonic()),
+                    hint="a later update pass retries it; setup or verify --repair builds it now",
                 )
                 return
-            for deferral in due:
-                pending.pop(deferral.target_key, None)
+            state.forget(keys)
             self.log.info("flow.index_built", tables=[d.display for d in due])
 
 

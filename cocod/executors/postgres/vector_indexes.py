@@ -30,7 +30,13 @@ floor, capped. pgvector builds an HNSW graph in that memory and slows down sever
 the graph's (the vectors are in it, besides the text). Set with ``SET LOCAL``, so only the
 build's transaction uses it; the server's own setting wins when it is larger.
 ``max_parallel_maintenance_workers`` is left at the server's setting: pgvector's parallel
-build follows it, and a bigger value than the cores there are only adds contention."""
+build follows it, and a bigger value than the cores there are only adds contention.
+
+A parallel build keeps its graph in dynamic shared memory, which a container may cap
+(Docker gives ``/dev/shm`` 64 MiB): it then fails with "could not resize shared memory
+segment" (``disk_full`` or ``out_of_memory``). :meth:`IndexDeferral.build_statements`
+with ``serial=True`` is the retry for that: no parallel workers, and the floor's memory,
+which a serial build takes from the backend's own memory instead."""
 
 BUILD_LOCK_TIMEOUT = "5s"
 DROP_LOCK_TIMEOUT = "2s"
@@ -83,10 +89,20 @@ class IndexDeferral:
             drop_index_sql(self.table, i) for i in self.indexes
         ]
 
-    def build_statements(self, *, lock_timeout: bool = True) -> list[str]:
+    def build_statements(self, *, lock_timeout: bool = True, serial: bool = False) -> list[str]:
         """Idempotent (``IF NOT EXISTS``), so a build that comes second does nothing.
         ``lock_timeout=False`` inside setup's transaction, which waits for locks as
-        every other statement of setup does."""
+        every other statement of setup does. ``serial``: the retry of a parallel build
+        that ran out of shared memory (see :data:`BUILD_MEMORY_CAP`)."""
+        timeout = [f"SET LOCAL lock_timeout = '{BUILD_LOCK_TIMEOUT}'"] if lock_timeout else []
+        creates = [create_index_sql(self.table, i) for i in self.indexes]
+        if serial:
+            return [
+                *timeout,
+                "SET LOCAL max_parallel_maintenance_workers = 0",
+                f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY_FLOOR}'",
+                *creates,
+            ]
         qualified = self.table.qualified.replace("'", "''")
         memory = (
             "SELECT set_config('maintenance_work_mem', (greatest("
@@ -95,8 +111,7 @@ class IndexDeferral:
             f"2 * pg_table_size('{qualified}'::regclass) + pg_size_bytes('{BUILD_MEMORY_FLOOR}')"
             ")) / 1024)::bigint::text || 'kB', true)"
         )
-        timeout = [f"SET LOCAL lock_timeout = '{BUILD_LOCK_TIMEOUT}'"] if lock_timeout else []
-        return [*timeout, memory, *(create_index_sql(self.table, i) for i in self.indexes)]
+        return [*timeout, memory, *creates]
 
 
 def deferral_for(target_key: str, state: dict[str, Any]) -> IndexDeferral | None:
