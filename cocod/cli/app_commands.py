@@ -102,12 +102,15 @@ def _setup_flows(
     quiet: bool = False,
     always_show: bool = True,
     lease_wait: float | None = None,
+    build_deferred: bool = True,
 ) -> bool:
     """Set up the flows whose plan needs applying; True unless the user declined.
 
     A flow with no changes may still need applying: the vector indexes an interrupted
     initial load deferred (its marker) are built by setup. Building them changes nothing
     the user has to approve, so only real changes ask for confirmation.
+    ``build_deferred=False`` (``cocod update``'s setup step) leaves them to the pass that
+    follows, which builds them at its end, after the rest of the load.
     """
     ctx = context.get_context()
     pending = []
@@ -115,11 +118,11 @@ def _setup_flows(
     for fl in selected:
         plan = bridge.run(fl.execution().plan_setup(ctx))
         plans.append(plan)
-        if plan.needs_apply:
+        if plan.needs_apply if build_deferred else plan.has_changes:
             pending.append(fl)
     if not quiet:
         for plan in plans:
-            if always_show or plan.needs_apply:
+            if always_show or (plan.needs_apply if build_deferred else plan.has_changes):
                 print(plan.render(ctx.schema) + "\n")
     if not pending:
         if not quiet:
@@ -137,6 +140,7 @@ def _setup_flows(
                 show_plan=False,
                 lease_wait=lease_wait,
                 on_lease_wait=_say_waiting(fl.name),
+                build_deferred=build_deferred,
             )
         )
     return True
@@ -193,7 +197,14 @@ def cmd_update(args: argparse.Namespace) -> int:
     _say_database(context.get_context(), quiet=args.quiet)
     if args.reset and not _drop_flows(selected, args.force, wait):
         return 1
-    if not _setup_flows(selected, args.force, quiet=args.quiet, always_show=False, lease_wait=wait):
+    if not _setup_flows(
+        selected,
+        args.force,
+        quiet=args.quiet,
+        always_show=False,
+        lease_wait=wait,
+        build_deferred=False,  # the pass builds them at its end
+    ):
         return 1
     mode = (
         UpdateMode.FULL_REPROCESS

@@ -25,6 +25,7 @@ from cocod.daemon.instance_state import Instance, State
 from cocod.daemon.ownership import OwnershipLost, run_owned
 from cocod.errors import DatabaseUnavailableError
 from cocod.runtime import context
+from cocod.runtime.bridge import bridge
 from cocod.runtime.live_updater import FlowLiveUpdaterOptions
 
 if TYPE_CHECKING:
@@ -129,7 +130,10 @@ async def _run_live(owner: Instances, instance: Instance) -> None:
     owner.set_state(instance, State.STARTING)
     await owner.attach_flow(instance, await owner.open_flow(instance))
     assert instance.flow is not None
-    await instance.flow.setup_async()
+    # Not the indexes an interrupted initial load deferred: the catch-up pass builds them
+    # at its end, after the rest of the load, and a failed build leaves them for the next.
+    execution = await instance.flow.execution_async()
+    await bridge.run_async(execution.setup(context.get_context(), build_deferred=False))
     owner.set_state(instance, State.CATCHING_UP)
     updater = instance.flow.live_updater(FlowLiveUpdaterOptions(live_mode=True))
     updater.report_progress_to(instance.progress)

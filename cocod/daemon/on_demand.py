@@ -30,6 +30,8 @@ from cocod.control.protocol import ErrorCode, ProtocolError
 from cocod.daemon.instance_state import Instance, State
 from cocod.errors import CocodError
 from cocod.flow_instances import CloseReason, FlowInstances, FlowStillClosingError
+from cocod.runtime.bridge import bridge
+from cocod.runtime.context import get_context
 from cocod.runtime.flow import Flow
 
 log = structlog.get_logger(__name__)
@@ -91,11 +93,13 @@ class OnDemandFlows:
         try:
             flow = await self._open_flow(instance)
             try:
+                execution = await flow.execution_async()
                 if instance.config.auto_setup:
                     # Idempotent and cheap when up to date: a never-set-up on-demand
                     # instance works on its first command, as v0's open_flow+setup does.
-                    await flow.setup_async()
-                execution = await flow.execution_async()  # built already: no thread
+                    # An interrupted load's deferred indexes are left to its next pass
+                    # (the first command must not pay a whole table's build).
+                    await bridge.run_async(execution.setup(get_context(), build_deferred=False))
             except BaseException:
                 flow.close()
                 raise

@@ -98,9 +98,17 @@ class FlowExecution:
         show_plan: bool = True,
         lease_wait: float | None = None,
         on_lease_wait: OnWait | None = None,
+        build_deferred: bool = True,
     ) -> FlowSetupPlan:
+        """See :meth:`FlowSetup.setup`; ``build_deferred=False`` before a pass (it builds
+        the indexes an interrupted initial load deferred at its end)."""
         return await self._setup.setup(
-            ctx, out=out, show_plan=show_plan, lease_wait=lease_wait, on_lease_wait=on_lease_wait
+            ctx,
+            out=out,
+            show_plan=show_plan,
+            lease_wait=lease_wait,
+            on_lease_wait=on_lease_wait,
+            build_deferred=build_deferred,
         )
 
     async def drop(

@@ -6,7 +6,9 @@ the passes and the DDL: an up-to-date flow costs no lease; a setup or drop that 
 something plans again under the lease (another process may have done it meanwhile) and
 re-takes it when the flow's id changed while it waited; a setup whose only work is the
 vector indexes an interrupted initial load deferred never waits for the lease, since
-whoever holds it builds them at the end of its pass.
+whoever holds it builds them at the end of its pass. An implicit setup right before a
+pass (the daemon starting an instance, ``cocod update``) skips those builds altogether
+(``build_deferred=False``): the pass builds them at its end, after the rest of the load.
 """
 
 from __future__ import annotations
@@ -135,13 +137,18 @@ class FlowSetup:
         show_plan: bool = True,
         lease_wait: float | None = None,
         on_lease_wait: OnWait | None = None,
+        build_deferred: bool = True,
     ) -> FlowSetupPlan:
+        """Apply what the flow's setup needs; ``build_deferred=False`` leaves the indexes
+        an interrupted initial load deferred to the pass that follows (it builds them at
+        its end), for a setup run only to make that pass possible."""
         async with self.coordination.setup_lock.write():
             setup_plan = await self.plan_setup(ctx)
             if out is not None and show_plan:
                 out.write("Setup status:\n\n" + setup_plan.render(ctx.schema) + "\n\n")
+            needs_apply = setup_plan.needs_apply if build_deferred else setup_plan.has_changes
             # An up-to-date flow costs no lease: only a setup that changes something takes it.
-            for _ in range(LEASE_ID_ATTEMPTS if setup_plan.needs_apply else 0):
+            for _ in range(LEASE_ID_ATTEMPTS if needs_apply else 0):
                 if not setup_plan.has_changes:
                     await self._build_deferred(ctx, out)
                     break
@@ -154,10 +161,10 @@ class FlowSetup:
                     if record is not None and record.flow_id != lease.flow_id:
                         continue  # set up meanwhile under another id: take that id's lease
                     if setup_plan.has_changes:
-                        await self._apply_setup(ctx, setup_plan, out, lease)
+                        await self._apply_setup(ctx, setup_plan, out, lease, build_deferred)
                         return setup_plan
-                    if setup_plan.deferred_index_builds:
-                        await build_deferred_indexes(ctx, setup_plan, lease)
+                    if setup_plan.deferred_index_builds and build_deferred:
+                        self._say_built(out, await build_deferred_indexes(ctx, setup_plan, lease))
                 break
             else:
                 if setup_plan.has_changes:
@@ -171,11 +178,22 @@ class FlowSetup:
             return setup_plan
 
     async def _apply_setup(
-        self, ctx: LibraryContext, setup_plan: FlowSetupPlan, out: TextIO | None, lease: FlowLease
+        self,
+        ctx: LibraryContext,
+        setup_plan: FlowSetupPlan,
+        out: TextIO | None,
+        lease: FlowLease,
+        build_deferred: bool,
     ) -> None:
         try:
             await apply_setup_plan(
-                ctx, setup_plan, self.plan, out=out, limiter=thread_limiter(), lease=lease
+                ctx,
+                setup_plan,
+                self.plan,
+                out=out,
+                limiter=thread_limiter(),
+                lease=lease,
+                build_deferred=build_deferred,
             )
         except BaseException:
             if setup_plan.old_record is None:  # nothing recorded: neither is its reserved id
@@ -196,9 +214,7 @@ class FlowSetup:
                 if setup_plan.has_changes or setup_plan.old_record is None:
                     return  # changed meanwhile: the next setup applies it (and builds)
                 if setup_plan.old_record.flow_id == lease.flow_id:
-                    built = await build_deferred_indexes(ctx, setup_plan, lease)
-                    if out is not None and built:
-                        out.write(f"Built the deferred vector indexes of flow {self.full_name}\n")
+                    self._say_built(out, await build_deferred_indexes(ctx, setup_plan, lease))
         except FlowBusyError as e:
             log.info("flow.setup.index_build_left", flow=self.full_name, reason=str(e))
             if out is not None:
@@ -206,6 +222,17 @@ class FlowSetup:
                     f"Deferred vector indexes of flow {self.full_name} are left to the "
                     "process writing it, which builds them when its pass ends\n"
                 )
+
+    def _say_built(self, out: TextIO | None, built: list[str]) -> None:
+        if out is None:
+            return
+        if built:
+            out.write(f"Built the deferred vector indexes of flow {self.full_name}\n")
+        else:
+            out.write(
+                f"Could not build the deferred vector indexes of flow {self.full_name} "
+                "(see the log); queries scan meanwhile, and the next update pass builds them\n"
+            )
 
     async def _forget_reserved_id(self, ctx: LibraryContext) -> None:
         """Best effort, bounded: a reservation left behind only costs one row."""

@@ -71,9 +71,14 @@ async def apply_setup_plan(
     out: TextIO | None,
     limiter: anyio.CapacityLimiter | None = None,
     lease: FlowLease | None = None,
+    build_deferred: bool = True,
 ) -> None:
     """Apply a setup plan in one transaction (Postgres DDL is transactional), fenced by
-    ``lease``; a new flow gets the lease's id (the one reserved for it)."""
+    ``lease``; a new flow gets the lease's id (the one reserved for it).
+
+    ``build_deferred=False`` (an implicit setup before a pass, which builds them at its
+    end anyway) leaves the indexes an interrupted initial load deferred to that pass: their
+    markers are written again after the record, which replaces every row of the flow."""
     pool = await ctx.pool()
     name = setup_plan.flow_name
     _say(
@@ -113,10 +118,12 @@ async def apply_setup_plan(
             # Indexes an interrupted initial load deferred: after setup's own statements
             # (an index whose definition changed is there already, and IF NOT EXISTS
             # leaves it); the record write below removes their markers.
-            built = list(setup_plan.deferred_index_builds)
-            for deferral in postgres.deferred_builds(setup_plan):
-                for statement in deferral.build_statements(lock_timeout=False):
-                    await conn.execute(statement)
+            kept = {} if build_deferred else setup_plan.deferred_index_builds
+            if build_deferred:
+                for deferral in postgres.deferred_builds(setup_plan):
+                    await deferred_indexes.run_build(
+                        conn, deferral, lock_timeout=False, flow_name=name
+                    )
             if setup_plan.retired_sources and flow_plan is not None:
                 await _clean_retired_sources(
                     conn, ctx, flow_id, setup_plan, flow_plan, out, limiter
@@ -129,14 +136,19 @@ async def apply_setup_plan(
                 next_source_id=setup_plan.next_source_id,
                 targets={t.key: t.new for t in setup_plan.targets if t.new is not None},
             )
-            # Replaces every row of the flow: the markers of the indexes built above too.
+            # Replaces every row of the flow: the markers of the indexes built above too,
+            # and those of targets the plan removes.
             await flow_records.write_flow_record(conn, ctx.schema, name, new_record)
+            for target_key, index_names in kept.items():
+                await deferred_indexes.write_marker(conn, ctx.schema, name, target_key, index_names)
     except DatabaseUnavailableError:
         raise
     except (asyncpg.PostgresError, DatabaseError, SetupError) as e:  # the pool maps driver errors
         raise SetupError(f"setup of flow {name!r} failed and was rolled back: {e}") from e
-    if lease is not None:
-        deferred_indexes.note_built(lease, built)
+    if lease is not None and record is not None:
+        # Every marker the record rewrite removed: built, or of a target that is gone.
+        removed = [k for k in record.deferred_indexes if k not in kept]
+        deferred_indexes.note_built(lease, removed)
     _say(out, f"Done for flow {name}")
 
 
@@ -144,7 +156,12 @@ async def build_deferred_indexes(
     ctx: LibraryContext, setup_plan: FlowSetupPlan, lease: FlowLease
 ) -> list[str]:
     """Only the deferred builds (setup found nothing else to do), fenced by ``lease``:
-    the indexes and the removal of their markers in one transaction."""
+    the indexes and the removal of their markers in one transaction; the markers built.
+
+    A build that fails (a lock it cannot get, the server short of memory) is logged and
+    leaves the markers: nothing is inconsistent (the rows are in; queries scan), and the
+    next pass, setup or ``verify --repair`` builds them. Only an unreachable database
+    raises, as it would for any setup."""
     deferrals = postgres.deferred_builds(setup_plan)
     keys = list(setup_plan.deferred_index_builds)  # every marker goes, built or moot
     pool = await ctx.pool()
@@ -156,10 +173,16 @@ async def build_deferred_indexes(
     except DatabaseUnavailableError:
         raise
     except (asyncpg.PostgresError, DatabaseError) as e:
-        raise SetupError(
-            f"setup of flow {setup_plan.flow_name!r} could not build the vector indexes an "
-            f"interrupted initial load deferred (rolled back; the next update builds them): {e}"
-        ) from e
+        log.warning(
+            "flow.setup.index_build_failed",
+            flow=setup_plan.flow_name,
+            tables=[d.display for d in deferrals],
+            error=str(e),
+            hint="the vector indexes an interrupted initial load deferred are still "
+            "missing (queries scan meanwhile); the next update pass builds them, or run "
+            "`cocod setup` again once the table is free",
+        )
+        return []
     deferred_indexes.note_built(lease, keys)
     return keys
 
