@@ -111,6 +111,9 @@ class FlowPasses:
         ``lease``: the one the caller will write under (else the owner's, if any), which
         learns the record's deferred-index markers (see :mod:`cocod.storage.deferred_indexes`).
         """
+        # Read before the record: markers read before a lease was taken must not be noted
+        # under it (another process may have written one in between).
+        held = lease or self.coordination.held_lease
         setup_plan = await self._setup.plan_setup(ctx)
         if setup_plan.has_changes or setup_plan.old_record is None:
             raise SetupOutOfDateError(
@@ -124,8 +127,9 @@ class FlowPasses:
             sort_keys=True,
             default=str,
         )
-        held = lease or self.coordination.held_lease
-        if held is not None:  # the markers came with the record: a pass needs no query
+        if held is not None and (held is lease or held is self.coordination.held_lease):
+            # Held since before the read: the markers came with the record, so a pass
+            # needs no query of its own.
             deferred_indexes.note_markers(held, setup_plan.old_record.deferred_indexes)
         if self._store is None or self._store_identity != identity:
             # The store keeps per-process state (lookup batching): reuse it for as long as

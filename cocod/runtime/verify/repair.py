@@ -25,7 +25,7 @@ import asyncpg
 
 from cocod.engine.indexer import UpdateMode
 from cocod.engine.setup import FlowSetupPlan
-from cocod.errors import DatabaseError
+from cocod.errors import DatabaseError, DatabaseUnavailableError
 from cocod.executors import postgres
 from cocod.executors.postgres import statements as target_sql
 from cocod.runtime.context import LibraryContext
@@ -102,12 +102,22 @@ async def _repair_tables(
                                 check.state, column, sql_type
                             )
                             summary.columns_restored.append(f"{check.table.display}.{column}")
-                    deferral = postgres.deferral_for(check.target_key, check.state)
-                    if check.deferred_indexes and deferral is not None:
-                        # An interrupted load's: with its build's memory, before the rest.
-                        statements += deferral.build_statements(lock_timeout=False)
-                    statements += target_sql.create_statements(check.state)
                     for statement in statements:
+                        await conn.execute(statement)
+                    deferral = postgres.deferral_for(check.target_key, check.state)
+                    if (
+                        check.deferred_indexes
+                        and deferral is not None
+                        and check.exists
+                        and check.key_columns_ok
+                    ):
+                        # An interrupted load's: with its build's memory, before the rest.
+                        # A table just dropped or still missing gets its indexes from
+                        # create_statements, on an empty table, like any new one.
+                        await deferred_indexes.run_build(
+                            conn, deferral, lock_timeout=False, flow_name=execution.full_name
+                        )
+                    for statement in target_sql.create_statements(check.state):
                         await conn.execute(statement)
                     if not check.exists or not check.key_columns_ok:
                         summary.tables_created.append(check.table.display)
@@ -115,7 +125,9 @@ async def _repair_tables(
                 # Every marker goes with the build: the indexes exist now, whoever made them.
                 marked = [c.target_key for c in checks if c.deferred_indexes]
                 await deferred_indexes.delete_markers(conn, ctx.schema, execution.full_name, marked)
-        except asyncpg.PostgresError as e:
+        except DatabaseUnavailableError:
+            raise  # the database is gone: that, not the repair, is what to fix
+        except (DatabaseError, asyncpg.PostgresError) as e:  # the pool maps driver errors
             raise DatabaseError(
                 f"verify --repair of flow {execution.full_name!r} could not restore its "
                 f"tables (rolled back): {e}"
