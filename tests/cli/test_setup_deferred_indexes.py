@@ -19,6 +19,7 @@ from tests.cli.apps import clean_env, run_cli, table_rows, write_app
 from tests.conftest import SqlHelper
 from tests.engine.test_initial_load_indexes import (
     GATE,
+    GATE_FILE_ENV,
     REPO,
     TABLE,
     _interrupted,
@@ -89,3 +90,31 @@ def test_cli_setup_still_asks_before_real_changes(tmp_path: Path, database_url: 
     forced = run_cli(["setup", "-f", "./main.py"], tmp_path, env)
     assert forced.returncode == 0, forced.stdout + forced.stderr
     assert table_rows(database_url, "asksfirst__counts") == []
+
+
+def test_cli_update_leaves_the_build_to_its_pass(
+    tmp_path: Path, sql: SqlHelper, cocod_db: str
+) -> None:
+    """``cocod update``'s setup step does not build what an interrupted load deferred: the
+    pass that follows loads the rest of the rows without the index and builds it at its
+    end (a build in the setup step would run before the rest of the load)."""
+    flow = _interrupted(tmp_path, FLOW, cocod_db)
+    flow.close()
+    app = tmp_path / "main.py"
+    app.write_text(APP.format(flow=FLOW, docs=str(tmp_path / "docs")))
+    (tmp_path / "gate-open").touch()  # the gated row goes through in the subprocess
+    env = clean_env(
+        COCOINDEX_DATABASE_URL=cocod_db,
+        COCOD_SOCKET=str(tmp_path / "no-daemon.sock"),
+        PYTHONPATH=str(REPO),
+        **{GATE_FILE_ENV: str(tmp_path / "gate-open")},
+    )
+
+    result = run_cli(["update", "./main.py"], tmp_path, env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Built the deferred vector indexes" not in result.stdout
+    assert "Setup is already up to date." in result.stdout
+    assert "0 errors" in result.stdout or "errors" not in result.stdout, result.stdout
+    assert vector_index_oid(sql) is not None
+    assert markers(sql) == []

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
+import anyio.lowlevel
 import asyncpg
 import pytest
 
@@ -27,6 +29,7 @@ from tests.engine.test_initial_load_indexes import (
     _interrupted,
     loaded_flow,
     lock_held,
+    make_docs,
     markers,
     rows,
     vector_index_oid,
@@ -220,3 +223,54 @@ def test_setup_removing_a_marked_target_forgets_its_marker(
 
     bridge.run(main())
     assert markers(sql) == []
+
+
+def test_a_drop_that_fails_before_its_commit_writes_through_the_index(
+    tmp_path: Path, sql: SqlHelper
+) -> None:
+    """The deferral is an optimisation: a DROP the server refuses (rolled back, certainly)
+    must not fail the load; it keeps the index and writes through it."""
+    sql.execute(
+        "CREATE FUNCTION no_drops() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', "
+        "MESSAGE = 'index drops are not allowed here'; END $$"
+    )
+    sql.execute(
+        "CREATE EVENT TRIGGER no_drops ON ddl_command_start WHEN TAG IN ('DROP INDEX') "
+        "EXECUTE FUNCTION no_drops()"
+    )
+    docs = make_docs(tmp_path / "docs", INITIAL_LOAD_MIN_ROWS + 20, gated=False)
+    flow = cocoindex.open_flow("DropRefused", loaded_flow(str(docs)))
+    flow.setup()
+    created = vector_index_oid(sql)
+
+    flow.update()
+
+    assert rows(sql) == INITIAL_LOAD_MIN_ROWS + 20
+    assert vector_index_oid(sql) == created and markers(sql) == []
+
+
+def test_markers_read_before_an_owner_took_the_lease_are_not_noted_under_it(
+    tmp_path: Path, sql: SqlHelper, cocod_db: str
+) -> None:
+    """What a lease knows of the markers must have been read under it: a record read
+    before an owner registered its lease may miss a marker another process wrote in
+    between, and noting it would make that owner's passes skip the build."""
+    flow = _interrupted(tmp_path, "OwnerRace", cocod_db)
+
+    async def main() -> None:
+        execution = await flow.execution_async()
+        ctx = get_context()
+        async with execution.writing(ctx) as taken:
+            coordination = execution.coordination
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(execution.open_store, ctx)  # no owner yet
+                    # It runs up to its first query, and waits there.
+                    await anyio.lowlevel.checkpoint()
+                    coordination.held_lease = taken  # an owner registers meanwhile
+                assert deferred_indexes.state_for(taken).pending is None
+            finally:
+                coordination.held_lease = None
+
+    bridge.run(main())
