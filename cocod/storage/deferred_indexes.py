@@ -10,7 +10,8 @@ marker's removal commit in another. Every snapshot therefore sees the index, or 
 marker, never neither. The marker lives in ``setup_metadata`` because every pass, setup
 and verify already reads the flow's rows there in one query (``read_setup_state``): a
 fresh process's no-op update learns of it without another round trip. Whoever finds a
-marker builds the index: the next pass (at its end), ``setup`` and ``verify --repair``;
+marker builds the index: the next pass (at its end), an explicit ``setup`` and
+``verify --repair`` (a setup run only so that a pass can follow leaves it to that pass);
 the build is ``CREATE INDEX IF NOT EXISTS``, so a second one does nothing. Setup's own
 record write replaces every row of the flow, markers included, in the transaction that
 builds them.
