@@ -60,3 +60,35 @@ def test_a_live_start_leaves_the_deferred_build_to_its_catch_up_pass(
     finally:
         gate.touch()
         assert daemon.stop() == 0
+
+
+def test_an_on_demand_open_leaves_the_deferred_build_to_the_next_pass(
+    tmp_path: Path, sql: SqlHelper, cocod_db: str
+) -> None:
+    """The first command on an on-demand instance opens it (and sets it up): it must not
+    pay for a whole table's index build; the instance's next update pass makes it."""
+    name = "OnDemandOpen"
+    flow = _interrupted(tmp_path, name, cocod_db)
+    flow.close()
+    (tmp_path / "gate-open").touch()
+    workdir = tmp_path / "daemon"
+    workdir.mkdir()
+    config = instance(
+        name,
+        tmp_path / "docs",
+        "loaded",
+        live=False,
+        definition="tests.engine.test_initial_load_indexes_daemon:loaded_factory",
+    )
+    daemon = DaemonProcess(workdir, cocod_db, config)
+    daemon.env[GATE_FILE_ENV] = str(tmp_path / "gate-open")
+    daemon.start()
+    try:
+        reply = daemon.request("query", name=name, text="document 3", top=1, timeout=60)
+        assert reply["ok"], reply
+        assert vector_index_oid(sql) is None and markers(sql) != []
+        reply = daemon.request("update", name=name, timeout=60)
+        assert reply["ok"], reply
+        assert vector_index_oid(sql) is not None and markers(sql) == []
+    finally:
+        assert daemon.stop() == 0
