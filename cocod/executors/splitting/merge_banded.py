@@ -266,6 +266,14 @@ def merge_banded(
         plan_base.append(base)
         plan_key.append(min_cost + base)
 
+    return trace_plan(starts, ends, plan_start, plan_prev, m)
+
+
+def trace_plan(
+    starts: list[int], ends: list[int], plan_start: list[int], plan_prev: list[int], m: int
+) -> list[tuple[int, int]]:
+    """The chunks of the best plan, first to last: each plan step names the atom its
+    chunk starts at and the step before it (both merges fill the same arrays)."""
     chunks: list[tuple[int, int]] = []
     p = m
     while p > 0:

@@ -31,7 +31,7 @@ skips groups of starts by a bound; both choose the same chunks.
 from __future__ import annotations
 
 from .atoms import Atoms
-from .merge_banded import merge_banded
+from .merge_banded import merge_banded, trace_plan
 
 __all__ = ["BANDED_MIN_ATOMS", "merge", "merge_plain"]
 
@@ -169,10 +169,4 @@ def merge_plain(
         plan_base.append(base)
         plan_key.append(min_cost + base)
 
-    chunks: list[tuple[int, int]] = []
-    p = m
-    while p > 0:
-        chunks.append((starts[plan_start[p]], ends[p - 1]))
-        p = plan_prev[p]
-    chunks.reverse()
-    return chunks
+    return trace_plan(starts, ends, plan_start, plan_prev, m)
