@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import enum
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -36,7 +35,6 @@ from cocod.engine.evaluator import (
     FunctionRunner,
     RowMemo,
 )
-from cocod.engine.fingerprint import Fingerprinter
 from cocod.engine.interfaces import (
     ExportWrite,
     Ordinal,
@@ -46,12 +44,12 @@ from cocod.engine.interfaces import (
     TrackedRow,
 )
 from cocod.engine.listing_diff import first_error, list_and_diff
-from cocod.engine.plan import ExportPlan, FlowPlan, SourcePlan
+from cocod.engine.plan import FlowPlan, SourcePlan
 from cocod.engine.progress import PassProgress
 from cocod.engine.progress import report as report_progress
+from cocod.engine.row_commit import build_commit, keys_of, recorded_keys
 from cocod.engine.stats import SourceUpdateStats
-from cocod.engine.values import key_from_json_text, key_to_json_text
-from cocod.errors import DuplicateKeyError, RowError, SourceError
+from cocod.errors import RowError, SourceError
 
 log = structlog.get_logger(__name__)
 
@@ -336,7 +334,7 @@ async def _process_row(
         for export in ctx.plan.exports.values():
             keys = recorded_keys(export, tracked)
             if keys:
-                writes[export.name] = ExportWrite(deletes=_keys_of(export, keys))
+                writes[export.name] = ExportWrite(deletes=keys_of(export, keys))
         commit = RowCommit(ctx.source_id, key, None, writes, released_memo_keys=tracked.memo_keys)
         return PendingCommit(commit, Outcome.DELETED)
 
@@ -363,14 +361,15 @@ async def _process_row(
     collected = await ctx.evaluator.evaluate(
         row.value, memo, max_rows_per_collector=ctx.max_rows_per_source_row
     )
-    args = (ctx, key, row.ordinal, row.content_fp, collected, memo, tracked, mode)
+    rewrite = mode != UpdateMode.NORMAL
+    args = (ctx, key, row.ordinal, row.content_fp, collected, memo, tracked, rewrite)
     if sum(len(rows) for rows in collected.values()) >= THREADED_COMMIT_MIN_ROWS:
         # Fingerprinting many rows is pure Python: keep it off the event loop.
         commit = await anyio.to_thread.run_sync(
-            lambda: _build_commit(*args), limiter=ctx.thread_limiter
+            lambda: build_commit(*args), limiter=ctx.thread_limiter
         )
     else:
-        commit = _build_commit(*args)
+        commit = build_commit(*args)
     if tracked is None:
         outcome = Outcome.INSERTED
     elif tracked.logic_fp != logic_fp or mode != UpdateMode.NORMAL:
@@ -378,97 +377,3 @@ async def _process_row(
     else:
         outcome = Outcome.UPDATED
     return PendingCommit(commit, outcome)
-
-
-def recorded_keys(export: ExportPlan, tracked: TrackedRow) -> dict[str, str]:
-    """Keys (→ value fingerprints) this row wrote to the export's *current* table."""
-    entry = tracked.target_keys.get(export.name)
-    if not entry or entry.get("target") != export.target_signature:
-        return {}
-    keys: dict[str, str] = entry.get("keys", {})
-    return keys
-
-
-def _keys_of(export: ExportPlan, key_texts: dict[str, str]) -> list[list[Any]]:
-    return [key_from_json_text(k, export.key_types) for k in key_texts]
-
-
-def _build_commit(
-    ctx: SourcePassContext,
-    key: str,
-    ordinal: Ordinal | None,
-    content_fp: bytes,
-    collected: dict[str, list[dict[str, Any]]],
-    memo: RowMemo,
-    tracked: TrackedRow | None,
-    mode: UpdateMode,
-) -> RowCommit:
-    writes: dict[str, ExportWrite] = {}
-    target_keys: dict[str, dict[str, Any]] = {}
-    old_uuids = tracked.uuids if tracked else {}
-    new_uuids: dict[str, list[str]] = {}
-    for export in ctx.plan.exports.values():
-        rows = collected.get(export.export.collector.name, [])
-        old_keys = recorded_keys(export, tracked) if tracked else {}
-        new_keys: dict[str, str] = {}
-        write = ExportWrite()
-        uuid_field = export.uuid_field
-        for row in rows:
-            if uuid_field is not None:
-                row[uuid_field] = _stable_uuid(row, uuid_field, old_uuids, new_uuids)
-            key_values = [row.get(k) for k in export.key_fields]
-            for name, value in zip(export.key_fields, key_values, strict=True):
-                if value is None:
-                    raise RowError(
-                        f"flow {ctx.flow_name!r} source {ctx.source.name!r} key {key!r}: "
-                        f"export {export.name!r} collected a row whose primary key field "
-                        f"{name!r} is null"
-                    )
-            key_text = key_to_json_text(key_values, export.key_types)
-            if key_text in new_keys:
-                raise DuplicateKeyError(
-                    f"flow {ctx.flow_name!r} source {ctx.source.name!r} key {key!r}: export "
-                    f"{export.name!r} collected two rows with primary key {key_text} "
-                    f"({', '.join(export.key_fields)}); make the key unique per row"
-                )
-            fp = Fingerprinter().add(export.schema_version)
-            for v in export.value_fields:
-                fp.add(row.get(v))
-            value_fp = fp.digest().hex()
-            new_keys[key_text] = value_fp
-            if old_keys.get(key_text) != value_fp or mode != UpdateMode.NORMAL:
-                write.upserts.append(row)
-        stale = [k for k in old_keys if k not in new_keys]
-        write.deletes = _keys_of(export, dict.fromkeys(stale, ""))
-        if write.upserts or write.deletes:
-            writes[export.name] = write
-        target_keys[export.name] = {"target": export.target_signature, "keys": new_keys}
-    new_tracked = TrackedRow(
-        ordinal=ordinal,
-        content_fp=content_fp,
-        logic_fp=ctx.source.logic_fp,
-        target_keys=target_keys,
-        memo_keys=sorted(memo.used),
-        uuids=new_uuids,
-    )
-    released = sorted(set(tracked.memo_keys) - memo.used) if tracked else []
-    return RowCommit(ctx.source_id, key, new_tracked, writes, memo.new_entries, released)
-
-
-def _stable_uuid(
-    row: dict[str, Any],
-    uuid_field: str,
-    old: dict[str, list[str]],
-    new: dict[str, list[str]],
-) -> uuid.UUID:
-    """The n-th row with the same other values keeps the n-th UUID it had before."""
-    fp = Fingerprinter()
-    for name in sorted(row):
-        if name != uuid_field:
-            fp.add(name).add(row[name])
-    h = fp.digest().hex()
-    assigned = new.setdefault(h, [])
-    previous = old.get(h, [])
-    value = previous[len(assigned)] if len(assigned) < len(previous) else str(uuid.uuid4())
-    assigned.append(value)
-    return uuid.UUID(value)

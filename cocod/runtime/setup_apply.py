@@ -26,9 +26,9 @@ import anyio
 import asyncpg
 import structlog
 
-from cocod.engine.indexer import recorded_keys
 from cocod.engine.interfaces import ExportWrite, TrackedRow
 from cocod.engine.plan import FlowPlan
+from cocod.engine.row_commit import recorded_keys
 from cocod.engine.setup import (
     READY,
     USER_MANAGED,
