@@ -144,7 +144,16 @@ frees), so a daemon that indexed once stayed 100-200 MB larger for good. A one-e
 encode (a live update) does not trim: its next encode would fault the pages back in."""
 
 _queued = 0
+"""Encodes submitted to the model thread and not finished (nor cancelled unstarted)."""
 _queued_lock = threading.Lock()
+
+
+def _forget_queued() -> int:
+    """One queued encode is done or will never run; how many are left."""
+    global _queued
+    with _queued_lock:
+        _queued -= 1
+        return _queued
 
 
 def _malloc_trim() -> Any:
@@ -196,20 +205,18 @@ class SentenceTransformerExecutor:
         try:
             future = _MODEL_THREAD.submit(self._encode_then_trim, list(texts))
         except BaseException:
-            with _queued_lock:
-                _queued -= 1
+            _forget_queued()
             raise
+        # A caller cancelled before the encode started cancels it: it never runs, so it
+        # is forgotten here (once started, it cannot be cancelled and forgets itself).
+        future.add_done_callback(lambda f: _forget_queued() if f.cancelled() else None)
         return await asyncio.wrap_future(future)
 
     def _encode_then_trim(self, texts: list[str]) -> list[np.ndarray]:
-        global _queued
         try:
             return self._encode(texts)
         finally:
-            with _queued_lock:
-                _queued -= 1
-                idle = _queued == 0
-            if idle and len(texts) >= TRIM_AFTER_TEXTS:
+            if _forget_queued() == 0 and len(texts) >= TRIM_AFTER_TEXTS:
                 trim_heap()
 
     def _encode(self, texts: list[str]) -> list[np.ndarray]:

@@ -62,3 +62,23 @@ async def test_a_cpu_model_claims_the_cores_and_a_large_encode_trims_the_heap() 
     assert len(vectors) == len(texts)
     if embedder._trim is not None:  # glibc
         assert embedder.heap_trims == before + 1
+
+
+async def test_an_encode_cancelled_before_it_ran_does_not_stop_the_trims() -> None:
+    executor = embedder.SentenceTransformerExecutor(MODEL, None)
+    await executor.warm()
+    release = threading.Event()
+    blocker = embedder._MODEL_THREAD.submit(release.wait, 60)
+    try:
+        with anyio.move_on_after(0.2) as scope:
+            await executor(["queued behind the blocker, then cancelled"])
+        assert scope.cancelled_caught
+    finally:
+        release.set()
+    assert blocker.result(60)
+    before = embedder.heap_trims
+    texts = [f"sentence number {i} after a cancel" for i in range(embedder.TRIM_AFTER_TEXTS)]
+    await executor(texts)
+    assert embedder._queued == 0
+    if embedder._trim is not None:  # glibc: the cancelled encode left no count behind
+        assert embedder.heap_trims == before + 1
