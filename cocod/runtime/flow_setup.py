@@ -150,8 +150,8 @@ class FlowSetup:
             # An up-to-date flow costs no lease: only a setup that changes something takes it.
             for _ in range(LEASE_ID_ATTEMPTS if needs_apply else 0):
                 if not setup_plan.has_changes:
-                    await self._build_deferred(ctx, out)
-                    break
+                    await self._build_deferred(ctx, out)  # says what it did
+                    return setup_plan
                 flow_id = await lease_flow_id(ctx, self.full_name)
                 async with open_writing(
                     ctx, self.full_name, flow_id, wait=lease_wait, on_wait=on_lease_wait
@@ -165,6 +165,7 @@ class FlowSetup:
                         return setup_plan
                     if setup_plan.deferred_index_builds and build_deferred:
                         self._say_built(out, await build_deferred_indexes(ctx, setup_plan, lease))
+                        return setup_plan  # said what it did: not "no setup changes"
                 break
             else:
                 if setup_plan.has_changes:

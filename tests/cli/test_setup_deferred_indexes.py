@@ -66,6 +66,7 @@ def test_cli_setup_builds_what_an_interrupted_load_left(
     assert "Continue?" not in result.stdout + result.stderr  # no prompt
     assert "Setup is already up to date." not in result.stdout
     assert f"Built the deferred vector indexes of flow {FLOW}" in result.stdout
+    assert "No setup changes to apply." not in result.stdout  # it did apply something
     assert vector_index_oid(sql) is not None
     assert markers(sql) == []
 
