@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import os
 import sys
@@ -137,11 +138,20 @@ measured ~21% faster end to end than 64 on this model. GPUs keep larger batches.
 GPU_BATCH_SIZE = 64
 
 TRIM_AFTER_TEXTS = CPU_BATCH_SIZE
-"""An encode of at least this many texts, with no other encode queued, gives the heap's
-free pages back to the system (:func:`trim_heap`). The tensors of a batch are freed
+"""An encode of at least this many texts schedules a heap trim (:func:`trim_heap`) for
+when the model thread has been idle :data:`TRIM_IDLE_S`. The tensors of a batch are freed
 after it, but glibc keeps the pages (its mmap threshold rises after the first large
 frees), so a daemon that indexed once stayed 100-200 MB larger for good. A one-edit
-encode (a live update) does not trim: its next encode would fault the pages back in."""
+encode (a live update) schedules none: its next encode would fault the pages back in."""
+
+TRIM_IDLE_S = 2.0
+"""Idle time before the trim. Not after each batch: an initial load runs its batches one
+after another (the engine's Batcher), and trimming between them made every batch fault
+its pages back in."""
+
+_encodes = 0
+"""Encodes started on the model thread: a scheduled trim runs only if none started since."""
+_trim_timer: threading.Timer | None = None
 
 _queued = 0
 """Encodes submitted to the model thread and not finished (nor cancelled unstarted)."""
@@ -167,6 +177,33 @@ def _malloc_trim() -> Any:
 
 
 _trim = _malloc_trim() if sys.platform.startswith("linux") else None
+
+
+def _schedule_trim() -> None:
+    """(On the model thread) trim once it has been idle TRIM_IDLE_S; a later large encode
+    replaces the pending timer."""
+    global _trim_timer
+    timer = threading.Timer(TRIM_IDLE_S, _submit_trim, args=(_encodes,))
+    timer.daemon = True  # never holds up exit; the trim is housekeeping
+    with _queued_lock:
+        previous, _trim_timer = _trim_timer, timer
+    if previous is not None:
+        previous.cancel()
+    timer.start()
+
+
+def _submit_trim(generation: int) -> None:
+    # On the model thread, so it never runs beside an encode; a RuntimeError means the
+    # interpreter is shutting down.
+    with contextlib.suppress(RuntimeError):
+        _MODEL_THREAD.submit(_trim_if_idle, generation)
+
+
+def _trim_if_idle(generation: int) -> None:
+    with _queued_lock:
+        idle = _queued == 0 and _encodes == generation
+    if idle:
+        trim_heap()
 
 
 heap_trims = 0
@@ -213,11 +250,14 @@ class SentenceTransformerExecutor:
         return await asyncio.wrap_future(future)
 
     def _encode_then_trim(self, texts: list[str]) -> list[np.ndarray]:
+        global _encodes
+        _encodes += 1  # only the model thread writes it
         try:
             return self._encode(texts)
         finally:
-            if _forget_queued() == 0 and len(texts) >= TRIM_AFTER_TEXTS:
-                trim_heap()
+            _forget_queued()
+            if len(texts) >= TRIM_AFTER_TEXTS:
+                _schedule_trim()
 
     def _encode(self, texts: list[str]) -> list[np.ndarray]:
         model = load_model(self._model_name, self._args)

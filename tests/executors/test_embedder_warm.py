@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import anyio
 import numpy as np
@@ -17,9 +18,27 @@ pytestmark = pytest.mark.anyio
 MODEL = "all-MiniLM-L6-v2"
 
 
+IDLE_S = 0.2
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def short_trim_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embedder, "TRIM_IDLE_S", IDLE_S)
+
+
+async def wait_for_trims(count: int) -> None:
+    def poll() -> None:
+        deadline = time.monotonic() + 30
+        while embedder.heap_trims < count:
+            assert time.monotonic() < deadline, "the idle trim never came"
+            time.sleep(0.02)
+
+    await anyio.to_thread.run_sync(poll)
 
 
 async def test_warm_loads_the_model_on_the_model_thread() -> None:
@@ -56,11 +75,18 @@ async def test_a_cpu_model_claims_the_cores_and_a_large_encode_trims_the_heap() 
 
     before = embedder.heap_trims
     await executor(["one edited paragraph"])
+    await anyio.sleep(IDLE_S * 3)
     assert embedder.heap_trims == before, "a one-text encode (a live edit) trimmed"
     texts = [f"sentence number {i} about indexing" for i in range(embedder.TRIM_AFTER_TEXTS)]
-    vectors = await executor(texts)
-    assert len(vectors) == len(texts)
+    # Batches one after another (an initial load) do not trim between them: only once
+    # the model thread has been idle.
+    for _ in range(3):
+        vectors = await executor(texts)
+        assert len(vectors) == len(texts)
+        assert embedder.heap_trims == before, "trimmed between back-to-back batches"
     if embedder._trim is not None:  # glibc
+        await wait_for_trims(before + 1)
+        await anyio.sleep(IDLE_S * 3)
         assert embedder.heap_trims == before + 1
 
 
@@ -81,4 +107,4 @@ async def test_an_encode_cancelled_before_it_ran_does_not_stop_the_trims() -> No
     await executor(texts)
     assert embedder._queued == 0
     if embedder._trim is not None:  # glibc: the cancelled encode left no count behind
-        assert embedder.heap_trims == before + 1
+        await wait_for_trims(before + 1)
