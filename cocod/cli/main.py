@@ -130,6 +130,7 @@ def _main(argv: Sequence[str] | None) -> int:
         handler = getattr(_module(module_name), function_name)
         return int(handler(args))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import_structlog_without_rich()
     from cocod.errors import CocodError
     from cocod.logs import configure_logging
 
@@ -143,6 +144,26 @@ def _main(argv: Sequence[str] | None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def import_structlog_without_rich() -> None:
+    """Import structlog while rich is hidden from it, unless either is already loaded.
+
+    Why: ``structlog.dev`` and ``structlog.tracebacks`` import rich and pygments when rich
+    is installed, for pretty tracebacks, and cocod installs rich for its progress bars:
+    that was 50-100 ms of every library command's and the daemon's start-up. cocod turns
+    exceptions into text itself (``format_exc_info`` runs before the renderer, see
+    :mod:`cocod.logs`), so those formatters are never used. Only our own entry point does
+    this, in a process that is ours; rich stays importable (the progress display imports
+    it when it draws).
+    """
+    if "structlog" in sys.modules or "rich" in sys.modules:
+        return
+    sys.modules["rich"] = None  # type: ignore[assignment]  # `import rich` raises ImportError
+    try:
+        import structlog  # noqa: F401
+    finally:
+        del sys.modules["rich"]
 
 
 def _module(name: str) -> object:
