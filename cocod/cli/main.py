@@ -137,6 +137,13 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command != "serve":
         configure_logging(os.environ.get("COCOD_LOG_LEVEL", "warning"))
     handler = getattr(_module(module_name), function_name)
+    # What is loaded by now (the engine, the driver, the daemon) lives as long as the
+    # process: frozen, the cyclic collector no longer walks it, and the first full
+    # collection of a fresh `cocod update` (about 30 ms, measured, landing in the flow's
+    # set-up) walks only what came after. Reference counting frees objects as before.
+    import gc
+
+    gc.freeze()
     try:
         return int(handler(args))
     except CocodError as e:

@@ -66,3 +66,30 @@ def test_a_process_that_already_has_rich_keeps_structlogs_pretty_tracebacks() ->
         "print(structlog.dev.rich is not None)\n"
     )
     assert out == "True"
+
+
+def test_a_library_command_freezes_what_it_imported_before_running(
+    tmp_path: Path, database_url: str
+) -> None:
+    write_app(tmp_path, flow="FrozenStart")
+    code = (
+        "import gc, sys\n"
+        "from cocod.cli.main import main\n"
+        "status = main(['update', '-f', '-q', 'main'])\n"
+        "print(status, gc.get_freeze_count() > 1000)\n"
+    )
+    env = clean_env(
+        COCOINDEX_DATABASE_URL=database_url, COCOD_SOCKET=str(tmp_path / "no-daemon.sock")
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["0", "True"]
+    assert table_rows(database_url, "frozenstart__counts") == [("a.md", 3), ("b.md", 2)]
