@@ -24,8 +24,9 @@ $(VENV)/.installed: pyproject.toml
 
 # pip compiles what it installs, but not an editable tree, and where PYTHONDONTWRITEBYTECODE
 # is set (containers, CI) no import ever writes a .pyc: every `cocod` process recompiled
-# each module it imports (measured: 0.3 s of a fresh `cocod update` process). Run on each
-# use, as the tree changes; up to date, it costs a tenth of a second.
+# each module it imports (measured: 0.3 s of each fresh update process of
+# bench/scale_probe.py). Run on each use, as the tree changes; up to date, it costs a
+# tenth of a second.
 bytecode: install
 	$(BIN)/python -m compileall -q cocod
 

@@ -138,9 +138,9 @@ def _main(argv: Sequence[str] | None) -> int:
         configure_logging(os.environ.get("COCOD_LOG_LEVEL", "warning"))
     handler = getattr(_module(module_name), function_name)
     # What is loaded by now (the engine, the driver, the daemon) lives as long as the
-    # process: frozen, the cyclic collector no longer walks it, and the first full
-    # collection of a fresh `cocod update` (about 30 ms, measured, landing in the flow's
-    # set-up) walks only what came after. Reference counting frees objects as before.
+    # process: frozen, the cyclic collector no longer walks it, and the collections of a
+    # fresh `cocod update` walk only what came after (100 ms less for a no-op update,
+    # bench/cli_startup.py). Reference counting frees objects as before.
     import gc
 
     gc.freeze()
@@ -158,7 +158,8 @@ def import_structlog_without_rich() -> None:
 
     Why: ``structlog.dev`` and ``structlog.tracebacks`` import rich and pygments when rich
     is installed, for pretty tracebacks, and cocod installs rich for its progress bars:
-    that was 50-100 ms of every library command's and the daemon's start-up. cocod turns
+    about 115 ms of every library command's and the daemon's start-up
+    (bench/cli_startup.py). cocod turns
     exceptions into text itself (``format_exc_info`` runs before the renderer, see
     :mod:`cocod.logs`), so those formatters are never used. Only our own entry point does
     this, in a process that is ours; rich stays importable (the progress display imports
