@@ -14,9 +14,16 @@ from pathlib import Path
 from tests.cli.apps import clean_env, run_cli, table_rows, write_app
 
 
-def _python(code: str) -> str:
+def _python(code: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    """What ``code`` prints, run in a fresh interpreter (which must exit 0)."""
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout.strip()
@@ -81,15 +88,5 @@ def test_a_library_command_freezes_what_it_imported_before_running(
     env = clean_env(
         COCOINDEX_DATABASE_URL=database_url, COCOD_SOCKET=str(tmp_path / "no-daemon.sock")
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split() == ["0", "True"]
+    assert _python(code, cwd=tmp_path, env=env).split() == ["0", "True"]
     assert table_rows(database_url, "frozenstart__counts") == [("a.md", 3), ("b.md", 2)]

@@ -52,13 +52,7 @@ def test_cli_setup_builds_what_an_interrupted_load_left(
     flow.close()
     assert vector_index_oid(sql) is None
     assert markers(sql) == [f"deferred_indexes:Postgres:.{TABLE}"]
-    app = tmp_path / "main.py"
-    app.write_text(APP.format(flow=FLOW, docs=str(tmp_path / "docs")))
-    env = clean_env(
-        COCOINDEX_DATABASE_URL=cocod_db,
-        COCOD_SOCKET=str(tmp_path / "no-daemon.sock"),
-        PYTHONPATH=str(REPO),
-    )
+    env = _app_env(tmp_path, cocod_db)
 
     result = run_cli(["setup", "./main.py"], tmp_path, env)
 
@@ -73,6 +67,18 @@ def test_cli_setup_builds_what_an_interrupted_load_left(
     again = run_cli(["setup", "./main.py"], tmp_path, env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "Setup is already up to date." in again.stdout
+
+
+def _app_env(tmp_path: Path, url: str, **extra: str) -> dict[str, str]:
+    """``tmp_path/main.py`` defining FLOW over ``tmp_path/docs``, and the CLI's environment
+    for it (no daemon; the tests' helpers importable by the app)."""
+    (tmp_path / "main.py").write_text(APP.format(flow=FLOW, docs=str(tmp_path / "docs")))
+    return clean_env(
+        COCOINDEX_DATABASE_URL=url,
+        COCOD_SOCKET=str(tmp_path / "no-daemon.sock"),
+        PYTHONPATH=str(REPO),
+        **extra,
+    )
 
 
 def test_cli_setup_still_asks_before_real_changes(tmp_path: Path, database_url: str) -> None:
@@ -101,15 +107,8 @@ def test_cli_update_leaves_the_build_to_its_pass(
     end (a build in the setup step would run before the rest of the load)."""
     flow = _interrupted(tmp_path, FLOW, cocod_db)
     flow.close()
-    app = tmp_path / "main.py"
-    app.write_text(APP.format(flow=FLOW, docs=str(tmp_path / "docs")))
     (tmp_path / "gate-open").touch()  # the gated row goes through in the subprocess
-    env = clean_env(
-        COCOINDEX_DATABASE_URL=cocod_db,
-        COCOD_SOCKET=str(tmp_path / "no-daemon.sock"),
-        PYTHONPATH=str(REPO),
-        **{GATE_FILE_ENV: str(tmp_path / "gate-open")},
-    )
+    env = _app_env(tmp_path, cocod_db, **{GATE_FILE_ENV: str(tmp_path / "gate-open")})
 
     result = run_cli(["update", "./main.py"], tmp_path, env)
 
