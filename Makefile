@@ -15,11 +15,17 @@ install: $(VENV)/.installed
 # package itself only asks for torch>=2.2, which with no torch present would pull a
 # multi-GB CUDA build. The editable install is a plain path entry (compat mode): setuptools'
 # default import-hook finder costs every process, each `cocod status` included, ~14 ms.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
+	touch $@
+
+# The compiled helper (cocod/_native.c, see cocod/native.py): pip builds it with the
+# install; this rebuilds it in place when its source changes after that.
+$(VENV)/.native: $(VENV)/.installed cocod/_native.c setup.py
+	$(BIN)/python setup.py -q build_ext --inplace
 	touch $@
 
 # pip compiles what it installs, but not an editable tree, and where PYTHONDONTWRITEBYTECODE
@@ -27,7 +33,7 @@ $(VENV)/.installed: pyproject.toml
 # each module it imports (measured: 0.3 s of each fresh update process of
 # bench/scale_probe.py). Run on each use, as the tree changes; up to date, it costs a
 # tenth of a second.
-bytecode: install
+bytecode: install $(VENV)/.native
 	$(BIN)/python -m compileall -q cocod
 
 run: bytecode

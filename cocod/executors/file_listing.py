@@ -30,6 +30,7 @@ import structlog
 
 from cocod.engine.interfaces import Ordinal
 from cocod.errors import SourceError
+from cocod.executors import native_walk
 from cocod.executors.file_names import display_name
 from cocod.executors.gitignore import GitIgnore, IgnoreChain
 from cocod.executors.patterns import PathFilter
@@ -71,7 +72,15 @@ class Walk:
         """The ignore chain inside a folder just scanned (None when git rules are off)."""
         if self.ignore is None or chain is None:
             return None
-        return self.ignore.enter_dir(chain, prefix, entries)
+        return self.ignore.enter_dir(chain, prefix, (e.name for e in entries))
+
+    def enter_names(
+        self, chain: IgnoreChain | None, prefix: str, names: list[str]
+    ) -> IgnoreChain | None:
+        """:meth:`enter` from the names a folder holds (the compiled walk's listing)."""
+        if self.ignore is None or chain is None:
+            return None
+        return self.ignore.enter_dir(chain, prefix, names)
 
     def skips_dir(self, rel: str, chain: IgnoreChain | None) -> bool:
         """Is this folder pruned (patterns, or git rules): never opened?"""
@@ -132,18 +141,18 @@ def _open_dir(walk: Walk, dir_path: str, prefix: str) -> tuple[int, list[os.DirE
             walk.is_root_ok()
         return None
     except OSError as e:
-        _unreadable(dir_path, prefix, e)
+        unreadable_folder(dir_path, prefix, e)
         return None
     try:
         with os.scandir(fd) as it:
             return fd, list(it)
     except OSError as e:
         os.close(fd)
-        _unreadable(dir_path, prefix, e)
+        unreadable_folder(dir_path, prefix, e)
         return None
 
 
-def _unreadable(dir_path: str, prefix: str, e: OSError) -> None:
+def unreadable_folder(dir_path: str, prefix: str, e: OSError) -> None:
     """An unreadable root is an error (its rows are kept); a subfolder is logged, skipped."""
     if not prefix:
         raise SourceError(
@@ -159,8 +168,11 @@ def list_plain(walk: Walk, start_path: str, start_prefix: str) -> dict[str, Ordi
     This loop is the whole cost of a no-op update at 50,000 files, so it is flat: a file's
     name is tested before its relative path is built when the patterns allow
     (:attr:`PathFilter.name_only`), the stat is ``fstatat`` on the open folder, and the
-    per-file work is inlined rather than behind :class:`Walk`'s helpers.
+    per-file work is inlined rather than behind :class:`Walk`'s helpers. Where the
+    compiled helper was built, :mod:`cocod.executors.native_walk` does the same walk in C.
     """
+    if native_walk.available():
+        return native_walk.list_native(walk, start_path, start_prefix)
     out: dict[str, Ordinal] = {}
     filt = walk.filter
     suffixes = filt.name_suffixes

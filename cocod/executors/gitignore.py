@@ -290,13 +290,12 @@ class GitIgnore:
             assert outer is not None
         return outer
 
-    def enter_dir(
-        self, chain: IgnoreChain, dir_prefix: str, entries: Iterable[os.DirEntry[str]]
-    ) -> IgnoreChain:
+    def enter_dir(self, chain: IgnoreChain, dir_prefix: str, names: Iterable[str]) -> IgnoreChain:
         """The chain inside a folder a listing just scanned (``dir_prefix`` ends with '/'
-        or is "" for the root), from its entries: no stat when it has no ``.gitignore``."""
-        for entry in entries:
-            if entry.name == IGNORE_FILE:
+        or is "" for the root), from its entries' names: no stat when it has no
+        ``.gitignore``."""
+        for name in names:
+            if name == IGNORE_FILE:
                 path = os.path.join(self.root, dir_prefix, IGNORE_FILE)
                 return chain.with_file(self._load(path, chain.prefix + dir_prefix, in_tree=True))
         return chain
