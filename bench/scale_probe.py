@@ -73,7 +73,20 @@ def run_worker(
     if profile:
         spy = Path(sys.executable).parent / "py-spy"
         fmt = {".json": "speedscope", ".txt": "raw"}.get(Path(profile).suffix, "flamegraph")
-        cmd = [str(spy), "record", "-r", "500", "-f", fmt, "-o", profile, "--", *cmd]
+        cmd = [
+            str(spy),
+            "record",
+            "--nonblocking",
+            "--subprocesses",
+            "-r",
+            os.environ.get("SPY_RATE", "500"),
+            "-f",
+            fmt,
+            "-o",
+            profile,
+            "--",
+            *cmd,
+        ]
     pgdata = work / "pg" / "pgdata"
     s0 = server_cpu_s(pgdata)
     c0 = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -12,11 +12,13 @@
  *
  * Two functions, so the walk's filters (patterns, .gitignore) stay in Python:
  *
- *   list_folder(path, suffixes) -> (fd, folders, files, links)
+ *   list_folder(path, suffixes, prefix=None, out=None) -> (fd, folders, files, links)
  *       Opens the folder (the caller closes fd) and reads its entries. ``files`` are the
  *       regular files, ``links`` the symlinks, both only those whose name ends with one of
  *       ``suffixes`` (a tuple of bytes; None keeps every name). ``folders`` are all
  *       sub-folders. Entries the file system does not type (DT_UNKNOWN) are lstat'ed.
+ *       With ``out`` (a dict), the files are stat'ed in the same pass as by stat_files
+ *       below and ``files`` comes back empty: one call per folder, each name decoded once.
  *
  *   stat_files(fd, prefix, names, out)
  *       fstatat()s each name in the open folder (not following symlinks) and sets
@@ -50,6 +52,8 @@ typedef struct {
     size_t offset; /* into the name buffer */
     size_t len;
     unsigned char kind;
+    unsigned char stated; /* a regular file whose ordinal below is set */
+    long long mtime_ns, size;
 } entry_t;
 
 typedef struct {
@@ -84,6 +88,7 @@ static int listing_add(listing_t *l, const char *name, size_t len, unsigned char
     l->entries[l->count].offset = l->names_len;
     l->entries[l->count].len = len;
     l->entries[l->count].kind = kind;
+    l->entries[l->count].stated = 0;
     l->names_len += len + 1;
     l->count++;
     return 0;
@@ -151,14 +156,75 @@ static int read_entries(int fd, const suffixes_t *suffixes, listing_t *out) {
     return err;
 }
 
+/* Stats the listed regular files in the open folder. Runs without the GIL. */
+static void stat_entries(int fd, listing_t *l) {
+    for (size_t i = 0; i < l->count; i++) {
+        entry_t *e = &l->entries[i];
+        struct stat st;
+        if (e->kind != KIND_FILE) continue;
+        if (fstatat(fd, l->names + e->offset, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISREG(st.st_mode)) {
+            e->mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+            e->size = (long long)st.st_size;
+            e->stated = 1;
+        }
+    }
+}
+
+/* out[prefix + name] = (mtime_ns, size) for each stated entry; 0, or -1 with an error. */
+static int store_ordinals(const listing_t *l, PyObject *prefix_bytes, PyObject *out) {
+    const char *prefix = PyBytes_AS_STRING(prefix_bytes);
+    size_t plen = (size_t)PyBytes_GET_SIZE(prefix_bytes);
+    size_t cap = plen + 256;
+    char *key = PyMem_Malloc(cap);
+    if (!key) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(key, prefix, plen);
+    int rc = 0;
+    for (size_t i = 0; i < l->count && rc == 0; i++) {
+        const entry_t *e = &l->entries[i];
+        if (!e->stated) continue;
+        if (plen + e->len > cap) {
+            cap = plen + e->len;
+            char *p = PyMem_Realloc(key, cap);
+            if (!p) {
+                PyErr_NoMemory();
+                rc = -1;
+                break;
+            }
+            key = p;
+        }
+        memcpy(key + plen, l->names + e->offset, e->len);
+        PyObject *k = PyUnicode_DecodeFSDefaultAndSize(key, (Py_ssize_t)(plen + e->len));
+        PyObject *v = k ? Py_BuildValue("(LL)", e->mtime_ns, e->size) : NULL;
+        rc = v ? PyDict_SetItem(out, k, v) : -1;
+        Py_XDECREF(k);
+        Py_XDECREF(v);
+    }
+    PyMem_Free(key);
+    return rc;
+}
+
 static PyObject *list_folder(PyObject *self, PyObject *args) {
-    PyObject *path_bytes = NULL, *suffix_obj;
-    if (!PyArg_ParseTuple(args, "O&O:list_folder", PyUnicode_FSConverter, &path_bytes,
-                          &suffix_obj))
+    PyObject *path_bytes = NULL, *suffix_obj, *prefix_obj = Py_None, *out = Py_None;
+    PyObject *prefix_bytes = NULL;
+    if (!PyArg_ParseTuple(args, "O&O|OO:list_folder", PyUnicode_FSConverter, &path_bytes,
+                          &suffix_obj, &prefix_obj, &out))
         return NULL;
     suffixes_t suffixes = {NULL, NULL, -1};
     PyObject *result = NULL;
     listing_t listing = {0};
+    int with_stat = out != Py_None;
+    if (with_stat) {
+        if (!PyDict_Check(out) || !PyUnicode_Check(prefix_obj)) {
+            PyErr_SetString(PyExc_TypeError, "out must be a dict, with prefix a str");
+            goto done;
+        }
+        prefix_bytes = PyUnicode_EncodeFSDefault(prefix_obj);
+        if (!prefix_bytes) goto done;
+    }
     if (suffix_obj != Py_None) {
         if (!PyTuple_Check(suffix_obj)) {
             PyErr_SetString(PyExc_TypeError, "suffixes must be a tuple of bytes or None");
@@ -189,7 +255,10 @@ static PyObject *list_folder(PyObject *self, PyObject *args) {
         err = errno;
     } else {
         err = read_entries(fd, &suffixes, &listing);
-        if (err) close(fd);
+        if (err)
+            close(fd);
+        else if (with_stat)
+            stat_entries(fd, &listing);
     }
     Py_END_ALLOW_THREADS
     if (err) {
@@ -203,8 +272,10 @@ static PyObject *list_folder(PyObject *self, PyObject *args) {
     }
     PyObject *lists[4] = {NULL, PyList_New(0), PyList_New(0), PyList_New(0)};
     if (!lists[1] || !lists[2] || !lists[3]) goto fail;
+    if (with_stat && store_ordinals(&listing, prefix_bytes, out) != 0) goto fail;
     for (size_t i = 0; i < listing.count; i++) {
         entry_t *e = &listing.entries[i];
+        if (with_stat && e->kind == KIND_FILE) continue; /* stored in out */
         PyObject *name =
             PyUnicode_DecodeFSDefaultAndSize(listing.names + e->offset, (Py_ssize_t)e->len);
         if (!name) goto fail;
@@ -225,6 +296,7 @@ done:
     PyMem_Free(suffixes.data);
     PyMem_Free(suffixes.lens);
     Py_XDECREF(path_bytes);
+    Py_XDECREF(prefix_bytes);
     return result;
 }
 
@@ -371,8 +443,9 @@ done:
 
 static PyMethodDef methods[] = {
     {"list_folder", list_folder, METH_VARARGS,
-     "list_folder(path, suffixes) -> (fd, folders, files, links): read a folder's entries "
-     "without the GIL; the caller closes fd."},
+     "list_folder(path, suffixes, prefix=None, out=None) -> (fd, folders, files, links): "
+     "read a folder's entries without the GIL (with out, also stat its files into out); "
+     "the caller closes fd."},
     {"stat_files", stat_files, METH_VARARGS,
      "stat_files(fd, prefix, names, out): out[prefix + name] = (st_mtime_ns, st_size) for "
      "each name that is a regular file in the open folder fd."},

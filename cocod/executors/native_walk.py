@@ -148,10 +148,14 @@ class _SharedWalk:
             return
         fd, folders, files, links = listed
         try:
-            chain = walk.enter_names(parent_chain, prefix, [*files, *links])
-            keep = files if self.suffixes is not None else self._kept(files, prefix, chain)
-            assert HELPER is not None
-            HELPER.stat_files(fd, prefix, keep, self.out)
+            chain = (
+                walk.enter_names(parent_chain, prefix, [*files, *links])
+                if walk.ignore is not None
+                else None
+            )
+            if self.suffixes is None:  # the helper listed every file; the filters run here
+                assert HELPER is not None
+                HELPER.stat_files(fd, prefix, self._kept(files, prefix, chain), self.out)
         finally:
             os.close(fd)
         for name in links:
@@ -175,7 +179,10 @@ class _SharedWalk:
             self.walk.on_scandir()
         assert HELPER is not None
         try:
-            listed: _Listed = HELPER.list_folder(dir_path, self.suffixes)
+            if self.suffixes is None:
+                listed: _Listed = HELPER.list_folder(dir_path, None)
+            else:  # the helper filters by suffix and stats in the same call
+                listed = HELPER.list_folder(dir_path, self.suffixes, prefix, self.out)
         except (FileNotFoundError, NotADirectoryError):
             if not prefix:
                 self.walk.is_root_ok()

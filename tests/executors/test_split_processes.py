@@ -470,3 +470,39 @@ def test_a_forked_process_neither_shares_the_workers_nor_gets_their_chunks() -> 
     finally:
         worker.process.kill()
         pool.close()
+
+
+def test_a_split_waits_for_a_busy_pool_rather_than_hold_the_gil() -> None:
+    """With every worker running a split, the next one waits for a worker (a split in a
+    thread holds this process's GIL, which the event loop needs) and gets its chunks there."""
+    pool = SplitProcesses(1, idle_exit_s=60.0)
+    try:
+        _warm(pool)
+        worker = pool._idle.get_nowait()  # the one worker is busy now
+        splitter = RecursiveSplitter()
+        request = ((), _markdown(), 2000, None, 500, "markdown")
+        result: list[list[Span]] = []
+        waiter = threading.Thread(
+            target=lambda: result.append(
+                _overlapped(pool, request, lambda: pytest.fail("split in the thread"))
+            )
+        )
+        waiter.start()
+        time.sleep(0.3)
+        assert not result  # still waiting for the worker
+        pool._release(worker)  # the busy split ends
+        waiter.join(30)
+        assert result == [splitter.split_spans(*request[1:])]
+    finally:
+        pool.close()
+
+
+def test_the_default_pool_has_one_worker_more_than_the_cores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cocod.executors.splitting import processes
+
+    monkeypatch.delenv(processes.PROCESSES_KNOB, raising=False)
+    for cpus, expected in ((1, 0), (2, 3), (3, 4), (8, 4)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
+        assert processes.default_processes() == expected
