@@ -108,3 +108,37 @@ async def test_an_encode_cancelled_before_it_ran_does_not_stop_the_trims() -> No
     assert embedder._queued == 0
     if embedder._trim is not None:  # glibc: the cancelled encode left no count behind
         await wait_for_trims(before + 1)
+
+
+def test_the_cores_are_claimed_while_the_model_loads_and_released_if_it_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Split workers started during a load would stand down right after it, their memory
+    in the peak for nothing: the claim starts with the load, and a failed load drops it."""
+    from cocod.executors import cpu_claims
+
+    monkeypatch.setattr(cpu_claims, "_claims", set())
+    seen: list[bool] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.append(cpu_claims.cores_claimed())
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        # Arguments of their own: a fresh load of the bundled model, not the cached one.
+        embedder.load_model(MODEL, {"device": "cpu", "cache_folder": None})
+    finally:
+        done.set()
+        watcher.join()
+    # Claimed for (nearly) the whole load, not only once it ended.
+    assert seen and sum(seen) >= 0.8 * len(seen), "not claimed while the model loaded"
+    assert cpu_claims.cores_claimed()
+
+    monkeypatch.setattr(cpu_claims, "_claims", set())
+    with pytest.raises(Exception):  # noqa: B017 - whatever the loader raises
+        embedder.load_model("/nonexistent/model/folder", None)
+    assert not cpu_claims.cores_claimed()
