@@ -99,6 +99,11 @@ def _hub_cache_dir(name: str) -> Path | None:
         return None
 
 
+def model_claim_owner(name: str, args: dict[str, Any] | None) -> str:
+    """The name under which a model claims the cores (cocod.executors.cpu_claims)."""
+    return f"model:{name}" + (f" {json.dumps(args, sort_keys=True, default=repr)}" if args else "")
+
+
 def load_model(name: str, args: dict[str, Any] | None = None) -> Any:
     """The process-wide SentenceTransformer for (name, args), loaded on first use."""
     key = (name, json.dumps(args or {}, sort_keys=True, default=repr))
@@ -109,12 +114,12 @@ def load_model(name: str, args: dict[str, Any] | None = None) -> Any:
             # split workers started while it loads (an initial index splits meanwhile)
             # would stand down right after, their memory counted in the peak for nothing
             # (measured at 1,000 files: about 90 MB more with three workers started).
-            owner = f"model:{name}" + (f" {key[1]}" if args else "")
+            owner = model_claim_owner(name, args)
             claim_cores(owner)
             try:
                 model = _load(name, args)
             except BaseException:
-                release_cores(owner)
+                release_cores(owner)  # a flow that cannot load it has no use for the cores
                 raise
             _models[key] = model
             if not str(getattr(model, "device", "cpu")).startswith("cpu"):

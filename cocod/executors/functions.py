@@ -228,6 +228,14 @@ class _SentenceTransformerDefinition:
         if bound["text"].type.nullable:
             output = output.with_nullable()
         model, model_args = spec.model, spec.args
+        # The cores are the model's from the moment a flow embeds with it, not from its
+        # load: an initial index splits its first files before the first encode loads the
+        # model, and split workers started then would stand down right after, their
+        # memory counted in the peak for nothing. The load hands them back on a GPU.
+        from cocod.executors.cpu_claims import claim_cores
+        from cocod.executors.embedder import model_claim_owner
+
+        claim_cores(model_claim_owner(model, model_args))
 
         def create_executor() -> FunctionExecutor:
             from cocod.executors.embedder import SentenceTransformerExecutor

@@ -67,3 +67,26 @@ def test_unchanged_update_in_a_fresh_process_does_not_load_the_model(
     loaded, stats = _run(database_url, docs)
     assert stats["num_no_change"] == 1 and stats.get("num_insertions", 0) == 0
     assert loaded == [], "an update with nothing to embed must not load the model"
+
+
+def test_a_flow_that_embeds_on_the_cpu_claims_the_cores_before_the_model_loads(
+    tmp_path: Path, database_url: str
+) -> None:
+    # Split workers started before the first encode would stand down at once (the model
+    # uses every core), their memory in the initial index's peak for nothing.
+    probe = PROBE.replace(
+        "stats = flow.update().stats",
+        "from cocod.executors import cpu_claims\n"
+        "print(json.dumps([cpu_claims.cores_claimed(), 'torch' in sys.modules]))\n"
+        "stats = flow.update().stats",
+    )
+    write(tmp_path / "docs" / "a.md", "some text to embed")
+    result = subprocess.run(
+        [sys.executable, "-c", probe, database_url, str(tmp_path / "docs")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    claimed, torch_loaded = json.loads(result.stdout.splitlines()[-2])
+    assert claimed and not torch_loaded
