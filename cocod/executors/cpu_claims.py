@@ -4,7 +4,8 @@ Why: a model encoding on the CPU (torch, one OpenMP team on the model thread) ke
 core busy for as long as a batch lasts. Split worker processes started beside it take cores
 from that team, whose threads then wait for each other at each barrier; and each worker is
 resident memory that buys nothing, since a split costs about 1 ms per chunk against the
-model's tens of ms. So a CPU model claims the cores when it loads, and the split workers
+model's tens of ms. So a model claims the cores when a flow that embeds with it is
+analysed (and again when it loads; on a GPU the load hands them back), and the split workers
 (:mod:`cocod.executors.splitting.processes`) take no new work while a claim stands, unless
 ``COCOD_SPLIT_PROCESSES`` was set explicitly. Standard library only: the splitter checks it
 per split.

@@ -94,6 +94,15 @@ def run_script(
     )
 
 
+def imported_modules(stderr: str) -> set[str]:
+    """The modules named in Python's import-time log (``PYTHONPROFILEIMPORTTIME=1``)."""
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+
+
 def url_for(server: EmbeddedPostgres, database: str) -> str:
     base, _, query = server.uri.partition("?")
     return f"{base.rsplit('/', 1)[0]}/{database}?{query}"

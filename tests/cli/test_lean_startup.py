@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.cli.apps import clean_env, run_cli, table_rows, write_app
+from tests.cli.apps import clean_env, imported_modules, run_cli, table_rows, write_app
 
 
 def _python(code: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
@@ -39,11 +39,7 @@ def test_update_runs_without_importing_rich(tmp_path: Path, database_url: str) -
     result = run_cli(["update", "-f", "-q", "main"], tmp_path, env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert table_rows(database_url, "leanstart__counts") == [("a.md", 3), ("b.md", 2)]
-    imported = {
-        line.rsplit("|", 1)[1].strip()
-        for line in result.stderr.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
+    imported = imported_modules(result.stderr)
     assert "structlog.dev" in imported  # the logging it needs is there
     # The log also lists a failed `import rich` (hidden), as it lists colorama when absent;
     # what costs is rich's modules and pygments, and none of them may load.

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.apps import imported_modules
 from tests.conftest import write
 from tests.daemon.harness import DaemonProcess, eventually, instance
 
@@ -45,11 +46,7 @@ def _imported(command: list[str], env: dict[str, str], cwd: Path) -> tuple[set[s
         check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    modules = {
-        line.rsplit("|", 1)[1].strip()
-        for line in result.stderr.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
+    modules = imported_modules(result.stderr)
     assert modules, "no import log: PYTHONPROFILEIMPORTTIME was not honoured"
     return modules - {"package"}, result.stdout  # "package" is the log's header row
 

@@ -40,15 +40,20 @@ cocoindex.stop()
 """
 
 
-def _run(database_url: str, docs: Path) -> tuple[list[str], dict[str, int]]:
+def _probe_lines(probe: str, database_url: str, docs: Path) -> list[str]:
+    """What ``probe`` printed, run in a fresh interpreter (which must exit 0)."""
     result = subprocess.run(
-        [sys.executable, "-c", PROBE, database_url, str(docs)],
+        [sys.executable, "-c", probe, database_url, str(docs)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    loaded, stats = json.loads(result.stdout.splitlines()[-1])
+    return result.stdout.splitlines()
+
+
+def _run(database_url: str, docs: Path) -> tuple[list[str], dict[str, int]]:
+    loaded, stats = json.loads(_probe_lines(PROBE, database_url, docs)[-1])
     return loaded, stats
 
 
@@ -74,19 +79,13 @@ def test_a_flow_that_embeds_on_the_cpu_claims_the_cores_before_the_model_loads(
 ) -> None:
     # Split workers started before the first encode would stand down at once (the model
     # uses every core), their memory in the initial index's peak for nothing.
+    before_update = "stats = flow.update().stats"
+    assert before_update in PROBE
     probe = PROBE.replace(
-        "stats = flow.update().stats",
+        before_update,
         "from cocod.executors import cpu_claims\n"
-        "print(json.dumps([cpu_claims.cores_claimed(), 'torch' in sys.modules]))\n"
-        "stats = flow.update().stats",
+        "print(json.dumps([cpu_claims.cores_claimed(), 'torch' in sys.modules]))\n" + before_update,
     )
     write(tmp_path / "docs" / "a.md", "some text to embed")
-    result = subprocess.run(
-        [sys.executable, "-c", probe, database_url, str(tmp_path / "docs")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    claimed, torch_loaded = json.loads(result.stdout.splitlines()[-2])
+    claimed, torch_loaded = json.loads(_probe_lines(probe, database_url, tmp_path / "docs")[-2])
     assert claimed and not torch_loaded

@@ -20,9 +20,10 @@ the process splits in threads only.  A forked child (a preforking server, a
 multiprocessing pool) never uses its parent's workers: it starts its own.
 
 ``COCOD_SPLIT_PROCESSES`` sets the number of workers (``0``: never; default: one more
-than the CPUs this process may use, at most 4, none on a single CPU).  By default no split goes to a
-worker while a model encodes on the CPU in this process (:mod:`cocod.executors.cpu_claims`):
-torch already uses every core, and a split is a small part of a chunk's cost there.
+than the CPUs this process may use, at most 4, none on a single CPU).  By default no
+split goes to a worker once a flow in this process embeds with a model on the CPU
+(:mod:`cocod.executors.cpu_claims`): torch already uses every core, and a split is a
+small part of a chunk's cost there.
 """
 
 from __future__ import annotations
