@@ -130,7 +130,9 @@ def load_model(name: str, args: dict[str, Any] | None = None) -> Any:
 def _load(name: str, args: dict[str, Any] | None) -> Any:
     if name in BUNDLED_MODEL_NAMES:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
+    from cocod.executors.lean_import import import_sentence_transformers
+
+    SentenceTransformer = import_sentence_transformers().SentenceTransformer
 
     try:  # no progress bars from the loader in logs and CLIs
         from transformers.utils import logging as hf_logging
