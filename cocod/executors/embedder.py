@@ -152,13 +152,19 @@ _MODEL_THREAD = concurrent.futures.ThreadPoolExecutor(
 thread that runs torch its own team of worker threads; more teams than cores make them
 sleep at every synchronisation point (measured: 8-16% slower encoding on 2 cores)."""
 
-CPU_BATCH_SIZE = 16
-"""Forward-pass size on CPU. Larger batches of ~256-token chunks allocate tensors of tens
-of MB per pass, which glibc maps and unmaps each time (millions of page faults): batch 16
-measured ~21% faster end to end than 64 on this model. GPUs keep larger batches."""
+CPU_BATCH_SIZE = 8
+"""Forward-pass size on CPU. A batch of ~256-token chunks allocates its activations all at
+once (the attention scores grow with batch x length squared), and glibc keeps what it
+mapped at the peak: on all-MiniLM-L6-v2 with 2 cores, the peak resident memory of a load
+plus one encode of 256 chunk texts was 837-851 MB at batch 32, 680-747 at 16, 624-631 at
+8 and 586-589 at 4 (fresh processes), while the throughput stayed within the run-to-run
+noise from 4 to 16 (medians of four alternating rounds: 15.7, 17.2, 16.4 texts/s at 4, 8,
+16) and fell at 32 and beyond (batch 64 was ~21% slower end to end than 16: its tensors
+are mapped and unmapped at every pass, millions of page faults). GPUs keep larger
+batches."""
 GPU_BATCH_SIZE = 64
 
-TRIM_AFTER_TEXTS = CPU_BATCH_SIZE
+TRIM_AFTER_TEXTS = 16
 """An encode of at least this many texts schedules a heap trim (:func:`trim_heap`) for
 when the model thread has been idle :data:`TRIM_IDLE_S`. The tensors of a batch are freed
 after it, but glibc keeps the pages (its mmap threshold rises after the first large
