@@ -65,6 +65,10 @@ class Walk:
     ignore: GitIgnore | None = None
     start_chain: IgnoreChain | None = None
     """The ignore chain inside the folder the walk starts in (with ``ignore``)."""
+    helper_threads: int | None = None
+    """Threads the compiled walk may start beside the caller's: the tokens the caller
+    took from its thread limiter, or None (a caller outside any limiter) for as many as
+    the walk would use."""
 
     def enter(
         self, chain: IgnoreChain | None, prefix: str, entries: list[os.DirEntry[str]]

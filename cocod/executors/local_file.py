@@ -42,6 +42,7 @@ from cocod.executors.file_listing import (
 )
 from cocod.executors.file_names import display_name, key_parts
 from cocod.executors.gitignore import GitIgnore, IgnoreChain
+from cocod.executors.native_walk import borrowed_walker_threads
 from cocod.executors.patterns import PathFilter
 from cocod.ops.sources import LocalFile
 
@@ -209,19 +210,23 @@ class LocalFileReader:
             )
 
     async def list_rows(self) -> dict[str, Ordinal]:
-        return await anyio.to_thread.run_sync(self.list_rows_sync, limiter=self._limiter)
+        with borrowed_walker_threads(self._limiter) as helpers:
+            return await anyio.to_thread.run_sync(
+                self.list_rows_sync, "", helpers, limiter=self._limiter
+            )
 
     async def list_rows_under(self, folder_keys: Sequence[str]) -> dict[str, Ordinal]:
         """Files under some folders only: a folder created or moved in, found by an event."""
-        return await anyio.to_thread.run_sync(
-            self._list_under_sync, list(folder_keys), limiter=self._limiter
-        )
+        with borrowed_walker_threads(self._limiter) as helpers:
+            return await anyio.to_thread.run_sync(
+                self._list_under_sync, list(folder_keys), helpers, limiter=self._limiter
+            )
 
-    def _list_under_sync(self, folder_keys: list[str]) -> dict[str, Ordinal]:
+    def _list_under_sync(self, folder_keys: list[str], helper_threads: int) -> dict[str, Ordinal]:
         out: dict[str, Ordinal] = {}
         for key in folder_keys:
             if not self.is_excluded_dir(key) and self._is_listable_dir(key):
-                out.update(self.list_rows_sync(start=key))
+                out.update(self.list_rows_sync(key, helper_threads))
         return out
 
     def _is_listable_dir(self, key: str) -> bool:
@@ -255,7 +260,11 @@ class LocalFileReader:
             return self._ignore.root_chain()
         return self._ignore.chain_for(start.rpartition("/")[0])
 
-    def list_rows_sync(self, start: str = "") -> dict[str, Ordinal]:
+    def list_rows_sync(
+        self, start: str = "", helper_threads: int | None = None
+    ) -> dict[str, Ordinal]:
+        """The listing (of the folder ``start``, or the whole root); ``helper_threads``:
+        see :attr:`~cocod.executors.file_listing.Walk.helper_threads`."""
         self.check_root()
         if start and not self._is_listable_dir(start):
             return {}
@@ -271,6 +280,7 @@ class LocalFileReader:
             self.check_root,
             ignore=self._ignore,
             start_chain=chain,
+            helper_threads=helper_threads,
         )
         path = os.path.join(self.root, start) if start else str(self.root)
         prefix = f"{start}/" if start else ""

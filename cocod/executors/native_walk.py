@@ -15,6 +15,10 @@ that vanish or cannot be read. Only the order of the returned dict differs.
 
 The helper is optional (:mod:`cocod.native`): where it was not built, or with
 ``COCOD_NATIVE=0``, the Python walk is used.
+
+The threads beyond the caller's are counted against the source's thread limiter
+(:func:`borrowed_walker_threads`): a daemon whose instances all start their catch-up at
+once walks each on one thread rather than start a thread per instance beyond its bound.
 """
 
 from __future__ import annotations
@@ -22,9 +26,13 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+import anyio
+import anyio.to_thread
 import structlog
 
 from cocod import native
@@ -49,6 +57,27 @@ overlaps the system calls."""
 PARALLEL_MIN_FOLDERS = 8
 """A second thread joins once this many folders wait: a small tree is walked alone."""
 
+
+@contextmanager
+def borrowed_walker_threads(limiter: anyio.CapacityLimiter | None) -> Iterator[int]:
+    """(On the event loop, just before the walk's own ``to_thread`` call) take a token of
+    ``limiter`` (None: anyio's default) for each helper thread the walk may start, only
+    while one more stays free for the walk's own thread, so the walk never waits for
+    its helpers and never holds a token it waits beside. Yields how many it took; they
+    are given back when the block ends."""
+    bound = limiter if limiter is not None else anyio.to_thread.current_default_thread_limiter()
+    borrowers: list[object] = []
+    try:
+        while len(borrowers) < WALKER_THREADS - 1 and bound.available_tokens >= 2:
+            borrower = object()
+            bound.acquire_on_behalf_of_nowait(borrower)
+            borrowers.append(borrower)
+        yield len(borrowers)
+    finally:
+        for borrower in borrowers:
+            bound.release_on_behalf_of(borrower)
+
+
 Folder = tuple[str, str, "IgnoreChain | None"]
 """(path, key prefix ending in '/' or "", the ignore chain of its parent)."""
 
@@ -67,10 +96,11 @@ def list_native(walk: Walk, start_path: str, start_prefix: str) -> dict[str, Ord
     pending: list[Folder] = [(start_path, start_prefix, walk.start_chain)]
     state = _SharedWalk(walk, suffixes, out, pending)
     state.visit(pending.pop())  # the root alone: its errors are the listing's errors
-    if len(pending) >= PARALLEL_MIN_FOLDERS and WALKER_THREADS > 1:
+    allowed = WALKER_THREADS - 1 if walk.helper_threads is None else walk.helper_threads
+    if len(pending) >= PARALLEL_MIN_FOLDERS and allowed > 0:
         helpers = [
             threading.Thread(target=state.run, name="cocod-walk", daemon=True)
-            for _ in range(WALKER_THREADS - 1)
+            for _ in range(allowed)
         ]
         for t in helpers:
             t.start()

@@ -12,6 +12,7 @@ import os
 import threading
 from pathlib import Path
 
+import anyio
 import pytest
 
 from cocod.errors import SourceError
@@ -87,14 +88,16 @@ def test_git_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert not any(k.startswith(("sub/deep/", "node_modules/")) for k in rows)
 
 
-def test_a_big_tree_walked_by_several_threads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _big_tree(root: Path) -> None:
     for i in range(60):
-        folder = tmp_path / f"d{i % 12}" / f"e{i}"
+        folder = root / f"d{i % 12}" / f"e{i}"
         folder.mkdir(parents=True)
         for j in range(20):
             (folder / f"f{j}.md").write_text(str(i * j))
+
+
+def _thread_starts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the threads started from now on."""
     starts: list[str] = []
     real_start = threading.Thread.start
 
@@ -103,10 +106,48 @@ def test_a_big_tree_walked_by_several_threads(
         real_start(self)
 
     monkeypatch.setattr(threading.Thread, "start", start)
+    return starts
+
+
+def test_a_big_tree_walked_by_several_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _big_tree(tmp_path)
+    starts = _thread_starts(monkeypatch)
     monkeypatch.setattr(native_walk, "WALKER_THREADS", 2)
     rows = _both(tmp_path, monkeypatch, included_patterns=["*.md"])
     assert len(rows) == 60 * 20
     assert "cocod-walk" in starts  # the second walker really ran
+
+
+@pytest.mark.parametrize(
+    ("tokens", "held_by_others", "helpers"), [(3, 0, 1), (2, 0, 1), (1, 0, 0), (2, 1, 0)]
+)
+def test_the_second_walker_takes_a_token_of_the_thread_limiter(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tokens: int,
+    held_by_others: int,
+    helpers: int,
+) -> None:
+    """A daemon's instances share one limiter: a walk starts its second thread only with
+    a token to spare beside its own, and gives it back when it ends."""
+    _big_tree(tmp_path)
+    monkeypatch.setattr(native_walk, "WALKER_THREADS", 2)
+    starts = _thread_starts(monkeypatch)
+
+    async def listing() -> tuple[int, int]:
+        limiter = anyio.CapacityLimiter(tokens)
+        for i in range(held_by_others):
+            limiter.acquire_on_behalf_of_nowait(f"another task {i}")
+        reader = LocalFileReader(LocalFile(path=str(tmp_path), included_patterns=["*.md"]), limiter)
+        rows = await reader.list_rows()
+        return len(rows), limiter.borrowed_tokens
+
+    found, borrowed_after = anyio.run(listing)
+    assert found == 60 * 20
+    assert starts.count("cocod-walk") == helpers
+    assert borrowed_after == held_by_others  # the walk gave back what it took
 
 
 def test_a_partial_listing_from_a_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
