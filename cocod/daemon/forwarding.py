@@ -55,7 +55,9 @@ MAX_REQUEUES = 5
 FORWARD_DEADLINE_S = 6 * 3600.0
 """A forwarded command still running after this long is given up (by its requester)."""
 REPLY_DEADLINE_S = 10.0
-"""The owner tries this long to record a reply (then the requester sees it as lost)."""
+"""The owner tries this long to record a reply, even while it stops; then less often
+(every :data:`REPLY_RETRY_CAP_S` at most) for as long as it runs."""
+REPLY_RETRY_CAP_S = 30.0
 WITHDRAW_DEADLINE_S = 2.0
 CLEAN_UP_EVERY_S = 60.0
 SERVER_MIN_GAP_S = 0.05
@@ -188,20 +190,47 @@ class Forwarding:
         with anyio.move_on_after(REPLY_DEADLINE_S, shield=True):
             backoff = Backoff(first=0.1, cap=2.0)
             while True:
-                try:
-                    async with self.cluster.pool.acquire() as conn:
-                        if give_back:
-                            await self.table.requeue(conn, request.id, "running")
-                            await self._notify(conn, "request")
-                        else:
-                            await self.table.finish(
-                                conn, request.id, self.cluster.daemon_id, reply=reply, error=error
-                            )
-                            await self._notify(conn, f"reply:{request.id}")
+                if await self._record(request.id, reply, error, give_back=give_back):
                     return
-                except _DB_ERRORS as e:
-                    log.warning("forward.reply_failed", request=request.id, error=str(e))
-                    await anyio.sleep(backoff.next_delay())
+                await anyio.sleep(backoff.next_delay())
+        # The database was away longer than that. The request stays `running` under this
+        # live daemon, so its requester would wait for it until FORWARD_DEADLINE_S: keep
+        # trying, less often, until the reply is in (no longer shielded: a daemon that
+        # stops meanwhile lets its membership lock go, and the requester queues the
+        # request again for the next owner).
+        log.warning("forward.reply_late", request=request.id, retry_every_s=REPLY_RETRY_CAP_S)
+        backoff = Backoff(first=1.0, cap=REPLY_RETRY_CAP_S)
+        while True:
+            await anyio.sleep(backoff.next_delay())
+            with anyio.move_on_after(REPLY_DEADLINE_S):
+                if await self._record(request.id, reply, error, give_back=give_back):
+                    log.info("forward.reply_recorded_late", request=request.id)
+                    return
+
+    async def _record(
+        self,
+        request_id: int,
+        reply: dict[str, Any] | None,
+        error: tuple[str, str] | None,
+        *,
+        give_back: bool,
+    ) -> bool:
+        """One attempt to record a served request's outcome (or to queue it again, when
+        draining) and wake its requester; False when the database failed."""
+        try:
+            async with self.cluster.pool.acquire() as conn:
+                if give_back:
+                    await self.table.requeue(conn, request_id, "running")
+                    await self._notify(conn, "request")
+                else:
+                    await self.table.finish(
+                        conn, request_id, self.cluster.daemon_id, reply=reply, error=error
+                    )
+                    await self._notify(conn, f"reply:{request_id}")
+            return True
+        except _DB_ERRORS as e:
+            log.warning("forward.reply_failed", request=request_id, error=str(e))
+            return False
 
     # -- the standby's side --------------------------------------------------------------
     async def forward(

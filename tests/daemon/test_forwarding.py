@@ -21,6 +21,7 @@ import asyncpg
 import pytest
 from blockbuster import BlockBuster
 
+from cocod.daemon import forwarding
 from cocod.daemon.cluster import Cluster
 from cocod.daemon.forwarding import Forwarding, ForwardingTimeoutError
 from cocod.runtime.bridge import bridge
@@ -204,7 +205,7 @@ def test_a_forwarded_update_survives_its_owner_being_killed(tmp_path: Path, sql:
 # -- the request table itself, between in-process members (real Postgres, no daemon) -----
 @asynccontextmanager
 async def _member(
-    pool: Pool | None = None, **forwarding: Any
+    pool: Pool | None = None, lease_timeout: float = 3.0, **forwarding: Any
 ) -> AsyncIterator[tuple[Cluster, Forwarding]]:
     """A cluster member with its forwarding, registered but not heartbeating (the test
     is shorter than its lease timeout); its LISTEN connection is open. It uses the
@@ -213,7 +214,12 @@ async def _member(
     if pool is None:
         pool = await ctx.pool()
     cluster = Cluster(
-        pool, await ctx.open_database(), ctx.schema, lease_timeout=3.0, weight=1, version="t"
+        pool,
+        await ctx.open_database(),
+        ctx.schema,
+        lease_timeout=lease_timeout,
+        weight=1,
+        version="t",
     )
     options: dict[str, Any] = {"servable": dict, "flow_name_of": lambda n: n, **forwarding}
     options.setdefault("run", _never)
@@ -435,3 +441,65 @@ def _other_database(url: str) -> str:
     """The server's ``postgres`` database: a database cannot refuse its own connections."""
     base, _, query = url.partition("?")
     return f"{base.rsplit('/', 1)[0]}/postgres?{query}"
+
+
+def test_a_reply_the_owner_could_not_record_in_time_still_reaches_the_requester(
+    cocod_db: str, sql: SqlHelper, blockbuster: BlockBuster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner finished the command while its request's row could not be written for
+    longer than the reply deadline (here a lock another session holds on it): the owner,
+    still alive, keeps trying, and the requester gets the reply once the row is free,
+    instead of waiting for the forwarding deadline (hours)."""
+    _allow_what_must_block(blockbuster)
+    monkeypatch.setattr(forwarding, "REPLY_DEADLINE_S", 0.5)
+    runs: list[str] = []
+
+    async def main() -> dict[str, Any]:
+        release, running = anyio.Event(), anyio.Event()
+
+        async def run(name: str, command: str, args: dict[str, Any]) -> dict[str, Any]:
+            runs.append(name)
+            running.set()
+            await release.wait()
+            return {"name": name, "stats": {}, "summary": "ran by the owner"}
+
+        servable = {"docs": "docs"}
+        admin = await asyncpg.connect(cocod_db)
+        # Members that do not heartbeat, with a lease timeout longer than the test: the
+        # requester never takes the owner for dead and queues the request again.
+        try:
+            async with (
+                _member(servable=lambda: servable, run=run, lease_timeout=60.0) as (_, owner),
+                _member(lease_timeout=60.0) as (_, requester),
+                anyio.create_task_group() as tg,
+            ):
+                await tg.start(owner.serve)
+                replies: list[dict[str, Any]] = []
+                replied = anyio.Event()
+
+                async def forward() -> None:
+                    replies.append(await requester.forward("docs", "update", {}))
+                    replied.set()
+
+                tg.start_soon(forward)
+                with anyio.fail_after(20):
+                    await running.wait()
+                    lock = admin.transaction()
+                    await lock.start()
+                    await admin.execute(
+                        "SELECT id FROM cocod.cluster_requests WHERE state = 'running' FOR UPDATE"
+                    )
+                    release.set()
+                    await anyio.sleep(2.0)  # four times the reply deadline
+                    assert not replies
+                    await lock.commit()
+                    await replied.wait()
+                tg.cancel_scope.cancel()
+            return replies[0]
+        finally:
+            await admin.close()
+
+    reply = bridge.run(main())
+    assert reply["summary"] == "ran by the owner", reply
+    assert runs == ["docs"]  # served once, its reply recorded late
+    assert [r[0] for r in sql.fetch("SELECT state FROM cocod.cluster_requests")] == ["done"]
