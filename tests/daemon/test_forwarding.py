@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import asyncpg
 import pytest
+from anyio.abc import TaskGroup
 from blockbuster import BlockBuster
 
 from cocod.daemon import forwarding
@@ -361,6 +362,36 @@ def test_an_abandoned_request_is_not_picked_later(
 REQUESTER_APP = "cocod-test-requester"
 
 
+class _HeldCommand:
+    """An owner's command that records each run, says it is running, and finishes when
+    released (made inside the event loop: it holds anyio events)."""
+
+    def __init__(self, runs: list[str]) -> None:
+        self.runs = runs
+        self.running = anyio.Event()
+        self.release = anyio.Event()
+
+    async def run(self, name: str, command: str, args: dict[str, Any]) -> dict[str, Any]:
+        self.runs.append(name)
+        self.running.set()
+        await self.release.wait()
+        return {"name": name, "stats": {}, "summary": "ran by the owner"}
+
+
+def _forward_soon(tg: TaskGroup, requester: Forwarding) -> tuple[list[dict[str, Any]], anyio.Event]:
+    """Start ``update docs`` through ``requester`` in ``tg``: the list gets its reply, and
+    the event is set then."""
+    replies: list[dict[str, Any]] = []
+    replied = anyio.Event()
+
+    async def forward() -> None:
+        replies.append(await requester.forward("docs", "update", {}))
+        replied.set()
+
+    tg.start_soon(forward)
+    return replies, replied
+
+
 def test_a_waiter_survives_its_database_session_being_killed(
     cocod_db: str, sql: SqlHelper, blockbuster: BlockBuster
 ) -> None:
@@ -371,14 +402,8 @@ def test_a_waiter_survives_its_database_session_being_killed(
     runs: list[str] = []
 
     async def main() -> dict[str, Any]:
-        release, running, replied = anyio.Event(), anyio.Event(), anyio.Event()
-
-        async def run(name: str, command: str, args: dict[str, Any]) -> dict[str, Any]:
-            runs.append(name)
-            running.set()
-            await release.wait()
-            return {"name": name, "stats": {}, "summary": "ran by the owner"}
-
+        held = _HeldCommand(runs)
+        run, release, running = held.run, held.release, held.running
         servable = {"docs": "docs"}
         admin = await asyncpg.connect(_other_database(cocod_db))  # ALTERs this one
         requester_pool = await open_pool(
@@ -391,13 +416,7 @@ def test_a_waiter_survives_its_database_session_being_killed(
                 anyio.create_task_group() as tg,
             ):
                 await tg.start(owner.serve)
-                replies: list[dict[str, Any]] = []
-
-                async def forward() -> None:
-                    replies.append(await requester.forward("docs", "update", {}))
-                    replied.set()
-
-                tg.start_soon(forward)
+                replies, replied = _forward_soon(tg, requester)
                 with anyio.fail_after(20):
                     await running.wait()
                     # Cut the requester off: its session ends, new ones are refused.
@@ -455,14 +474,8 @@ def test_a_reply_the_owner_could_not_record_in_time_still_reaches_the_requester(
     runs: list[str] = []
 
     async def main() -> dict[str, Any]:
-        release, running = anyio.Event(), anyio.Event()
-
-        async def run(name: str, command: str, args: dict[str, Any]) -> dict[str, Any]:
-            runs.append(name)
-            running.set()
-            await release.wait()
-            return {"name": name, "stats": {}, "summary": "ran by the owner"}
-
+        held = _HeldCommand(runs)
+        run, release, running = held.run, held.release, held.running
         servable = {"docs": "docs"}
         admin = await asyncpg.connect(cocod_db)
         # Members that do not heartbeat, with a lease timeout longer than the test: the
@@ -474,14 +487,7 @@ def test_a_reply_the_owner_could_not_record_in_time_still_reaches_the_requester(
                 anyio.create_task_group() as tg,
             ):
                 await tg.start(owner.serve)
-                replies: list[dict[str, Any]] = []
-                replied = anyio.Event()
-
-                async def forward() -> None:
-                    replies.append(await requester.forward("docs", "update", {}))
-                    replied.set()
-
-                tg.start_soon(forward)
+                replies, replied = _forward_soon(tg, requester)
                 with anyio.fail_after(20):
                     await running.wait()
                     lock = admin.transaction()
