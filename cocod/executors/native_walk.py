@@ -64,7 +64,11 @@ def borrowed_walker_threads(limiter: anyio.CapacityLimiter | None) -> Iterator[i
     ``limiter`` (None: anyio's default) for each helper thread the walk may start, only
     while one more stays free for the walk's own thread, so the walk never waits for
     its helpers and never holds a token it waits beside. Yields how many it took; they
-    are given back when the block ends."""
+    are given back when the block ends; none where the helper was not built (the Python
+    walk runs on one thread)."""
+    if HELPER is None:
+        yield 0
+        return
     bound = limiter if limiter is not None else anyio.to_thread.current_default_thread_limiter()
     borrowers: list[object] = []
     try:

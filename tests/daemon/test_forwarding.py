@@ -403,7 +403,6 @@ def test_a_waiter_survives_its_database_session_being_killed(
 
     async def main() -> dict[str, Any]:
         held = _HeldCommand(runs)
-        run, release, running = held.run, held.release, held.running
         servable = {"docs": "docs"}
         admin = await asyncpg.connect(_other_database(cocod_db))  # ALTERs this one
         requester_pool = await open_pool(
@@ -411,14 +410,14 @@ def test_a_waiter_survives_its_database_session_being_killed(
         )
         try:
             async with (
-                _member(servable=lambda: servable, run=run) as (_, owner),
+                _member(servable=lambda: servable, run=held.run) as (_, owner),
                 _member(requester_pool) as (_, requester),
                 anyio.create_task_group() as tg,
             ):
                 await tg.start(owner.serve)
                 replies, replied = _forward_soon(tg, requester)
                 with anyio.fail_after(20):
-                    await running.wait()
+                    await held.running.wait()
                     # Cut the requester off: its session ends, new ones are refused.
                     await admin.execute(
                         f"ALTER DATABASE {_current_database(cocod_db)} ALLOW_CONNECTIONS false"
@@ -434,7 +433,7 @@ def test_a_waiter_survives_its_database_session_being_killed(
                     await admin.execute(
                         f"ALTER DATABASE {_current_database(cocod_db)} ALLOW_CONNECTIONS true"
                     )
-                    release.set()
+                    held.release.set()
                     await replied.wait()
                 tg.cancel_scope.cancel()
             return replies[0]
@@ -475,27 +474,26 @@ def test_a_reply_the_owner_could_not_record_in_time_still_reaches_the_requester(
 
     async def main() -> dict[str, Any]:
         held = _HeldCommand(runs)
-        run, release, running = held.run, held.release, held.running
         servable = {"docs": "docs"}
         admin = await asyncpg.connect(cocod_db)
         # Members that do not heartbeat, with a lease timeout longer than the test: the
         # requester never takes the owner for dead and queues the request again.
         try:
             async with (
-                _member(servable=lambda: servable, run=run, lease_timeout=60.0) as (_, owner),
+                _member(servable=lambda: servable, run=held.run, lease_timeout=60.0) as (_, owner),
                 _member(lease_timeout=60.0) as (_, requester),
                 anyio.create_task_group() as tg,
             ):
                 await tg.start(owner.serve)
                 replies, replied = _forward_soon(tg, requester)
                 with anyio.fail_after(20):
-                    await running.wait()
+                    await held.running.wait()
                     lock = admin.transaction()
                     await lock.start()
                     await admin.execute(
                         "SELECT id FROM cocod.cluster_requests WHERE state = 'running' FOR UPDATE"
                     )
-                    release.set()
+                    held.release.set()
                     await anyio.sleep(2.0)  # four times the reply deadline
                     assert not replies
                     await lock.commit()
