@@ -8,7 +8,9 @@ picks it (``FOR UPDATE SKIP LOCKED``: served once), runs it exactly as a local c
 (the same handler, under the owner's own lease), writes the reply (the result, or the
 error's wire code and message) and ``NOTIFY``\\ s back. The requester waits on the
 notification, with a poll (capped exponential backoff with jitter, up to
-:data:`POLL_CAP_S`) for a lost one.
+:data:`POLL_CAP_S`) for a lost one. While the command runs, the owner records its latest
+progress in the row (:data:`PROGRESS_EVERY_S`) and the requester relays each new state to
+its client as it polls, so a standby's caller sees the owner's pass advance.
 
 Failover while it waits. A request is picked by the flow, not by a daemon, so a pending
 request goes to whoever owns the instance next — this daemon included, once it owns it
@@ -64,8 +66,13 @@ SERVER_MIN_GAP_S = 0.05
 
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, CocodError)
 
-RunCommand = Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]]
-"""(instance, command, args) → the command's result, run here as a local command."""
+PROGRESS_EVERY_S = 1.0
+"""A served command's progress is recorded in its request's row at most this often; its
+requester reads it as it polls (every :data:`POLL_CAP_S` at most) and relays it."""
+
+RunCommand = Callable[[str, str, dict[str, Any], Emit], Awaitable[dict[str, Any]]]
+"""(instance, command, args, emit) → the command's result, run here as a local command;
+its progress events go to ``emit``."""
 
 
 class ForwardingTimeoutError(NotOwnerError):
@@ -169,11 +176,23 @@ class Forwarding:
         log.info(
             "forward.serving", request=request.id, instance=request.instance, cmd=request.command
         )
+        recorder = _ProgressRecorder(self, request.id)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(recorder.record)
+            reply, error, give_back = await self._run_one(request, recorder.emit)
+            tg.cancel_scope.cancel()
+        await self._reply(request, reply, error, give_back)
+
+    async def _run_one(
+        self, request: PickedRequest, emit: Emit
+    ) -> tuple[dict[str, Any] | None, tuple[str, str] | None, bool]:
+        """Run a picked request here: (its reply, or its error, and whether to give it
+        back for the next owner)."""
         reply: dict[str, Any] | None = None
         error: tuple[str, str] | None = None
         give_back = False
         try:
-            reply = await self.run(request.instance, request.command, request.args)
+            reply = await self.run(request.instance, request.command, request.args, emit)
             holder = self.cluster.holder
             reply["served_by"] = {
                 "host": holder.host,
@@ -187,6 +206,15 @@ class Forwarding:
             give_back = not self.is_serving()  # draining: the next owner runs it
             error = (code, message)
             log.info("forward.failed", request=request.id, code=code, give_back=give_back)
+        return reply, error, give_back
+
+    async def _reply(
+        self,
+        request: PickedRequest,
+        reply: dict[str, Any] | None,
+        error: tuple[str, str] | None,
+        give_back: bool,
+    ) -> None:
         with anyio.move_on_after(REPLY_DEADLINE_S, shield=True):
             backoff = Backoff(first=0.1, cap=2.0)
             while True:
@@ -255,7 +283,7 @@ class Forwarding:
             who = None if owner is None else owner.describe()
             await emit({"event": "progress", "stage": "forwarded", "name": instance, "owner": who})
         try:
-            return await self._wait(request_id, instance, command)
+            return await self._wait(request_id, instance, command, _ProgressRelay(emit))
         except BaseException:
             with anyio.move_on_after(WITHDRAW_DEADLINE_S, shield=True):
                 await self._withdraw(request_id)
@@ -272,7 +300,9 @@ class Forwarding:
             log.debug("forward.withdraw_failed", request=request_id, error=str(e))
             return None
 
-    async def _wait(self, request_id: int, instance: str, command: str) -> dict[str, Any]:
+    async def _wait(
+        self, request_id: int, instance: str, command: str, relay: _ProgressRelay
+    ) -> dict[str, Any]:
         deadline = anyio.current_time() + FORWARD_DEADLINE_S
         requeues = attempt = 0
         last_state = ""
@@ -288,6 +318,7 @@ class Forwarding:
                 await blips.wait(e, request_id, instance, command, woken, deadline)
                 continue
             blips.reset()
+            await relay.relay(state.progress)
             if state.state != last_state:
                 last_state, attempt = state.state, 0
             if state.state == "done":
@@ -333,6 +364,70 @@ class Forwarding:
             "(`cocod --socket PATH ...` on its host), or check `cocod status` there",
             owner,
         )
+
+
+class _ProgressRecorder:
+    """The owner's ``emit`` for a request it serves: the latest progress event of each
+    source, recorded in the request's row at most every :data:`PROGRESS_EVERY_S`.
+
+    Why the row and not a ``NOTIFY`` per event: the requester already polls the row for
+    the reply, and a pass reports far more often than anyone reads. A failed write is
+    only logged: progress is a courtesy, the reply is what must arrive.
+    """
+
+    def __init__(self, forwarding: Forwarding, request_id: int) -> None:
+        self._forwarding = forwarding
+        self._request_id = request_id
+        self._latest: dict[str, dict[str, Any]] = {}
+        self._changed = anyio.Event()
+
+    async def emit(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "progress" and "source" in event:
+            self._latest[str(event["source"])] = event
+            self._changed.set()
+
+    async def record(self) -> None:
+        """Until cancelled (when the command ends)."""
+        cluster = self._forwarding.cluster
+        while True:
+            await self._changed.wait()
+            self._changed = anyio.Event()
+            progress = {"events": list(self._latest.values())}
+            try:
+                with anyio.fail_after(PROGRESS_EVERY_S * 5):
+                    async with cluster.pool.acquire() as conn:
+                        await self._forwarding.table.report_progress(
+                            conn, self._request_id, cluster.daemon_id, progress
+                        )
+            except (*_DB_ERRORS, TimeoutError) as e:
+                log.debug("forward.progress_failed", request=self._request_id, error=str(e))
+            await anyio.sleep(PROGRESS_EVERY_S)
+
+
+class _ProgressRelay:
+    """The requester's side: each progress event the owner recorded, sent once to the
+    requester's client (a client that left ends the relaying, never the wait)."""
+
+    def __init__(self, emit: Emit | None) -> None:
+        self._emit = emit
+        self._sent: dict[str, dict[str, Any]] = {}
+
+    async def relay(self, progress: dict[str, Any] | None) -> None:
+        events = (progress or {}).get("events")
+        if self._emit is None or not isinstance(events, list):
+            return
+        for event in events:
+            if not isinstance(event, dict):
+                continue
+            source = str(event.get("source"))
+            if self._sent.get(source) == event:
+                continue
+            self._sent[source] = event
+            try:
+                await self._emit(event)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                self._emit = None
+                return
 
 
 class _Blips:

@@ -57,6 +57,8 @@ class RequestState:
     """Seconds since it was queued (or queued again), by the database's clock."""
     server_is_live: bool
     """Its server's membership lock is held and its heartbeat is fresh (True if none)."""
+    progress: dict[str, Any] | None = None
+    """The latest progress its server recorded (:meth:`RequestsTable.report_progress`)."""
 
 
 class RequestsTable:
@@ -80,10 +82,18 @@ class RequestsTable:
             "queued timestamptz NOT NULL DEFAULT now(), "
             "state text NOT NULL DEFAULT 'pending', served_by text, "
             "picked timestamptz, finished timestamptz, reply jsonb, "
-            "error_code text, error text)",
+            "error_code text, error text, progress jsonb)",
             "CREATE INDEX IF NOT EXISTS cluster_requests_pending ON "
             f"{self.table} (flow_name, id) WHERE state = 'pending'",
         )
+        # A table an older cocod created has no progress column. Looked up first: an
+        # ALTER takes the table's exclusive lock even when there is nothing to add.
+        if not await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) "
+            "AND attname = 'progress' AND NOT attisdropped)",
+            self.table,
+        ):
+            await conn.execute(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS progress jsonb")
 
     async def insert(
         self,
@@ -165,9 +175,21 @@ class RequestsTable:
             )
         )
 
+    async def report_progress(
+        self, conn: Connection, request_id: int, daemon_id: str, progress: dict[str, Any]
+    ) -> None:
+        """Record the running command's latest progress, if this daemon still serves it."""
+        await conn.execute(
+            f"UPDATE {self.table} SET progress = $3::jsonb "
+            "WHERE id = $1 AND served_by = $2 AND state = 'running'",
+            request_id,
+            daemon_id,
+            progress,
+        )
+
     async def read(self, conn: Connection, request_id: int, lease_timeout: float) -> RequestState:
         row = await conn.fetchrow(
-            "SELECT r.state, r.served_by, r.reply, r.error_code, r.error, "
+            "SELECT r.state, r.served_by, r.reply, r.error_code, r.error, r.progress, "
             "extract(epoch FROM now() - r.queued)::float8, r.served_by IS NULL OR ("
             "d.heartbeat > now() - make_interval(secs => $3) AND EXISTS (SELECT 1 "
             "FROM pg_locks lk WHERE lk.locktype = 'advisory' AND lk.classid = $2::int::oid "
@@ -182,7 +204,14 @@ class RequestsTable:
         if row is None:  # deleted: only a day-old request is, so its requester gave up
             return RequestState("withdrawn", None, None, None, None, 0.0, True)
         return RequestState(
-            row[0], row[1], _json(row[2]), row[3], row[4], float(row[5]), bool(row[6])
+            row[0],
+            row[1],
+            _json(row[2]),
+            row[3],
+            row[4],
+            float(row[6]),
+            bool(row[7]),
+            _json(row[5]),
         )
 
     async def requeue(self, conn: Connection, request_id: int, from_state: str) -> bool:
@@ -190,7 +219,7 @@ class RequestsTable:
         return bool(
             await conn.fetchval(
                 f"UPDATE {self.table} SET state = 'pending', served_by = NULL, picked = NULL, "
-                "queued = now(), error_code = NULL, error = NULL "
+                "queued = now(), error_code = NULL, error = NULL, progress = NULL "
                 "WHERE id = $1 AND state = $2 RETURNING true",
                 request_id,
                 from_state,

@@ -26,6 +26,7 @@ from cocod.control.protocol import ErrorCode, ProtocolError
 from cocod.daemon.cluster import DEREGISTER_DEADLINE_S, Cluster
 from cocod.daemon.forwarding import Forwarding
 from cocod.daemon.instance_state import State
+from cocod.daemon.server import Emit
 from cocod.runtime import context
 from cocod.runtime.coordination import set_process_holder
 
@@ -93,13 +94,15 @@ class Membership:
             and cluster.owns(name)
         }
 
-    async def _run_forwarded(self, name: str, command: str, args: dict[str, Any]) -> Any:
-        """A request another daemon forwarded: the local handler runs it (no progress
-        events: they would have nowhere to go)."""
+    async def _run_forwarded(
+        self, name: str, command: str, args: dict[str, Any], emit: Emit
+    ) -> Any:
+        """A request another daemon forwarded: the local handler runs it, its progress
+        events going to ``emit`` (recorded for the requester to relay)."""
         if command != "update":
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"{command!r} is not forwarded")
         handlers = self.daemon.handlers
-        return await handlers.update_here(_no_events, name, bool(args.get("full_reprocess")))
+        return await handlers.update_here(emit, name, bool(args.get("full_reprocess")))
 
     async def _serve(
         self, cluster: Cluster, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -154,10 +157,6 @@ class Membership:
 
 def _flow_name(name: str) -> str:
     return context.get_app_namespace(trailing_delimiter=".") + name
-
-
-async def _no_events(event: dict[str, Any]) -> None:
-    del event
 
 
 __all__ = ["Membership"]

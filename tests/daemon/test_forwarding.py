@@ -181,6 +181,17 @@ def test_a_forwarded_update_survives_its_owner_being_killed(tmp_path: Path, sql:
                 60,
             )
             eventually(lambda: write_log(sql, TABLE), "the owner's first write", 30)
+            # The real daemon records its pass's progress there for the standby to relay.
+            source = eventually(
+                lambda: sql.fetchval(
+                    "SELECT progress->'events'->0->>'source' FROM cocod.cluster_requests "
+                    "WHERE served_by = $1",
+                    owner_id,
+                ),
+                "the owner's progress in the request's row",
+                30,
+            )
+            assert source == "documents"
             owner.kill()
             out, err = update.communicate(timeout=90)
         finally:
@@ -236,7 +247,7 @@ async def _member(
         cluster.listener.close()
 
 
-async def _never(name: str, command: str, args: dict[str, Any]) -> dict[str, Any]:
+async def _never(name: str, command: str, args: dict[str, Any], emit: Any) -> dict[str, Any]:
     raise AssertionError("nothing may run this")
 
 
@@ -274,7 +285,7 @@ def test_two_owners_racing_serve_a_request_once(
     runs: list[str] = []
 
     def server(tag: str) -> Any:
-        async def run(name: str, command: str, args: dict[str, Any]) -> dict[str, Any]:
+        async def run(name: str, command: str, args: dict[str, Any], emit: Any) -> dict[str, Any]:
             runs.append(tag)
             await anyio.sleep(0.2)
             return {"name": name, "stats": {}, "summary": f"ran by {tag}", "args": args}
@@ -301,6 +312,49 @@ def test_two_owners_racing_serve_a_request_once(
     assert reply["summary"] == f"ran by {runs[0]}" and reply["args"] == {"full_reprocess": True}
     rows = sql.fetch("SELECT state, reply IS NOT NULL FROM cocod.cluster_requests")
     assert [(r[0], r[1]) for r in rows] == [("done", True)]
+
+
+def test_the_owners_progress_reaches_the_requesters_client(
+    cocod_db: str, sql: SqlHelper, blockbuster: BlockBuster
+) -> None:
+    """A forwarded update's progress events are relayed: the requester's client sees the
+    owner's pass advance before the reply, each state once, the last one included."""
+    _allow_what_must_block(blockbuster)
+    steps = [{"source": "documents", "processed": n, "finished": n == 3} for n in range(4)]
+
+    async def run(name: str, command: str, args: dict[str, Any], emit: Any) -> dict[str, Any]:
+        for step in steps:
+            await emit({"event": "progress", "stage": "update", "name": name, **step})
+            await anyio.sleep(forwarding.PROGRESS_EVERY_S * 1.5)  # each one is recorded
+        return {"name": name, "stats": {}, "summary": "ran by the owner"}
+
+    async def main() -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+
+        async def client(event: dict[str, Any]) -> None:
+            seen.append(event)
+
+        servable = {"docs": "docs"}
+        async with (
+            # Not heartbeating: a lease timeout longer than the test keeps the owner live.
+            _member(servable=lambda: servable, run=run, lease_timeout=60.0) as (_, owner),
+            _member(lease_timeout=60.0) as (_, requester),
+            anyio.create_task_group() as tg,
+        ):
+            await tg.start(owner.serve)
+            with anyio.fail_after(30):
+                reply = await requester.forward("docs", "update", {}, client)
+            tg.cancel_scope.cancel()
+        assert reply["summary"] == "ran by the owner"
+        return seen
+
+    seen = bridge.run(main())
+    assert seen[0]["stage"] == "forwarded", seen
+    relayed = [e["processed"] for e in seen[1:]]
+    # Progress recorded before the command ended reaches the client in order, once each;
+    # the requester polls at most every second, so none is skipped at this pace.
+    assert relayed == [0, 1, 2, 3], seen
+    assert all(e["event"] == "progress" and e["name"] == "docs" for e in seen[1:])
 
 
 def test_old_requests_are_cleaned_up(
@@ -371,7 +425,7 @@ class _HeldCommand:
         self.running = anyio.Event()
         self.release = anyio.Event()
 
-    async def run(self, name: str, command: str, args: dict[str, Any]) -> dict[str, Any]:
+    async def run(self, name: str, command: str, args: dict[str, Any], emit: Any) -> dict[str, Any]:
         self.runs.append(name)
         self.running.set()
         await self.release.wait()
