@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -179,15 +180,13 @@ class Forwarding:
         recorder = _ProgressRecorder(self, request.id)
         async with anyio.create_task_group() as tg:
             tg.start_soon(recorder.record)
-            reply, error, give_back = await self._run_one(request, recorder.emit)
+            outcome = await self._run_one(request, recorder.emit)
             tg.cancel_scope.cancel()
-        await self._reply(request, reply, error, give_back)
+        outcome.progress = recorder.latest()  # recorded with the reply: none is skipped
+        await self._reply(request, outcome)
 
-    async def _run_one(
-        self, request: PickedRequest, emit: Emit
-    ) -> tuple[dict[str, Any] | None, tuple[str, str] | None, bool]:
-        """Run a picked request here: (its reply, or its error, and whether to give it
-        back for the next owner)."""
+    async def _run_one(self, request: PickedRequest, emit: Emit) -> _Outcome:
+        """Run a picked request here: its reply, or its error."""
         reply: dict[str, Any] | None = None
         error: tuple[str, str] | None = None
         give_back = False
@@ -206,19 +205,13 @@ class Forwarding:
             give_back = not self.is_serving()  # draining: the next owner runs it
             error = (code, message)
             log.info("forward.failed", request=request.id, code=code, give_back=give_back)
-        return reply, error, give_back
+        return _Outcome(reply, error, give_back)
 
-    async def _reply(
-        self,
-        request: PickedRequest,
-        reply: dict[str, Any] | None,
-        error: tuple[str, str] | None,
-        give_back: bool,
-    ) -> None:
+    async def _reply(self, request: PickedRequest, outcome: _Outcome) -> None:
         with anyio.move_on_after(REPLY_DEADLINE_S, shield=True):
             backoff = Backoff(first=0.1, cap=2.0)
             while True:
-                if await self._record(request.id, reply, error, give_back=give_back):
+                if await self._record(request.id, outcome):
                     return
                 await anyio.sleep(backoff.next_delay())
         # The database was away longer than that. The request stays `running` under this
@@ -231,28 +224,26 @@ class Forwarding:
         while True:
             await anyio.sleep(backoff.next_delay())
             with anyio.move_on_after(REPLY_DEADLINE_S):
-                if await self._record(request.id, reply, error, give_back=give_back):
+                if await self._record(request.id, outcome):
                     log.info("forward.reply_recorded_late", request=request.id)
                     return
 
-    async def _record(
-        self,
-        request_id: int,
-        reply: dict[str, Any] | None,
-        error: tuple[str, str] | None,
-        *,
-        give_back: bool,
-    ) -> bool:
+    async def _record(self, request_id: int, outcome: _Outcome) -> bool:
         """One attempt to record a served request's outcome (or to queue it again, when
         draining) and wake its requester; False when the database failed."""
         try:
             async with self.cluster.pool.acquire() as conn:
-                if give_back:
+                if outcome.give_back:
                     await self.table.requeue(conn, request_id, "running")
                     await self._notify(conn, "request")
                 else:
                     await self.table.finish(
-                        conn, request_id, self.cluster.daemon_id, reply=reply, error=error
+                        conn,
+                        request_id,
+                        self.cluster.daemon_id,
+                        reply=outcome.reply,
+                        error=outcome.error,
+                        progress=outcome.progress,
                     )
                     await self._notify(conn, f"reply:{request_id}")
             return True
@@ -366,6 +357,19 @@ class Forwarding:
         )
 
 
+@dataclass
+class _Outcome:
+    """What serving a request came to, as it is recorded for the requester."""
+
+    reply: dict[str, Any] | None
+    error: tuple[str, str] | None
+    """(wire code, message) when the command failed."""
+    give_back: bool
+    """Queue it again for the next owner instead (this daemon drains)."""
+    progress: dict[str, Any] | None = None
+    """The command's last progress, recorded with the reply so the requester relays it."""
+
+
 class _ProgressRecorder:
     """The owner's ``emit`` for a request it serves: the latest progress event of each
     source, recorded in the request's row at most every :data:`PROGRESS_EVERY_S`.
@@ -385,6 +389,10 @@ class _ProgressRecorder:
         if event.get("event") == "progress" and "source" in event:
             self._latest[str(event["source"])] = event
             self._changed.set()
+
+    def latest(self) -> dict[str, Any] | None:
+        """The latest event of each source, as the row holds them (None: none yet)."""
+        return {"events": list(self._latest.values())} if self._latest else None
 
     async def record(self) -> None:
         """Until cancelled (when the command ends)."""

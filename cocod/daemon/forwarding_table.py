@@ -157,21 +157,24 @@ class RequestsTable:
         *,
         reply: dict[str, Any] | None = None,
         error: tuple[str, str] | None = None,
+        progress: dict[str, Any] | None = None,
     ) -> bool:
-        """Record the outcome, if this daemon still serves the request."""
+        """Record the outcome (and the last progress, if any), if this daemon still
+        serves the request."""
         state = "done" if error is None else "failed"
         code, message = error if error is not None else (None, None)
         return bool(
             await conn.fetchval(
                 f"UPDATE {self.table} SET state = $3, finished = now(), reply = $4::jsonb, "
-                "error_code = $5, error = $6 WHERE id = $1 AND served_by = $2 "
-                "AND state = 'running' RETURNING true",
+                "error_code = $5, error = $6, progress = coalesce($7::jsonb, progress) "
+                "WHERE id = $1 AND served_by = $2 AND state = 'running' RETURNING true",
                 request_id,
                 daemon_id,
                 state,
                 reply,
                 code,
                 message,
+                progress,
             )
         )
 
