@@ -157,3 +157,19 @@ class DaemonProcess:
 
     def logs(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
+
+    def log_events(self, event: str, name: str) -> list[dict[str, Any]]:
+        """The daemon's JSON log records of ``event`` for instance ``name``, in order."""
+        out = []
+        for line in self.logs().splitlines():
+            if event not in line:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(record, dict) or record.get("event") != event:
+                continue
+            if record.get("instance") == name:
+                out.append(record)
+        return out

@@ -8,7 +8,6 @@ least recently used instance that no command is using is closed.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -63,21 +62,6 @@ def gated_factory(
     return define
 
 
-def _events(daemon: DaemonProcess, event: str, name: str) -> list[dict[str, Any]]:
-    """The daemon's JSON log records of ``event`` for instance ``name``."""
-    out = []
-    for line in daemon.logs().splitlines():
-        if event not in line:
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("event") == event and record.get("instance") == name:
-            out.append(record)
-    return out
-
-
 def _on_demand(name: str, folder: Path, table: str) -> str:
     return instance(name, folder, table, live=False)
 
@@ -97,7 +81,7 @@ def test_racing_commands_on_a_cold_instance_open_it_once(tmp_path: Path, databas
         with ThreadPoolExecutor(8) as pool:
             replies = list(pool.map(command, range(8)))
         assert all(r["ok"] for r in replies), [r for r in replies if not r["ok"]]
-        assert len(_events(daemon, "instance.opened", "cold")) == 1, "opened exactly once"
+        assert len(daemon.log_events("instance.opened", "cold")) == 1, "opened exactly once"
         assert daemon.state("cold") == "OPEN"
         assert SqlHelper(database_url).fetchval("SELECT count(*) FROM cold_rows") == 2
     finally:
@@ -115,13 +99,13 @@ def test_an_idle_instance_is_closed_and_reopens_on_the_next_command(
         assert daemon.request("update", name="idle", timeout=60)["ok"]
         assert daemon.state("idle") == "OPEN"
         eventually(lambda: daemon.state("idle") == "STOPPED", "the idle TTL to close it", 15)
-        assert len(_events(daemon, "instance.idle_closed", "idle")) == 1
+        assert len(daemon.log_events("instance.idle_closed", "idle")) == 1
 
         write(docs / "b.md", "two")
         reply = daemon.request("update", name="idle", timeout=60)
         assert reply["ok"] and reply["result"]["stats"]["documents"]["num_insertions"] == 1, reply
         assert daemon.state("idle") == "OPEN"
-        assert len(_events(daemon, "instance.opened", "idle")) == 2
+        assert len(daemon.log_events("instance.opened", "idle")) == 2
     finally:
         assert daemon.stop() == 0
 
@@ -153,10 +137,10 @@ def test_past_max_open_flows_the_least_recently_used_idle_instance_is_closed(
             assert daemon.request("update", name="c", timeout=60)["ok"]
             states = {n: daemon.state(n) for n in ("held", "b", "c")}
             assert states == {"held": "OPEN", "b": "STOPPED", "c": "OPEN"}, states
-            assert [e["reason"] for e in _events(daemon, "instance.evicted", "b")] == [
+            assert [e["reason"] for e in daemon.log_events("instance.evicted", "b")] == [
                 "max_open_flows"
             ]
-            assert not _events(daemon, "instance.evicted", "held")
+            assert not daemon.log_events("instance.evicted", "held")
             gate.touch()
             assert held_update.result(timeout=120)["ok"]
         # held's update ended after c's: c is now the least recently used.
@@ -212,13 +196,13 @@ def test_an_instance_replaced_by_a_reload_while_an_update_runs(
         # The new flow's setup moved the target: the old table went, the new one is full.
         assert sql.fetchval("SELECT to_regclass('held_rows') IS NULL") is True
         assert sql.fetchval("SELECT count(*) FROM held_rows_v2") == 1
-        assert len(_events(daemon, "instance.opened", "held")) == 2
-        assert len(_events(daemon, "instance.closed", "held")) == 1, "the old flow closed"
+        assert len(daemon.log_events("instance.opened", "held")) == 2
+        assert len(daemon.log_events("instance.closed", "held")) == 1, "the old flow closed"
         assert daemon.state("held") == "OPEN"
         write(tmp_path / "held" / "b.md", "later text")
         assert daemon.request("update", name="held", timeout=60)["ok"]
         assert sql.fetchval("SELECT count(*) FROM held_rows_v2") == 2
-        assert len(_events(daemon, "instance.opened", "held")) == 2
+        assert len(daemon.log_events("instance.opened", "held")) == 2
     finally:
         gate.touch()
         assert daemon.stop() == 0

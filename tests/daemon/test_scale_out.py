@@ -7,11 +7,9 @@ so "no two writers at once" is read from the database, not inferred from logs.
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -274,16 +272,11 @@ def _wait_stood_by(member: Member, name: str, newer_than: int) -> None:
     member's state and log are shown.
     """
 
-    def log_events() -> list[dict[str, Any]]:
-        lines = member.process.logs().splitlines()
-        return [e for e in map(_json_or_none, lines) if e and e.get("instance") == name]
-
     def stood_by() -> bool:
-        events = log_events()
-        assert any(e["event"] == "instance.ownership_ended" for e in events), "no loss seen"
+        assert member.process.log_events("instance.ownership_ended", name), "no loss seen"
         state = member.statuses()[name]["state"]
         if state not in NOT_OWNED:
-            taken = [e["epoch"] for e in events if e["event"] == "cluster.owned"]
+            taken = [e["epoch"] for e in member.process.log_events("cluster.owned", name)]
             assert taken[-1] > newer_than, f"{name} is {state} under epoch {taken[-1]}"
         return True
 
@@ -291,11 +284,3 @@ def _wait_stood_by(member: Member, name: str, newer_than: int) -> None:
         eventually(stood_by, "the old owner to give up its lease", 30)
     except AssertionError as e:
         raise AssertionError(f"{e}\nits log:\n{member.process.logs()[-6000:]}") from None
-
-
-def _json_or_none(line: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
