@@ -91,6 +91,8 @@ def fig_model(b: Bench) -> None:
                     "raw_texts_per_s",
                     "ratio_to_raw",
                     "unique_ratio_to_raw",
+                    "raw_lanes_texts_per_s",
+                    "unique_ratio_to_raw_lanes",
                 ):
                     b.record("model", case, e, k, r.get(k))
                 b.record("model", case, e, "peak_rss_mb", r["peak_rss_mb"])
@@ -99,7 +101,8 @@ def fig_model(b: Bench) -> None:
                 b.log(
                     f"[model] {e:<9} {size} files: {r['rows']} chunks in {r['update_s']:.1f} s "
                     f"= {r['chunks_per_s']:.1f}/s; raw {r['raw_texts_per_s']:.1f}/s "
-                    f"({r['ratio_to_raw']:.0%}); peak RSS {r['peak_rss_mb']:.0f} MB"
+                    f"({r['ratio_to_raw']:.0%}; unique texts {r['unique_ratio_to_raw']:.0%}); "
+                    f"peak RSS {r['peak_rss_mb']:.0f} MB"
                 )
                 shutil.rmtree(c.root, ignore_errors=True)
 

@@ -35,6 +35,8 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("model", "ratio_to_raw", "engine / raw encode", "×"),
     ("model", "unique_texts_per_s", "initial index, unique texts", "texts/s"),
     ("model", "unique_ratio_to_raw", "engine unique texts / raw encode", "×"),
+    ("model", "raw_lanes_texts_per_s", "raw encode on cocod's lanes", "texts/s"),
+    ("model", "unique_ratio_to_raw_lanes", "engine unique texts / lanes raw", "×"),
     ("model", "peak_rss_mb", "initial index, peak RSS", "MB"),
     ("live", "p50_ms", "save-to-visible p50", "ms"),
     ("live", "p95_ms", "save-to-visible p95", "ms"),

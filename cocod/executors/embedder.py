@@ -25,6 +25,7 @@ import structlog
 
 from cocod.errors import FlowDefinitionError
 from cocod.executors.cpu_claims import claim_cores, release_cores
+from cocod.executors.model_lanes import ModelLanes
 
 log = structlog.get_logger(__name__)
 
@@ -148,20 +149,25 @@ def _load(name: str, args: dict[str, Any] | None) -> Any:
 _MODEL_THREAD = concurrent.futures.ThreadPoolExecutor(
     max_workers=1, thread_name_prefix="cocod-model"
 )
-"""Every model load and encode runs on this one thread. torch's OpenMP runtime gives each
+"""Every model load and encode is run from this one thread. torch's OpenMP runtime gives each
 thread that runs torch its own team of worker threads; more teams than cores make them
-sleep at every synchronisation point (measured: 8-16% slower encoding on 2 cores)."""
+sleep at every synchronisation point (measured: 8-16% slower encoding on 2 cores). A
+large CPU encode spreads its batches over single-threaded lanes from here
+(:mod:`cocod.executors.model_lanes`), which make no teams."""
+
+_LANES = ModelLanes()
 
 CPU_BATCH_SIZE = 8
-"""Forward-pass size on CPU. A batch of ~256-token chunks allocates its activations all at
-once (the attention scores grow with batch x length squared), and glibc keeps what it
-mapped at the peak: on all-MiniLM-L6-v2 with 2 cores, the peak resident memory of a load
-plus one encode of 256 chunk texts was 837-851 MB at batch 32, 680-747 at 16, 624-631 at
-8 and 586-589 at 4 (fresh processes), while the throughput stayed within the run-to-run
-noise from 4 to 16 (medians of four alternating rounds: 15.7, 17.2, 16.4 texts/s at 4, 8,
-16) and fell at 32 and beyond (batch 64 was ~21% slower end to end than 16: its tensors
-are mapped and unmapped at every pass, millions of page faults). GPUs keep larger
-batches."""
+"""Forward-pass size on CPU when an encode runs on the model thread alone (a few texts, or a
+budget of one thread; larger encodes use lanes' smaller batches). A batch of ~256-token
+chunks allocates its activations all at once (the attention scores grow with batch x
+length squared), and glibc keeps what it mapped at the peak: on all-MiniLM-L6-v2 with 2
+cores, the peak resident memory of a load plus one encode of 256 chunk texts was 837-851
+MB at batch 32, 680-747 at 16, 624-631 at 8 and 586-589 at 4 (fresh processes), while the
+throughput stayed within the run-to-run noise from 4 to 16 (medians of four alternating
+rounds: 15.7, 17.2, 16.4 texts/s at 4, 8, 16) and fell at 32 and beyond (batch 64 was
+~21% slower end to end than 16: its tensors are mapped and unmapped at every pass,
+millions of page faults). GPUs keep larger batches."""
 GPU_BATCH_SIZE = 64
 
 TRIM_AFTER_TEXTS = 16
@@ -289,14 +295,16 @@ class SentenceTransformerExecutor:
     def _encode(self, texts: list[str]) -> list[np.ndarray]:
         model = load_model(self._model_name, self._args)
         device = str(getattr(model, "device", "cpu"))
-        batch_size = CPU_BATCH_SIZE if device.startswith("cpu") else GPU_BATCH_SIZE
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        vectors = model.encode(
-            [texts[i] for i in order],
-            batch_size=batch_size,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        ordered = [texts[i] for i in order]
+        if device.startswith("cpu"):
+            vectors = _LANES.encode(
+                model, ordered, CPU_BATCH_SIZE, convert_to_numpy=True, show_progress_bar=False
+            )
+        else:
+            vectors = model.encode(
+                ordered, batch_size=GPU_BATCH_SIZE, convert_to_numpy=True, show_progress_bar=False
+            )
         out: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(texts)
         for position, i in enumerate(order):
             out[i] = np.asarray(vectors[position], dtype=np.float32)
