@@ -272,7 +272,13 @@ class FlowSetup:
                         continue  # dropped and set up again meanwhile: take the new id's lease
                     if drop_plan.has_changes:
                         await apply_drop_plan(
-                            ctx, drop_plan, out=out, limiter=thread_limiter(), lease=lease
+                            ctx,
+                            drop_plan,
+                            out=out,
+                            limiter=thread_limiter(),
+                            lease=lease,
+                            # The owner keeps this lease past the drop: its id stays taken.
+                            keep_flow_id=lease is self.coordination.held_lease,
                         )
                         self.coordination.generation += 1
                         return drop_plan

@@ -218,7 +218,10 @@ async def apply_drop_plan(
     out: TextIO | None,
     limiter: anyio.CapacityLimiter | None = None,
     lease: FlowLease | None = None,
+    keep_flow_id: bool = False,
 ) -> None:
+    """Drop the flow's targets and state in one transaction; ``keep_flow_id`` leaves its
+    id reserved (see :func:`~cocod.storage.flow_records.delete_flow_state`)."""
     pool = await ctx.pool()
     record = drop_plan.old_record
     if record is None:
@@ -251,7 +254,9 @@ async def apply_drop_plan(
                     if not ignore_failures:
                         raise
                     log.warning("drop.target_failed", flow=name, error=str(e))
-            await flow_records.delete_flow_state(conn, ctx.schema, name, record.flow_id)
+            await flow_records.delete_flow_state(
+                conn, ctx.schema, name, record.flow_id, keep_id=keep_flow_id
+            )
     except DatabaseUnavailableError:
         raise
     except (asyncpg.PostgresError, DatabaseError, SetupError) as e:

@@ -79,11 +79,28 @@ async def write_flow_record(
     )
 
 
-async def delete_flow_state(conn: Connection, schema: str, flow_name: str, flow_id: int) -> None:
+async def delete_flow_state(
+    conn: Connection, schema: str, flow_name: str, flow_id: int, *, keep_id: bool = False
+) -> None:
+    """Remove the flow's tracking, memo and setup record.
+
+    ``keep_id``: leave the flow's id reserved (a ``flow_id`` row, as before a first
+    setup), for a drop made under a lease its holder keeps (a live updater, a daemon
+    owner). Another process setting the flow up next then reads that id and waits for
+    the holder's lease, instead of reserving a new id, taking that id's free lease and
+    writing the flow beside the holder, which still writes under the old one.
+    """
     s = quote_ident(schema)
     await conn.execute(f"DELETE FROM {s}.tracking WHERE flow_id = $1", flow_id)
     await conn.execute(f"DELETE FROM {s}.memo WHERE flow_id = $1", flow_id)
     await conn.execute(f"DELETE FROM {s}.setup_metadata WHERE flow_name = $1", flow_name)
+    if keep_id:
+        await conn.execute(
+            f"INSERT INTO {s}.setup_metadata (flow_name, resource, state) "
+            "VALUES ($1, 'flow_id', jsonb_build_object('flow_id', $2::int))",
+            flow_name,
+            flow_id,
+        )
 
 
 async def delete_source_tracking(
