@@ -4,16 +4,16 @@ Why: torch parallelises each operation of a forward pass across its intra-op thr
 and joins them at the end of it. A small model such as all-MiniLM-L6-v2 runs many short
 operations per batch, and every join leaves a core waiting for the slowest share. Whole
 batches on single-threaded lanes keep each core busy from one operation to the next.
-Measured on 2 cores, all-MiniLM-L6-v2, 160 chunk texts of up to 2,000 characters, six
-alternating rounds in one process: one encode at torch's 2 threads, batch 8, median 19.2
-texts/s; two lanes of 1 thread, batch 4 each, 22.2 (+16%). In an initial index the gain
-is smaller, since the engine's own work (splits, Postgres) used the cores the joins left
-idle: 1,000 files took 180 s against 187 s (one run each), with a peak of 630 MB against
-650-680. Batch 8 per lane was no faster and peaked about 90 MB higher, hence
-:data:`LANE_BATCH_SIZE`.
+Measured on 2 cores with ``bench/lanes_bench.py`` (all-MiniLM-L6-v2, 160 chunk texts of
+up to 2,000 characters, six alternating rounds in one process): two lanes of one thread
+at batch 4 against one encode at torch's 2 threads at batch 8, medians 1.16, 1.05, 1.06,
+0.95 and 1.07 times as fast in five runs (the first with its prototype); single rounds
+vary from 17 to 24 texts/s. In an initial index of 1,000 files: 180 s against 187 s (one
+clean run each), and a peak of 626-630 MB against 650-680 (four runs each). Batch 8 per
+lane was no faster and peaked about 90 MB higher, hence :data:`LANE_BATCH_SIZE`.
 
 A call with fewer than two batches (a live edit's few texts) runs on the calling thread
-at the whole thread budget instead: one text on one core would take twice as long.
+at the whole thread budget instead: on a lane it would get one thread of the budget.
 
 Thread counts are per thread: torch's OpenMP runtime keeps the count a thread last set
 (a lane's 1 stays 1 while the caller keeps its budget), but ``torch.set_num_threads``
@@ -72,7 +72,8 @@ class ModelLanes:
         # The tokenizer applies its padding and truncation settings on its first call and
         # only when they change after; two lanes applying them at once would collide in
         # the Rust tokenizer ("Already borrowed"), so the first call happens here.
-        model.tokenize([texts[0]])
+        tokenize = getattr(model, "preprocess", None) or model.tokenize  # older releases: tokenize
+        tokenize([texts[0]])
         pool = self._pool_for(lanes, per_lane)
         try:
             futures = [

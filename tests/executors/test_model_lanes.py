@@ -79,8 +79,8 @@ class FailingOn:
         self._lock = threading.Lock()
         self.failed = threading.Event()
 
-    def tokenize(self, texts: list[str]) -> Any:
-        return self._model.tokenize(texts)
+    def preprocess(self, texts: list[str]) -> Any:
+        return self._model.preprocess(texts)
 
     def encode(self, texts: list[str], **kwargs: Any) -> Any:
         with self._lock:
