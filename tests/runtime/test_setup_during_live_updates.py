@@ -15,6 +15,13 @@ from tests.daemon.harness import ROOT
 from tests.flows import paragraph_flow
 
 
+def wait_for_row(sql: SqlHelper, filename: str, failure: str) -> None:
+    deadline = time.monotonic() + 20
+    while sql.fetchval("SELECT count(*) FROM redo__paragraphs WHERE filename = $1", filename) != 1:
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.05)
+
+
 def test_drop_and_setup_while_a_live_updater_runs(tmp_path: Path, sql: SqlHelper) -> None:
     docs = tmp_path / "docs"
     write(docs / "a.md", "a")
@@ -25,10 +32,7 @@ def test_drop_and_setup_while_a_live_updater_runs(tmp_path: Path, sql: SqlHelper
         flow.drop()
         flow.setup()
         write(docs / "b.md", "b after re-setup")
-        deadline = time.monotonic() + 20
-        while sql.fetchval("SELECT count(*) FROM redo__paragraphs WHERE filename='b.md'") != 1:
-            assert time.monotonic() < deadline, "the updater did not follow the new setup"
-            time.sleep(0.05)
+        wait_for_row(sql, "b.md", "the updater did not follow the new setup")
     flow_ids = {r[0] for r in sql.fetch("SELECT DISTINCT flow_id FROM cocod.tracking")}
     current = sql.fetchval(
         "SELECT (state->>'flow_id')::int FROM cocod.setup_metadata WHERE resource = 'flow'"
@@ -67,10 +71,8 @@ def test_no_other_process_sets_the_flow_up_between_a_live_updaters_drop_and_setu
         "SELECT (state->>'flow_id')::int FROM cocod.setup_metadata WHERE resource = 'flow'"
     )
     with cocoindex.FlowLiveUpdater(flow):
-        deadline = time.monotonic() + 20  # its catch-up pass ran: it holds the lease
-        while sql.fetchval("SELECT count(*) FROM redo__paragraphs WHERE filename='a.md'") != 1:
-            assert time.monotonic() < deadline, "the updater's catch-up pass never ran"
-            time.sleep(0.05)
+        # Its catch-up pass ran, so it holds the lease.
+        wait_for_row(sql, "a.md", "the updater's catch-up pass never ran")
         flow.drop()
         other = subprocess.run(
             [sys.executable, "-m", "cocod.cli.main", "setup", "app.py", "-f", "--no-wait"],
@@ -85,10 +87,7 @@ def test_no_other_process_sets_the_flow_up_between_a_live_updaters_drop_and_setu
         assert "Traceback" not in other.stderr
         flow.setup()
         write(docs / "b.md", "b after re-setup")
-        deadline = time.monotonic() + 20
-        while sql.fetchval("SELECT count(*) FROM redo__paragraphs WHERE filename='b.md'") != 1:
-            assert time.monotonic() < deadline, "the updater did not follow the new setup"
-            time.sleep(0.05)
+        wait_for_row(sql, "b.md", "the updater did not follow the new setup")
     records = sql.fetch(
         "SELECT resource, (state->>'flow_id')::int AS id FROM cocod.setup_metadata "
         "WHERE resource IN ('flow', 'flow_id')"
