@@ -25,7 +25,6 @@ benchmark's raw encode on the main thread) gets the budget, not a lane's count.
 from __future__ import annotations
 
 import concurrent.futures
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,7 +54,6 @@ class ModelLanes:
     def __init__(self) -> None:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._shape = (1, 1)
-        self._lock = threading.Lock()
 
     def encode(
         self, model: Any, texts: Sequence[str], alone_batch_size: int, **encode_kwargs: Any
@@ -91,18 +89,17 @@ class ModelLanes:
         return np.concatenate([np.asarray(r) for r in results])
 
     def _pool_for(self, lanes: int, per_lane: int) -> concurrent.futures.ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None or self._shape != (lanes, per_lane):
-                if self._pool is not None:
-                    self._pool.shutdown(wait=True)
-                self._pool = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=lanes,
-                    thread_name_prefix="cocod-model-lane",
-                    initializer=_set_threads,
-                    initargs=(per_lane,),
-                )
-                self._shape = (lanes, per_lane)
-            return self._pool
+        if self._pool is None or self._shape != (lanes, per_lane):
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=lanes,
+                thread_name_prefix="cocod-model-lane",
+                initializer=_set_threads,
+                initargs=(per_lane,),
+            )
+            self._shape = (lanes, per_lane)
+        return self._pool
 
 
 def _set_threads(threads: int) -> None:

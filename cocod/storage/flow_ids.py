@@ -56,6 +56,19 @@ async def reserve_flow_id(conn: Connection, schema: str, flow_full_name: str) ->
     return reserved
 
 
+async def keep_flow_id_reserved(
+    conn: Connection, schema: str, flow_name: str, flow_id: int
+) -> None:
+    """Reserve ``flow_id`` again for the flow whose rows a drop just removed (in the drop's
+    transaction), so its next setup is keyed, and waits for, the same lease."""
+    await conn.execute(
+        f"INSERT INTO {quote_ident(schema)}.setup_metadata (flow_name, resource, state) "
+        "VALUES ($1, 'flow_id', jsonb_build_object('flow_id', $2::int))",
+        flow_name,
+        flow_id,
+    )
+
+
 async def forget_reserved_flow_id(conn: Connection, schema: str, flow_full_name: str) -> None:
     """Remove a reservation a failed first setup leaves (its record was never written)."""
     await conn.execute(
@@ -65,4 +78,9 @@ async def forget_reserved_flow_id(conn: Connection, schema: str, flow_full_name:
     )
 
 
-__all__ = ["forget_reserved_flow_id", "reserve_flow_id", "resolve_flow_id"]
+__all__ = [
+    "forget_reserved_flow_id",
+    "keep_flow_id_reserved",
+    "reserve_flow_id",
+    "resolve_flow_id",
+]

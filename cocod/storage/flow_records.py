@@ -11,6 +11,7 @@ from typing import Any
 
 from cocod.engine.setup import FlowRecord
 from cocod.flow.naming import quote_ident
+from cocod.storage.flow_ids import keep_flow_id_reserved
 from cocod.storage.internal_schema import internal_schema_exists
 from cocod.storage.pool import Connection
 from cocod.storage.state import mark_orphans
@@ -95,12 +96,7 @@ async def delete_flow_state(
     await conn.execute(f"DELETE FROM {s}.memo WHERE flow_id = $1", flow_id)
     await conn.execute(f"DELETE FROM {s}.setup_metadata WHERE flow_name = $1", flow_name)
     if keep_id:
-        await conn.execute(
-            f"INSERT INTO {s}.setup_metadata (flow_name, resource, state) "
-            "VALUES ($1, 'flow_id', jsonb_build_object('flow_id', $2::int))",
-            flow_name,
-            flow_id,
-        )
+        await keep_flow_id_reserved(conn, schema, flow_name, flow_id)
 
 
 async def delete_source_tracking(

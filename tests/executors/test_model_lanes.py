@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cocod.executors import model_lanes
 from cocod.executors.embedder import load_model
 from cocod.executors.model_lanes import LANE_BATCH_SIZE, ModelLanes, plan_lanes
 
@@ -75,7 +74,6 @@ class FailingOn:
     def __init__(self, model: Any, bad: str) -> None:
         self._model, self._bad = model, bad
         self.running = 0
-        self.max_after_error = 0
         self._lock = threading.Lock()
         self.failed = threading.Event()
 
@@ -111,4 +109,3 @@ def test_few_texts_or_one_thread_encode_on_the_calling_thread() -> None:
     on_thread_with_budget(2, lambda: lanes.encode(model, few, 8))
     on_thread_with_budget(1, lambda: lanes.encode(model, TEXTS, 8))
     assert lanes._pool is None, "lanes were started for a call that fits one batch"
-    assert model_lanes.MAX_LANES >= 2
