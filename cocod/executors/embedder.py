@@ -253,7 +253,8 @@ def trim_heap() -> bool:
 
 
 class SentenceTransformerExecutor:
-    """Batching executor: sorts inputs by length so padding is minimal, restores order.
+    """Batching executor: sorts inputs by length so padding is minimal, restores order
+    (on CPU lanes, the lanes order them by token count: :mod:`cocod.executors.model_lanes`).
 
     Async: the engine awaits the model thread instead of occupying a shared worker slot.
     The model loads there on first use (or on :meth:`warm`), once per process.

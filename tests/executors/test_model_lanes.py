@@ -1,10 +1,12 @@
 """Model lanes: a large CPU encode split over single-threaded lanes gives the vectors one
-encode would, in order, leaves the process's torch thread default as it was, and never
-leaves a lane running after the call (an error included). Real bundled model."""
+encode would, in order, batches texts of similar token counts with the longest first,
+leaves the process's torch thread default as it was, and never leaves a lane running
+after the call (an error included). Real bundled model."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import threading
 from typing import Any
 
@@ -91,6 +93,47 @@ class FailingOn:
         finally:
             with self._lock:
                 self.running -= 1
+
+
+class Recording:
+    """The real model, recording the batches its encode is given, in the order they start."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self.batches: list[list[str]] = []
+        self._lock = threading.Lock()
+
+    def preprocess(self, texts: list[str]) -> Any:
+        return self._model.preprocess(texts)
+
+    def encode(self, texts: list[str], **kwargs: Any) -> Any:
+        with self._lock:
+            self.batches.append(list(texts))
+        return self._model.encode(texts, **kwargs)
+
+
+def test_batches_hold_similar_token_counts_and_the_longest_start_first() -> None:
+    base = load_model(MODEL)
+    # Characters and tokens disagree: "x x x" is a token per two characters, a long word
+    # several characters per token. Sorted by characters, the batches would mix them.
+    texts = [" ".join(["x"] * (8 * k)) for k in range(1, 9)]
+    texts += [" ".join(["antidisestablishmentarianism"] * k) for k in range(1, 9)]
+    counts = base.preprocess(texts)["attention_mask"].sum(dim=1).tolist()
+    tokens = dict(zip(texts, counts, strict=True))
+    by_chars = sorted(texts, key=len)
+    assert sorted(texts, key=lambda t: tokens[t]) != by_chars, "the texts do not test the order"
+    model = Recording(base)
+    lanes = ModelLanes()
+    got = on_thread_with_budget(2, lambda: lanes.encode(model, by_chars, 8))
+    expected = base.encode(by_chars, batch_size=8, show_progress_bar=False)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+    assert sorted(len(b) for b in model.batches) == [LANE_BATCH_SIZE] * 4
+    spans = sorted((min(tokens[t] for t in b), max(tokens[t] for t in b)) for b in model.batches)
+    for (_, top), (bottom, _) in itertools.pairwise(spans):
+        assert top <= bottom, f"batches of overlapping token counts: {spans}"
+    longest = max(texts, key=lambda t: tokens[t])
+    assert any(longest in b for b in model.batches[:2]), "the longest batch did not start first"
 
 
 def test_a_failing_batch_raises_and_no_lane_runs_after_the_call() -> None:
