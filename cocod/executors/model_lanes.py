@@ -13,12 +13,12 @@ clean run each), and a peak of 626-630 MB against 650-680 (four runs each). Batc
 lane was no faster and peaked about 90 MB higher, hence :data:`LANE_BATCH_SIZE`.
 
 Within a call the lanes take batches of texts with similar token counts, the longest
-first (:func:`_by_token_length`). Against the lanes before (character order, batches
-in order; commit ae971fd), in one process over calls of 24-106 chunk texts of mixed
-length, six alternating rounds: 25.0 texts/s against 23.7 (+5.5%), the extra tokenizing
-included (about 70 ms per 106 texts). In an initial index of 1,000 files of the
-benchmark's corpus it made no difference above the run-to-run noise: 185.0 and 200.4 s
-against 187.6 and 178.4 s, alternating.
+first (:meth:`ModelLanes._batches`). Against batches by characters in order, as before,
+with ``bench/lanes_bench.py --calls`` (engine-sized calls of 24-106 chunk texts of mixed
+length, six alternating rounds, the extra tokenizing of about 70 ms per 106 texts
+included): 1.055 (its /tmp prototype), 1.16 and 1.04 times as fast. In an initial index
+of 1,000 files of the benchmark's corpus it made no difference above the run-to-run
+noise: 185.0 and 200.4 s against 187.6 and 178.4 s, alternating.
 
 A call with fewer than two batches (a live edit's few texts) runs on the calling thread
 at the whole thread budget instead: on a lane it would get one thread of the budget.
@@ -74,29 +74,35 @@ class ModelLanes:
         lanes, per_lane = plan_lanes(budget)
         if lanes < 2 or len(texts) <= LANE_BATCH_SIZE:
             return model.encode(list(texts), batch_size=alone_batch_size, **encode_kwargs)
-        order = _by_token_length(model, texts)
-        batches = [order[i : i + LANE_BATCH_SIZE] for i in range(0, len(order), LANE_BATCH_SIZE)]
+        batches = self._batches(model, texts)
         pool = self._pool_for(lanes, per_lane)
         try:
-            # Longest batches first: the call ends when its last batch does, and a short
-            # last batch leaves the other lanes the least time waiting for it.
-            futures = {
-                start: pool.submit(_encode_batch, model, [texts[i] for i in batch], encode_kwargs)
-                for start, batch in reversed(list(enumerate(batches)))
-            }
+            futures = [
+                pool.submit(_encode_batch, model, [texts[i] for i in batch], encode_kwargs)
+                for batch in batches
+            ]
             try:
-                results = [futures[start].result() for start in range(len(batches))]
+                results = [f.result() for f in futures]
             except BaseException:
-                for f in futures.values():
+                for f in futures:
                     f.cancel()
-                concurrent.futures.wait(futures.values())  # none may still run after the call
+                concurrent.futures.wait(futures)  # none may still run after the call
                 raise
         finally:
             torch.set_num_threads(budget)  # the default a lane's initializer changed
         vectors = np.concatenate([np.asarray(r) for r in results])
         in_caller_order = np.empty_like(vectors)
-        in_caller_order[np.asarray(order)] = vectors
+        in_caller_order[np.concatenate(batches)] = vectors
         return in_caller_order
+
+    def _batches(self, model: Any, texts: Sequence[str]) -> list[list[int]]:
+        """The call's batches (indexes into ``texts``) in the order they are submitted:
+        similar token counts together, the longest first, since the call ends when its
+        last batch does and a short last batch leaves the other lanes the least waiting.
+        ``bench/lanes_bench.py --calls`` overrides it with the character order."""
+        order = _by_token_length(model, texts)
+        batches = [order[i : i + LANE_BATCH_SIZE] for i in range(0, len(order), LANE_BATCH_SIZE)]
+        return batches[::-1]
 
     def _pool_for(self, lanes: int, per_lane: int) -> concurrent.futures.ThreadPoolExecutor:
         if self._pool is None or self._shape != (lanes, per_lane):
